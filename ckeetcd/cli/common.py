@@ -1,0 +1,20 @@
+"""Config loading shared by commands: a bad config is a usage error (exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ckeetcd.config import Config, ConfigError, default_config_path, load_config
+
+
+def load(args: argparse.Namespace) -> Config:
+    """Load the config or exit 2 printing each problem (file, key, why)."""
+    path = default_config_path(args.config, os.environ)
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        for p in e.problems:
+            print(f"error: {p}", file=sys.stderr)
+        raise SystemExit(2) from None

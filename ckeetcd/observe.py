@@ -1,0 +1,139 @@
+"""Gather one immutable snapshot of the cluster, concurrently, with deadlines.
+
+Every endpoint is asked at once and each answer has a short deadline, so a
+hung member costs one deadline, not one per member. The observer keeps only
+what etcd cannot tell: how long a learner has been a learner, and whether a
+cluster was ever formed here (a marker file in the state dir).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from types import MappingProxyType
+
+from ckeetcd.etcd import ClientPool, EtcdError
+from ckeetcd.etcd.rbac import rbac_in_place
+from ckeetcd.model import Desired, Health, LiveMember, Observed, Runtime
+from ckeetcd.nodes import MemberRuntime
+
+FORMED_MARKER = "cluster-formed.json"
+
+
+def read_published(path: Path | None) -> tuple[str, ...] | None:
+    """Client URLs in the etcd servers file (None when no file is kept)."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return ()
+    return tuple(u for u in text.split(",") if u)
+
+
+class Observer:
+    def __init__(self, runtime: MemberRuntime, pool: ClientPool, state_dir: Path,
+                 servers_file: Path | None, probe_timeout: float,
+                 readonly: bool = False) -> None:
+        self.runtime = runtime
+        self.pool = pool
+        self.marker = state_dir / FORMED_MARKER
+        self.servers_file = servers_file
+        self.probe_timeout = probe_timeout
+        self.readonly = readonly
+        self._learner_seen: dict[int, float] = {}
+        self._known_client_urls: tuple[str, ...] = ()
+        self._rbac_ready: bool | None = None
+
+    @property
+    def formed(self) -> bool:
+        return self.marker.exists()
+
+    async def observe(self, desired: Desired, deep: bool = False) -> Observed:
+        """One snapshot; `deep` also re-checks users, roles and auth."""
+        endpoints = tuple(dict.fromkeys(
+            [d.client_url for d in desired.members] + list(self._known_client_urls)))
+        statuses = await asyncio.gather(*(self._status(e) for e in endpoints))
+        by_endpoint = dict(zip(endpoints, statuses, strict=True))
+        members = await self._member_list(by_endpoint)
+        health: dict[int, Health] = {}
+        if members is not None:
+            self._known_client_urls = tuple(u for m in members for u in m.client_urls[:1])
+            for m in members:
+                h = next((h for e, h in by_endpoint.items()
+                          if h.member_id == m.id and h.healthy), None)
+                if h is None:
+                    h = next((h for e, h in by_endpoint.items()
+                              if e in m.client_urls or e == _desired_url(desired, m)),
+                             Health(healthy=False, member_id=m.id, error="no answer"))
+                health[m.id] = h
+        names = [d.name for d in desired.members]
+        names += [m.name for m in members or () if m.name and m.name not in names]
+        runtimes = await asyncio.gather(*(self._inspect(n) for n in names))
+        ages = self._learner_ages(members)
+        if members is not None and (deep or self._rbac_ready is not True):
+            self._rbac_ready = await self._check_rbac(desired, members, health)
+        if not self.readonly and members and not self.formed and all(
+            health[m.id].healthy for m in members
+        ):
+            self._mark_formed(members)
+        return Observed(
+            members=members,
+            health=MappingProxyType(health),
+            runtimes=MappingProxyType(dict(zip(names, runtimes, strict=True))),
+            rbac_ready=self._rbac_ready,
+            learner_ages=MappingProxyType(ages),
+            formed=self.formed,
+            published=read_published(self.servers_file),
+        )
+
+    async def _status(self, endpoint: str) -> Health:
+        try:
+            return await self.pool.get(endpoint).status(timeout=self.probe_timeout)
+        except EtcdError as e:
+            return Health(healthy=False, error=f"{e.code}: {e.details}")
+
+    async def _member_list(self, by_endpoint: dict[str, Health]) -> tuple[LiveMember, ...] | None:
+        ordered = sorted(by_endpoint.items(),
+                         key=lambda kv: (not kv[1].healthy, kv[1].member_id == 0))
+        for endpoint, h in ordered:
+            if h.member_id == 0:
+                continue
+            try:
+                return await self.pool.get(endpoint).member_list()
+            except EtcdError:
+                continue
+        return None
+
+    async def _inspect(self, name: str) -> Runtime:
+        try:
+            return await asyncio.wait_for(self.runtime.inspect(name), self.probe_timeout * 2)
+        except (OSError, TimeoutError) as e:
+            return Runtime(reachable=False, error=str(e) or type(e).__name__)
+
+    def _learner_ages(self, members: tuple[LiveMember, ...] | None) -> dict[int, float]:
+        now = time.monotonic()
+        learners = {m.id for m in members or () if m.learner}
+        self._learner_seen = {i: self._learner_seen.get(i, now) for i in learners}
+        return {i: now - t for i, t in self._learner_seen.items()}
+
+    async def _check_rbac(self, desired: Desired, members: tuple[LiveMember, ...],
+                          health: dict[int, Health]) -> bool | None:
+        healthy = [m for m in members if health[m.id].healthy and m.client_urls and not m.learner]
+        if not healthy:
+            return self._rbac_ready
+        try:
+            return await rbac_in_place(self.pool.get(healthy[0].client_urls[0]), desired)
+        except EtcdError:
+            return self._rbac_ready
+
+    def _mark_formed(self, members: tuple[LiveMember, ...]) -> None:
+        self.marker.write_text(json.dumps(
+            {"formed_at": time.time(), "members": [m.name for m in members]}))
+
+
+def _desired_url(desired: Desired, m: LiveMember) -> str:
+    d = desired.by_peer_url(m.peer_url)
+    return d.client_url if d else ""

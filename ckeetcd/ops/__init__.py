@@ -1,0 +1,33 @@
+"""One module per operation; each op is a few idempotent, recorded steps."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from ckeetcd.model import Op
+from ckeetcd.ops import (
+    add_member,
+    apiserver_traffic,
+    ensure_rbac,
+    promote_member,
+    remove_member,
+    start_member,
+    stop_member,
+)
+from ckeetcd.ops.context import OpContext, OpFailed, Skip
+
+OpFn = Callable[[OpContext, Op], Awaitable[None]]
+
+OPS: dict[str, OpFn] = {
+    "start-member": start_member.run,
+    "restart-member": start_member.run,
+    "stop-member": stop_member.run,
+    "remove-member": remove_member.run,
+    "add-member": add_member.run,
+    "promote-member": promote_member.run,
+    "ensure-rbac": ensure_rbac.run,
+    "stop-apiserver-traffic": apiserver_traffic.run,
+    "publish-endpoints": apiserver_traffic.run,
+}
+
+__all__ = ["OPS", "OpContext", "OpFailed", "Skip"]

@@ -1,0 +1,14 @@
+"""remove-member: take a member out of the etcd member list."""
+
+from __future__ import annotations
+
+from ckeetcd.model import Op
+from ckeetcd.ops.context import OpContext, Skip
+
+
+async def run(ctx: OpContext, op: Op) -> None:
+    async with ctx.step(op, "member-remove", member_id=f"{op.member_id:x}"):
+        client = ctx.leader_client(exclude=op.member_id)
+        if op.member_id not in {m.id for m in await client.member_list()}:
+            raise Skip("no longer a member")
+        await client.member_remove(op.member_id)

@@ -1,0 +1,35 @@
+"""Run a decision's ops in order; stop at the first failure.
+
+A failure is not retried here: the next cycle observes again and decides
+afresh, which is what makes every op safe to interrupt.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ckeetcd.model import Decision
+from ckeetcd.ops import OPS, OpContext
+
+
+async def run_ops(ctx: OpContext, decision: Decision) -> bool:
+    """True when every op finished; False at the first one that failed."""
+    for op in decision.ops:
+        start = time.monotonic()
+        ctx.history.record(cycle=ctx.cycle, event="op-begin", op=op.kind, targets=op.targets())
+        try:
+            await OPS[op.kind](ctx, op)
+        except Exception as e:
+            duration = round(time.monotonic() - start, 4)
+            error = f"{type(e).__name__}: {e}"
+            ctx.history.record(cycle=ctx.cycle, event="op-end", op=op.kind,
+                               targets=op.targets(), outcome="error", duration=duration,
+                               error=error)
+            ctx.log.warning("op", op=op.kind, targets=op.targets(), outcome="error",
+                            duration=duration, error=error)
+            return False
+        duration = round(time.monotonic() - start, 4)
+        ctx.history.record(cycle=ctx.cycle, event="op-end", op=op.kind, targets=op.targets(),
+                           outcome="ok", duration=duration)
+        ctx.log.info("op", op=op.kind, targets=op.targets(), outcome="ok", duration=duration)
+    return True

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Cluster
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    """Build clusters on private loopback addresses; all are cleaned up after the test."""
+    made: list[Cluster] = []
+
+    def make(names: list[str] | None = None, extra: str = "", subdir: str = "") -> Cluster:
+        root = tmp_path / (subdir or f"c{len(made)}")
+        root.mkdir()
+        c = Cluster(root, names or ["m1", "m2", "m3"], extra)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.cleanup()
+
+
+@pytest.fixture
+def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
+    """A bootstrapped, healthy 3-member cluster with its daemon running."""
+    c = make_cluster()
+    c.start_daemon()
+    c.wait_healthy(["m1", "m2", "m3"])
+    return c

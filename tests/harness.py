@@ -1,0 +1,231 @@
+"""A real ckeetcd cluster for tests: own loopback addresses, own state dir.
+
+Every cluster gets a fresh 127.X.Y.0/24 block, so tests never collide with
+each other or with a local cluster on config/local.toml (127.0.1.x). Cleanup
+stops only processes this harness started (daemon by Popen, members by their
+pidfiles) and runs even when the test failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ckeetcd.config import load_config
+from ckeetcd.daemon import daemon_tls, make_env
+from ckeetcd.etcd import EtcdClient
+from ckeetcd.model import Desired, Observed
+from ckeetcd.nodes import LocalRuntime
+from ckeetcd.pki import TLSFiles, load_ca, write_atomic, write_private
+
+T = TypeVar("T")
+_blocks = itertools.count()
+_ETCDCTL = str(Path(sys.executable).parent / "etcdctl")
+
+
+def next_block() -> str:
+    """A /24 of loopback addresses unique to this test process and call."""
+    n = next(_blocks)
+    return f"127.{100 + os.getpid() % 100}.{(n % 250) + 1}"
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll `predicate` until it returns something truthy, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as e:
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+class Cluster:
+    def __init__(self, root: Path, names: list[str], extra: str = "") -> None:
+        self.root = root
+        self.block = next_block()
+        self.state_dir = root / "state"
+        self.config_path = root / "ckeetcd.toml"
+        self.addresses: dict[str, str] = {}
+        self.extra = extra
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.daemon_log = root / "daemon.log"
+        self._host = 0
+        self.write_config(names)
+
+    # ---- config --------------------------------------------------------------
+    def address_of(self, name: str) -> str:
+        if name not in self.addresses:
+            self._host += 1
+            self.addresses[name] = f"{self.block}.{self._host}"
+        return self.addresses[name]
+
+    def write_config(self, names: list[str], extra: str | None = None) -> None:
+        if extra is not None:
+            self.extra = extra
+        lines = [
+            "[cluster]",
+            'name = "test"',
+            f'state_dir = "{self.state_dir}"',
+            "",
+            "[daemon]",
+            "interval = 2.0",
+            "probe_interval = 0.2",
+            "rpc_timeout = 1.0",
+            "",
+        ]
+        for n in names:
+            lines += ["[[members]]", f'name = "{n}"', f'address = "{self.address_of(n)}"', ""]
+        text = "\n".join(lines) + "\n" + self.extra
+        write_atomic(self.config_path, text.encode())
+
+    @property
+    def config(self) -> Any:
+        return load_config(self.config_path)
+
+    # ---- daemon --------------------------------------------------------------
+    def cli(self, *args: str, check: bool = False, env: dict[str, str] | None = None,
+            input: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "ckeetcd.cli.main", *args]
+        if "--config" not in args:
+            cmd += ["--config", str(self.config_path)]
+        return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=120,
+                              env={**os.environ, **(env or {})}, input=input, cwd=cwd)
+
+    def start_daemon(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        assert self.daemon is None or self.daemon.poll() is not None
+        log = open(self.daemon_log, "ab")
+        self.daemon = subprocess.Popen(
+            [sys.executable, "-m", "ckeetcd.cli.main", "run", "--config",
+             str(self.config_path), "--log-format", "json"],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )
+        log.close()
+        return self.daemon
+
+    def stop_daemon(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+        if self.daemon is None or self.daemon.poll() is not None:
+            return self.daemon.returncode if self.daemon else None
+        self.daemon.send_signal(sig)
+        return self.daemon.wait(timeout)
+
+    def mark(self) -> int:
+        """A position in the daemon log; pass it to events(since=...)."""
+        return len(self.daemon_log.read_text().splitlines()) if self.daemon_log.exists() else 0
+
+    def events(self, name: str | None = None, since: int = 0) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if not self.daemon_log.exists():
+            return out
+        for line in self.daemon_log.read_text().splitlines()[since:]:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if name is None or e.get("event") == name:
+                out.append(e)
+        return out
+
+    # ---- observing -----------------------------------------------------------
+    def observe(self) -> tuple[Desired, Observed]:
+        config = self.config
+
+        async def go() -> tuple[Desired, Observed]:
+            env = make_env(config, readonly=True)
+            try:
+                desired = Desired.from_config(config)
+                return desired, await env.observer.observe(desired)
+            finally:
+                await env.close()
+
+        return asyncio.run(go())
+
+    def healthy_names(self) -> set[str]:
+        _, obs = self.observe()
+        return {m.name for m in obs.members or () if obs.is_healthy(m) and not m.learner}
+
+    def wait_healthy(self, names: list[str], timeout: float = 60) -> None:
+        want = set(names)
+
+        def check() -> bool:
+            _, obs = self.observe()
+            voters = {m.name for m in obs.members or () if not m.learner}
+            return voters == want and self.healthy_names() == want and bool(obs.rbac_ready)
+
+        wait_for(check, timeout, f"voters {sorted(want)} healthy with RBAC")
+
+    def member_pid(self, name: str) -> int | None:
+        rt = LocalRuntime(self.state_dir, self.config.etcd)
+        return asyncio.run(rt.inspect(name)).pid
+
+    def data_dir(self, name: str) -> Path:
+        return self.state_dir / "members" / name / "data"
+
+    # ---- clients -------------------------------------------------------------
+    def client_cert(self, user: str, ttl_hours: float = 1.0) -> TLSFiles:
+        """A client certificate for `user` signed by the cluster CA, in the test dir."""
+        import datetime as dt
+
+        ca = load_ca(self.state_dir / "pki")
+        pair = ca.issue(user, dt.timedelta(hours=ttl_hours))
+        d = self.root / "certs"
+        d.mkdir(exist_ok=True)
+        write_atomic(d / f"{user}.crt", pair.cert_pem)
+        write_private(d / f"{user}.key", pair.key_pem)
+        return TLSFiles(ca=self.state_dir / "pki" / "ca.crt", cert=d / f"{user}.crt",
+                        key=d / f"{user}.key")
+
+    def root_tls(self) -> TLSFiles:
+        return daemon_tls(self.config)
+
+    def client_url(self, name: str) -> str:
+        return f"https://{self.address_of(name)}:2379"
+
+    def endpoints(self, names: list[str]) -> str:
+        return ",".join(self.client_url(n) for n in names)
+
+    def etcdctl(self, *args: str, tls: TLSFiles | None = None, endpoints: str = "",
+                timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        tls = tls or self.root_tls()
+        cmd = [_ETCDCTL, f"--endpoints={endpoints or self.endpoints(list(self.live_names()))}",
+               f"--cacert={tls.ca}", f"--cert={tls.cert}", f"--key={tls.key}",
+               "--dial-timeout=3s", "--command-timeout=5s", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "ETCDCTL_API": "3"})
+
+    def live_names(self) -> list[str]:
+        return [m.name for m in self.config.members]
+
+    def client(self, name: str, tls: TLSFiles | None = None) -> EtcdClient:
+        return EtcdClient(self.client_url(name), tls or self.root_tls(), timeout=3.0)
+
+    # ---- cleanup -------------------------------------------------------------
+    def cleanup(self) -> None:
+        self.stop_daemon(signal.SIGKILL) if self.daemon and self.daemon.poll() is None else None
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.wait(10)
+        members = self.state_dir / "members"
+        if not members.exists():
+            return
+        rt = LocalRuntime(self.state_dir, load_config(self.config_path).etcd)
+
+        async def stop_all() -> None:
+            for d in members.iterdir():
+                if d.is_dir():
+                    await rt.stop(d.name, timeout=5)
+
+        asyncio.run(stop_all())
