@@ -12,7 +12,9 @@ import asyncio
 import itertools
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,10 +34,23 @@ _blocks = itertools.count()
 _ETCDCTL = str(Path(sys.executable).parent / "etcdctl")
 
 
+def _free(address: str) -> bool:
+    for port in (2379, 2380):
+        with socket.socket() as s:
+            try:
+                s.bind((address, port))
+            except OSError:
+                return False
+    return True
+
+
 def next_block() -> str:
-    """A /24 of loopback addresses unique to this test process and call."""
-    n = next(_blocks)
-    return f"127.{100 + os.getpid() % 100}.{(n % 250) + 1}"
+    """A /24 of loopback addresses no running test uses (random, then checked)."""
+    rng = random.Random(os.getpid() * 1000 + next(_blocks))
+    while True:
+        block = f"127.{rng.randint(100, 199)}.{rng.randint(1, 250)}"
+        if all(_free(f"{block}.{h}") for h in range(1, 6)):
+            return block
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
