@@ -123,13 +123,12 @@ class Cluster:
 
     def start_daemon(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         assert self.daemon is None or self.daemon.poll() is not None
-        log = open(self.daemon_log, "ab")
-        self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "ckeetcd.cli.main", "run", "--config",
-             str(self.config_path), "--log-format", "json"],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-        )
-        log.close()
+        with open(self.daemon_log, "ab") as log:
+            self.daemon = subprocess.Popen(
+                [sys.executable, "-m", "ckeetcd.cli.main", "run", "--config",
+                 str(self.config_path), "--log-format", "json"],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            )
         return self.daemon
 
     def stop_daemon(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
