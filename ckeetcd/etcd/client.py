@@ -41,6 +41,20 @@ class EtcdError(Exception):
 
 
 @dataclass(frozen=True)
+class PemTLS:
+    """CA, client certificate and key as PEM bytes: credentials that never touch disk."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+
+    @staticmethod
+    def read(tls: TLSFiles) -> PemTLS:
+        return PemTLS(ca=Path(tls.ca).read_bytes(), cert=Path(tls.cert).read_bytes(),
+                      key=Path(tls.key).read_bytes())
+
+
+@dataclass(frozen=True)
 class KeyValue:
     key: bytes
     value: bytes
@@ -67,13 +81,12 @@ def _target(url: str) -> str:
 class EtcdClient:
     """One secure channel to one member's client URL."""
 
-    def __init__(self, endpoint: str, tls: TLSFiles, timeout: float = 2.0) -> None:
+    def __init__(self, endpoint: str, tls: TLSFiles | PemTLS, timeout: float = 2.0) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        pem = tls if isinstance(tls, PemTLS) else PemTLS.read(tls)
         creds = grpc.ssl_channel_credentials(
-            root_certificates=Path(tls.ca).read_bytes(),
-            private_key=Path(tls.key).read_bytes(),
-            certificate_chain=Path(tls.cert).read_bytes(),
+            root_certificates=pem.ca, private_key=pem.key, certificate_chain=pem.cert
         )
         self.channel = grpc.aio.secure_channel(
             _target(endpoint),
