@@ -1,0 +1,149 @@
+"""`ckecli etcd root-issue` and `ckecli etcd issue`: client certificates.
+
+Signed locally with the cluster CA (`<state_dir>/pki/ca.{crt,key}`), so the
+caller needs read access to the CA key; etcd itself is never contacted. With
+client-certificate auth etcd takes the user name from the CN.
+
+Output (CKE-compatible): `-output=json` prints one object with exactly
+`ca_certificate`, `certificate` and `private_key` (PEM strings);
+`-output=file` writes `etcd-ca.crt`, `etcd-USER.crt` and `etcd-USER.key`
+(0600) in the current directory.
+
+Exit status: 0 done, 1 could not sign or write (e.g. the CA key is not
+readable), 2 bad usage (nothing is read or written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ckeetcd.cli.common import load
+from ckeetcd.cli.main import UsageError
+from ckeetcd.config import NAME_RE, Config
+from ckeetcd.durations import DurationError, format_duration, parse_ttl
+
+if TYPE_CHECKING:
+    from ckeetcd.pki import CA, CertKey
+
+ROOT = "root"
+ROOT_LIFETIME = dt.timedelta(hours=2)
+CA_CERT_FILE = "ca.crt"
+CA_KEY_FILE = "ca.key"
+
+
+class CommandFailed(Exception):
+    """The command could not do its job (exit status 1); the message says why."""
+
+
+def fail(e: CommandFailed) -> int:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+
+
+def pki_dir(config: Config) -> Path:
+    """Where the daemon keeps the CA: same as `ckeetcd.daemon.pki_dir`.
+
+    Not imported from there: `ckeetcd.daemon` pulls in grpc, aetcd and the
+    whole control loop, which a signing command must not pay for.
+    """
+    return config.cluster.state_dir / "pki"
+
+
+def check_user_name(name: str, arg: str = "USER") -> None:
+    """A name etcd can hold as a user and that is safe as a file name; else UsageError."""
+    if not name:
+        raise UsageError(f"{arg}: must not be empty")
+    if not NAME_RE.match(name):
+        raise UsageError(f"{arg}: {name!r} is not a valid etcd user name (letters, digits, "
+                         "'.', '_', '-'; starts with a letter or digit; at most 63 characters)")
+
+
+def load_signing_ca(config: Config) -> CA:
+    """The cluster CA with its private key; CommandFailed naming the file otherwise."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    from ckeetcd.pki import load_ca
+
+    d = pki_dir(config)
+    try:
+        return load_ca(d)
+    except FileNotFoundError as e:
+        raise CommandFailed(
+            f"{e.filename}: no such file; the CA is created by `ckeetcd run` on first start "
+            f"(cluster.state_dir = {config.cluster.state_dir} in {config.path})"
+        ) from None
+    except PermissionError as e:
+        raise CommandFailed(
+            f"{e.filename}: permission denied; signing needs read access to the CA "
+            "(run as the user that runs the ckeetcd daemon, or as root)"
+        ) from None
+    except OSError as e:
+        raise CommandFailed(f"{e.filename or d}: cannot read: {e.strerror or e}") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise CommandFailed(f"{d / CA_CERT_FILE}, {d / CA_KEY_FILE}: not a usable CA: {e}") \
+            from None
+
+
+def sign(ca: CA, user: str, lifetime: dt.timedelta) -> CertKey:
+    """A client certificate with CN=`user` valid for `lifetime` from now."""
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_end = ca.cert.not_valid_after_utc
+    if now + lifetime > ca_end:
+        print(f"warning: the certificate outlives the CA, which expires {ca_end:%Y-%m-%d}; "
+              "it stops working then", file=sys.stderr)
+    return ca.issue(user, lifetime, client=True, now=now)
+
+
+def emit(ca: CA, pair: CertKey, user: str, output: str) -> None:
+    """Print the JSON object, or write the three files in the current directory."""
+    from ckeetcd.pki import write_atomic, write_private
+
+    if output == "json":
+        print(json.dumps({
+            "ca_certificate": ca.cert_pem.decode(),
+            "certificate": pair.cert_pem.decode(),
+            "private_key": pair.key_pem.decode(),
+        }, indent=2))
+        return
+    cwd = Path.cwd()
+    names = ("etcd-ca.crt", f"etcd-{user}.crt", f"etcd-{user}.key")
+    try:
+        write_atomic(cwd / names[0], ca.cert_pem, 0o644)
+        write_atomic(cwd / names[1], pair.cert_pem, 0o644)
+        write_private(cwd / names[2], pair.key_pem)
+    except OSError as e:
+        raise CommandFailed(f"{e.filename or cwd}: cannot write: {e.strerror or e}") from None
+    print("cert files:", *names)
+
+
+def _issue(args: argparse.Namespace, user: str, lifetime: dt.timedelta) -> int:
+    config = load(args)
+    try:
+        ca = load_signing_ca(config)
+        emit(ca, sign(ca, user, lifetime), user, args.output)
+    except CommandFailed as e:
+        return fail(e)
+    return 0
+
+
+def root_issue(args: argparse.Namespace) -> int:
+    """`root-issue`: a certificate for etcd's root user, valid 2 hours."""
+    return _issue(args, ROOT, ROOT_LIFETIME)
+
+
+def issue(args: argparse.Namespace) -> int:
+    """`issue [-ttl=DUR] USER`: a certificate for USER, default 87600h."""
+    check_user_name(args.user)
+    if args.user == ROOT:
+        raise UsageError("USER: certificates for 'root' come from `root-issue` "
+                         f"(valid {format_duration(ROOT_LIFETIME)})")
+    try:
+        lifetime = parse_ttl(args.ttl, "-ttl")
+    except DurationError as e:
+        raise UsageError(str(e)) from None
+    return _issue(args, args.user, lifetime)
