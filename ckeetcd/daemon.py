@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -137,6 +139,11 @@ class Daemon:
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         ca = ensure_daemon_pki(self.config)
+        lock = acquire_state_lock(self.config.cluster.state_dir)
+        if lock is None:
+            self.log.error("state_dir_locked", state_dir=str(self.config.cluster.state_dir),
+                           holder=_lock_holder(self.config.cluster.state_dir))
+            return 1
         env = make_env(self.config)
         history = History(self.config.cluster.state_dir)
         self.log.info("daemon_started", config=str(self.config.path),
@@ -146,6 +153,7 @@ class Daemon:
         last_phase = ""
         last_full = 0.0
         ran_ops = False
+        backoff = 0.0
         try:
             while not self._stop.is_set():
                 if self._maybe_reload():
@@ -164,16 +172,23 @@ class Daemon:
                 if full or ran_ops or changed or decision.ops:
                     self.cycle += 1
                     last_full = now if full else last_full
-                    ran_ops = await self._cycle(env, ca, history, desired, observed, decision)
+                    ran_ops, ok = await self._cycle(env, ca, history, desired, observed,
+                                                    decision)
+                    # A failed op is decided again, but not in a tight loop.
+                    backoff = 0.0 if ok else min(max(backoff * 2, 0.2),
+                                                 self.config.daemon.interval)
                 last_sig, last_phase = sig, decision.phase
-                await self._sleep(0.05 if ran_ops else self.config.daemon.probe_interval)
+                pause = 0.05 if ran_ops else self.config.daemon.probe_interval
+                await self._sleep(max(pause, backoff))
         finally:
             await env.close()
+            os.close(lock)
             self.log.info("daemon_stopped", cycles=self.cycle)
         return 0
 
     async def _cycle(self, env: Env, ca: CA, history: History, desired: Desired,
-                     observed: Observed, decision: Decision) -> bool:
+                     observed: Observed, decision: Decision) -> tuple[bool, bool]:
+        """Run the decision's ops and log the cycle; returns (ran ops, all ok)."""
         start = time.monotonic()
         ok = True
         if decision.ops:
@@ -189,7 +204,7 @@ class Daemon:
             members=len(observed.members or ()),
             duration=round(time.monotonic() - start, 4),
         )
-        return bool(decision.ops)
+        return bool(decision.ops), ok
 
     def _log_health(self, observed: Observed) -> None:
         members = [
@@ -204,6 +219,33 @@ class Daemon:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
+
+
+LOCK_FILE = "daemon.lock"
+
+
+def acquire_state_lock(state_dir: Path) -> int | None:
+    """Hold an exclusive flock on the state dir: one acting daemon per state dir.
+
+    The kernel drops the lock when the process dies (even by SIGKILL), so a
+    crashed daemon never blocks its successor. Returns the fd, or None if held.
+    """
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def _lock_holder(state_dir: Path) -> str:
+    try:
+        return (state_dir / LOCK_FILE).read_text().strip()
+    except OSError:
+        return "?"
 
 
 def _mtime(path: Path) -> float:

@@ -47,6 +47,8 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
            initial_cluster=_initial_cluster(members), initial_state="existing")
         for m in members
         if m.started and _can_restart(observed, m.name)
+        # a leaving member is restarted only if that may bring quorum back
+        and (desired.by_peer_url(m.peer_url) is not None or not observed.has_quorum())
     )
     if restarts:
         return Decision("repair", restarts, "restart stopped members on their data")

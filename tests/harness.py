@@ -53,11 +53,18 @@ def next_block() -> str:
             return block
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
-    """Poll `predicate` until it returns something truthy, or fail naming `what`."""
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1,
+             abort: Callable[[], str | None] | None = None) -> T:
+    """Poll `predicate` until it returns something truthy, or fail naming `what`.
+
+    `abort` may return a reason to stop waiting at once (e.g. the daemon died).
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
+        reason = abort() if abort else None
+        if reason:
+            raise AssertionError(f"gave up waiting for {what}: {reason}")
         try:
             last = predicate()
         except Exception as e:
@@ -180,7 +187,15 @@ class Cluster:
             voters = {m.name for m in obs.members or () if not m.learner}
             return voters == want and self.healthy_names() == want and bool(obs.rbac_ready)
 
-        wait_for(check, timeout, f"voters {sorted(want)} healthy with RBAC")
+        wait_for(check, timeout, f"voters {sorted(want)} healthy with RBAC",
+                 abort=self.daemon_died)
+
+    def daemon_died(self) -> str | None:
+        """Why waiting on the daemon is pointless: it exited (with its log tail)."""
+        if self.daemon is None or self.daemon.poll() is None:
+            return None
+        tail = self.daemon_log.read_text()[-2000:] if self.daemon_log.exists() else ""
+        return f"daemon exited with {self.daemon.returncode}; log tail:\n{tail}"
 
     def member_pid(self, name: str) -> int | None:
         rt = LocalRuntime(self.state_dir, self.config.etcd)
@@ -243,3 +258,68 @@ class Cluster:
                     await rt.stop(d.name, timeout=5)
 
         asyncio.run(stop_all())
+
+
+class Writer:
+    """Keeps writing numbered keys through a scenario; remembers every acknowledged one.
+
+    Runs in its own thread with its own event loop; each put retries (with a
+    fresh endpoint from `endpoints()`) until acknowledged or `stop()`.
+    """
+
+    def __init__(self, cluster: Cluster, endpoints: Callable[[], list[str]]) -> None:
+        import threading
+
+        self.cluster = cluster
+        self.endpoints = endpoints
+        self.acked: list[bytes] = []
+        self.failures = 0
+        self.max_outage = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    async def _run(self) -> None:
+        from ckeetcd.etcd import EtcdError
+
+        i = 0
+        tls = self.cluster.root_tls()
+        while not self._stop.is_set():
+            key = f"/writer/{i:06d}".encode()
+            start = time.monotonic()
+            while not self._stop.is_set():
+                names = self.endpoints()
+                name = names[(i + self.failures) % len(names)]
+                client = EtcdClient(self.cluster.client_url(name), tls, timeout=2.0)
+                try:
+                    await client.put(key, b"v")
+                    self.acked.append(key)
+                    break
+                except EtcdError:
+                    self.failures += 1
+                    await asyncio.sleep(0.05)
+                finally:
+                    await client.close()
+            self.max_outage = max(self.max_outage, time.monotonic() - start)
+            i += 1
+            await asyncio.sleep(0.01)
+
+    def lost(self, name: str) -> list[bytes]:
+        """Acknowledged keys that a read through `name` no longer finds."""
+
+        async def read() -> set[bytes]:
+            async with self.cluster.client(name) as c:
+                return {kv.key for kv in await c.get_prefix(b"/writer/")}
+
+        present = asyncio.run(read())
+        return [k for k in self.acked if k not in present]

@@ -11,18 +11,22 @@ import asyncio
 from ckeetcd.etcd import EtcdError
 from ckeetcd.model import Op
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
+from ckeetcd.ops.snapshot import pre_change_snapshot
 
 RETRY_BUDGET = 15.0
 
 
 async def run(ctx: OpContext, op: Op) -> None:
-    async with ctx.step(op, "member-add"):
-        client = ctx.leader_client()
-        members = await client.member_list()
-        if any(op.peer_url in m.peer_urls for m in members):
+    client = ctx.leader_client()
+    members = await client.member_list()
+    if any(op.peer_url in m.peer_urls for m in members):
+        async with ctx.step(op, "member-add"):
             raise Skip("already a member")
-        if any(m.learner for m in members):
-            raise OpFailed("another learner is in flight")
+        return
+    if any(m.learner for m in members):
+        raise OpFailed("another learner is in flight")
+    await pre_change_snapshot(ctx, op)
+    async with ctx.step(op, "member-add"):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RETRY_BUDGET
         delay = 0.1

@@ -13,9 +13,11 @@ RENEW_BEFORE = dt.timedelta(days=30)
 async def ensure_member_tls(ctx: OpContext, name: str) -> bool:
     """Install certs unless current ones match the CA, the address and are not expiring."""
     d = ctx.desired.by_name(name)
-    if d is None:
-        raise OpFailed(f"{name} is not a desired member")
     cert = await ctx.runtime.read_tls(name, "server.crt")
+    if d is None:
+        if cert is None:
+            raise OpFailed(f"{name} is not a desired member and has no certificates")
+        return False  # a leaving member restarted for quorum keeps what it has
     ca = await ctx.runtime.read_tls(name, "ca.crt")
     if (
         cert is not None

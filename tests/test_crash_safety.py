@@ -1,0 +1,80 @@
+"""Kill the daemon after each step of a replacement; a restarted one finishes the job.
+
+CKEETCD_FAILPOINT="op:step" makes the daemon SIGKILL itself right after that
+step ends. The restarted daemon (no failpoint) must converge to the desired
+members with no quorum loss and never a second learner.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import pytest
+
+from tests.harness import Cluster, Writer, wait_for
+
+SWAP_STEPS = [
+    "stop-member:stop-process",
+    "stop-member:archive-data",
+    "remove-member:pre-change-snapshot",
+    "remove-member:member-remove",
+    "add-member:pre-change-snapshot",
+    "add-member:member-add",
+    "start-member:install-tls",
+    "start-member:start-process",
+    "promote-member:member-promote",
+]
+
+
+class Watch:
+    """Samples the cluster while a scenario runs: learner count, quorum."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.max_learners = 0
+        self.quorum_lost = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                _, obs = self.cluster.observe()
+            except Exception:
+                continue
+            self.samples += 1
+            self.max_learners = max(self.max_learners, len(obs.learners()))
+            if obs.members is not None and not obs.has_quorum():
+                self.quorum_lost += 1
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+@pytest.mark.parametrize("failpoint", SWAP_STEPS)
+def test_swap_survives_daemon_killed_after(cluster: Cluster, failpoint: str) -> None:
+    cluster.stop_daemon()
+    cluster.write_config(["m1", "m2", "m4"])
+    with Watch(cluster) as watch, Writer(cluster, lambda: ["m1", "m2"]) as writer:
+        mark = cluster.mark()
+        daemon = cluster.start_daemon(env={"CKEETCD_FAILPOINT": failpoint})
+        wait_for(lambda: daemon.poll() is not None, 60, f"daemon to hit failpoint {failpoint}")
+        assert daemon.returncode == -signal.SIGKILL
+        hit = [e for e in cluster.events("failpoint", since=mark)]
+        assert [f"{e['op']}:{e['step']}" for e in hit] == [failpoint]
+        cluster.start_daemon()
+        cluster.wait_healthy(["m1", "m2", "m4"], timeout=90)
+    assert watch.samples > 0
+    assert watch.max_learners <= 1
+    assert watch.quorum_lost == 0
+    assert writer.lost("m4") == []
+    r = cluster.etcdctl("member", "list")
+    assert "m3" not in r.stdout
+    assert cluster.member_pid("m3") is None
