@@ -5,33 +5,55 @@ clock, no memory of earlier cycles: the same snapshot always gives the same
 ops, so a daemon killed between two steps simply decides again.
 
 Invariants every returned op list keeps (tests/test_decide_properties.py):
-  1. at most one membership change (add or remove) and at most one learner;
-  2. members are added as learners and promoted only once started;
+  1. at most one membership change (one add-member or one remove-member, never
+     both) and at most one learner: nothing is added while a learner exists;
+  2. members are added as learners (add-member is always followed by the
+     start-member of the same member) and promoted only once started, healthy
+     and safe to count as a voter;
   3. a replacement runs stop-apiserver-traffic, stop-member, remove-member,
-     then (later cycles) add-member, start-member, promote-member;
-  4. no removal or stop leaves fewer healthy voters than the quorum of the
-     voting set it leaves behind, and the last voter is never removed;
-  5. no add and no start of a new member unless every member is healthy;
-     restarting a stopped member still in the member list is always allowed.
+     then (later cycles) add-member, start-member, promote-member and
+     publish-endpoints; the stop comes after the remove only when stopping a
+     healthy voter first would itself break quorum;
+  4. no op (stop, remove, promote) leaves fewer healthy voters than the quorum
+     of the voting set it leaves behind, and the last voter is never removed;
+  5. no add-member and no start of a member outside the member list unless
+     every member is healthy; restarting a stopped member still in the member
+     list on its data, or starting one that never started, is always allowed
+     (it restores health);
+  6. the etcd servers file is never written empty and never lists a member
+     that is unhealthy, a learner, leaving, or not in the config;
+  7. a joining member's initial cluster names every member of the member list
+     (etcd refuses to join when the count or the peer URLs differ).
 """
 
 from __future__ import annotations
 
-from ckeetcd.model import Decision, Desired, DesiredMember, LiveMember, Observed, Op, quorum
+from ckeetcd.model import (
+    Decision,
+    Desired,
+    DesiredMember,
+    LiveMember,
+    Observed,
+    Op,
+    Runtime,
+    quorum,
+)
+
+TRAFFIC_STOP = "stop-apiserver-traffic"
+PUBLISH = "publish-endpoints"
+_UNREACHABLE = Runtime(reachable=False)
 
 
 def decide(desired: Desired, observed: Observed) -> Decision:
     """The ladder, with apiserver traffic to unhealthy or leaving members cut first."""
     decision = _ladder(desired, observed)
-    if observed.members is None or (decision.ops and decision.ops[0].kind == TRAFFIC_STOP):
+    if observed.members is None or any(op.kind in (TRAFFIC_STOP, PUBLISH)
+                                       for op in decision.ops):
         return decision
     traffic = _traffic_op(desired, observed, TRAFFIC_STOP)
     if traffic is None or set(traffic.endpoints) >= set(observed.published or ()):
         return decision
     return Decision(decision.phase, (traffic, *decision.ops), decision.reason)
-
-
-TRAFFIC_STOP = "stop-apiserver-traffic"
 
 
 def _ladder(desired: Desired, observed: Observed) -> Decision:
@@ -40,25 +62,25 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
     members = observed.members
 
     # 1. Restart stopped members that still hold their data: the only repair
-    #    allowed whatever the health, since it restores health.
-    restarts = tuple(
-        Op("restart-member", member=m.name, member_id=m.id, peer_url=m.peer_url,
-           client_url=m.client_urls[0] if m.client_urls else "",
-           initial_cluster=_initial_cluster(members), initial_state="existing")
-        for m in members
-        if m.started and _can_restart(observed, m.name)
-        # a leaving member is restarted only if that may bring quorum back
-        and (desired.by_peer_url(m.peer_url) is not None or not observed.has_quorum())
-    )
+    #    allowed whatever the health, since it restores health. Desired ones
+    #    first; a leaving member only when that may bring quorum back.
+    restarts = [_restart(members, _name(desired, m), m) for m in members
+                if desired.by_peer_url(m.peer_url)
+                and _can_restart(observed, _name(desired, m))]
+    if not observed.has_quorum():
+        restarts += [_restart(members, m.name, m) for m in members
+                     if desired.by_peer_url(m.peer_url) is None and m.started
+                     and not m.learner and _can_restart(observed, m.name)]
     if restarts:
-        return Decision("repair", restarts, "restart stopped members on their data")
+        return Decision("repair", tuple(restarts), "restart stopped members on their data")
 
-    # 2. A voter added out-of-band but never started: start it (restores health).
+    # 2. A desired voter that never started (a bootstrap member that missed the
+    #    start, or one added out-of-band): start it on an empty data dir.
     for m in members:
         d = desired.by_peer_url(m.peer_url)
-        if not m.started and not m.learner and d and _idle(observed, d.name):
+        if d and not m.started and not m.learner and _idle(observed.runtime(d.name)):
             return Decision("repair", (_start_existing(d, members),),
-                            f"start voter {d.name} that was added but never started")
+                            f"start voter {d.name} that is a member but never started")
 
     # 3. Without quorum nothing else is safe: wait for the operator or a restart.
     if not observed.has_quorum():
@@ -68,28 +90,33 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
     if observed.rbac_ready is False:
         return Decision("rbac", (Op("ensure-rbac"),), "users, roles and auth")
 
-    # 5. At most one learner: finish it (start, promote) or drop it.
-    learners = observed.learners()
+    # 5. At most one learner: drop one the config does not name, else finish
+    #    the learner (start, promote) or drop it when it stalls.
+    learners = sorted(observed.learners(),
+                      key=lambda m: desired.by_peer_url(m.peer_url) is not None)
     if learners:
         return _handle_learner(desired, observed, learners[0])
 
-    # 6. Members that must leave: not desired, or desired but wiped.
-    leaving = [m for m in members if desired.by_peer_url(m.peer_url) is None]
-    leaving += [m for m in members if desired.by_peer_url(m.peer_url) and _wiped(observed, m)]
-    if leaving:
-        decision = _remove(desired, observed, leaving[0])
+    # 6. Voters that must leave: not desired, or desired but wiped. Unhealthy
+    #    ones first: removing them never costs a healthy vote.
+    leaving = [m for m in members if desired.by_peer_url(m.peer_url) is None
+               or _wiped(m, observed.runtime(_name(desired, m)))]
+    leaving.sort(key=observed.is_healthy)
+    for m in leaving:
+        decision = _remove(desired, observed, m)
         if decision is not None:
             return decision
 
-    # 7. Desired members not in the cluster: add one, as a learner, when all is well.
+    # 7. Desired members not in the cluster: add one, as a learner, when all is
+    #    well (this is also how the last voter gets replaced: add, then remove).
     missing = [d for d in desired.members if observed.live_by_peer_url(d.peer_url) is None]
     if missing:
-        return _add(desired, observed, missing[0])
+        return _add(observed, missing[0])
 
-    # 8. Publish healthy voters to kube-apiservers.
-    publish = _traffic_op(desired, observed, "publish-endpoints")
-    if publish is not None:
-        return Decision("publish", (publish,), "etcd servers file differs from healthy voters")
+    # 8. Publish healthy voters to kube-apiservers (cutting any is done by decide()).
+    publish = _traffic_op(desired, observed, PUBLISH)
+    if publish is not None and set(publish.endpoints) >= set(observed.published or ()):
+        return Decision("publish", (publish,), "etcd servers file lacks healthy voters")
 
     if not observed.all_healthy():
         return Decision("degraded", (), "some members unhealthy; waiting")
@@ -115,8 +142,8 @@ def _no_member_list(desired: Desired, observed: Observed) -> Decision:
         Op("restart-member", member=d.name, peer_url=d.peer_url, client_url=d.client_url,
            initial_cluster=tuple((x.name, x.peer_url) for x in desired.members),
            initial_state="existing")
-        for d in desired.members
-        if _can_restart(observed, d.name)
+        for d, r in zip(desired.members, runtimes, strict=True)
+        if _can_restart_runtime(r)
     )
     if restarts:
         return Decision("no-quorum", restarts, "no member answers; restart stopped members")
@@ -125,40 +152,45 @@ def _no_member_list(desired: Desired, observed: Observed) -> Decision:
 
 def _handle_learner(desired: Desired, observed: Observed, learner: LiveMember) -> Decision:
     d = desired.by_peer_url(learner.peer_url)
+    name = _name(desired, learner)
+    runtime = observed.runtime(name) if name else _UNREACHABLE
     age = observed.learner_ages.get(learner.id, 0.0)
-    if d is None or age > desired.learner_timeout or _wiped(observed, learner):
-        why = "not desired" if d is None else "did not catch up in time"
-        name = d.name if d else learner.name
-        return Decision("member-remove", (
-            Op("remove-member", member=name, member_id=learner.id, peer_url=learner.peer_url),
-            Op("stop-member", member=name, member_id=learner.id, detail="archive-data"),
-        ), f"learner {name or learner.id:x} {why}" if not name else f"learner {name} {why}")
-    if not observed.runtime(d.name).running:
-        if not observed.runtime(d.name).reachable:
-            return Decision("member-add", (), f"learner {d.name}: node unreachable")
-        members = observed.members or ()
-        return Decision("member-add", (_start_existing(d, members),), f"start learner {d.name}")
-    if observed.is_healthy(learner) or learner.started:
-        return Decision("promote", (
-            Op("promote-member", member=d.name, member_id=learner.id, peer_url=d.peer_url),
-        ), f"promote learner {d.name}")
-    return Decision("member-add", (), f"learner {d.name} starting")
+    if d is None or age > desired.learner_timeout or _wiped(learner, runtime):
+        why = ("not in the config" if d is None
+               else "lost its data" if _wiped(learner, runtime) else "did not catch up in time")
+        ops = [Op("remove-member", member=name, member_id=learner.id, peer_url=learner.peer_url)]
+        if name and runtime.reachable and (runtime.running or runtime.has_data):
+            ops.append(Op("stop-member", member=name, member_id=learner.id,
+                          detail="archive-data"))
+        return Decision("member-remove", tuple(ops),
+                        f"learner {name or format(learner.id, 'x')} {why}")
+    if not runtime.reachable:
+        return Decision("member-add", (), f"learner {d.name}: node unreachable")
+    if not runtime.running:
+        return Decision("member-add", (_start_existing(d, observed.members or ()),),
+                        f"start learner {d.name}")
+    if not (learner.started and observed.is_healthy(learner)):
+        return Decision("member-add", (), f"learner {d.name} starting")
+    voters, healthy = len(observed.voters()), len(observed.healthy_voters())
+    if healthy + 1 < quorum(voters + 1):
+        return Decision("degraded", (), f"promoting {d.name} now would break quorum")
+    return Decision("promote", (
+        Op("promote-member", member=d.name, member_id=learner.id, peer_url=d.peer_url),
+    ), f"promote learner {d.name}")
 
 
 def _remove(desired: Desired, observed: Observed, m: LiveMember) -> Decision | None:
-    """Ops that take `m` out of the cluster, or None when quorum forbids it now."""
+    """Ops that take voter `m` out of the cluster, or None when quorum forbids it now."""
     voters = observed.voters()
     healthy = observed.healthy_voters()
-    is_voter = not m.learner
-    if is_voter and len(voters) <= 1:
+    if len(voters) <= 1:
         return None  # never remove the last member
-    remaining_voters = len(voters) - (1 if is_voter else 0)
     remaining_healthy = len(healthy) - (1 if m in healthy else 0)
-    if remaining_healthy < quorum(remaining_voters):
+    if remaining_healthy < quorum(len(voters) - 1):
         return None
     d = desired.by_peer_url(m.peer_url)
-    name = m.name or (d.name if d else "")
-    runtime = observed.runtime(name)
+    name = _name(desired, m)
+    runtime = observed.runtime(name) if name else _UNREACHABLE
     ops: list[Op] = []
     traffic = _traffic_op(desired, observed, TRAFFIC_STOP, exclude=m.id)
     if traffic is not None:
@@ -168,17 +200,17 @@ def _remove(desired: Desired, observed: Observed, m: LiveMember) -> Decision | N
     # Stop before remove (the seed's order) unless stopping a healthy voter
     # first would itself break quorum of the current voting set.
     stopping_breaks_quorum = m in healthy and len(healthy) - 1 < quorum(len(voters))
-    if not runtime.reachable or not name:
-        ops.append(remove)
+    if not (runtime.reachable and (runtime.running or runtime.has_data)):
+        ops.append(remove)  # nothing to stop, or no node to stop it on
     elif stopping_breaks_quorum:
         ops += [remove, stop]
     else:
         ops += [stop, remove]
     why = "wiped; re-add fresh" if d else "not in the config"
-    return Decision("member-remove", tuple(ops), f"member {name or m.id} {why}")
+    return Decision("member-remove", tuple(ops), f"member {name or format(m.id, 'x')} {why}")
 
 
-def _add(desired: Desired, observed: Observed, d: DesiredMember) -> Decision:
+def _add(observed: Observed, d: DesiredMember) -> Decision:
     if not observed.all_healthy():
         return Decision("degraded", (), f"not adding {d.name} while members are unhealthy")
     runtime = observed.runtime(d.name)
@@ -187,36 +219,59 @@ def _add(desired: Desired, observed: Observed, d: DesiredMember) -> Decision:
     ops: list[Op] = []
     if runtime.running or runtime.has_data:
         ops.append(Op("stop-member", member=d.name, detail="archive-data"))
-    members = observed.members or ()
     ops.append(Op("add-member", member=d.name, peer_url=d.peer_url, client_url=d.client_url))
-    ops.append(_start_existing(d, members))
+    ops.append(_start_existing(d, observed.members or ()))
     return Decision("member-add", tuple(ops), f"add {d.name} as a learner")
 
 
+def _restart(members: tuple[LiveMember, ...], name: str, m: LiveMember) -> Op:
+    return Op("restart-member", member=name, member_id=m.id, peer_url=m.peer_url,
+              client_url=m.client_urls[0] if m.client_urls else "",
+              initial_cluster=_initial_cluster(members), initial_state="existing")
+
+
 def _start_existing(d: DesiredMember, members: tuple[LiveMember, ...]) -> Op:
-    initial = tuple((m.name, m.peer_url) for m in members if m.started and m.peer_url != d.peer_url)
-    return Op("start-member", member=d.name, peer_url=d.peer_url, client_url=d.client_url,
-              initial_cluster=(*initial, (d.name, d.peer_url)), initial_state="existing")
+    """Join `d` to the live cluster: its initial cluster is every member plus itself."""
+    me = next((m for m in members if d.peer_url in m.peer_urls), None)
+    initial = _initial_cluster(members, me.id if me else 0, d.name)
+    if me is None:
+        initial = (*initial, (d.name, d.peer_url))
+    return Op("start-member", member=d.name, member_id=me.id if me else 0,
+              peer_url=d.peer_url, client_url=d.client_url,
+              initial_cluster=initial, initial_state="existing")
 
 
-def _initial_cluster(members: tuple[LiveMember, ...]) -> tuple[tuple[str, str], ...]:
-    return tuple((m.name, m.peer_url) for m in members if m.started)
+def _initial_cluster(members: tuple[LiveMember, ...], me: int = 0,
+                     my_name: str = "") -> tuple[tuple[str, str], ...]:
+    """name=peer_url for every member, unstarted ones and learners included."""
+    return tuple(
+        (my_name if m.id == me and my_name else m.name or f"member-{m.id:x}", url)
+        for m in members
+        for url in m.peer_urls
+    )
+
+
+def _name(desired: Desired, m: LiveMember) -> str:
+    """The name the member's node is known by: the config's, else etcd's."""
+    d = desired.by_peer_url(m.peer_url)
+    return d.name if d else m.name
 
 
 def _can_restart(observed: Observed, name: str) -> bool:
-    r = observed.runtime(name)
+    return bool(name) and _can_restart_runtime(observed.runtime(name))
+
+
+def _can_restart_runtime(r: Runtime) -> bool:
     return r.reachable and not r.running and r.has_data
 
 
-def _idle(observed: Observed, name: str) -> bool:
-    r = observed.runtime(name)
-    return r.reachable and not r.running
+def _idle(r: Runtime) -> bool:
+    return r.reachable and not r.running and not r.has_data
 
 
-def _wiped(observed: Observed, m: LiveMember) -> bool:
+def _wiped(m: LiveMember, r: Runtime) -> bool:
     """Started once, its node answers, no process and no data: it must be re-added."""
-    r = observed.runtime(m.name)
-    return m.started and r.reachable and not r.running and not r.has_data
+    return m.started and _idle(r)
 
 
 def _traffic_target(desired: Desired, observed: Observed, exclude: int = 0) -> tuple[str, ...]:
@@ -230,10 +285,10 @@ def _traffic_target(desired: Desired, observed: Observed, exclude: int = 0) -> t
 
 
 def _traffic_op(desired: Desired, observed: Observed, kind: str, exclude: int = 0) -> Op | None:
+    """The servers-file write that makes it list the healthy desired voters, if any differ."""
     if not desired.apiserver_file or observed.published is None:
         return None
     target = _traffic_target(desired, observed, exclude)
-    if not target or target == observed.published:
+    if not target or set(target) == set(observed.published):
         return None
     return Op(kind, endpoints=target)
-

@@ -80,8 +80,12 @@ class LiveMember:
 
     @property
     def started(self) -> bool:
-        """etcd fills in name and client URLs once the member has joined."""
-        return bool(self.name)
+        """The member has run and published itself: etcd fills in its client URLs.
+
+        Not its name: a member of the bootstrap initial cluster carries its name
+        from the start (etcd 3.5), only one added by MemberAdd lacks it.
+        """
+        return bool(self.client_urls)
 
 
 @dataclass(frozen=True)
