@@ -74,3 +74,110 @@ def test_second_daemon_on_same_state_dir_refuses(cluster: Cluster) -> None:
     r = cluster.cli("run", "--log-format", "json")
     assert r.returncode == 1
     assert "state_dir_locked" in r.stderr
+
+
+def _servers(cluster: Cluster) -> list[str]:
+    path = cluster.root / "etcd-servers"
+    return path.read_text().strip().split(",") if path.exists() else []
+
+
+def _apiserver_section(cluster: Cluster) -> str:
+    reload_log = cluster.root / "reloads.log"
+    return (
+        "[apiserver]\n"
+        f'etcd_servers_file = "{cluster.root / "etcd-servers"}"\n'
+        f'reload_command = ["sh", "-c", "cat {cluster.root / "etcd-servers"} >> {reload_log}"]\n'
+    )
+
+
+def test_apiserver_traffic_follows_health_and_swap(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    c = make_cluster()
+    c.write_config(["m1", "m2", "m3"], extra=_apiserver_section(c))
+    c.start_daemon()
+    c.wait_healthy(["m1", "m2", "m3"])
+    all3 = [c.client_url(n) for n in ("m1", "m2", "m3")]
+    wait_for(lambda: _servers(c) == all3, 20, "all three published")
+
+    # A swap: m3 leaves the file before it is stopped; m4 appears once promoted.
+    mark = c.mark()
+    c.write_config(["m1", "m2", "m4"], extra=_apiserver_section(c))
+    c.wait_healthy(["m1", "m2", "m4"], timeout=90)
+    want = [c.client_url(n) for n in ("m1", "m2", "m4")]
+    wait_for(lambda: _servers(c) == want, 20, "m4 published")
+    ops = [e["op"] for e in c.events("op", since=mark) if e["outcome"] == "ok"]
+    assert ops == ["stop-apiserver-traffic", "stop-member", "remove-member", "add-member",
+                   "start-member", "promote-member", "publish-endpoints"], ops
+    # every version of the file the reload command saw: m3 never after the cut,
+    # m4 never before it was a voter.
+    versions = (c.root / "reloads.log").read_text().split()
+    cut = versions.index(",".join(c.client_url(n) for n in ("m1", "m2")))
+    assert all(c.client_url("m3") not in v for v in versions[cut:])
+    assert all(c.client_url("m4") not in v for v in versions[:cut + 1])
+
+
+def test_invalid_config_edit_is_rejected_and_last_good_kept(cluster: Cluster) -> None:
+    good = cluster.config_path.read_text()
+    mark = cluster.mark()
+    cluster.config_path.write_text(good + "\n[[members]]\nname = \"m1\"\naddress = \"nope\"\n")
+    rejected = wait_for(lambda: cluster.events("config_rejected", since=mark), 20,
+                        "config_rejected event")
+    assert any("members[3].address" in p for p in rejected[0]["problems"])
+    assert cluster.daemon is not None and cluster.daemon.poll() is None
+    # nothing was done on the bad config; a fixed config is picked up again
+    assert cluster.events("op", since=mark) == []
+    mark = cluster.mark()
+    cluster.write_config(["m1", "m2", "m3", "m4"])
+    cluster.wait_healthy(["m1", "m2", "m3", "m4"], timeout=90)
+    assert cluster.events("config_reloaded", since=mark)
+
+
+def test_sighup_reloads_config(cluster: Cluster) -> None:
+    mark = cluster.mark()
+    assert cluster.daemon is not None
+    cluster.daemon.send_signal(signal.SIGHUP)
+    wait_for(lambda: cluster.events("config_reloaded", since=mark), 20, "reload on SIGHUP")
+
+
+def test_removing_a_member_from_config(cluster: Cluster) -> None:
+    mark = cluster.mark()
+    cluster.write_config(["m1", "m2"])
+    cluster.wait_healthy(["m1", "m2"], timeout=60)
+    ops = [e["op"] for e in cluster.events("op", since=mark) if e["outcome"] == "ok"]
+    assert ops == ["stop-member", "remove-member"], ops
+    assert cluster.member_pid("m3") is None
+
+
+def test_plan_prints_ops_and_changes_nothing(cluster: Cluster) -> None:
+    cluster.stop_daemon()
+    cluster.write_config(["m1", "m2", "m4"])
+    before = cluster.etcdctl("member", "list").stdout
+    r = cluster.cli("plan")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("phase: member-remove")
+    assert lines[1:] == ["1. stop-member m3", "2. remove-member m3"]
+    r = cluster.cli("plan", "--output", "json")
+    assert [o["op"] for o in __import__("json").loads(r.stdout)["ops"]] == [
+        "stop-member", "remove-member"]
+    assert cluster.etcdctl("member", "list").stdout == before
+    assert cluster.member_pid("m3") is not None
+
+
+def test_hung_member_does_not_stall_the_loop(cluster: Cluster) -> None:
+    pid = cluster.member_pid("m3")
+    assert pid
+    mark = cluster.mark()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        def m3_unhealthy() -> bool:
+            return any(not m["healthy"] for e in cluster.events("health", since=mark)
+                       for m in e["members"] if m["name"] == "m3")
+
+        wait_for(m3_unhealthy, 20, "the daemon to report hung m3 unhealthy")
+        # cycles keep coming, each bounded by the probe deadline, not stuck on m3
+        n = len(cluster.events("cycle", since=mark))
+        wait_for(lambda: len(cluster.events("cycle", since=mark)) >= n + 2, 20, "more cycles")
+        assert cluster.member_pid("m3") == pid, "a hung (not dead) member was restarted"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    cluster.wait_healthy(["m1", "m2", "m3"], timeout=30)
