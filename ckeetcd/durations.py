@@ -30,7 +30,7 @@ UNITS = {
     "m": MINUTE,
     "h": HOUR,
 }
-_MAX_NS = (1 << 63) - 1  # Go's time.Duration is an int64 of nanoseconds
+_LIMIT = 1 << 63  # Go's time.Duration is an int64 of nanoseconds: |d| <= 1<<63
 _DIGITS = "0123456789"
 HINT = "Go syntax, e.g. 24h, 90m, 1h30m, 500ms"
 
@@ -54,6 +54,7 @@ def parse_duration_ns(text: str, arg: str = "duration") -> int:
         return 0
     if s == "":
         raise bad("empty")
+    too_large = bad("too large (at most 2562047h47m16.854775807s)")
     total = 0
     while s:
         i = 0
@@ -77,13 +78,36 @@ def parse_duration_ns(text: str, arg: str = "duration") -> int:
         unit = UNITS.get(unit_name)
         if unit is None:
             raise bad(f'unknown unit "{unit_name}"')
-        value = int(whole or "0") * unit
+        v = int(whole or "0")
+        if v > _LIMIT // unit:
+            raise too_large
+        v *= unit
         if frac:
-            value += int(frac) * unit // 10 ** len(frac)
-        total += value
-        if total > _MAX_NS + (1 if neg else 0):
-            raise bad("too large (at most about 2562047h)")
+            # Go adds the fraction in float64 (digits past int64 precision dropped);
+            # do the same so that every string means the same number of nanoseconds.
+            f, scale = _leading_fraction(frac)
+            v += int(float(f) * (float(unit) / scale))
+            if v > _LIMIT:
+                raise too_large
+        total += v
+        if total > _LIMIT:
+            raise too_large
+    if not neg and total > _LIMIT - 1:
+        raise too_large
     return -total if neg else total
+
+
+def _leading_fraction(digits: str) -> tuple[int, float]:
+    """Go's `leadingFraction`: the digits as an integer while it fits, and their scale."""
+    x, scale = 0, 1.0
+    for c in digits:
+        if x > (_LIMIT - 1) // 10:
+            break
+        y = x * 10 + int(c)
+        if y > _LIMIT:
+            break
+        x, scale = y, scale * 10
+    return x, scale
 
 
 def parse_duration(text: str, arg: str = "duration") -> dt.timedelta:
