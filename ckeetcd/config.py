@@ -7,6 +7,7 @@ state dir: a bad file changes nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 import sys
@@ -14,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ckeetcd.durations import DurationError, parse_duration
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,6 +28,7 @@ CONFIG_ENV = "CKEETCD_CONFIG"
 
 # etcd member and user names end up in URLs, flags, file names and cert CNs.
 NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
+DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,34 @@ class ApiserverConfig:
 
 
 @dataclass(frozen=True)
+class KubernetesConfig:
+    """Where the endpoints task publishes. kubeconfig None = in-cluster credentials."""
+
+    kubeconfig: Path | None = None
+    namespace: str = "kube-system"
+    name: str = "cke-etcd"
+    cluster_domain: str = ""
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """Scheduled snapshots (interval 0 = off) and their retention."""
+
+    dir: Path | None = None  # None: <state_dir>/backups
+    interval: float = 0.0
+    max_backups: int = 10
+    pre_change_keep: int = 5
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """Member certificate lifetime and how long before expiry it is renewed."""
+
+    member_cert_lifetime: dt.timedelta = dt.timedelta(days=365)
+    member_cert_renew_before: dt.timedelta = dt.timedelta(days=30)
+
+
+@dataclass(frozen=True)
 class UserConfig:
     name: str
     prefix: str
@@ -110,6 +142,9 @@ class Config:
     apiserver: ApiserverConfig = field(default_factory=ApiserverConfig)
     users: tuple[UserConfig, ...] = ()
     prune_users: bool = False
+    kubernetes: KubernetesConfig | None = None
+    backup: BackupConfig = field(default_factory=BackupConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
 
     def member(self, name: str) -> MemberConfig | None:
         return next((m for m in self.members if m.name == name), None)
@@ -142,14 +177,57 @@ def load_config(path: Path) -> Config:
     except UnicodeDecodeError as e:
         raise ConfigError([Problem(fname, "-", f"not UTF-8 text: {e}")]) from e
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError([Problem(fname, "-", f"TOML syntax error: {e}")]) from e
+        key = syntax_error_key(raw.decode("utf-8"), str(e))
+        raise ConfigError([Problem(fname, key, f"TOML syntax error: {e}")]) from e
     return parse_config(data, path)
+
+
+_AT = re.compile(r"\(at line (\d+), column \d+\)|\(at end of document\)")
+_KEY = re.compile(r"^([A-Za-z0-9_.-]+)\s*=")
+_HEADER = re.compile(r"^\[(\[?)\s*([A-Za-z0-9_.-]+)")
+
+
+def syntax_error_key(text: str, message: str) -> str:
+    """The dotted key a tomllib syntax error points into (best effort), else "-".
+
+    Tracks table headers (counting `[[array]]` entries) and the last `key =`
+    down to the reported line, so an error inside a multi-line value still
+    names its key, e.g. `members[1].address` or `etcd.extra_args`.
+    """
+    m = _AT.search(message)
+    if m is None:
+        return "-"
+    lines = text.splitlines()
+    lineno = int(m.group(1)) if m.group(1) else len(lines)
+    table, last_key = "", ""
+    counts: dict[str, int] = {}
+    for i, line in enumerate(lines[:lineno], 1):
+        stripped = line.strip()
+        header = _HEADER.match(stripped)
+        if stripped.startswith("["):
+            if header is None:
+                return "-"
+            name = header.group(2)
+            if header.group(1):
+                counts[name] = counts.get(name, -1) + 1
+                name = f"{name}[{counts[name]}]"
+            table, last_key = name, ""
+            if i == lineno:
+                return table
+            continue
+        key = _KEY.match(stripped)
+        if key:
+            last_key = key.group(1)
+        elif i == lineno and stripped.startswith("="):
+            return table or "-"
+    return _dot(table, last_key) if last_key else (table or "-")
 
 
 def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     """Validate parsed TOML; relative paths resolve against the config's folder."""
     v = _Validator(str(path), path.parent.resolve() if path.parent else Path.cwd())
-    v.known(data, "", {"cluster", "members", "etcd", "daemon", "apiserver", "users", "prune_users"})
+    v.known(data, "", {"cluster", "members", "etcd", "daemon", "apiserver", "users",
+                       "prune_users", "kubernetes", "backup", "tls"})
     cluster = v.cluster(v.table(data, "cluster", required=True))
     members = v.members(data.get("members"))
     etcd = v.etcd(v.table(data, "etcd"))
@@ -157,6 +235,9 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     apiserver = v.apiserver(v.table(data, "apiserver"))
     users = v.users(data.get("users"))
     prune = v.boolean(data, "", "prune_users", False)
+    kubernetes = v.kubernetes(v.table(data, "kubernetes")) if "kubernetes" in data else None
+    backup = v.backup(v.table(data, "backup"))
+    tls = v.tls(v.table(data, "tls"))
     if v.problems:
         raise ConfigError(v.problems)
     assert cluster is not None
@@ -169,6 +250,9 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
         apiserver=apiserver,
         users=users,
         prune_users=prune,
+        kubernetes=kubernetes,
+        backup=backup,
+        tls=tls,
     )
 
 
@@ -351,6 +435,59 @@ class _Validator:
             etcd_servers_file=self.path(f) if f else None,
             reload_command=self.strings(t, "apiserver", "reload_command"),
         )
+
+    def kubernetes(self, t: Mapping[str, Any]) -> KubernetesConfig:
+        self.known(t, "kubernetes", {"kubeconfig", "namespace", "name", "cluster_domain"})
+        kubeconfig = self.string(t, "kubernetes", "kubeconfig", "") or ""
+        namespace = self.string(t, "kubernetes", "namespace", "kube-system") or "kube-system"
+        name = self.string(t, "kubernetes", "name", "cke-etcd") or "cke-etcd"
+        domain = self.string(t, "kubernetes", "cluster_domain", "") or ""
+        for key, value in (("namespace", namespace), ("name", name)):
+            if not DNS_LABEL_RE.match(value):
+                self.bad(f"kubernetes.{key}", f"{value!r} is not a DNS-1123 label")
+        if domain and not all(DNS_LABEL_RE.match(p) for p in domain.split(".")):
+            self.bad("kubernetes.cluster_domain", f"{domain!r} is not a DNS domain")
+        return KubernetesConfig(
+            kubeconfig=self.path(kubeconfig) if kubeconfig else None,
+            namespace=namespace, name=name, cluster_domain=domain,
+        )
+
+    def backup(self, t: Mapping[str, Any]) -> BackupConfig:
+        self.known(t, "backup", {"dir", "interval", "max_backups", "pre_change_keep"})
+        folder = self.string(t, "backup", "dir", "") or ""
+        return BackupConfig(
+            dir=self.path(folder) if folder else None,
+            interval=self.number(t, "backup", "interval", 0.0, 0),
+            max_backups=int(self.number(t, "backup", "max_backups", 10, 1, integer=True)),
+            pre_change_keep=int(self.number(t, "backup", "pre_change_keep", 5, 1, integer=True)),
+        )
+
+    def duration(self, t: Mapping[str, Any], prefix: str, key: str,
+                 default: dt.timedelta) -> dt.timedelta:
+        value = t.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            self.bad(_dot(prefix, key), 'must be a Go duration string such as "8760h"')
+            return default
+        try:
+            d = parse_duration(value, _dot(prefix, key))
+        except DurationError as e:
+            self.bad(_dot(prefix, key), str(e))
+            return default
+        if d <= dt.timedelta(0):
+            self.bad(_dot(prefix, key), "must be positive")
+            return default
+        return d
+
+    def tls(self, t: Mapping[str, Any]) -> TLSConfig:
+        self.known(t, "tls", {"member_cert_lifetime", "member_cert_renew_before"})
+        d = TLSConfig()
+        lifetime = self.duration(t, "tls", "member_cert_lifetime", d.member_cert_lifetime)
+        renew = self.duration(t, "tls", "member_cert_renew_before", d.member_cert_renew_before)
+        if renew >= lifetime:
+            self.bad("tls.member_cert_renew_before", "must be shorter than tls.member_cert_lifetime")
+        return TLSConfig(member_cert_lifetime=lifetime, member_cert_renew_before=renew)
 
     def users(self, value: Any) -> tuple[UserConfig, ...]:
         if value is None:
