@@ -486,7 +486,8 @@ class _Validator:
         lifetime = self.duration(t, "tls", "member_cert_lifetime", d.member_cert_lifetime)
         renew = self.duration(t, "tls", "member_cert_renew_before", d.member_cert_renew_before)
         if renew >= lifetime:
-            self.bad("tls.member_cert_renew_before", "must be shorter than tls.member_cert_lifetime")
+            self.bad("tls.member_cert_renew_before",
+                     "must be shorter than tls.member_cert_lifetime")
         return TLSConfig(member_cert_lifetime=lifetime, member_cert_renew_before=renew)
 
     def users(self, value: Any) -> tuple[UserConfig, ...]:
