@@ -1,0 +1,427 @@
+"""Config loading and validation: pure table tests, then the CLI on bad files.
+
+A bad config must give a message naming the file and the dotted key, exit
+status 2, and change nothing: no state dir, no certificate, no etcd process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ckeetcd.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    load_config,
+    parse_config,
+)
+
+CONFIG = Path("/srv/ckeetcd/conf/ckeetcd.toml")
+
+
+def base(**overrides: Any) -> dict[str, Any]:
+    """A valid parsed config (3 members); `overrides` replace top-level tables."""
+    data: dict[str, Any] = {
+        "cluster": {"name": "prod", "state_dir": "/var/lib/ckeetcd"},
+        "members": [
+            {"name": "n1", "address": "10.0.0.1"},
+            {"name": "n2", "address": "10.0.0.2"},
+            {"name": "n3", "address": "10.0.0.3"},
+        ],
+    }
+    data.update(overrides)
+    return data
+
+
+def with_member(i: int, **fields: Any) -> dict[str, Any]:
+    """base() with members[i] changed; a field set to None is removed."""
+    data = base()
+    member = {**data["members"][i], **fields}
+    data["members"][i] = {k: v for k, v in member.items() if v is not None}
+    return data
+
+
+def problems(data: dict[str, Any], path: Path = CONFIG) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as e:
+        parse_config(data, path)
+    return [(p.key, p.message) for p in e.value.problems]
+
+
+# ---- valid configs -------------------------------------------------------------
+def test_minimal_config_gets_the_documented_defaults() -> None:
+    c = parse_config(base(), CONFIG)
+    assert c.cluster.name == "prod"
+    assert c.cluster.state_dir == Path("/var/lib/ckeetcd")
+    assert (c.cluster.client_port, c.cluster.peer_port) == (2379, 2380)
+    assert [m.name for m in c.members] == ["n1", "n2", "n3"]
+    assert c.client_url(c.members[0]) == "https://10.0.0.1:2379"
+    assert c.peer_url(c.members[0]) == "https://10.0.0.1:2380"
+    assert c.etcd.binary == ""
+    assert (c.etcd.heartbeat_interval_ms, c.etcd.election_timeout_ms) == (100, 1000)
+    assert c.daemon.interval == 5.0 and c.daemon.probe_interval == 1.0
+    assert c.apiserver.etcd_servers_file is None and c.apiserver.reload_command == ()
+    assert c.users == () and c.prune_users is False
+
+
+def test_config_objects_are_frozen() -> None:
+    c = parse_config(base(), CONFIG)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.cluster.name = "other"  # type: ignore[misc]
+    assert isinstance(c.members, tuple)
+
+
+@pytest.mark.parametrize(
+    ("state_dir", "expected"),
+    [
+        ("/abs/state", "/abs/state"),
+        ("state", "/srv/ckeetcd/conf/state"),
+        ("../state", "/srv/ckeetcd/state"),
+        ("./a/b", "/srv/ckeetcd/conf/a/b"),
+    ],
+)
+def test_relative_paths_resolve_against_the_config_folder(state_dir: str, expected: str) -> None:
+    data = base(cluster={"name": "prod", "state_dir": state_dir})
+    data["apiserver"] = {"etcd_servers_file": state_dir + "/servers"}
+    c = parse_config(data, CONFIG)
+    assert Path(os.path.normpath(c.cluster.state_dir)) == Path(expected)
+    assert c.apiserver.etcd_servers_file is not None
+    assert Path(os.path.normpath(c.apiserver.etcd_servers_file)) == Path(expected) / "servers"
+
+
+@pytest.mark.parametrize(
+    ("binary", "expected"),
+    [
+        ("", ""),
+        ("etcd", "etcd"),  # a bare name is looked up on PATH when started
+        ("/usr/bin/etcd", "/usr/bin/etcd"),
+        ("bin/etcd", "/srv/ckeetcd/conf/bin/etcd"),
+    ],
+)
+def test_etcd_binary(binary: str, expected: str) -> None:
+    c = parse_config(base(etcd={"binary": binary}), CONFIG)
+    assert c.etcd.binary == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "stored", "client_url"),
+    [
+        ("10.0.0.9", "10.0.0.9", "https://10.0.0.9:2379"),
+        ("127.0.1.1", "127.0.1.1", "https://127.0.1.1:2379"),
+        ("fd00::9", "fd00::9", "https://[fd00::9]:2379"),
+        ("fd00:0:0::9", "fd00::9", "https://[fd00::9]:2379"),  # normalized
+    ],
+)
+def test_member_addresses(address: str, stored: str, client_url: str) -> None:
+    c = parse_config(with_member(0, address=address), CONFIG)
+    assert c.members[0].address == stored
+    assert c.client_url(c.members[0]) == client_url
+
+
+def test_every_section_parses() -> None:
+    data = base(
+        cluster={"name": "prod", "state_dir": "/s", "client_port": 12379, "peer_port": 12380},
+        etcd={"binary": "/opt/etcd", "heartbeat_interval_ms": 50, "election_timeout_ms": 500,
+              "quota_backend_bytes": 8 << 30, "extra_args": ["--auto-compaction-retention=1"]},
+        daemon={"interval": 2, "probe_interval": 0.2, "rpc_timeout": 1.5, "start_timeout": 30,
+                "learner_timeout": 90},
+        apiserver={"etcd_servers_file": "/etc/kubernetes/etcd-servers",
+                   "reload_command": ["systemctl", "reload", "kube-apiserver"]},
+        users=[{"name": "cilium", "prefix": "/cilium/"}],
+        prune_users=True,
+    )
+    c = parse_config(data, CONFIG)
+    assert c.client_url(c.members[1]) == "https://10.0.0.2:12379"
+    assert c.etcd.quota_backend_bytes == 8 << 30
+    assert c.etcd.extra_args == ("--auto-compaction-retention=1",)
+    assert c.daemon.interval == 2 and c.daemon.learner_timeout == 90
+    assert c.apiserver.reload_command == ("systemctl", "reload", "kube-apiserver")
+    assert [(u.name, u.prefix) for u in c.users] == [("cilium", "/cilium/")]
+    assert c.prune_users is True
+
+
+def test_shipped_configs_are_valid() -> None:
+    repo = Path(__file__).resolve().parent.parent
+    local = load_config(repo / "config" / "local.toml")
+    assert [m.address for m in local.members] == ["127.0.1.1", "127.0.1.2", "127.0.1.3"]
+    assert local.cluster.state_dir.resolve() == (repo / ".ckeetcd").resolve()
+    example = repo / "config" / "example.toml"
+    if example.exists():
+        load_config(example)
+
+
+# ---- invalid configs: every problem names its dotted key ----------------------
+INVALID: list[tuple[str, dict[str, Any], str, str]] = [
+    ("unknown top-level key", base(etcdd={}), "etcdd", "unknown key"),
+    ("unknown cluster key", base(cluster={"name": "p", "state_dir": "/s", "nmae": "x"}),
+     "cluster.nmae", "unknown key"),
+    ("missing cluster", {"members": base()["members"]}, "cluster", "missing"),
+    ("missing cluster name", base(cluster={"state_dir": "/s"}), "cluster.name", "missing"),
+    ("bad cluster name", base(cluster={"name": "a b", "state_dir": "/s"}), "cluster.name",
+     "not a valid name"),
+    ("empty state dir", base(cluster={"name": "p", "state_dir": ""}), "cluster.state_dir",
+     "must not be empty"),
+    ("port too big", base(cluster={"name": "p", "state_dir": "/s", "client_port": 70000}),
+     "cluster.client_port", "at most 65535"),
+    ("port as string", base(cluster={"name": "p", "state_dir": "/s", "peer_port": "2380"}),
+     "cluster.peer_port", "must be an integer"),
+    ("same ports", base(cluster={"name": "p", "state_dir": "/s", "client_port": 2380}),
+     "cluster.peer_port", "must differ"),
+    ("no members", {"cluster": base()["cluster"]}, "members", "missing"),
+    ("empty members", base(members=[]), "members", "at least one"),
+    ("members as a table", base(members={"name": "n1"}), "members", "array of tables"),
+    ("unknown member key", with_member(1, adress="10.0.0.9"), "members[1].adress", "unknown key"),
+    ("missing member name", with_member(1, name=None), "members[1].name", "missing"),
+    ("missing member address", with_member(2, address=None), "members[2].address", "missing"),
+    ("bad member name", with_member(0, name="-n1"), "members[0].name", "not a valid name"),
+    ("duplicate name", with_member(2, name="n1"), "members[2].name", "duplicate name"),
+    ("duplicate address", with_member(1, address="10.0.0.1"), "members[1].address",
+     "duplicate address"),
+    ("hostname address", with_member(0, address="node1.example.com"), "members[0].address",
+     "not an IPv4 or IPv6 address"),
+    ("bad octet", with_member(0, address="10.0.0.256"), "members[0].address",
+     "not an IPv4 or IPv6 address"),
+    ("address with port", with_member(0, address="10.0.0.1:2379"), "members[0].address",
+     "not an IPv4 or IPv6 address"),
+    ("unspecified address", with_member(0, address="0.0.0.0"), "members[0].address",
+     "cannot be a member address"),
+    ("multicast address", with_member(0, address="224.0.0.1"), "members[0].address",
+     "cannot be a member address"),
+    ("address as number", with_member(0, address=10), "members[0].address", "must be a string"),
+    ("short election timeout", base(etcd={"heartbeat_interval_ms": 300}),
+     "etcd.election_timeout_ms", "at least 5 x"),
+    ("extra_args not a list", base(etcd={"extra_args": "--foo"}), "etcd.extra_args",
+     "list of strings"),
+    ("unknown daemon key", base(daemon={"intervall": 1}), "daemon.intervall", "unknown key"),
+    ("zero interval", base(daemon={"interval": 0}), "daemon.interval", "at least"),
+    ("boolean as number", base(daemon={"probe_interval": True}), "daemon.probe_interval",
+     "must be a number"),
+    ("reload_command as string", base(apiserver={"reload_command": "systemctl reload x"}),
+     "apiserver.reload_command", "list of strings"),
+    ("user named root", base(users=[{"name": "root", "prefix": "/"}]), "users[0].name",
+     "managed by ckeetcd"),
+    ("user with empty prefix", base(users=[{"name": "app", "prefix": ""}]), "users[0].prefix",
+     "must not be empty"),
+    ("duplicate user", base(users=[{"name": "app", "prefix": "/a/"},
+                                   {"name": "app", "prefix": "/b/"}]),
+     "users[1].name", "duplicate user"),
+    ("prune_users not boolean", base(prune_users="yes"), "prune_users", "true or false"),
+]
+
+
+@pytest.mark.parametrize(("data", "key", "message"), [c[1:] for c in INVALID],
+                         ids=[c[0] for c in INVALID])
+def test_invalid_config_names_the_key(data: dict[str, Any], key: str, message: str) -> None:
+    found = problems(data)
+    assert any(k == key and message in m for k, m in found), found
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = with_member(1, name="n1", address="10.0.0.1")
+    data["cluster"]["bogus"] = 1
+    data["daemon"] = {"interval": -1}
+    keys = {k for k, _ in problems(data)}
+    assert {"cluster.bogus", "members[1].name", "members[1].address", "daemon.interval"} <= keys
+
+
+def test_problem_text_is_file_key_why() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(with_member(2, name="n1"), CONFIG)
+    assert str(e.value.problems[0]) == (
+        f"{CONFIG}: members[2].name: duplicate name 'n1' (also members[0].name)")
+
+
+SYNTAX: list[tuple[str, str, str]] = [
+    ("unterminated string", '[cluster]\nname = "local\nstate_dir = "s"\n', "cluster.name"),
+    ("bare word value", "[cluster]\nname = local\n", "cluster.name"),
+    ("unclosed header", '[cluster\nname = "x"\n', "cluster"),
+    ("key set twice", '[cluster]\nname = "a"\nname = "b"\n', "cluster.name"),
+    ("bad value in second member",
+     '[[members]]\nname = "a"\naddress = "10.0.0.1"\n[[members]]\nname = "b"\n'
+     "address = 10.0.0.2\n", "members[1].address"),
+    ("unclosed array", '[etcd]\nextra_args = ["--a",\n  "--b"\n  x]\n', "etcd.extra_args"),
+    ("table declared twice", '[cluster]\nname = "a"\n[cluster]\n', "cluster"),
+]
+
+
+@pytest.mark.parametrize(("text", "key"), [c[1:] for c in SYNTAX], ids=[c[0] for c in SYNTAX])
+def test_toml_syntax_error_names_file_line_and_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    [p] = e.value.problems
+    assert (p.file, p.key) == (str(path), key)
+    assert p.message.startswith("TOML syntax error:") and "line" in p.message
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    for path, why in ((tmp_path / "missing.toml", "No such file"),
+                      (tmp_path, "Is a directory")):
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        [p] = e.value.problems
+        assert p.file == str(path) and why in p.message, p
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe[cluster]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(binary)
+    assert "not UTF-8" in e.value.problems[0].message
+
+
+# ---- the CLI: exit 2, file and key named, nothing started or written ---------
+VALID_TOML = """\
+[cluster]
+name = "cfgtest"
+state_dir = "state"
+
+[daemon]
+probe_interval = 0.2
+
+[[members]]
+name = "m1"
+address = "127.0.0.11"
+
+[[members]]
+name = "m2"
+address = "127.0.0.12"
+
+[[members]]
+name = "m3"
+address = "127.0.0.13"
+"""
+
+BAD_FILES: list[tuple[str, str, str]] = [
+    ("unknown key", VALID_TOML.replace('name = "cfgtest"', 'name = "cfgtest"\nnmae = "x"'),
+     "cluster.nmae"),
+    ("missing name", VALID_TOML.replace('name = "m2"\n', ""), "members[1].name"),
+    ("duplicate name", VALID_TOML.replace('name = "m3"', 'name = "m1"'), "members[2].name"),
+    ("duplicate address", VALID_TOML.replace("127.0.0.12", "127.0.0.11"), "members[1].address"),
+    ("bad address", VALID_TOML.replace("127.0.0.13", "127.0.0.300"), "members[2].address"),
+    ("syntax error", VALID_TOML.replace('"127.0.0.12"', '"127.0.0.12'), "members[1].address"),
+]
+
+
+def ckeetcd(*args: str, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k != CONFIG_ENV}
+    return subprocess.run([sys.executable, "-m", "ckeetcd.cli.main", *args],
+                          capture_output=True, text=True, timeout=60,
+                          env={**clean, **(env or {})}, cwd=cwd)
+
+
+def etcd_processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains `text` (read-only /proc scan)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if text.encode() in cmdline and b"etcd" in cmdline and entry.name != str(os.getpid()):
+                found.append(int(entry.name))
+    return found
+
+
+def tree(root: Path) -> dict[str, tuple[int, float]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime)
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+@pytest.mark.parametrize(("text", "key"), [c[1:] for c in BAD_FILES],
+                         ids=[c[0] for c in BAD_FILES])
+def test_bad_config_exits_2_naming_file_and_key(tmp_path: Path, command: str, text: str,
+                                                key: str) -> None:
+    path = tmp_path / "ckeetcd.toml"
+    path.write_text(text)
+    r = ckeetcd(command, "--config", str(path), "--log-format", "json")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert f"{path}: {key}: " in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "state").exists(), "a bad config wrote the state dir"
+    assert etcd_processes_mentioning(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("command", ["check-config", "run", "status", "plan", "stop-members"])
+def test_unreadable_config_exits_2(tmp_path: Path, command: str) -> None:
+    for path, why in ((tmp_path / "nope.toml", "No such file"), (tmp_path, "Is a directory")):
+        r = ckeetcd(command, "--config", str(path))
+        assert r.returncode == 2, (command, r.stdout, r.stderr)
+        assert str(path) in r.stderr and why in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_config_leaves_an_existing_state_dir_untouched(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    (state / "pki").mkdir(parents=True)
+    (state / "history.jsonl").write_text('{"event": "earlier"}\n')
+    before = tree(state)
+    path = tmp_path / "ckeetcd.toml"
+    path.write_text(VALID_TOML.replace('name = "m3"', 'name = "m1"'))
+    r = ckeetcd("run", "--config", str(path))
+    assert r.returncode == 2, r.stderr
+    assert tree(state) == before
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
+    path = tmp_path / "ckeetcd.toml"
+    path.write_text(VALID_TOML)
+    r = ckeetcd("check-config", "--config", str(path))
+    assert r.returncode == 0, r.stderr
+    assert str(path) in r.stdout and "m1, m2, m3" in r.stdout
+    assert not (tmp_path / "state").exists(), "check-config wrote the state dir"
+
+
+def test_every_problem_is_printed(tmp_path: Path) -> None:
+    path = tmp_path / "ckeetcd.toml"
+    path.write_text(VALID_TOML.replace("127.0.0.12", "127.0.0.11").replace('"m3"', '"m1"'))
+    r = ckeetcd("check-config", "--config", str(path))
+    assert r.returncode == 2
+    assert f"{path}: members[1].address: " in r.stderr
+    assert f"{path}: members[2].name: " in r.stderr
+
+
+# ---- which file: --config, else $CKEETCD_CONFIG, else /etc/ckeetcd/ckeetcd.toml --
+def test_config_flag_wins_over_environment(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(VALID_TOML)
+    bad.write_text("this is not toml")
+    r = ckeetcd("check-config", "--config", str(good), env={CONFIG_ENV: str(bad)})
+    assert r.returncode == 0, r.stderr
+    assert str(good) in r.stdout
+
+    r = ckeetcd("check-config", env={CONFIG_ENV: str(bad)})
+    assert r.returncode == 2 and str(bad) in r.stderr
+
+    r = ckeetcd("check-config", env={CONFIG_ENV: str(good)})
+    assert r.returncode == 0 and str(good) in r.stdout
+
+
+def test_go_style_config_flag(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(VALID_TOML)
+    r = ckeetcd("check-config", f"-config={good}")
+    assert r.returncode == 0, r.stderr
+    assert str(good) in r.stdout
+
+
+def test_relative_config_path_is_relative_to_cwd(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "c.toml").write_text(VALID_TOML)
+    r = ckeetcd("check-config", "--config", "etc/c.toml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.skipif(DEFAULT_CONFIG_PATH.exists(), reason="this machine has a real config")
+def test_default_path_is_etc_ckeetcd() -> None:
+    r = ckeetcd("check-config")
+    assert r.returncode == 2
+    assert str(DEFAULT_CONFIG_PATH) in r.stderr
