@@ -32,6 +32,7 @@ from ckeetcd.ops import OpContext
 from ckeetcd.pki import CA, TLSFiles, ensure_ca, ensure_private_dir, load_ca, not_after
 from ckeetcd.pki import write_cert_key as _write_cert_key
 from ckeetcd.runner import run_ops
+from ckeetcd.sidetasks import SideTask, build_side_tasks, stop_all, supervise
 
 DAEMON_CERT_LIFETIME = dt.timedelta(days=90)
 
@@ -67,6 +68,15 @@ class Env:
     runtime: MemberRuntime
     pool: ClientPool
     observer: Observer
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded config in place: channels (shared with side tasks) stay open."""
+        self.config = config
+        if isinstance(self.runtime, LocalRuntime):
+            self.runtime.etcd = config.etcd
+        self.pool.timeout = config.daemon.rpc_timeout
+        self.observer.servers_file = config.apiserver.etcd_servers_file
+        self.observer.probe_timeout = min(config.daemon.rpc_timeout, 1.0)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -146,6 +156,10 @@ class Daemon:
             return 1
         env = make_env(self.config)
         history = History(self.config.cluster.state_dir)
+        side: list[SideTask] = build_side_tasks(
+            self.config, {"pool": env.pool, "log": self.log, "history": history, "ca": ca,
+                          "runtime": env.runtime})
+        running = [asyncio.create_task(supervise(t, self.log), name=t.name) for t in side]
         self.log.info("daemon_started", config=str(self.config.path),
                       cluster=self.config.cluster.name,
                       members=[m.name for m in self.config.members])
@@ -157,13 +171,14 @@ class Daemon:
         try:
             while not self._stop.is_set():
                 if self._maybe_reload():
-                    await env.close()
-                    env = make_env(self.config)
+                    env.reconfigure(self.config)
                     last_full = 0.0
                 desired = Desired.from_config(self.config)
                 now = time.monotonic()
                 full = now - last_full >= self.config.daemon.interval
                 observed = await env.observer.observe(desired, deep=full or ran_ops)
+                for task in side:
+                    task.offer(self.config, desired, observed)
                 sig = health_signature(observed)
                 decision = decide(desired, observed)
                 if sig != last_sig:
@@ -181,6 +196,7 @@ class Daemon:
                 pause = 0.05 if ran_ops else self.config.daemon.probe_interval
                 await self._sleep(max(pause, backoff))
         finally:
+            await stop_all(running)
             await env.close()
             os.close(lock)
             self.log.info("daemon_stopped", cycles=self.cycle)
