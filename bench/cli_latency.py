@@ -1,0 +1,211 @@
+"""CLI latency of `ckecli etcd issue` and `ckecli etcd user-add`, against baselines run alongside.
+
+    .venv/bin/python bench/cli_latency.py [--runs 15] [--output bench/results/cli_latency.json]
+
+Measured in one run, on one machine, median wall time of N runs after one
+warm-up run each (fresh processes every time, as an operator's shell would):
+
+- `ckecli etcd issue -ttl=24h -output=json USER` (signs locally, no cluster), against
+  * the same job done by `openssl`: an EC P-256 key, a CSR, signing it with the
+    same CA (three processes, as a shell script would run them), and
+  * `etcdctl version` (the issue's target: at most 1.5x);
+- the same `issue` command without `logs.configure()` (the structlog + rich
+  import that `ckeetcd.cli.main` does for every command), to show what it costs;
+- `ckecli etcd user-add USER PREFIX` for a new user on a real 3-member TLS
+  cluster, against the etcdctl sequence that does the same (`user add
+  --no-password`, `role add`, `role grant-permission --prefix`, `user
+  grant-role`), plus the no-change re-run.
+
+Traffic stays on a private 127.x block; the cluster is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ckeetcd.pki import ensure_ca  # noqa: E402
+from tests.harness import Cluster  # noqa: E402
+
+BIN = Path(sys.executable).parent
+CKECLI = str(BIN / "ckecli")
+ETCDCTL = str(BIN / "etcdctl")
+OPENSSL = "openssl"
+EXTENSIONS = (
+    "basicConstraints = critical, CA:FALSE\n"
+    "keyUsage = critical, digitalSignature, keyEncipherment\n"
+    "extendedKeyUsage = clientAuth\n"
+    "authorityKeyIdentifier = keyid\n"
+)
+# `ckecli` minus `logs.configure()`: the same parser and the same command function.
+NO_LOGS = (
+    "import sys\n"
+    "from ckeetcd.cli.main import build_parser, normalize_go_flags\n"
+    "args = build_parser('ckecli').parse_args(normalize_go_flags(sys.argv[1:]))\n"
+    "from ckeetcd.cli.certs import issue\n"
+    "sys.exit(issue(args))\n"
+)
+
+
+def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
+    r = subprocess.run(cmd, capture_output=True, env=env, cwd=cwd, timeout=60)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr.decode()}")
+
+
+def timed(job: Callable[[int], None], runs: int) -> dict[str, float | int]:
+    """Median, min, max wall seconds of `job(i)` over `runs` runs after one warm-up."""
+    job(-1)
+    samples = []
+    for i in range(runs):
+        t = time.perf_counter()
+        job(i)
+        samples.append(time.perf_counter() - t)
+    return {"median_s": round(statistics.median(samples), 4), "min_s": round(min(samples), 4),
+            "max_s": round(max(samples), 4), "runs": runs}
+
+
+def ratio(a: dict[str, float | int], b: dict[str, float | int]) -> float:
+    return round(float(a["median_s"]) / float(b["median_s"]), 2)
+
+
+def bench_issue(work: Path, runs: int) -> dict[str, object]:
+    state = work / "state"
+    ensure_ca(state / "pki", "bench")
+    config = work / "ckeetcd.toml"
+    config.write_text(f'[cluster]\nname = "bench"\nstate_dir = "{state}"\n\n'
+                      '[[members]]\nname = "m1"\naddress = "127.0.0.1"\n')
+    env = {**os.environ, "CKEETCD_CONFIG": str(config)}
+    ca_crt, ca_key = state / "pki" / "ca.crt", state / "pki" / "ca.key"
+    ext = work / "client.ext"
+    ext.write_text(EXTENSIONS)
+    out = work / "openssl"
+    out.mkdir()
+
+    def ckecli_issue(i: int) -> None:
+        run([CKECLI, "etcd", "issue", "-ttl=24h", "-output=json", f"app{i}"], env)
+
+    def ckecli_issue_no_logs(i: int) -> None:
+        run([sys.executable, "-c", NO_LOGS, "etcd", "issue", "-ttl=24h", "-output=json",
+             f"app{i}"], env)
+
+    def openssl_issue(i: int) -> None:
+        key, csr, crt = out / f"{i}.key", out / f"{i}.csr", out / f"{i}.crt"
+        run([OPENSSL, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-out", str(key)], env)
+        run([OPENSSL, "req", "-new", "-key", str(key), "-subj", f"/CN=app{i}", "-out", str(csr)],
+            env)
+        run([OPENSSL, "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
+             "-set_serial", str(1000 + i + 1), "-days", "1", "-sha256", "-extfile", str(ext),
+             "-out", str(crt)], env)
+
+    def etcdctl_version(i: int) -> None:
+        run([ETCDCTL, "version"], env)
+
+    issue = timed(ckecli_issue, runs)
+    no_logs = timed(ckecli_issue_no_logs, runs)
+    openssl = timed(openssl_issue, runs)
+    # the baseline does the same job: its certificate verifies against the CA
+    run([OPENSSL, "verify", "-CAfile", str(ca_crt), "-purpose", "sslclient",
+         str(out / "0.crt")], env)
+    version = timed(etcdctl_version, runs)
+    python = timed(lambda i: run([sys.executable, "-c", "pass"], env), runs)
+    return {
+        "ckecli_issue": issue,
+        "ckecli_issue_without_logs_configure": no_logs,
+        "openssl_key_csr_sign": openssl,
+        "etcdctl_version": version,
+        "python_startup": python,
+        "ratio_issue_vs_openssl": ratio(issue, openssl),
+        "ratio_issue_vs_etcdctl_version": ratio(issue, version),
+        "ratio_issue_without_logs_vs_etcdctl_version": ratio(no_logs, version),
+        "ratio_issue_without_logs_vs_openssl": ratio(no_logs, openssl),
+    }
+
+
+def bench_user_add(work: Path, runs: int) -> dict[str, object]:
+    cluster = Cluster(work, ["m1", "m2", "m3"])
+    try:
+        cluster.start_daemon()
+        cluster.wait_healthy(["m1", "m2", "m3"])
+        env = {**os.environ, "CKEETCD_CONFIG": str(cluster.config_path)}
+        tls = cluster.root_tls()
+        etcdctl = [ETCDCTL, f"--endpoints={cluster.endpoints(['m1', 'm2', 'm3'])}",
+                   f"--cacert={tls.ca}", f"--cert={tls.cert}", f"--key={tls.key}"]
+
+        def ckecli_user_add(i: int) -> None:
+            run([CKECLI, "etcd", "user-add", f"cli{i + 1}", f"/cli{i + 1}/"], env)
+
+        def ckecli_user_add_again(i: int) -> None:
+            run([CKECLI, "etcd", "user-add", "cli1", "/cli1/"], env)
+
+        def etcdctl_sequence(i: int) -> None:
+            name = f"ctl{i + 1}"
+            run([*etcdctl, "user", "add", name, "--no-password"], env)
+            run([*etcdctl, "role", "add", name], env)
+            run([*etcdctl, "role", "grant-permission", name, "--prefix=true", "readwrite",
+                 f"/{name}/"], env)
+            run([*etcdctl, "user", "grant-role", name, name], env)
+
+        add = timed(ckecli_user_add, runs)
+        again = timed(ckecli_user_add_again, runs)
+        seq = timed(etcdctl_sequence, runs)
+        # both ended in the same place
+        cli_role = subprocess.run([*etcdctl, "role", "get", "cli1"], capture_output=True,
+                                  text=True, env=env).stdout
+        ctl_role = subprocess.run([*etcdctl, "role", "get", "ctl1"], capture_output=True,
+                                  text=True, env=env).stdout
+        assert "[/cli1/, /cli10)" in cli_role and "[/ctl1/, /ctl10)" in ctl_role, (cli_role,
+                                                                                  ctl_role)
+        return {
+            "ckecli_user_add_new_user": add,
+            "ckecli_user_add_no_change": again,
+            "etcdctl_4_command_sequence": seq,
+            "ratio_user_add_vs_etcdctl_sequence": ratio(add, seq),
+            "ratio_user_add_no_change_vs_etcdctl_sequence": ratio(again, seq),
+        }
+    finally:
+        cluster.cleanup()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=15)
+    p.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "cli_latency.json")
+    p.add_argument("--no-cluster", action="store_true", help="skip the user-add part")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ckeetcd-bench-") as tmp:
+        work = Path(tmp)
+        (work / "issue").mkdir()
+        result: dict[str, object] = {
+            "bench": "cli_latency",
+            "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                        "platform": platform.platform()},
+            "statistic": "median wall seconds of fresh processes, one warm-up run dropped",
+            "issue": bench_issue(work / "issue", args.runs),
+        }
+        if not args.no_cluster:
+            (work / "cluster").mkdir()
+            result["user_add"] = bench_user_add(work / "cluster", args.runs)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
