@@ -245,6 +245,16 @@ def test_issue_needs_only_the_ca(tmp_path: Path) -> None:
     r = ckecli(config, "issue", "-ttl=24h", "app")
     assert r.returncode == 0, r.stderr
     assert_pair(json.loads(r.stdout), ca.cert_pem, "app", dt.timedelta(hours=24))
+    assert r.stderr == ""
+
+
+def test_a_certificate_outliving_the_ca_is_issued_with_a_warning(tmp_path: Path) -> None:
+    ca = ensure_ca(tmp_path / "state" / "pki", "off")
+    config = _config(tmp_path, tmp_path / "state")
+    r = ckecli(config, "issue", "-ttl=300000h", "app")
+    assert r.returncode == 0, r.stderr
+    assert "outlives the CA" in r.stderr
+    assert_pair(json.loads(r.stdout), ca.cert_pem, "app", dt.timedelta(hours=300000))
 
 
 def test_missing_ca_exits_1_naming_the_file(tmp_path: Path) -> None:
