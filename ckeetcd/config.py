@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ckeetcd.durations import DurationError, parse_duration
+from ckeetcd.keyspace import REGISTRY_PREFIX, prefixes_overlap
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,6 +69,11 @@ class ClusterConfig:
     state_dir: Path
     client_port: int = 2379
     peer_port: int = 2380
+
+    @property
+    def pki_dir(self) -> Path:
+        """Where the CA and the daemon's own client certificate live."""
+        return self.state_dir / "pki"
 
 
 @dataclass(frozen=True)
@@ -503,11 +509,15 @@ class _Validator:
             self.known(u, prefix, {"name", "prefix"})
             name = self.name(f"{prefix}.name", self.string(u, prefix, "name"))
             pfx = self.string(u, prefix, "prefix")
-            if name == "root":
-                self.bad(f"{prefix}.name", "'root' is managed by ckeetcd itself")
+            if name in ("root", "kube-apiserver"):
+                self.bad(f"{prefix}.name", f"{name!r} is managed by ckeetcd itself")
                 name = None
             if pfx == "":
                 self.bad(f"{prefix}.prefix", "must not be empty")
+                pfx = None
+            elif pfx is not None and prefixes_overlap(pfx, REGISTRY_PREFIX):
+                self.bad(f"{prefix}.prefix", f"{pfx!r} overlaps {REGISTRY_PREFIX} "
+                                             "(only kube-apiserver may use it)")
                 pfx = None
             if name is not None and name in seen:
                 self.bad(f"{prefix}.name", f"duplicate user {name!r}")

@@ -38,7 +38,7 @@ DAEMON_CERT_LIFETIME = dt.timedelta(days=90)
 
 
 def pki_dir(config: Config) -> Path:
-    return config.cluster.state_dir / "pki"
+    return config.cluster.pki_dir
 
 
 def daemon_tls(config: Config) -> TLSFiles:
@@ -77,6 +77,7 @@ class Env:
         self.pool.timeout = config.daemon.rpc_timeout
         self.observer.servers_file = config.apiserver.etcd_servers_file
         self.observer.probe_timeout = min(config.daemon.rpc_timeout, 1.0)
+        self.observer.renew_before = config.tls.member_cert_renew_before
 
     async def close(self) -> None:
         await self.pool.close()
@@ -85,9 +86,12 @@ class Env:
 def make_env(config: Config, readonly: bool = False) -> Env:
     runtime = LocalRuntime(config.cluster.state_dir, config.etcd)
     pool = ClientPool(daemon_tls(config), config.daemon.rpc_timeout)
+    ca_file = pki_dir(config) / "ca.crt"
     observer = Observer(runtime, pool, config.cluster.state_dir,
                         config.apiserver.etcd_servers_file,
-                        probe_timeout=min(config.daemon.rpc_timeout, 1.0), readonly=readonly)
+                        probe_timeout=min(config.daemon.rpc_timeout, 1.0), readonly=readonly,
+                        ca_pem=ca_file.read_bytes() if ca_file.exists() else None,
+                        renew_before=config.tls.member_cert_renew_before)
     return Env(config, runtime, pool, observer)
 
 

@@ -38,6 +38,7 @@ class Desired:
     prune_users: bool = False
     learner_timeout: float = 60.0
     apiserver_file: bool = False
+    member_dns: tuple[str, ...] = ("localhost",)  # DNS SANs of member server certs
 
     def by_peer_url(self, peer_url: str) -> DesiredMember | None:
         return next((m for m in self.members if m.peer_url == peer_url), None)
@@ -61,7 +62,19 @@ class Desired:
             prune_users=config.prune_users,
             learner_timeout=config.daemon.learner_timeout,
             apiserver_file=config.apiserver.etcd_servers_file is not None,
+            member_dns=member_dns_names(config),
         )
+
+
+def member_dns_names(config: Config) -> tuple[str, ...]:
+    """DNS SANs for member server certs: localhost, plus the Service names when published."""
+    names = ["localhost"]
+    k = config.kubernetes
+    if k is not None:
+        names += [k.name, f"{k.name}.{k.namespace}", f"{k.name}.{k.namespace}.svc"]
+        if k.cluster_domain:
+            names.append(f"{k.name}.{k.namespace}.svc.{k.cluster_domain}")
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,7 @@ class Runtime:
     has_data: bool = False
     pid: int | None = None
     error: str = ""
+    tls_problem: str = ""  # why the member's certificates need renewing ("" = fine)
 
 
 @dataclass(frozen=True)

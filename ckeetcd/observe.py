@@ -9,8 +9,10 @@ cluster was ever formed here (a marker file in the state dir).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -18,6 +20,7 @@ from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.etcd.rbac import rbac_in_place
 from ckeetcd.model import Desired, Health, LiveMember, Observed, Runtime
 from ckeetcd.nodes import MemberRuntime
+from ckeetcd.pki import member_tls_problem
 
 FORMED_MARKER = "cluster-formed.json"
 
@@ -36,13 +39,17 @@ def read_published(path: Path | None) -> tuple[str, ...] | None:
 class Observer:
     def __init__(self, runtime: MemberRuntime, pool: ClientPool, state_dir: Path,
                  servers_file: Path | None, probe_timeout: float,
-                 readonly: bool = False) -> None:
+                 readonly: bool = False, ca_pem: bytes | None = None,
+                 renew_before: dt.timedelta = dt.timedelta(days=30)) -> None:
         self.runtime = runtime
         self.pool = pool
         self.marker = state_dir / FORMED_MARKER
         self.servers_file = servers_file
         self.probe_timeout = probe_timeout
         self.readonly = readonly
+        self.ca_pem = ca_pem
+        self.renew_before = renew_before
+        self._tls_problems: dict[str, str] = {}
         self._learner_seen: dict[int, float] = {}
         self._known_client_urls: tuple[str, ...] = ()
         self._rbac_ready: bool | None = None
@@ -71,7 +78,11 @@ class Observer:
                 health[m.id] = h
         names = [d.name for d in desired.members]
         names += [m.name for m in members or () if m.name and m.name not in names]
-        runtimes = await asyncio.gather(*(self._inspect(n) for n in names))
+        runtimes = list(await asyncio.gather(*(self._inspect(n) for n in names)))
+        if deep or not self._tls_problems:
+            await self._check_tls(desired)
+        runtimes = [replace(r, tls_problem=self._tls_problems.get(n, "")) if r.reachable else r
+                    for n, r in zip(names, runtimes, strict=True)]
         ages = self._learner_ages(members)
         if members is not None and (deep or self._rbac_ready is not True):
             self._rbac_ready = await self._check_rbac(desired, members, health)
@@ -112,6 +123,22 @@ class Observer:
             return await asyncio.wait_for(self.runtime.inspect(name), self.probe_timeout * 2)
         except (OSError, TimeoutError) as e:
             return Runtime(reachable=False, error=str(e) or type(e).__name__)
+
+    async def _check_tls(self, desired: Desired) -> None:
+        """Certificate problems per desired member (only on deep observations: file reads)."""
+        if self.ca_pem is None:
+            return
+        now = dt.datetime.now(dt.timezone.utc)
+        problems = {}
+        for d in desired.members:
+            try:
+                files = {f: await self.runtime.read_tls(d.name, f)
+                         for f in ("ca.crt", "server.crt", "peer.crt")}
+            except OSError:
+                continue
+            problems[d.name] = member_tls_problem(files, self.ca_pem, d.address,
+                                                  desired.member_dns, self.renew_before, now)
+        self._tls_problems = problems
 
     def _learner_ages(self, members: tuple[LiveMember, ...] | None) -> dict[int, float]:
         now = time.monotonic()

@@ -211,11 +211,10 @@ def write_cert_key(cert_path: Path, key_path: Path, pair: CertKey) -> None:
 
 def member_tls_files(ca: CA, name: str, address: str,
                      lifetime: dt.timedelta = MEMBER_LIFETIME,
-                     dns: tuple[str, ...] = ()) -> dict[str, bytes]:
+                     dns: tuple[str, ...] = ("localhost",)) -> dict[str, bytes]:
     """ca.crt plus server and peer pairs for one member, both usable either way."""
     ips = member_ips(address)
-    server = ca.issue(name, lifetime, server=True, client=True, ips=ips,
-                      dns=("localhost", *dns))
+    server = ca.issue(name, lifetime, server=True, client=True, ips=ips, dns=dns)
     peer = ca.issue(name, lifetime, server=True, client=True, ips=ips)
     return {
         "ca.crt": ca.cert_pem,
@@ -226,10 +225,42 @@ def member_tls_files(ca: CA, name: str, address: str,
     }
 
 
-def cert_ips(cert_pem: bytes) -> tuple[str, ...]:
+def cert_sans(cert_pem: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(IP SANs, DNS SANs) of a PEM certificate."""
     cert = x509.load_pem_x509_certificate(cert_pem)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return ()
-    return tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+        return (), ()
+    ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    return ips, tuple(san.get_values_for_type(x509.DNSName))
+
+
+def cert_ips(cert_pem: bytes) -> tuple[str, ...]:
+    return cert_sans(cert_pem)[0]
+
+
+def member_tls_problem(
+    files: dict[str, bytes | None],
+    ca_pem: bytes,
+    address: str,
+    dns: tuple[str, ...],
+    renew_before: dt.timedelta,
+    now: dt.datetime,
+) -> str:
+    """Why a member's installed TLS files must be (re)issued; "" when they are fine."""
+    server, peer, ca = files.get("server.crt"), files.get("peer.crt"), files.get("ca.crt")
+    if server is None or peer is None or ca is None:
+        return "missing"
+    if ca != ca_pem:
+        return "signed by another CA"
+    want_ips = set(member_ips(address))
+    ips, names = cert_sans(server)
+    if set(ips) != want_ips or set(names) != set(dns):
+        return "server SANs differ"
+    if set(cert_ips(peer)) != want_ips:
+        return "peer SANs differ"
+    left = min(not_after(server), not_after(peer)) - now
+    if left <= renew_before:
+        return f"expires in {int(left.total_seconds())}s"
+    return ""

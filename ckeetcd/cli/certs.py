@@ -45,15 +45,6 @@ def fail(e: CommandFailed) -> int:
     return 1
 
 
-def pki_dir(config: Config) -> Path:
-    """Where the daemon keeps the CA: same as `ckeetcd.daemon.pki_dir`.
-
-    Not imported from there: `ckeetcd.daemon` pulls in grpc, aetcd and the
-    whole control loop, which a signing command must not pay for.
-    """
-    return config.cluster.state_dir / "pki"
-
-
 def check_user_name(name: str, arg: str = "USER") -> None:
     """A name etcd can hold as a user and that is safe as a file name; else UsageError."""
     if not name:
@@ -69,7 +60,7 @@ def load_signing_ca(config: Config) -> CA:
 
     from ckeetcd.pki import load_ca
 
-    d = pki_dir(config)
+    d = config.cluster.pki_dir
     try:
         return load_ca(d)
     except FileNotFoundError as e:

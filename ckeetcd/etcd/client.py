@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import grpc
 from aetcd import rpc
 
+from ckeetcd.keyspace import prefix_end
 from ckeetcd.model import Health, LiveMember
 from ckeetcd.pki import TLSFiles
 
@@ -59,16 +60,6 @@ class KeyValue:
     key: bytes
     value: bytes
     mod_revision: int
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """etcd's range end that covers every key starting with `prefix`."""
-    b = bytearray(prefix)
-    for i in range(len(b) - 1, -1, -1):
-        if b[i] < 0xFF:
-            b[i] += 1
-            return bytes(b[: i + 1])
-    return b"\0"
 
 
 def _target(url: str) -> str:

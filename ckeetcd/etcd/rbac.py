@@ -9,27 +9,13 @@ from __future__ import annotations
 
 from aetcd import rpc
 
-from ckeetcd.etcd.client import EtcdClient, prefix_end
+from ckeetcd.etcd.client import EtcdClient
+from ckeetcd.keyspace import key_range, prefix_end, prefixes_overlap, ranges_overlap
 from ckeetcd.model import Desired, DesiredUser
 
 ROOT = "root"
 
-
-def key_range(prefix: str) -> tuple[bytes, bytes]:
-    """[key, range_end) that a readwrite grant on `prefix` covers."""
-    key = prefix.encode()
-    return key, prefix_end(key)
-
-
-def ranges_overlap(a: tuple[bytes, bytes], b: tuple[bytes, bytes]) -> bool:
-    """Whether [a0, a1) and [b0, b1) share a key; an end of b"\\0" means "to the end"."""
-    (a0, a1), (b0, b1) = a, b
-    return (b1 == b"\0" or a0 < b1) and (a1 == b"\0" or b0 < a1)
-
-
-def prefixes_overlap(a: str, b: str) -> bool:
-    """Whether some key lies in both prefix ranges (i.e. one prefix starts with the other)."""
-    return ranges_overlap(key_range(a), key_range(b))
+__all__ = ["key_range", "prefixes_overlap", "ranges_overlap"]  # re-exported for the CLI
 
 
 def wanted_perms(user: DesiredUser) -> tuple[tuple[int, bytes, bytes], ...]:

@@ -11,6 +11,7 @@ from ckeetcd.ops import (
     ensure_rbac,
     promote_member,
     remove_member,
+    renew_certs,
     start_member,
     stop_member,
 )
@@ -26,6 +27,7 @@ OPS: dict[str, OpFn] = {
     "add-member": add_member.run,
     "promote-member": promote_member.run,
     "ensure-rbac": ensure_rbac.run,
+    "renew-member-certs": renew_certs.run,
     "stop-apiserver-traffic": apiserver_traffic.run,
     "publish-endpoints": apiserver_traffic.run,
 }

@@ -1,30 +1,36 @@
-"""Member certificates on the node: issued by the CA, refreshed when wrong."""
+"""Member certificates on the node: issued by the CA, re-issued when wrong or expiring."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 from ckeetcd.ops.context import OpContext, OpFailed
-from ckeetcd.pki import cert_ips, member_ips, member_tls_files, not_after
+from ckeetcd.pki import member_tls_files, member_tls_problem
 
-RENEW_BEFORE = dt.timedelta(days=30)
+TLS_CHECKED = ("ca.crt", "server.crt", "peer.crt")
 
 
-async def ensure_member_tls(ctx: OpContext, name: str) -> bool:
-    """Install certs unless current ones match the CA, the address and are not expiring."""
+async def member_tls_state(ctx: OpContext, name: str) -> str:
+    """Why `name`'s certificates must be re-issued ("" when they are fine)."""
     d = ctx.desired.by_name(name)
-    cert = await ctx.runtime.read_tls(name, "server.crt")
     if d is None:
-        if cert is None:
+        return ""
+    files = {f: await ctx.runtime.read_tls(name, f) for f in TLS_CHECKED}
+    return member_tls_problem(files, ctx.ca.cert_pem, d.address, ctx.desired.member_dns,
+                              ctx.config.tls.member_cert_renew_before,
+                              dt.datetime.now(dt.timezone.utc))
+
+
+async def ensure_member_tls(ctx: OpContext, name: str, force: bool = False) -> bool:
+    """Install fresh certs when missing, wrong or expiring (or when forced)."""
+    d = ctx.desired.by_name(name)
+    if d is None:
+        if await ctx.runtime.read_tls(name, "server.crt") is None:
             raise OpFailed(f"{name} is not a desired member and has no certificates")
         return False  # a leaving member restarted for quorum keeps what it has
-    ca = await ctx.runtime.read_tls(name, "ca.crt")
-    if (
-        cert is not None
-        and ca == ctx.ca.cert_pem
-        and set(cert_ips(cert)) == set(member_ips(d.address))
-        and not_after(cert) - dt.datetime.now(dt.timezone.utc) > RENEW_BEFORE
-    ):
+    if not force and not await member_tls_state(ctx, name):
         return False
-    await ctx.runtime.install_tls(name, member_tls_files(ctx.ca, name, d.address))
+    files = member_tls_files(ctx.ca, name, d.address, ctx.config.tls.member_cert_lifetime,
+                             ctx.desired.member_dns)
+    await ctx.runtime.install_tls(name, files)
     return True

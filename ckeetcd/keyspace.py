@@ -1,0 +1,36 @@
+"""Key ranges of etcd permissions: pure arithmetic on bytes.
+
+Lives at the bottom of the layers so config validation and the RBAC code
+share one definition of "this prefix covers that one".
+"""
+
+from __future__ import annotations
+
+REGISTRY_PREFIX = "/registry/"
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """etcd's range end that covers every key starting with `prefix`."""
+    b = bytearray(prefix)
+    for i in range(len(b) - 1, -1, -1):
+        if b[i] < 0xFF:
+            b[i] += 1
+            return bytes(b[: i + 1])
+    return b"\0"
+
+
+def key_range(prefix: str) -> tuple[bytes, bytes]:
+    """[key, range_end) that a readwrite grant on `prefix` covers."""
+    key = prefix.encode()
+    return key, prefix_end(key)
+
+
+def ranges_overlap(a: tuple[bytes, bytes], b: tuple[bytes, bytes]) -> bool:
+    """Whether [a0, a1) and [b0, b1) share a key; an end of b"\\0" means "to the end"."""
+    (a0, a1), (b0, b1) = a, b
+    return (b1 == b"\0" or a0 < b1) and (a1 == b"\0" or b0 < a1)
+
+
+def prefixes_overlap(a: str, b: str) -> bool:
+    """Whether some key lies in both prefix ranges (i.e. one prefix starts with the other)."""
+    return ranges_overlap(key_range(a), key_range(b))
