@@ -233,14 +233,16 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     """Validate parsed TOML; relative paths resolve against the config's folder."""
     v = _Validator(str(path), path.parent.resolve() if path.parent else Path.cwd())
     v.known(data, "", {"cluster", "members", "etcd", "daemon", "apiserver", "users",
-                       "prune_users", "kubernetes", "backup", "tls"})
+                       "rbac", "kubernetes", "backup", "tls"})
     cluster = v.cluster(v.table(data, "cluster", required=True))
     members = v.members(data.get("members"))
     etcd = v.etcd(v.table(data, "etcd"))
     daemon = v.daemon(v.table(data, "daemon"))
     apiserver = v.apiserver(v.table(data, "apiserver"))
     users = v.users(data.get("users"))
-    prune = v.boolean(data, "", "prune_users", False)
+    rbac = v.table(data, "rbac")
+    v.known(rbac, "rbac", {"prune_users"})
+    prune = v.boolean(rbac, "rbac", "prune_users", False)
     kubernetes = v.kubernetes(v.table(data, "kubernetes")) if "kubernetes" in data else None
     backup = v.backup(v.table(data, "backup"))
     tls = v.tls(v.table(data, "tls"))

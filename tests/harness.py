@@ -273,6 +273,7 @@ class Writer:
         self.cluster = cluster
         self.endpoints = endpoints
         self.acked: list[bytes] = []
+        self.read_misses: list[bytes] = []  # acknowledged, then not read back
         self.failures = 0
         self.max_outage = 0.0
         self._stop = threading.Event()
@@ -304,6 +305,9 @@ class Writer:
                 try:
                     await client.put(key, b"v")
                     self.acked.append(key)
+                    got = await client.get(key)
+                    if got is None:
+                        self.read_misses.append(key)
                     break
                 except EtcdError:
                     self.failures += 1

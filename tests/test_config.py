@@ -134,7 +134,7 @@ def test_every_section_parses() -> None:
         apiserver={"etcd_servers_file": "/etc/kubernetes/etcd-servers",
                    "reload_command": ["systemctl", "reload", "kube-apiserver"]},
         users=[{"name": "cilium", "prefix": "/cilium/"}],
-        prune_users=True,
+        rbac={"prune_users": True},
     )
     c = parse_config(data, CONFIG)
     assert c.client_url(c.members[1]) == "https://10.0.0.2:12379"
@@ -211,7 +211,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("duplicate user", base(users=[{"name": "app", "prefix": "/a/"},
                                    {"name": "app", "prefix": "/b/"}]),
      "users[1].name", "duplicate user"),
-    ("prune_users not boolean", base(prune_users="yes"), "prune_users", "true or false"),
+    ("prune_users not boolean", base(rbac={"prune_users": "yes"}), "rbac.prune_users",
+     "true or false"),
 ]
 
 

@@ -321,7 +321,7 @@ def test_users_the_daemon_manages_are_refused(cluster: Cluster, tmp_path: Path) 
         r = ckecli(config, *args)
         assert r.returncode == 2, (args, r.stderr)
         assert names in r.stderr and str(config) in r.stderr, r.stderr
-    pruning = _variant(cluster, tmp_path / "prune.toml", top="prune_users = true")
+    pruning = _variant(cluster, tmp_path / "prune.toml", tail="[rbac]\nprune_users = true\n")
     r = ckecli(pruning, "user-add", "stray", "/stray/")
     assert r.returncode == 2 and "prune_users" in r.stderr, r.stderr
     assert rbac_state(cluster) == before

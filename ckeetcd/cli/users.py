@@ -13,7 +13,7 @@ having changed nothing:
   `/registry/x`); neither can be removed;
 - users declared in the config's `[[users]]` are the daemon's to keep: it
   would undo a different prefix or a removal, so the CLI refuses them, and
-  with `prune_users = true` it refuses to add a user the daemon would prune.
+  with `[rbac] prune_users = true` it refuses to add a user the daemon would prune.
 
 To talk to etcd the command signs itself a root certificate valid a few
 minutes, held in memory only, and uses the first desired member that answers
@@ -88,7 +88,7 @@ def check_add_against_config(config: Config, user: str, prefix: str) -> None:
         )
     if config.prune_users and user not in managed:
         raise UsageError(
-            f"USER: prune_users = true in {config.path}: the daemon would remove {user!r}; "
+            f"USER: [rbac] prune_users = true in {config.path}: the daemon would remove {user!r}; "
             "declare it in [[users]] instead"
         )
 
