@@ -181,3 +181,24 @@ def test_hung_member_does_not_stall_the_loop(cluster: Cluster) -> None:
     finally:
         os.kill(pid, signal.SIGCONT)
     cluster.wait_healthy(["m1", "m2", "m3"], timeout=30)
+
+
+def test_history_records_ops_and_steps(cluster: Cluster) -> None:
+    import json
+
+    pid = cluster.member_pid("m1")
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: cluster.member_pid("m1") not in (None, pid), 30, "m1 restarted")
+    r = cluster.cli("history", "-n", "20", "--output", "json")
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    restart = [x for x in records if x["op"] == "restart-member" and x["event"] == "op-end"]
+    assert restart and restart[-1]["outcome"] == "ok" and restart[-1]["targets"] == "m1"
+    steps = [x["step"] for x in records
+             if x["op"] == "restart-member" and x["event"] == "step-end"]
+    assert steps[-2:] == ["install-tls", "start-process"]
+    table = cluster.cli("history", "-n", "3")
+    assert "restart-member" in table.stdout and "m1" in table.stdout
+    bad = cluster.cli("history", "-n", "0")
+    assert bad.returncode == 2 and "-n" in bad.stderr

@@ -88,6 +88,12 @@ def build_parser(prog: str = "ckeetcd") -> argparse.ArgumentParser:
     p.add_argument("--output", choices=["table", "json"], default="table")
     p.set_defaults(func="ckeetcd.cli.status:status")
 
+    p = sub.add_parser("history", help="the recorded ops and steps (newest last)")
+    _common(p)
+    p.add_argument("-n", type=int, default=50, help="how many records (default 50)")
+    p.add_argument("--output", choices=["table", "json"], default="table")
+    p.set_defaults(func="ckeetcd.cli.history:history")
+
     p = sub.add_parser("stop-members", help="stop the local runtime's etcd processes")
     _common(p)
     p.set_defaults(func="ckeetcd.cli.local:stop_members")
