@@ -19,7 +19,7 @@ from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ckeetcd.cli.main import UsageError
+from ckeetcd.cli.errors import UsageError
 from ckeetcd.cli.users import check_add, check_remove, covers_registry
 from ckeetcd.etcd.rbac import prefixes_overlap, ranges_overlap
 from ckeetcd.pki import TLSFiles

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ckeetcd.cli.common import load
-from ckeetcd.cli.main import UsageError
+from ckeetcd.cli.errors import UsageError
 from ckeetcd.config import NAME_RE, Config
 from ckeetcd.durations import DurationError, format_duration, parse_ttl
 

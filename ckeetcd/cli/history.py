@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from ckeetcd.cli.common import load
-from ckeetcd.cli.main import UsageError
+from ckeetcd.cli.errors import UsageError
 from ckeetcd.history import History
 
 

@@ -13,12 +13,11 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-USAGE_ERROR = 2
+from ckeetcd.cli.errors import USAGE_ERROR, UsageError
+
+__all__ = ["USAGE_ERROR", "UsageError", "main"]
+
 _GO_FLAG = re.compile(r"^-([a-z][a-z0-9-]+)(=.*)?$")
-
-
-class UsageError(Exception):
-    """Bad arguments: exit status 2, nothing changed."""
 
 
 def normalize_go_flags(argv: Sequence[str]) -> list[str]:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from ckeetcd.cli.certs import CommandFailed, check_user_name, fail, load_signing_ca
 from ckeetcd.cli.common import load
-from ckeetcd.cli.main import UsageError
+from ckeetcd.cli.errors import UsageError
 from ckeetcd.config import Config
 from ckeetcd.model import KUBE_APISERVER, Desired, DesiredUser
 
