@@ -21,6 +21,7 @@ from ckeetcd.config import (
     ConfigError,
     load_config,
     parse_config,
+    tomllib,  # the stdlib's, or tomli before 3.11
 )
 
 CONFIG = Path("/srv/ckeetcd/conf/ckeetcd.toml")
@@ -146,14 +147,74 @@ def test_every_section_parses() -> None:
     assert c.prune_users is True
 
 
-def test_shipped_configs_are_valid() -> None:
-    repo = Path(__file__).resolve().parent.parent
-    local = load_config(repo / "config" / "local.toml")
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "config" / "example.toml"
+
+
+def test_local_config_is_valid() -> None:
+    local = load_config(REPO / "config" / "local.toml")
     assert [m.address for m in local.members] == ["127.0.1.1", "127.0.1.2", "127.0.1.3"]
-    assert local.cluster.state_dir.resolve() == (repo / ".ckeetcd").resolve()
-    example = repo / "config" / "example.toml"
-    if example.exists():
-        load_config(example)
+    assert local.cluster.state_dir.resolve() == (REPO / ".ckeetcd").resolve()
+
+
+def known_keys() -> dict[str, set[str]]:
+    """Every key the validator knows, per table, read from its own "unknown key" message."""
+    probe: dict[str, Any] = base(
+        zz=1,
+        cluster={**base()["cluster"], "zz": 1},
+        members=[{**base()["members"][0], "zz": 1}],
+        users=[{"name": "u", "prefix": "/u/", "zz": 1}],
+        **{t: {"zz": 1} for t in ("etcd", "daemon", "apiserver", "rbac", "kubernetes",
+                                  "backup", "tls")},
+    )
+    out: dict[str, set[str]] = {}
+    for key, message in problems(probe):
+        assert key.endswith("zz") and "(known: " in message, (key, message)
+        table = key[:-len(".zz")].replace("[0]", "") if "." in key else ""
+        out[table] = set(message.split("(known: ")[1].rstrip(")").split(", "))
+    return out
+
+
+def documented_keys(text: str) -> dict[str, set[str]]:
+    """`key =` lines of the example per table, commented-out settings (`#key =`) included."""
+    out: dict[str, set[str]] = {"": set()}
+    table = ""
+    for line in text.splitlines():
+        line = line[1:] if line.startswith("#") and not line.startswith("# ") else line
+        line = line.strip()
+        if line.startswith("["):
+            table = line.strip("[]")
+            out.setdefault(table, set())
+            out[""].add(table)
+        elif "=" in line and not line.startswith("#"):
+            out[table].add(line.split("=")[0].strip())
+    return out
+
+
+def test_example_documents_every_key() -> None:
+    documented = documented_keys(EXAMPLE.read_text())
+    for table, keys in known_keys().items():
+        assert keys <= documented.get(table, set()), f"[{table}] undocumented: " \
+            f"{sorted(keys - documented.get(table, set()))}"
+
+
+def test_example_is_valid_as_shipped_and_with_every_option_on() -> None:
+    c = load_config(EXAMPLE)
+    assert [m.name for m in c.members] == ["cp1", "cp2", "cp3"]
+    assert c.kubernetes is None and c.users == ()
+    defaults = parse_config(base(), EXAMPLE)
+    assert (c.etcd, c.daemon.interval, c.backup, c.tls) == \
+        (defaults.etcd, defaults.daemon.interval, defaults.backup, defaults.tls)
+
+    text = EXAMPLE.read_text()
+    uncommented = "\n".join(
+        line[1:] if line.startswith("#") and not line.startswith("# ") and line != "#"
+        else line for line in text.splitlines())
+    data = tomllib.loads(uncommented)
+    c = parse_config(data, EXAMPLE)
+    assert c.kubernetes is not None and c.kubernetes.name == "cke-etcd"
+    assert [u.name for u in c.users] == ["cilium"]
+    assert c.apiserver.reload_command == ("systemctl", "reload", "kube-apiserver")
 
 
 # ---- invalid configs: every problem names its dotted key ----------------------
