@@ -27,6 +27,10 @@ class SideTask(Protocol):
 def build_side_tasks(config: Config, deps: dict[str, Any]) -> list[SideTask]:
     """The tasks this config asks for. `deps` carries the daemon's edges (pool, log, ...)."""
     tasks: list[SideTask] = []
+    if config.kubernetes is not None:  # imported lazily: kubernetes_asyncio is heavy
+        from ckeetcd.kube.endpoints import EndpointsTask
+
+        tasks.append(EndpointsTask(config, deps["log"]))
     return tasks
 
 
