@@ -35,6 +35,10 @@ from ckeetcd.runner import run_ops
 from ckeetcd.sidetasks import SideTask, build_side_tasks, stop_all, supervise
 
 DAEMON_CERT_LIFETIME = dt.timedelta(days=90)
+# Phases where nothing is in flight; in any other the loop polls faster.
+SETTLED_PHASES = frozenset({"steady", "degraded", "no-quorum"})
+TRANSITION_POLL = 0.1
+CONFIG_POLL = 0.1  # a stat() of the config file: cheap, and edits act at once
 
 
 def pki_dir(config: Config) -> Path:
@@ -197,7 +201,11 @@ class Daemon:
                     backoff = 0.0 if ok else min(max(backoff * 2, 0.2),
                                                  self.config.daemon.interval)
                 last_sig, last_phase = sig, decision.phase
-                pause = 0.05 if ran_ops else self.config.daemon.probe_interval
+                pause = self.config.daemon.probe_interval
+                if ran_ops:
+                    pause = 0.05  # follow up on what the ops changed
+                elif decision.phase not in SETTLED_PHASES:
+                    pause = min(pause, TRANSITION_POLL)  # waiting for etcd, not for time
                 await self._sleep(max(pause, backoff))
         finally:
             await stop_all(running)
@@ -236,9 +244,15 @@ class Daemon:
                       quorum=observed.has_quorum(), members=members)
 
     async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early on a signal or as soon as the config file changes."""
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(left, CONFIG_POLL))
+            if self._wake.is_set() or _mtime(self.config.path) != self._config_mtime:
+                return
 
 
 LOCK_FILE = "daemon.lock"

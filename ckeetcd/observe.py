@@ -18,7 +18,7 @@ from types import MappingProxyType
 
 from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.etcd.rbac import rbac_in_place
-from ckeetcd.model import Desired, Health, LiveMember, Observed, Runtime
+from ckeetcd.model import Desired, DesiredMember, Health, LiveMember, Observed, Runtime
 from ckeetcd.nodes import MemberRuntime
 from ckeetcd.pki import member_tls_problem
 
@@ -129,16 +129,20 @@ class Observer:
         if self.ca_pem is None:
             return
         now = dt.datetime.now(dt.timezone.utc)
-        problems = {}
-        for d in desired.members:
+        names = ("ca.crt", "server.crt", "peer.crt")
+        ca_pem = self.ca_pem
+
+        async def problem(d: DesiredMember) -> str | None:
             try:
-                files = {f: await self.runtime.read_tls(d.name, f)
-                         for f in ("ca.crt", "server.crt", "peer.crt")}
+                got = await asyncio.gather(*(self.runtime.read_tls(d.name, f) for f in names))
             except OSError:
-                continue
-            problems[d.name] = member_tls_problem(files, self.ca_pem, d.address,
-                                                  desired.member_dns, self.renew_before, now)
-        self._tls_problems = problems
+                return None
+            return member_tls_problem(dict(zip(names, got, strict=True)), ca_pem, d.address,
+                                      desired.member_dns, self.renew_before, now)
+
+        found = await asyncio.gather(*(problem(d) for d in desired.members))
+        self._tls_problems = {d.name: p for d, p in zip(desired.members, found, strict=True)
+                              if p is not None}
 
     def _learner_ages(self, members: tuple[LiveMember, ...] | None) -> dict[int, float]:
         now = time.monotonic()

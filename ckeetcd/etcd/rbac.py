@@ -7,6 +7,8 @@ user has a role of the same name granting readwrite on exactly its prefix.
 
 from __future__ import annotations
 
+import asyncio
+
 from aetcd import rpc
 
 from ckeetcd.etcd.client import EtcdClient
@@ -24,27 +26,32 @@ def wanted_perms(user: DesiredUser) -> tuple[tuple[int, bytes, bytes], ...]:
 
 
 async def user_in_place(client: EtcdClient, user: DesiredUser) -> bool:
-    roles = await client.user_get(user.name)
-    if roles is None or user.name not in roles:
-        return False
-    return await client.role_get(user.name) == wanted_perms(user)
+    roles, perms = await asyncio.gather(client.user_get(user.name), client.role_get(user.name))
+    return roles is not None and user.name in roles and perms == wanted_perms(user)
 
 
 async def rbac_in_place(client: EtcdClient, desired: Desired) -> bool:
-    """True when root, every desired user and auth are as they should be."""
-    if await client.auth_enabled() is False:
-        return False
-    root_roles = await client.user_get(ROOT)
-    if root_roles is None or ROOT not in root_roles:
-        return False
-    for user in desired.users:
-        if not await user_in_place(client, user):
-            return False
-    if desired.prune_users:
+    """True when root, every desired user and auth are as they should be.
+
+    The checks are independent reads, asked concurrently: this runs on every
+    deep observation.
+    """
+
+    async def root_ok() -> bool:
+        roles = await client.user_get(ROOT)
+        return roles is not None and ROOT in roles
+
+    async def no_strays() -> bool:
+        if not desired.prune_users:
+            return True
         managed = {ROOT} | {u.name for u in desired.users}
-        if set(await client.user_list()) - managed:
-            return False
-    return True
+        return not set(await client.user_list()) - managed
+
+    async def auth_on() -> bool:
+        return await client.auth_enabled() is not False
+
+    checks = [auth_on(), root_ok(), no_strays(), *(user_in_place(client, u) for u in desired.users)]
+    return all(await asyncio.gather(*checks))
 
 
 async def ensure_user(client: EtcdClient, user: DesiredUser) -> list[str]:
