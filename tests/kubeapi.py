@@ -30,6 +30,13 @@ concurrent writer touches the object just before the next update), `get()`,
 with the time it was written) and `requests` (every request with its status
 and user agent). `kubeconfig` is a file pointing at the server with the CA
 and the token; `kubectl()` runs the real kubectl through it.
+
+kubectl 1.32 asks for /version, /api, /apis, /api/v1 and
+/apis/discovery.k8s.io/v1 (after an aggregated-discovery Accept header, which
+the double answers with the legacy documents), then the object, and for a
+missing object also its namespace. /openapi/v2 and /v3 are not served, so
+`kubectl create`/`apply` need `--validate=false`; get, patch (merge or
+strategic, applied as a merge patch) and delete work as they are.
 """
 
 from __future__ import annotations
