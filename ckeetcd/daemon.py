@@ -187,6 +187,8 @@ class Daemon:
                 observed = await env.observer.observe(desired, deep=full or ran_ops)
                 for task in side:
                     task.offer(self.config, desired, observed)
+                if side:
+                    await asyncio.sleep(0)  # let side tasks publish before ops hold the loop
                 sig = health_signature(observed)
                 decision = decide(desired, observed)
                 if sig != last_sig:
