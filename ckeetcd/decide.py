@@ -23,7 +23,10 @@ Invariants every returned op list keeps (tests/test_decide_properties.py):
   6. the etcd servers file is never written empty and never lists a member
      that is unhealthy, a learner, leaving, or not in the config;
   7. a joining member's initial cluster names every member of the member list
-     (etcd refuses to join when the count or the peer URLs differ).
+     (etcd refuses to join when the count or the peer URLs differ);
+  8. certificates are renewed in place, one member per decision, and only on
+     running members of the list; a stopped member gets fresh ones from its
+     (re)start.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ def decide(desired: Desired, observed: Observed) -> Decision:
     traffic = _traffic_op(desired, observed, TRAFFIC_STOP)
     if traffic is None or set(traffic.endpoints) >= set(observed.published or ()):
         return decision
+    if decision.phase == "steady":  # only the servers file is off: it lists too much
+        return Decision("publish", (traffic,), "etcd servers file lists members to cut")
     return Decision(decision.phase, (traffic, *decision.ops), decision.reason)
 
 
@@ -82,22 +87,34 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
             return Decision("repair", (_start_existing(d, members),),
                             f"start voter {d.name} that is a member but never started")
 
-    # 3. Without quorum nothing else is safe: wait for the operator or a restart.
+    # 3. A running member whose certificates are missing, wrong or expiring gets
+    #    new ones in place (no restart), one member per cycle. Before the quorum
+    #    gate: expired peer certificates are one way to lose quorum.
+    for m in members:
+        d = desired.by_peer_url(m.peer_url)
+        r = observed.runtime(d.name) if d else _UNREACHABLE
+        if d and r.reachable and r.running and r.tls_problem:
+            return Decision("certs", (
+                Op("renew-member-certs", member=d.name, member_id=m.id, peer_url=d.peer_url,
+                   client_url=d.client_url, detail=r.tls_problem),
+            ), f"renew certificates of {d.name} in place: {r.tls_problem}")
+
+    # 4. Without quorum nothing else is safe: wait for the operator or a restart.
     if not observed.has_quorum():
         return Decision("no-quorum", (), "healthy voters below quorum; only restarts allowed")
 
-    # 4. RBAC once the cluster serves: root, kube-apiserver, auth on.
+    # 5. RBAC once the cluster serves: root, kube-apiserver, auth on.
     if observed.rbac_ready is False:
         return Decision("rbac", (Op("ensure-rbac"),), "users, roles and auth")
 
-    # 5. At most one learner: drop one the config does not name, else finish
+    # 6. At most one learner: drop one the config does not name, else finish
     #    the learner (start, promote) or drop it when it stalls.
     learners = sorted(observed.learners(),
                       key=lambda m: desired.by_peer_url(m.peer_url) is not None)
     if learners:
         return _handle_learner(desired, observed, learners[0])
 
-    # 6. Voters that must leave: not desired, or desired but wiped. Unhealthy
+    # 7. Voters that must leave: not desired, or desired but wiped. Unhealthy
     #    ones first: removing them never costs a healthy vote.
     leaving = [m for m in members if desired.by_peer_url(m.peer_url) is None
                or _wiped(m, observed.runtime(_name(desired, m)))]
@@ -107,13 +124,13 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
         if decision is not None:
             return decision
 
-    # 7. Desired members not in the cluster: add one, as a learner, when all is
+    # 8. Desired members not in the cluster: add one, as a learner, when all is
     #    well (this is also how the last voter gets replaced: add, then remove).
     missing = [d for d in desired.members if observed.live_by_peer_url(d.peer_url) is None]
     if missing:
         return _add(observed, missing[0])
 
-    # 8. Publish healthy voters to kube-apiservers (cutting any is done by decide()).
+    # 9. Publish healthy voters to kube-apiservers (cutting any is done by decide()).
     publish = _traffic_op(desired, observed, PUBLISH)
     if publish is not None and set(publish.endpoints) >= set(observed.published or ()):
         return Decision("publish", (publish,), "etcd servers file lacks healthy voters")

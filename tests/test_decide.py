@@ -7,13 +7,16 @@ names of the endpoints they write, e.g. ("stop-apiserver-traffic", "m1,m2").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
 from ckeetcd.decide import decide
 from ckeetcd.model import Desired, Observed, Runtime
 from tests.builders import (
+    DEAD,
+    HEALTHY,
+    IDLE,
     client_url,
     cluster,
     desired,
@@ -44,6 +47,8 @@ def case(id: str, d: Desired, o: Observed, ops: list[tuple[str, str]],
 START, RESTART, STOP = "start-member", "restart-member", "stop-member"
 ADD, REMOVE, PROMOTE = "add-member", "remove-member", "promote-member"
 TRAFFIC, PUBLISH, RBAC = "stop-apiserver-traffic", "publish-endpoints", "ensure-rbac"
+RENEW = "renew-member-certs"
+EXPIRING = replace(HEALTHY, tls_problem="expires in 3600s")
 
 CASES = [
     # ---- bootstrap ---------------------------------------------------------
@@ -280,6 +285,36 @@ CASES = [
     case("quorum lost -> stop traffic to the dead ones while restarting them",
          desired(M3, apiserver_file=True), cluster(M3, dead=["m2", "m3"], published=M3),
          [(TRAFFIC, "m1"), (RESTART, "m2"), (RESTART, "m3")], "repair"),
+    # ---- member certificates --------------------------------------------------
+    case("member certificate expiring -> renew it in place",
+         desired(M3), cluster(M3, runtimes={"m2": EXPIRING}),
+         [(RENEW, "m2")], "certs"),
+    case("certificates wrong on two members -> one member at a time",
+         desired(M3), cluster(M3, runtimes={"m1": EXPIRING, "m3": EXPIRING}),
+         [(RENEW, "m1")], "certs"),
+    case("expired peer certs lost quorum -> renew while without quorum",
+         desired(M3), cluster(M3, hung=["m2", "m3"],
+                              runtimes={"m2": EXPIRING, "m3": EXPIRING}),
+         [(RENEW, "m2")], "certs"),
+    case("stopped member with bad certs -> restart (the start installs new ones)",
+         desired(M3), cluster(M3, dead=["m2"],
+                              runtimes={"m2": replace(DEAD, tls_problem="missing")}),
+         [(RESTART, "m2")], "repair"),
+    case("idle node of a member to add: its missing certs are no reason to wait",
+         desired(M3), cluster(["m1", "m2"],
+                              runtimes={"m3": replace(IDLE, tls_problem="missing")}),
+         [(ADD, "m3"), (START, "m3")], "member-add"),
+    case("wiped member with bad certs is removed, not renewed",
+         desired(M3), cluster(M3, wiped=["m3"],
+                              runtimes={"m3": replace(IDLE, tls_problem="missing")}),
+         [(REMOVE, "m3")], "member-remove"),
+    case("learner not started with missing certs -> start it (the start installs them)",
+         desired(["m1", "m2", "m3", "m4"]),
+         cluster(M3, learner="m4", runtimes={"m4": replace(IDLE, tls_problem="missing")}),
+         [(START, "m4")], "member-add"),
+    case("member leaving with bad certs is not renewed, it is removed",
+         desired(["m1", "m2"]), cluster(M3, runtimes={"m3": EXPIRING}),
+         [(STOP, "m3"), (REMOVE, "m3")], "member-remove"),
     case("no servers file configured -> no traffic ops",
          desired(M3), cluster(M3, dead=["m2"], published=M3),
          [(RESTART, "m2")], "repair"),
@@ -346,6 +381,12 @@ def test_out_of_band_unstarted_members_get_unique_names_in_the_initial_cluster()
     assert len(names) == len(set(names)) == 5
     assert ("m4", peer_url("m4")) in op.initial_cluster
     assert all(names)
+
+
+def test_renewal_carries_what_the_op_needs() -> None:
+    op = decide(desired(M3), cluster(M3, runtimes={"m2": EXPIRING})).ops[0]
+    assert (op.member_id, op.client_url, op.detail) == (mid("m2"), client_url("m2"),
+                                                        "expires in 3600s")
 
 
 def test_remove_and_promote_carry_member_ids() -> None:
