@@ -145,16 +145,19 @@ def _no_member_list(desired: Desired, observed: Observed) -> Decision:
     """Nobody answered MemberList: bootstrap, restart, or wait."""
     runtimes = [observed.runtime(d.name) for d in desired.members]
     if not observed.formed:
-        if any(not r.reachable for r in runtimes):
-            return Decision("bootstrap", (), "waiting for every node to be reachable")
+        # Fresh members start only once every node answers; a member that has
+        # data bootstrapped already, and starts on it whatever the others do.
+        everyone = all(r.reachable for r in runtimes)
         initial = tuple((d.name, d.peer_url) for d in desired.members)
         ops = tuple(
             Op("start-member", member=d.name, peer_url=d.peer_url, client_url=d.client_url,
                initial_cluster=initial, initial_state="new")
             for d, r in zip(desired.members, runtimes, strict=True)
-            if not r.running
+            if r.reachable and not r.running and (everyone or r.has_data)
         )
-        return Decision("bootstrap", ops, "no member has formed a cluster yet")
+        why = "no member has formed a cluster yet"
+        return Decision("bootstrap", ops, why if everyone else
+                        f"{why}; waiting for every node to be reachable")
     restarts = tuple(
         Op("restart-member", member=d.name, peer_url=d.peer_url, client_url=d.client_url,
            initial_cluster=tuple((x.name, x.peer_url) for x in desired.members),
