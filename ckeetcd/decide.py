@@ -15,7 +15,8 @@ Invariants every returned op list keeps (tests/test_decide_properties.py):
      publish-endpoints; the stop comes after the remove only when stopping a
      healthy voter first would itself break quorum;
   4. no op (stop, remove, promote) leaves fewer healthy voters than the quorum
-     of the voting set it leaves behind, and the last voter is never removed;
+     of the voting set it leaves behind (without quorum, no such op at all),
+     and the last voter is never removed;
   5. no add-member and no start of a member outside the member list unless
      every member is healthy; restarting a stopped member still in the member
      list on its data, or starting one that never started, is always allowed
