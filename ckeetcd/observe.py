@@ -52,6 +52,9 @@ class Observer:
         self._tls_problems: dict[str, str] = {}
         self._learner_seen: dict[int, float] = {}
         self._known_client_urls: tuple[str, ...] = ()
+        # names from the last member list: when nobody answers, a member that
+        # left the config may be the one whose restart brings quorum back
+        self._known_names: tuple[str, ...] = ()
         self._rbac_ready: bool | None = None
 
     @property
@@ -68,6 +71,7 @@ class Observer:
         health: dict[int, Health] = {}
         if members is not None:
             self._known_client_urls = tuple(u for m in members for u in m.client_urls[:1])
+            self._known_names = tuple(m.name for m in members if m.name)
             for m in members:
                 h = next((h for e, h in by_endpoint.items()
                           if h.member_id == m.id and h.healthy), None)
@@ -77,7 +81,8 @@ class Observer:
                              Health(healthy=False, member_id=m.id, error="no answer"))
                 health[m.id] = h
         names = [d.name for d in desired.members]
-        names += [m.name for m in members or () if m.name and m.name not in names]
+        live_names = [m.name for m in members if m.name] if members else self._known_names
+        names += [n for n in live_names if n not in names]
         runtimes = list(await asyncio.gather(*(self._inspect(n) for n in names)))
         if deep or not self._tls_problems:
             await self._check_tls(desired)
