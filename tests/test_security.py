@@ -153,8 +153,11 @@ def test_plain_http_is_refused(sec: Cluster) -> None:
 def test_client_without_certificate_is_refused(sec: Cluster) -> None:
     root = sec.root_tls()
     for name in NAMES:
-        answer = version_over(sec.address_of(name), 2379, https_context(root, with_cert=False))
-        assert answer.startswith("failed:"), f"{name} served a client without a cert: {answer}"
+        for port in (2379, 2380):  # client and peer
+            addr = sec.address_of(name)
+            assert '"etcdserver"' in version_over(addr, port, https_context(root))  # control
+            answer = version_over(addr, port, https_context(root, with_cert=False))
+            assert answer.startswith("failed:"), f"{name}:{port} served no-cert: {answer}"
     member_list_ok(sec, "m1")
 
     r = etcdctl_raw(f"--endpoints={sec.endpoints(NAMES)}", f"--cacert={root.ca}", *FAIL_FAST,
@@ -170,8 +173,9 @@ def test_certificate_from_another_ca_is_refused(sec: Cluster) -> None:
     root = sec.root_tls()
     as_root = TLSFiles(ca=root.ca, cert=forged.cert, key=forged.key)
     for name in NAMES:
-        answer = version_over(sec.address_of(name), 2379, https_context(as_root))
-        assert answer.startswith("failed:"), f"{name} accepted a foreign cert: {answer}"
+        for port in (2379, 2380):  # client and peer
+            answer = version_over(sec.address_of(name), port, https_context(as_root))
+            assert answer.startswith("failed:"), f"{name}:{port} took a foreign cert: {answer}"
     member_list_ok(sec, "m1")
 
     r = refused_etcdctl(sec, as_root)
