@@ -324,8 +324,13 @@ def test_toml_syntax_error_names_file_line_and_key(tmp_path: Path, text: str, ke
 
 
 def test_unreadable_files(tmp_path: Path) -> None:
-    for path, why in ((tmp_path / "missing.toml", "No such file"),
-                      (tmp_path, "Is a directory")):
+    cases = [(tmp_path / "missing.toml", "No such file"), (tmp_path, "Is a directory")]
+    if os.geteuid() != 0:  # root reads a chmod 000 file anyway
+        locked = tmp_path / "locked.toml"
+        locked.write_text("[cluster]\n")
+        locked.chmod(0)
+        cases.append((locked, "Permission denied"))
+    for path, why in cases:
         with pytest.raises(ConfigError) as e:
             load_config(path)
         [p] = e.value.problems
