@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import netns
 from tests.harness import Cluster
+from tests.netns import Lab
 
 
 @pytest.fixture
@@ -32,3 +34,17 @@ def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     c.start_daemon()
     c.wait_healthy(["m1", "m2", "m3"])
     return c
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    """Five hosts in network namespaces, each running sshd (tests/netns.py); always removed."""
+    reason = netns.available()
+    if reason:
+        pytest.skip(reason)
+    netns.sweep()
+    made = Lab(tmp_path / "lab").start()
+    try:
+        yield made
+    finally:
+        made.cleanup()

@@ -1,0 +1,243 @@
+"""Hosts in network namespaces, each with its own sshd, on a subnet only they can see.
+
+Layout of one lab (all names carry a per-run tag, so parallel runs never meet):
+
+    ckt-<pid>-<n>-br   a namespace holding the bridge `br0`
+    ckt-<pid>-<n>-h1   a host: `lo`, `eth0` (a veth whose peer `vh1` is on br0)
+    ...                10.213.<x>.11, .12, ... /24, no default route
+
+The subnet exists only inside these namespaces: the veth pairs are made
+directly between the bridge namespace and each host namespace, nothing is
+added to the namespace the tests run in, and there is no route out.
+
+Each host runs `sshd` in its namespace with a private /run (a mount
+namespace of its own, so it neither needs nor touches the machine's
+/run/sshd), a host key made for this lab, and the lab's client key as its
+only authorized key. Commands run on a host with `exec()` / `popen()`.
+
+`cleanup()` kills every process that lives in one of the lab's namespaces
+(`ip netns pids`: only processes we started, or children of them) and
+deletes the namespaces; it runs even when the test failed, and `sweep()`
+removes what a killed test run left behind (tag of a dead pid).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SSHD = "/usr/sbin/sshd"
+PREFIX = "ckt-"
+_labs = itertools.count()
+
+
+def available() -> str | None:
+    """Why labs cannot run here (None when they can)."""
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if not Path(SSHD).exists():
+        return f"{SSHD} missing (apt-get install openssh-server)"
+    for tool in ("ip", "unshare", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            return f"{tool} missing"
+    return None
+
+
+def _run(*cmd: str, check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def _namespaces() -> list[str]:
+    out = _run("ip", "netns", "list", check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _kill_namespace(ns: str) -> None:
+    """SIGKILL every process in `ns`, wait for them, delete the namespace."""
+    for _ in range(50):
+        pids = [int(p) for p in _run("ip", "netns", "pids", ns, check=False).stdout.split()]
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    _run("ip", "netns", "del", ns, check=False)
+
+
+def sweep() -> None:
+    """Delete labs left by test runs whose process is gone (e.g. killed pytest)."""
+    for ns in _namespaces():
+        if not ns.startswith(PREFIX):
+            continue
+        try:
+            pid = int(ns.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
+            _kill_namespace(ns)
+
+
+@dataclass
+class Host:
+    name: str
+    ns: str
+    address: str
+    sshd: subprocess.Popen[bytes] | None = None
+    host_key: Path = field(default_factory=Path)
+
+
+class Lab:
+    """Several hosts on a private bridge, each with sshd; see the module docstring."""
+
+    def __init__(self, root: Path, hosts: int = 5) -> None:
+        n = next(_labs)
+        self.root = root
+        self.tag = f"{PREFIX}{os.getpid()}-{n}"
+        self.subnet = f"10.213.{(os.getpid() + n) % 200 + 20}"
+        self.bridge_ns = f"{self.tag}-br"
+        self.hosts = {
+            f"h{i}": Host(f"h{i}", f"{self.tag}-h{i}", f"{self.subnet}.{10 + i}")
+            for i in range(1, hosts + 1)
+        }
+        self.identity = root / "ssh" / "id_ed25519"
+        self.known_hosts = root / "ssh" / "known_hosts"
+        self._created: list[str] = []
+
+    # ---- set-up ----------------------------------------------------------------
+    def start(self) -> Lab:
+        try:
+            self._build()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def _build(self) -> None:
+        ssh_dir = self.root / "ssh"
+        ssh_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ckeetcd-test",
+             "-f", str(self.identity))
+        self._add_ns(self.bridge_ns)
+        _run("ip", "-n", self.bridge_ns, "link", "add", "br0", "type", "bridge")
+        _run("ip", "-n", self.bridge_ns, "link", "set", "br0", "up")
+        known = []
+        for h in self.hosts.values():
+            self._add_ns(h.ns)
+            veth = f"v{h.name}"
+            _run("ip", "-n", self.bridge_ns, "link", "add", veth, "type", "veth",
+                 "peer", "name", "eth0", "netns", h.ns)
+            _run("ip", "-n", self.bridge_ns, "link", "set", veth, "master", "br0", "up")
+            _run("ip", "-n", h.ns, "addr", "add", f"{h.address}/24", "dev", "eth0")
+            _run("ip", "-n", h.ns, "link", "set", "eth0", "up")
+            _run("ip", "-n", h.ns, "link", "set", "lo", "up")
+            known.append(f"{h.address} {self._start_sshd(h)}")
+        self.known_hosts.write_text("\n".join(known) + "\n")
+        for h in self.hosts.values():
+            self._wait_sshd(h)
+
+    def _add_ns(self, ns: str) -> None:
+        _run("ip", "netns", "add", ns)
+        self._created.append(ns)
+
+    def host_dir(self, host: str) -> Path:
+        d = self.root / "hosts" / host
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _start_sshd(self, h: Host) -> str:
+        """Start sshd on `h`; returns its public host key ("type base64")."""
+        d = self.host_dir(h.name)
+        h.host_key = d / "ssh_host_ed25519_key"
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(h.host_key))
+        authorized = d / "authorized_keys"
+        authorized.write_text(self.identity.with_suffix(".pub").read_text())
+        authorized.chmod(0o600)
+        config = d / "sshd_config"
+        config.write_text("\n".join([
+            "Port 22",
+            f"ListenAddress {h.address}",
+            f"HostKey {h.host_key}",
+            f"AuthorizedKeysFile {authorized}",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin prohibit-password",
+            "StrictModes no",
+            "UsePAM no",
+            "MaxStartups 100",
+            "MaxSessions 100",
+            "PidFile /run/sshd.pid",
+            "LogLevel VERBOSE",
+        ]) + "\n")
+        log = open(d / "sshd.log", "ab")  # noqa: SIM115 - handed to the child
+        # `ip netns exec` and `unshare` exec: the Popen PID is sshd's own.
+        h.sshd = subprocess.Popen(
+            ["ip", "netns", "exec", h.ns, "unshare", "--mount", "--propagation", "private",
+             "sh", "-c", f"mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/sshd "
+                         f"&& exec {SSHD} -D -e -f {config}"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        pub = h.host_key.with_suffix(".pub").read_text().split()
+        return f"{pub[0]} {pub[1]}"
+
+    def _wait_sshd(self, h: Host, timeout: float = 10) -> None:
+        log = self.host_dir(h.name) / "sshd.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "Server listening" in log.read_text(errors="replace"):
+                return
+            if h.sshd is not None and h.sshd.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise RuntimeError(f"sshd on {h.name} did not start: {log.read_text()[-1000:]}")
+
+    # ---- using hosts -------------------------------------------------------------
+    def host(self, name: str) -> Host:
+        return self.hosts[name]
+
+    def exec(self, host: str, *cmd: str, timeout: float = 60,
+             env: dict[str, str] | None = None, input: str | None = None,
+             ) -> subprocess.CompletedProcess[str]:
+        """Run `cmd` on `host` (in its network namespace) and wait for it."""
+        return subprocess.run(["ip", "netns", "exec", self.hosts[host].ns, *cmd],
+                              capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **(env or {})}, input=input)
+
+    def popen(self, host: str, cmd: list[str], log: Path,
+              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start `cmd` on `host` in the background (its PID is the command's own)."""
+        with open(log, "ab") as f:
+            return subprocess.Popen(["ip", "netns", "exec", self.hosts[host].ns, *cmd],
+                                    stdout=f, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL,
+                                    env={**os.environ, **(env or {})})
+
+    def link(self, host: str, up: bool) -> None:
+        """Cut `host` off the network (`ip link set eth0 down`) or bring it back."""
+        _run("ip", "-n", self.hosts[host].ns, "link", "set", "eth0", "up" if up else "down")
+
+    def sshd_log(self, host: str) -> str:
+        return (self.host_dir(host) / "sshd.log").read_text(errors="replace")
+
+    # ---- tear-down ---------------------------------------------------------------
+    def cleanup(self) -> None:
+        """Kill everything in our namespaces (sshd, etcd, daemons), delete them."""
+        for h in self.hosts.values():
+            if h.sshd is not None and h.sshd.poll() is None:
+                h.sshd.kill()
+        for ns in reversed(self._created):
+            _kill_namespace(ns)
+        for h in self.hosts.values():
+            if h.sshd is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    h.sshd.wait(5)
+        self._created.clear()
