@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 from typing import Any, Protocol
 
+from ckeetcd.backup import ScheduledBackups
 from ckeetcd.config import Config
 from ckeetcd.model import Desired, Observed
+from ckeetcd.restore import QuorumWatch
 
 
 class SideTask(Protocol):
@@ -31,6 +33,8 @@ def build_side_tasks(config: Config, deps: dict[str, Any]) -> list[SideTask]:
         from ckeetcd.kube.endpoints import EndpointsTask
 
         tasks.append(EndpointsTask(config, deps["log"]))
+    tasks.append(ScheduledBackups(config, deps["pool"], deps["log"]))  # idle while interval = 0
+    tasks.append(QuorumWatch(deps["log"]))  # logs quorum_lost / quorum_restored
     return tasks
 
 

@@ -63,6 +63,14 @@ def _etcd_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.add_argument("user", metavar="USER")
     p.set_defaults(func="ckeetcd.cli.users:user_remove")
 
+    p = sub.add_parser("local-backup", help="snapshot to DIR, verify, keep the newest N")
+    _common(p)
+    p.add_argument("--dir", default=None, metavar="DIR",
+                   help="backup folder (default: [backup] dir, else STATE_DIR/backups)")
+    p.add_argument("--max-backups", default=None, metavar="N",
+                   help="keep at most N backups (default: [backup] max_backups, 10)")
+    p.set_defaults(func="ckeetcd.cli.backup:local_backup")
+
 
 def build_parser(prog: str = "ckeetcd") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="ckeetcd: a TLS + RBAC etcd "
@@ -92,6 +100,15 @@ def build_parser(prog: str = "ckeetcd") -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=50, help="how many records (default 50)")
     p.add_argument("--output", choices=["table", "json"], default="table")
     p.set_defaults(func="ckeetcd.cli.history:history")
+
+    p = sub.add_parser("restore", help="rebuild the cluster from a snapshot after quorum loss")
+    _common(p)
+    p.add_argument("--from", dest="snapshot", required=True, metavar="SNAPSHOT",
+                   help="a snapshot file (local-backup, etcdctl snapshot save)")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--force", action="store_true",
+                   help="restore even though the cluster has quorum")
+    p.set_defaults(func="ckeetcd.cli.restore:restore")
 
     p = sub.add_parser("stop-members", help="stop the local runtime's etcd processes")
     _common(p)

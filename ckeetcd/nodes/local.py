@@ -45,6 +45,28 @@ def resolve_etcd_binary(configured: str) -> str:
     return found
 
 
+def resolve_etcdutl_binary(configured_etcd: str) -> str:
+    """`etcdutl` next to the etcd binary we run, else on PATH (snapshot status/restore)."""
+    etcd = resolve_etcd_binary(configured_etcd)
+    if "/" not in etcd:
+        etcd = shutil.which(etcd) or etcd
+    candidate = Path(etcd).parent / "etcdutl"
+    if "/" in etcd and candidate.exists():
+        return str(candidate)
+    found = shutil.which("etcdutl")
+    if not found:
+        raise FileNotFoundError(f"no etcdutl binary: neither next to {etcd} nor on PATH")
+    return found
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _proc_start_time(pid: int) -> str | None:
     """Field 22 of /proc/PID/stat, or None when gone or a zombie."""
     try:
@@ -135,15 +157,63 @@ class LocalRuntime:
         self._pidfile(name).unlink(missing_ok=True)
         return True
 
-    async def archive_data(self, name: str) -> Path | None:
-        """Move the data dir aside (never delete it); None when there was none."""
+    async def archive_data(self, name: str, label: str = "removed") -> Path | None:
+        """Move the data dir aside as `data.LABEL-STAMP` (never delete it); None when none."""
         data = self.data_dir(name)
         if not data.exists():
             return None
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        target = self.member_dir(name) / f"data.removed-{stamp}"
+        target = self.member_dir(name) / f"data.{label}-{stamp}"
         data.rename(target)
         return target
+
+    async def known_members(self) -> list[str]:
+        """Every member this node has a directory for (desired or not)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir())
+
+    async def restore_data(self, name: str, snapshot: Path, spec: MemberSpec,
+                           skip_hash_check: bool = False) -> Path:
+        """`etcdutl snapshot restore` into a fresh data dir for `spec`'s new initial cluster.
+
+        Refuses when the data dir exists (move it aside first). etcdutl writes
+        into `data.restoring`, renamed to `data` only when it succeeded, so a
+        failed or interrupted restore never leaves a data dir etcd could start
+        on. `skip_hash_check` is for a database file copied from a data dir
+        (no SHA-256 trailer), or one whose trailer the caller just verified.
+        """
+        data = self.data_dir(name)
+        if data.exists():
+            raise FileExistsError(f"{data}: exists; move it aside before restoring")
+        mdir = self.member_dir(name)
+        ensure_private_dir(self.root)
+        ensure_private_dir(mdir)
+        staging = mdir / "data.restoring"
+        if staging.exists():
+            shutil.rmtree(staging)  # our own half-written output, never a member's data
+        initial = ",".join(f"{n}={u}" for n, u in spec.initial_cluster)
+        cmd = [resolve_etcdutl_binary(self.etcd.binary), "snapshot", "restore", str(snapshot),
+               f"--name={spec.name}", f"--initial-cluster={initial}",
+               f"--initial-cluster-token={spec.cluster_token}",
+               f"--initial-advertise-peer-urls={spec.peer_url}", f"--data-dir={staging}"]
+        if skip_hash_check:
+            cmd.append("--skip-hash-check")
+        with open(mdir / "etcd.log", "ab") as log:
+            log.write(f"--- {dt.datetime.now(dt.timezone.utc).isoformat()} restore from "
+                      f"{snapshot}\n".encode())
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            text = (err or out).decode(errors="replace").strip().splitlines()
+            raise RuntimeError(f"etcdutl snapshot restore for {name} exited "
+                               f"{proc.returncode}: {text[-1] if text else 'no output'}")
+        staging.chmod(0o700)
+        staging.rename(data)
+        _fsync_dir(mdir)
+        return data
 
     async def install_tls(self, name: str, files: dict[str, bytes]) -> None:
         tls = self.tls_dir(name)

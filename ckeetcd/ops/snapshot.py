@@ -8,8 +8,6 @@ from ckeetcd.etcd import snapshot
 from ckeetcd.model import Op
 from ckeetcd.ops.context import OpContext
 
-KEEP_PRE_CHANGE = 5
-
 
 async def pre_change_snapshot(ctx: OpContext, op: Op) -> None:
     async with ctx.step(op, "pre-change-snapshot"):
@@ -17,5 +15,5 @@ async def pre_change_snapshot(ctx: OpContext, op: Op) -> None:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S.%f")
         path = folder / f"pre-change-{stamp}-{op.kind}-{op.member}.db"
         size = await snapshot.save(ctx.leader_client(exclude=op.member_id), path)
-        snapshot.rotate(folder, "pre-change-*.db", KEEP_PRE_CHANGE)
+        snapshot.rotate(folder, "pre-change-*.db", ctx.config.backup.pre_change_keep)
         ctx.log.info("snapshot_saved", path=str(path), size=size, reason=op.kind)

@@ -1,0 +1,105 @@
+"""`ckecli etcd local-backup [-dir=DIR] [-max-backups=N]`: snapshot, verify, rotate.
+
+Takes a snapshot from the first desired member that answers as a healthy
+voter (talking with a root certificate signed in memory, valid minutes, like
+`user-add`), writes it to `DIR/etcd-YYYYMMDD-hhmmss.backup` (UTC), fsyncs and
+verifies it (etcd's SHA-256 trailer) before it counts, then keeps the newest N
+backups in DIR. Prints `created backup NAME`, then one `removed NAME` per
+backup rotated out.
+
+DIR defaults to `[backup] dir` (else `STATE_DIR/backups`, created when
+missing); N defaults to `[backup] max_backups` (10). An explicit `-dir` must
+exist and be writable.
+
+Exit status: 0 done; 1 no healthy member, or the snapshot failed (nothing is
+kept); 2 bad usage (missing or unwritable DIR, N < 1, unknown flag): nothing
+is read from etcd and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ckeetcd.cli.certs import CommandFailed, fail, load_signing_ca
+from ckeetcd.cli.common import load
+from ckeetcd.cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from ckeetcd.backup import BackupResult
+    from ckeetcd.config import Config
+
+
+def parse_max_backups(value: str | None) -> int | None:
+    """-max-backups: an integer >= 1 (None: the config's)."""
+    if value is None:
+        return None
+    try:
+        n = int(value, 10)
+    except ValueError:
+        raise UsageError(f"-max-backups: {value!r} is not an integer") from None
+    if n < 1:
+        raise UsageError(f"-max-backups: must be at least 1 (got {n})")
+    return n
+
+
+def local_backup(args: argparse.Namespace) -> int:
+    from ckeetcd.backup import check_folder, default_dir
+
+    keep = parse_max_backups(args.max_backups)
+    if args.dir == "":
+        raise UsageError("-dir: must not be empty")
+    config = load(args)
+    keep = keep or config.backup.max_backups
+    if args.dir is not None:
+        folder = Path(args.dir).absolute()
+        problem = check_folder(folder)
+        if problem:
+            raise UsageError(f"-dir: {problem}")
+    else:
+        folder = default_dir(config)
+        if not folder.exists():
+            try:
+                folder.mkdir(parents=True, mode=0o700)
+            except OSError as e:
+                raise UsageError(f"[backup] dir in {config.path}: {folder}: cannot create: "
+                                 f"{e.strerror or e}") from None
+        problem = check_folder(folder)
+        if problem:
+            raise UsageError(f"[backup] dir in {config.path}: {problem}")
+    try:
+        result = _backup(config, folder, keep)
+    except CommandFailed as e:
+        return fail(e)
+    print(f"created backup {result.path.name}")
+    for p in result.removed:
+        print(f"removed {p.name}")
+    sys.stdout.flush()
+    return 0
+
+
+def _backup(config: Config, folder: Path, keep: int) -> BackupResult:
+    """Connect to a healthy voter, snapshot into `folder`, rotate to `keep`."""
+    from ckeetcd.backup import BackupError, take_backup
+    from ckeetcd.cli.users import cli_root_tls, connect
+    from ckeetcd.etcd.client import EtcdError
+
+    tls = cli_root_tls(load_signing_ca(config))
+
+    async def go() -> BackupResult:
+        client = await connect(config, tls)
+        try:
+            return await take_backup(client, folder, keep)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(go())
+    except (EtcdError, BackupError) as e:
+        raise CommandFailed(f"no backup made: {e}") from None
+    except OSError as e:
+        raise CommandFailed(f"no backup made: {e.filename or folder}: "
+                            f"{e.strerror or e}") from None
