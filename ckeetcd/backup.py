@@ -8,8 +8,9 @@ A backup counts only once it is complete, on disk and verified:
    `etcdutl snapshot status/restore` check the same hash later;
 2. the file is fsynced, its hash compared with the trailer, its size checked
    (a whole number of 512-byte sectors plus the trailer, etcd's own test);
-3. only then is it renamed to its final name and the folder fsynced. A failed
-   check deletes the part file: a bad backup is never left to be found.
+3. only then is it linked to its final name (never replacing a file there)
+   and the folder fsynced. A failed check deletes the part file: a bad backup
+   is never left to be found.
 
 Rotation keeps the newest N files that match the name pattern exactly (the
 names sort by time) and never touches anything else in the folder.
@@ -301,7 +302,10 @@ class ScheduledBackups:
         folder = default_dir(self.config)
         try:
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            result = await take_backup(self.pool.get(url), folder, self.config.backup.max_backups)
+            # Its own channel: a long stream must not hold up the observer's probes,
+            # which share the pool's channel to this member.
+            async with EtcdClient(url, self.pool.tls, timeout=self.pool.timeout) as client:
+                result = await take_backup(client, folder, self.config.backup.max_backups)
         except Exception as e:
             self._retry_at = time.time() + min(self.config.backup.interval, 60.0)
             self.log.warning("backup_failed", op="scheduled-backup", outcome="error",

@@ -406,9 +406,12 @@ class Restorer:
             # same file once per member again, as long as it is still that file.
             if file_identity(plan.snapshot.path) != plan.snapshot.identity:
                 raise RestoreFailed(f"{plan.snapshot.path} changed since it was checked")
-            await asyncio.gather(*(
+            outcomes = await asyncio.gather(*(
                 self.runtime.restore_data(s.name, plan.snapshot.path, s, skip_hash_check=True)
-                for s in specs))
+                for s in specs), return_exceptions=True)  # let every etcdutl finish
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             self.say(f"restored the snapshot for {', '.join(s.name for s in specs)}")
         async with self.step("start-members"):
             for s in specs:

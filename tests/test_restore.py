@@ -266,3 +266,25 @@ def test_restore_from_a_database_copied_from_a_data_dir(
     assert len(archived(c)) == 3
     for name in NAMES:
         assert read_prefix(c, name, b"/copy/") == known
+    # Running it again (forced: the cluster is healthy now) moves the restored data aside too.
+    r = c.cli("restore", "--from", str(db), "--yes", "--force")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(archived(c)) == 6
+    assert read_prefix(c, "m1", b"/copy/") == known
+
+
+def test_quorum_lost_then_restored_by_restarts(cluster: Cluster) -> None:
+    """Two members killed but with their data: the daemon restarts them (no restore needed)."""
+    mark = cluster.mark()
+    pids = [cluster.member_pid(n) for n in ("m2", "m3")]
+    for pid in pids:
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: cluster.events("quorum_restored", since=mark), 60, "quorum_restored",
+             abort=cluster.daemon_died)
+    cluster.wait_healthy(NAMES)
+    lost = cluster.events("quorum_lost", since=mark)
+    assert len(lost) == 1 and lost[0]["level"] == "error"
+    restarted = {e["targets"] for e in cluster.events("op", since=mark)
+                 if e.get("op") == "restart-member" and e["outcome"] == "ok"}
+    assert restarted == {"m2", "m3"}
