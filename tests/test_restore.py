@@ -108,7 +108,7 @@ def test_bad_snapshots_are_refused_and_nothing_changes(cluster: Cluster, tmp_pat
         assert r.stdout == ""
     # A bare database (no trailer) is accepted as a file; here the daemon still runs.
     r = cluster.cli("restore", f"-from={bad / 'trailer-cut'}", "--yes", "--force")
-    assert r.returncode == 2 and "holds" in r.stderr and "stop it first" in r.stderr, r.stderr
+    assert r.returncode == 2 and "holds" in r.stderr and "stop the daemon" in r.stderr, r.stderr
     assert member_pids(cluster) == pids and member_ids(cluster) == ids
     assert archived(cluster) == []
     assert cluster.events("op_step", since=mark) == []  # the daemon had nothing to repair
@@ -120,7 +120,7 @@ def test_refuses_beside_a_daemon_and_while_quorum_holds(cluster: Cluster, tmp_pa
     r = cluster.cli("restore", "--from", str(snap), "--yes", "--force")
     assert r.returncode == 2, r.stderr
     assert f"pid {cluster.daemon.pid if cluster.daemon else '?'}" in r.stderr
-    assert "stop it first" in r.stderr
+    assert "stop the daemon first" in r.stderr
     cluster.stop_daemon()
     pids = member_pids(cluster)
     r = cluster.cli("restore", "--from", str(snap), "--yes")

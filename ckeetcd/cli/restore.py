@@ -85,9 +85,9 @@ def _restore(args: argparse.Namespace, config: Config, snapshot: Path) -> int:
     lock = acquire_state_lock(state)
     if lock is None:
         holder = _read(state / LOCK_FILE)
-        raise Refused(f"a ckeetcd daemon (pid {holder}) holds {state / LOCK_FILE}: stop it "
-                      "first (e.g. systemctl stop ckeetcd), run the restore, then start it "
-                      "again")
+        raise Refused(f"pid {holder} (the ckeetcd daemon, or another restore) holds "
+                      f"{state / LOCK_FILE}: stop the daemon first (e.g. systemctl stop "
+                      "ckeetcd), run the restore, then start it again")
     try:
         plan = asyncio.run(_prepare(config, info, cluster, force=args.force))
         print("\n".join(plan.describe()))
