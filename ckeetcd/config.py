@@ -96,6 +96,7 @@ class DaemonConfig:
     rpc_timeout: float = 2.0
     start_timeout: float = 60.0
     learner_timeout: float = 60.0
+    paused: bool = False  # observe, log and publish only; no automatic changes
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,33 @@ class TLSConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus /metrics listener; `address` empty = off."""
+
+    address: str = ""  # "HOST:PORT", IPv6 as "[::1]:9379"
+    allow_remote: bool = False  # permit a non-loopback HOST
+
+    @property
+    def host_port(self) -> tuple[str, int] | None:
+        """(host, port) of `address`, or None when metrics are off."""
+        if not self.address:
+            return None
+        host, _, port = self.address.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class MaintenanceConfig:
+    """Scheduled defragmentation: a member whose database is at least `min_db_size`
+    bytes and more than `defrag_threshold` free space (1 - in use / size) is
+    defragmented, one member at a time, only while every member is healthy.
+    `defrag_threshold` 0 turns it off."""
+
+    defrag_threshold: float = 0.5
+    min_db_size: int = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class UserConfig:
     name: str
     prefix: str
@@ -151,6 +179,8 @@ class Config:
     kubernetes: KubernetesConfig | None = None
     backup: BackupConfig = field(default_factory=BackupConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
 
     def member(self, name: str) -> MemberConfig | None:
         return next((m for m in self.members if m.name == name), None)
@@ -233,7 +263,8 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     """Validate parsed TOML; relative paths resolve against the config's folder."""
     v = _Validator(str(path), path.parent.resolve() if path.parent else Path.cwd())
     v.known(data, "", {"cluster", "members", "etcd", "daemon", "apiserver", "users",
-                       "rbac", "kubernetes", "backup", "tls"})
+                       "rbac", "kubernetes", "backup", "tls", "metrics",
+                       "maintenance"})
     cluster = v.cluster(v.table(data, "cluster", required=True))
     members = v.members(data.get("members"))
     etcd = v.etcd(v.table(data, "etcd"))
@@ -246,6 +277,8 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     kubernetes = v.kubernetes(v.table(data, "kubernetes")) if "kubernetes" in data else None
     backup = v.backup(v.table(data, "backup"))
     tls = v.tls(v.table(data, "tls"))
+    metrics = v.metrics(v.table(data, "metrics"))
+    maintenance = v.maintenance(v.table(data, "maintenance"))
     if v.problems:
         raise ConfigError(v.problems)
     assert cluster is not None
@@ -261,6 +294,8 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
         kubernetes=kubernetes,
         backup=backup,
         tls=tls,
+        metrics=metrics,
+        maintenance=maintenance,
     )
 
 
@@ -434,6 +469,46 @@ class _Validator:
             rpc_timeout=self.number(t, "daemon", "rpc_timeout", d.rpc_timeout, 0.05),
             start_timeout=self.number(t, "daemon", "start_timeout", d.start_timeout, 1),
             learner_timeout=self.number(t, "daemon", "learner_timeout", d.learner_timeout, 1),
+            paused=self.boolean(t, "daemon", "paused", d.paused),
+        )
+
+    def metrics(self, t: Mapping[str, Any]) -> MetricsConfig:
+        self.known(t, "metrics", {"address", "allow_remote"})
+        address = self.string(t, "metrics", "address", "") or ""
+        allow_remote = self.boolean(t, "metrics", "allow_remote", False)
+        if not address:
+            return MetricsConfig(allow_remote=allow_remote)
+        host, sep, port = address.rpartition(":")
+        bracketed = host.startswith("[") and host.endswith("]")
+        try:
+            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError
+            ip = ipaddress.ip_address(host[1:-1] if bracketed else host)
+            if (ip.version == 6) != bracketed:
+                raise ValueError
+        except ValueError:
+            self.bad("metrics.address", f"{address!r} is not HOST:PORT with an IP address "
+                                        '(IPv6 in brackets), e.g. "127.0.0.1:9379"')
+            return MetricsConfig(allow_remote=allow_remote)
+        if not ip.is_loopback and not allow_remote:
+            self.bad("metrics.address", f"{address!r} is not a loopback address; metrics "
+                                        "are unauthenticated: set metrics.allow_remote = true "
+                                        "to listen there anyway")
+            return MetricsConfig(allow_remote=allow_remote)
+        return MetricsConfig(address=address, allow_remote=allow_remote)
+
+    def maintenance(self, t: Mapping[str, Any]) -> MaintenanceConfig:
+        d = MaintenanceConfig()
+        self.known(t, "maintenance", {"defrag_threshold", "min_db_size"})
+        threshold = self.number(t, "maintenance", "defrag_threshold", d.defrag_threshold, 0)
+        if threshold >= 1:
+            self.bad("maintenance.defrag_threshold",
+                     "must be below 1 (a share of the database size; 0 = off)")
+            threshold = d.defrag_threshold
+        return MaintenanceConfig(
+            defrag_threshold=float(threshold),
+            min_db_size=int(self.number(t, "maintenance", "min_db_size", d.min_db_size, 0,
+                                        integer=True)),
         )
 
     def apiserver(self, t: Mapping[str, Any]) -> ApiserverConfig:

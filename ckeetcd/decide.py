@@ -27,7 +27,12 @@ Invariants every returned op list keeps (tests/test_decide_properties.py):
      (etcd refuses to join when the count or the peer URLs differ);
   8. certificates are renewed in place, one member per decision, and only on
      running members of the list; a stopped member gets fresh ones from its
-     (re)start.
+     (re)start;
+  9. paused (config or `ckeetcd pause`) or a CORRUPT alarm: no ops at all;
+ 10. a member is defragmented only while every member is healthy (a member
+     being defragmented blocks), each member at most once per decision, the
+     leader last; NOSPACE is cleared by compact, defragment every member,
+     then disarm-alarm, in that order, in one decision.
 """
 
 from __future__ import annotations
@@ -50,6 +55,14 @@ _UNREACHABLE = Runtime(reachable=False)
 
 def decide(desired: Desired, observed: Observed) -> Decision:
     """The ladder, with apiserver traffic to unhealthy or leaving members cut first."""
+    # 0. Hands off: a CORRUPT alarm (a human must look) or a pause switch.
+    if observed.has_alarm("CORRUPT"):
+        ids = sorted({f"{i:x}" for i, a in observed.alarms if a == "CORRUPT"})
+        return Decision("corrupt", (), f"CORRUPT alarm ({', '.join(ids)}): automatic changes "
+                                       "stopped; check the members and disarm by hand")
+    if desired.paused or observed.paused:
+        why = "[daemon] paused = true" if desired.paused else observed.paused
+        return Decision("paused", (), f"paused ({why}): observing only")
     decision = _ladder(desired, observed)
     if observed.members is None or any(op.kind in (TRAFFIC_STOP, PUBLISH)
                                        for op in decision.ops):
@@ -104,6 +117,17 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
     if not observed.has_quorum():
         return Decision("no-quorum", (), "healthy voters below quorum; only restarts allowed")
 
+    # 4b. NOSPACE: etcd takes only reads and deletes. Compact to the current
+    #     revision, defragment every member one at a time (followers first, the
+    #     leader last), then disarm; only while every member is healthy (a member
+    #     being defragmented blocks). Otherwise the repairs below go first.
+    nospace = observed.has_alarm("NOSPACE")
+    if nospace and observed.all_healthy():
+        defrags = tuple(_defrag(desired, m, "nospace") for m in _defrag_order(observed))
+        return Decision("nospace", (Op("compact", detail="nospace"), *defrags,
+                                    Op("disarm-alarm", detail="NOSPACE")),
+                        "NOSPACE alarm: compact, defragment each member, disarm")
+
     # 5. RBAC once the cluster serves: root, kube-apiserver, auth on.
     if observed.rbac_ready is False:
         return Decision("rbac", (Op("ensure-rbac"),), "users, roles and auth")
@@ -137,11 +161,35 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
         return Decision("publish", (publish,), "etcd servers file lacks healthy voters")
 
     if not observed.all_healthy():
-        return Decision("degraded", (), "some members unhealthy; waiting")
+        return Decision("degraded", (), "some members unhealthy; waiting" + (
+            " (NOSPACE alarm: defragmentation waits for every member)" if nospace else ""))
+
+    # 10. Scheduled defragmentation: the most fragmented big database, one member
+    #     per decision, followers before the leader.
+    if desired.defrag_threshold > 0:
+        due = [m for m in _defrag_order(observed)
+               if (h := observed.health.get(m.id)) is not None
+               and h.db_size >= desired.defrag_min_db_size
+               and h.fragmentation > desired.defrag_threshold]
+        if due:
+            frag = observed.health[due[0].id].fragmentation
+            return Decision("defrag", (_defrag(desired, due[0], "fragmented"),),
+                            f"{_name(desired, due[0])}: {frag:.0%} of its database is free")
     return Decision("steady")
 
 
 # ---- rung helpers ----------------------------------------------------------
+def _defrag_order(observed: Observed) -> list[LiveMember]:
+    """Members in list order, the leader moved last."""
+    leader = observed.leader_id()
+    return sorted(observed.members or (), key=lambda m: m.id == leader)
+
+
+def _defrag(desired: Desired, m: LiveMember, why: str) -> Op:
+    return Op("defrag-member", member=_name(desired, m), member_id=m.id, peer_url=m.peer_url,
+              client_url=m.client_urls[0] if m.client_urls else "", detail=why)
+
+
 def _no_member_list(desired: Desired, observed: Observed) -> Decision:
     """Nobody answered MemberList: bootstrap, restart, or wait."""
     runtimes = [observed.runtime(d.name) for d in desired.members]

@@ -39,6 +39,9 @@ class Desired:
     learner_timeout: float = 60.0
     apiserver_file: bool = False
     member_dns: tuple[str, ...] = ("localhost",)  # DNS SANs of member server certs
+    paused: bool = False  # [daemon] paused: no automatic changes
+    defrag_threshold: float = 0.0  # scheduled defrag above this free share (0 = off)
+    defrag_min_db_size: int = 0  # ... of databases at least this big (bytes)
 
     def by_peer_url(self, peer_url: str) -> DesiredMember | None:
         return next((m for m in self.members if m.peer_url == peer_url), None)
@@ -63,6 +66,9 @@ class Desired:
             learner_timeout=config.daemon.learner_timeout,
             apiserver_file=config.apiserver.etcd_servers_file is not None,
             member_dns=member_dns_names(config),
+            paused=config.daemon.paused,
+            defrag_threshold=config.maintenance.defrag_threshold,
+            defrag_min_db_size=config.maintenance.min_db_size,
         )
 
 
@@ -114,6 +120,15 @@ class Health:
     learner: bool = False
     version: str = ""
     error: str = ""
+    db_size_in_use: int = 0
+    alarms: tuple[tuple[int, str], ...] = ()  # (member ID, "NOSPACE"/"CORRUPT"), cluster-wide
+
+    @property
+    def fragmentation(self) -> float:
+        """Share of the database file that is free pages (0 when unknown)."""
+        if self.db_size <= 0 or self.db_size_in_use <= 0:
+            return 0.0
+        return max(0.0, 1.0 - self.db_size_in_use / self.db_size)
 
 
 @dataclass(frozen=True)
@@ -137,6 +152,10 @@ class Observed:
     ID, how long (seconds) the observer has seen it as a learner. `formed`
     says a cluster was seen healthy before (so no member may bootstrap anew);
     `published` is what the etcd servers file lists (None: no such file kept).
+    `alarms` are the active etcd alarms as (member ID, "NOSPACE"/"CORRUPT");
+    `paused` says why automatic changes are paused by command ("" = not);
+    `cert_expiry` is, per member name, when its server or peer certificate
+    expires first (Unix time; members whose files could be read).
     """
 
     members: tuple[LiveMember, ...] | None
@@ -147,6 +166,8 @@ class Observed:
     learner_ages: Mapping[int, float] = field(default_factory=lambda: MappingProxyType({}))
     formed: bool = False
     published: tuple[str, ...] | None = None
+    paused: str = ""
+    cert_expiry: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
 
     # ---- named predicates used by the ladder -------------------------------
     def runtime(self, name: str) -> Runtime:
@@ -182,6 +203,9 @@ class Observed:
 
     def all_healthy(self) -> bool:
         return self.members is not None and all(self.is_healthy(m) for m in self.members)
+
+    def has_alarm(self, alarm: str) -> bool:
+        return any(a == alarm for _, a in self.alarms)
 
 
 def quorum(voters: int) -> int:

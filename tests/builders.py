@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from types import MappingProxyType
 
 from ckeetcd.model import (
@@ -64,9 +65,12 @@ def dmember(name: str) -> DesiredMember:
 
 
 def desired(names: Iterable[str], *, apiserver_file: bool = False,
-            learner_timeout: float = 60.0, cluster_name: str = "test") -> Desired:
+            learner_timeout: float = 60.0, cluster_name: str = "test", paused: bool = False,
+            defrag_threshold: float = 0.0, defrag_min_db_size: int = 0) -> Desired:
     return Desired(cluster_name=cluster_name, members=tuple(dmember(n) for n in names),
-                   learner_timeout=learner_timeout, apiserver_file=apiserver_file)
+                   learner_timeout=learner_timeout, apiserver_file=apiserver_file,
+                   paused=paused, defrag_threshold=defrag_threshold,
+                   defrag_min_db_size=defrag_min_db_size)
 
 
 def live(name: str, *, learner: bool = False, started: bool = True,
@@ -110,6 +114,9 @@ def cluster(
     published: Iterable[str] | None = None,
     rbac_ready: bool | None = True,
     runtimes: Mapping[str, Runtime] | None = None,
+    alarms: Iterable[tuple[str, str]] = (),
+    db: Mapping[str, tuple[int, int]] | None = None,
+    paused: str = "",
 ) -> Observed:
     """What the observer sees.
 
@@ -125,7 +132,10 @@ def cluster(
       defaults to learner_started; learners: more learners, unstarted, idle nodes;
     - not_formed: nobody answers MemberList and no cluster was ever formed;
       no_member_list + formed: nobody answers but a cluster was formed before;
-    - published: names listed in the etcd servers file (None: no file kept).
+    - published: names listed in the etcd servers file (None: no file kept);
+    - alarms: (member name, "NOSPACE"/"CORRUPT") active alarms ("" = member ID 0);
+    - db: member name -> (db_size, db_size_in_use) as its Status reports them;
+    - paused: why `ckeetcd pause` paused the daemon ("" = not paused).
     """
     dead, wiped, unreachable, hung = set(dead), set(wiped), set(unreachable), set(hung)
     running, idle = set(running), set(idle)
@@ -179,6 +189,9 @@ def cluster(
     for n in dead | wiped | unreachable | hung | running | idle:
         rts.setdefault(n, node(n, IDLE))
     rts.update(runtimes or {})
+    for name, (size, in_use) in (db or {}).items():
+        m = next(x for x in members if x.peer_url == peer_url(name))
+        health[m.id] = replace(health[m.id], db_size=size, db_size_in_use=in_use)
 
     listed = not (not_formed or no_member_list)
     return Observed(
@@ -189,6 +202,8 @@ def cluster(
         learner_ages=MappingProxyType(ages if listed else {}),
         formed=(not not_formed) if formed is None else formed,
         published=None if published is None else tuple(client_url(n) for n in published),
+        alarms=tuple((mid(n) if n else 0, a) for n, a in alarms),
+        paused=paused,
     )
 
 

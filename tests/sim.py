@@ -12,7 +12,10 @@ The model is deliberately strict where etcd is strict:
 - member add/remove/promote need a leader; removal is refused when it would
   leave fewer running voters than the new quorum (strict reconfig check);
 - promotion is refused until the learner has caught up;
-- a process whose data belongs to a member no longer in the list exits.
+- a process whose data belongs to a member no longer in the list exits;
+- a NOSPACE alarm is only worth disarming after a compaction and then a
+  defragmentation of every member; defragmenting while any member is
+  unhealthy is a violation.
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ class World:
     heal_at: dict[str, float] = field(default_factory=dict)  # node reachable again then
     slow_until: dict[str, float] = field(default_factory=dict)  # joins on it lag till then
     tls_problems: set[str] = field(default_factory=set)  # nodes with certs to renew
+    alarms: set[str] = field(default_factory=set)  # "NOSPACE"
+    compacted: bool = False  # since the alarm was raised
+    defragged: set[int] = field(default_factory=set)  # since the last compaction
     next_id: int = 1000
     log: list[str] = field(default_factory=list)
 
@@ -130,6 +136,7 @@ class World:
                 i: self.time - t for i, t in self.learner_since.items()} if live else {}),
             formed=self.formed,
             published=self.published,
+            alarms=tuple((0, a) for a in sorted(self.alarms)) if live else (),
         )
 
     # ---- time passes ----------------------------------------------------------
@@ -271,6 +278,28 @@ class World:
             raise Violation(f"renewing certificates of {op.member}, which is not running")
         self.tls_problems.discard(op.member)
 
+    def _compact(self, op: Op) -> None:
+        self._need_leader()
+        self.compacted, self.defragged = True, set()
+
+    def _defrag_member(self, op: Op) -> None:
+        self._need_leader()
+        m = self.member(op.member_id)
+        if m is None:
+            raise OpFailed("not a member")
+        sick = [x.id for x in self.members or () if not self.healthy(x)]
+        if sick:
+            raise Violation(f"defragmenting {op.member} while {sick} are unhealthy")
+        self.defragged.add(m.id)
+
+    def _disarm_alarm(self, op: Op) -> None:
+        self._need_leader()
+        ids = {m.id for m in self.members or ()}
+        if not self.compacted or not ids <= self.defragged:
+            raise Violation("disarmed before compacting and defragmenting every member")
+        self.alarms.discard(op.detail)
+        self.compacted = False
+
     def _ensure_rbac(self, op: Op) -> None:
         self._need_leader()
         self.rbac = True
@@ -293,7 +322,7 @@ class World:
             return False
         if not all(not m.learner and self.healthy(m) for m in self.members):
             return False
-        if any(d.name in self.tls_problems for d in desired.members):
+        if any(d.name in self.tls_problems for d in desired.members) or self.alarms:
             return False
         return not (desired.apiserver_file and self.published is not None
                     and set(self.published) != {d.client_url for d in desired.members})

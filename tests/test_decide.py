@@ -48,6 +48,10 @@ START, RESTART, STOP = "start-member", "restart-member", "stop-member"
 ADD, REMOVE, PROMOTE = "add-member", "remove-member", "promote-member"
 TRAFFIC, PUBLISH, RBAC = "stop-apiserver-traffic", "publish-endpoints", "ensure-rbac"
 RENEW = "renew-member-certs"
+COMPACT, DEFRAG, DISARM = "compact", "defrag-member", "disarm-alarm"
+NOSPACE = [("m1", "NOSPACE")]
+NOSPACE_PLAN = [(COMPACT, ""), (DEFRAG, "m2"), (DEFRAG, "m3"), (DEFRAG, "m1"), (DISARM, "")]
+FRAG = {"defrag_threshold": 0.5, "defrag_min_db_size": 100}  # scheduled defrag on
 EXPIRING = replace(HEALTHY, tls_problem="expires in 3600s")
 
 CASES = [
@@ -321,6 +325,112 @@ CASES = [
     case("no servers file configured -> no traffic ops",
          desired(M3), cluster(M3, dead=["m2"], published=M3),
          [(RESTART, "m2")], "repair"),
+    # ---- alarms: NOSPACE ------------------------------------------------------
+    case("NOSPACE, all healthy -> compact, defrag followers then the leader, disarm",
+         desired(M3), cluster(M3, alarms=NOSPACE), NOSPACE_PLAN, "nospace"),
+    case("NOSPACE raised by several members -> one plan",
+         desired(M3), cluster(M3, alarms=[("m1", "NOSPACE"), ("m3", "NOSPACE")]),
+         NOSPACE_PLAN, "nospace"),
+    case("NOSPACE with a dead member -> restart it first, defragment later",
+         desired(M3), cluster(M3, dead=["m2"], alarms=NOSPACE), [(RESTART, "m2")], "repair"),
+    case("NOSPACE with a hung member -> no defragmentation, wait",
+         desired(M3), cluster(M3, hung=["m3"], alarms=NOSPACE), [], "degraded"),
+    case("NOSPACE with a member on an unreachable node -> wait",
+         desired(M3), cluster(M3, unreachable=["m2"], alarms=NOSPACE), [], "degraded"),
+    case("NOSPACE and a wiped member -> remove it first",
+         desired(M3), cluster(M3, wiped=["m3"], alarms=NOSPACE), [(REMOVE, "m3")],
+         "member-remove"),
+    case("NOSPACE without quorum -> restarts only",
+         desired(M3), cluster(M3, dead=["m2", "m3"], alarms=NOSPACE),
+         [(RESTART, "m2"), (RESTART, "m3")], "repair"),
+    case("NOSPACE with a healthy learner -> the learner is defragmented too",
+         desired(["m1", "m2", "m3", "m4"]),
+         cluster(M3, learner="m4", learner_started=True, alarms=NOSPACE),
+         [(COMPACT, ""), (DEFRAG, "m2"), (DEFRAG, "m3"), (DEFRAG, "m4"), (DEFRAG, "m1"),
+          (DISARM, "")], "nospace"),
+    case("NOSPACE with a learner not yet started -> start it, defragment later",
+         desired(["m1", "m2", "m3", "m4"]), cluster(M3, learner="m4", alarms=NOSPACE),
+         [(START, "m4")], "member-add"),
+    case("NOSPACE before RBAC: writes would fail anyway",
+         desired(M3), cluster(M3, alarms=NOSPACE, rbac_ready=False), NOSPACE_PLAN, "nospace"),
+    case("NOSPACE single member -> compact, defrag it, disarm",
+         desired(["m1"]), cluster(["m1"], alarms=NOSPACE),
+         [(COMPACT, ""), (DEFRAG, "m1"), (DISARM, "")], "nospace"),
+    case("NOSPACE and a published member turned unhealthy -> cut traffic, no defrag",
+         desired(M3, apiserver_file=True), cluster(M3, hung=["m2"], alarms=NOSPACE,
+                                                   published=M3),
+         [(TRAFFIC, "m1,m3")], "degraded"),
+    # ---- alarms: CORRUPT ------------------------------------------------------
+    case("CORRUPT -> hands off, even with a dead member",
+         desired(M3), cluster(M3, dead=["m2"], alarms=[("m3", "CORRUPT")]), [], "corrupt"),
+    case("CORRUPT raised cluster-wide (member ID 0) -> hands off",
+         desired(M3), cluster(M3, alarms=[("", "CORRUPT")]), [], "corrupt"),
+    case("CORRUPT and NOSPACE -> nothing is compacted or defragmented",
+         desired(M3), cluster(M3, alarms=[("m1", "NOSPACE"), ("m2", "CORRUPT")]), [],
+         "corrupt"),
+    case("CORRUPT -> no membership change from the config either",
+         desired(SWAP, apiserver_file=True),
+         cluster(M3, idle=["m4"], published=M3, alarms=[("m1", "CORRUPT")]), [], "corrupt"),
+    case("CORRUPT -> the servers file is not touched",
+         desired(M3, apiserver_file=True),
+         cluster(M3, hung=["m2"], published=M3, alarms=[("m1", "CORRUPT")]), [], "corrupt"),
+    # ---- pause ------------------------------------------------------------------
+    case("paused by config -> a dead member stays down",
+         desired(M3, paused=True), cluster(M3, dead=["m2"]), [], "paused"),
+    case("paused by command -> a dead member stays down",
+         desired(M3), cluster(M3, dead=["m2"], paused="ckeetcd pause"), [], "paused"),
+    case("paused -> no bootstrap",
+         desired(M3), cluster(not_formed=True, idle=M3, paused="ckeetcd pause"), [], "paused"),
+    case("paused -> no restarts while nobody answers",
+         desired(M3, paused=True), cluster(no_member_list=True, dead=M3), [], "paused"),
+    case("paused -> the servers file is not cut",
+         desired(M3, apiserver_file=True, paused=True),
+         cluster(M3, hung=["m2"], published=M3), [], "paused"),
+    case("paused -> no swap",
+         desired(SWAP, paused=True), cluster(M3, idle=["m4"]), [], "paused"),
+    case("paused -> NOSPACE is not cleared",
+         desired(M3), cluster(M3, alarms=NOSPACE, paused="ckeetcd pause"), [], "paused"),
+    case("paused -> no certificate renewal",
+         desired(M3, paused=True), cluster(M3, runtimes={"m2": EXPIRING}), [], "paused"),
+    case("paused and CORRUPT -> corrupt is what shows",
+         desired(M3, paused=True), cluster(M3, alarms=[("m1", "CORRUPT")]), [], "corrupt"),
+    # ---- scheduled defragmentation -----------------------------------------------
+    case("fragmented follower -> defragment it",
+         desired(M3, **FRAG), cluster(M3, db={"m2": (1000, 400)}), [(DEFRAG, "m2")],
+         "defrag"),
+    case("fragmented follower and leader -> the follower first",
+         desired(M3, **FRAG), cluster(M3, db={"m1": (1000, 100), "m3": (1000, 300)}),
+         [(DEFRAG, "m3")], "defrag"),
+    case("only the leader fragmented -> defragment the leader",
+         desired(M3, **FRAG), cluster(M3, db={"m1": (1000, 100)}), [(DEFRAG, "m1")],
+         "defrag"),
+    case("two fragmented followers -> one member per decision",
+         desired(M3, **FRAG), cluster(M3, db={"m2": (1000, 100), "m3": (1000, 100)}),
+         [(DEFRAG, "m2")], "defrag"),
+    case("fragmentation at the threshold -> steady",
+         desired(M3, **FRAG), cluster(M3, db={"m2": (1000, 500)}), [], "steady"),
+    case("fragmented but small database -> steady",
+         desired(M3, defrag_threshold=0.5, defrag_min_db_size=10_000),
+         cluster(M3, db={"m2": (1000, 100)}), [], "steady"),
+    case("scheduled defragmentation off -> steady",
+         desired(M3), cluster(M3, db={"m2": (1000, 100)}), [], "steady"),
+    case("fragmented while a member is hung -> no defragmentation",
+         desired(M3, **FRAG), cluster(M3, hung=["m3"], db={"m2": (1000, 100)}), [],
+         "degraded"),
+    case("fragmented while a member is dead -> restart it, no defragmentation",
+         desired(M3, **FRAG), cluster(M3, dead=["m3"], db={"m2": (1000, 100)}),
+         [(RESTART, "m3")], "repair"),
+    case("fragmented while a learner is joining -> the learner first",
+         desired(["m1", "m2", "m3", "m4"], **FRAG),
+         cluster(M3, learner="m4", learner_running=True, db={"m2": (1000, 100)}), [],
+         "member-add"),
+    case("fragmented during a swap -> the membership change first",
+         desired(SWAP, **FRAG), cluster(M3, idle=["m4"], db={"m2": (1000, 100)}),
+         [(STOP, "m3"), (REMOVE, "m3")], "member-remove"),
+    case("fragmented and the servers file lacks a member -> publish first",
+         desired(M3, apiserver_file=True, **FRAG),
+         cluster(M3, published=["m1", "m2"], db={"m2": (1000, 100)}),
+         [(PUBLISH, "m1,m2,m3")], "publish"),
 ]
 
 
@@ -334,6 +444,17 @@ def test_ladder(c: Case) -> None:
 
 def test_case_ids_are_unique() -> None:
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_defrag_ops_name_the_member_its_id_and_why() -> None:
+    nospace = decide(desired(M3), cluster(M3, alarms=NOSPACE))
+    for op in nospace.ops:
+        if op.kind == DEFRAG:
+            assert (op.member_id, op.client_url, op.detail) == (
+                mid(op.member), client_url(op.member), "nospace")
+    assert (nospace.ops[0].detail, nospace.ops[-1].detail) == ("nospace", "NOSPACE")
+    scheduled = decide(desired(M3, **FRAG), cluster(M3, db={"m2": (1000, 100)}))
+    assert scheduled.ops[0].detail == "fragmented" and "90%" in scheduled.reason
 
 
 # ---- op fields that matter to the runner -------------------------------------

@@ -7,6 +7,10 @@
    steps), and decides again: it must reach exactly the desired members as
    healthy voters, without ever breaking quorum once quorum was there, and
    without ever having two learners.
+3. Alarms, pause and defragmentation: paused or CORRUPT means no op at all; a
+   member is defragmented only while every member is healthy (so never while
+   another one is down or being defragmented), once per decision, the leader
+   last; NOSPACE is cleared by compact, every member, disarm.
 """
 
 from __future__ import annotations
@@ -38,9 +42,11 @@ EXTRAS = ["x8", "x9"]
 POOL = NAMES + EXTRAS
 KINDS = {"start-member", "restart-member", "stop-member", "remove-member", "add-member",
          "promote-member", "ensure-rbac", "stop-apiserver-traffic", "publish-endpoints",
-         "renew-member-certs"}
+         "renew-member-certs", "compact", "defrag-member", "disarm-alarm"}
 PHASES = {"bootstrap", "repair", "certs", "no-quorum", "rbac", "member-add", "promote",
-          "member-remove", "publish", "degraded", "steady"}
+          "member-remove", "publish", "degraded", "steady", "corrupt", "paused", "nospace",
+          "defrag"}
+MAINTENANCE = {"compact", "defrag-member", "disarm-alarm"}
 CHANGES = {"add-member", "remove-member", "promote-member"}
 TRAFFIC = {"stop-apiserver-traffic", "publish-endpoints"}
 
@@ -192,7 +198,44 @@ def change_states(draw: st.DrawFn) -> tuple[Desired, Observed]:
     return desired(names, apiserver_file=draw(st.booleans())), o
 
 
-states = st.one_of(cluster_states(), change_states(), raw_states())
+@st.composite
+def with_extras(draw: st.DrawFn, base: st.SearchStrategy[tuple[Desired, Observed]]
+                ) -> tuple[Desired, Observed]:
+    """`base` plus alarms, a pause switch, database sizes and scheduled defragmentation."""
+    d, o = draw(base)
+    ids = [m.id for m in o.members or ()] or [0]
+    alarms = draw(st.lists(st.tuples(st.sampled_from([0, *ids]),
+                                     st.sampled_from(["NOSPACE", "NOSPACE", "CORRUPT"])),
+                           max_size=2, unique=True) if draw(often(5)) else st.just([]))
+    health = dict(o.health)
+    for i, h in list(health.items()):
+        if draw(often(6)):
+            size = draw(st.sampled_from([0, 50, 1000, 10**9]))
+            health[i] = replace(h, db_size=size,
+                                db_size_in_use=int(size * draw(st.sampled_from(
+                                    [0.0, 0.1, 0.5, 0.51, 0.9, 1.0]))))
+    d = replace(d, paused=draw(often(1)),
+                defrag_threshold=draw(st.sampled_from([0.0, 0.3, 0.5, 0.9])),
+                defrag_min_db_size=draw(st.sampled_from([0, 100, 10**6])))
+    return d, replace(o, alarms=tuple(alarms), health=MappingProxyType(health),
+                      paused=draw(st.sampled_from(["", "", "", "", "ckeetcd pause"])))
+
+
+@st.composite
+def settled_states(draw: st.DrawFn) -> tuple[Desired, Observed]:
+    """A settled cluster, at most one fault: where defragmentation gets decided."""
+    names = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=5, unique=True))
+    fault = draw(st.sampled_from(["none", "none", "none", "dead", "hung", "learner"]))
+    faulty = draw(st.sampled_from(names))
+    o = cluster(names, dead=[faulty] if fault == "dead" else [],
+                hung=[faulty] if fault == "hung" else [],
+                learner="x9" if fault == "learner" else None, learner_started=True)
+    return desired(names), o
+
+
+states = st.one_of(cluster_states(), change_states(), raw_states(),
+                   with_extras(st.one_of(cluster_states(), change_states(), raw_states())),
+                   with_extras(settled_states()))
 
 
 def check_decision(d: Desired, o: Observed, dec: Decision) -> None:
@@ -208,6 +251,12 @@ def check_decision(d: Desired, o: Observed, dec: Decision) -> None:
     assert sum(k in TRAFFIC for k in kinds) <= 1, kinds
     assert kinds.count("renew-member-certs") <= 1, "certificates renewed on two members"
     assert decide(d, o) == dec, "not deterministic"
+    # Rule 9: hands off while paused or after a CORRUPT alarm.
+    if o.has_alarm("CORRUPT"):
+        assert dec.phase == "corrupt" and not ops
+    elif d.paused or o.paused:
+        assert dec.phase == "paused" and not ops
+    _check_maintenance(d, o, dec)
 
     if o.members is None:
         _check_no_member_list(d, o, ops)
@@ -300,12 +349,52 @@ def check_decision(d: Desired, o: Observed, dec: Decision) -> None:
             assert o.learner_ages.get(m.id, 0.0) <= d.learner_timeout, "stalled learner kept"
 
 
+def _check_maintenance(d: Desired, o: Observed, dec: Decision) -> None:
+    """Rule 10: compaction, defragmentation and disarming."""
+    ops = [op for op in dec.ops if op.kind in MAINTENANCE]
+    if not ops:
+        return
+    kinds = [op.kind for op in dec.ops]
+    # Never defragment while another member is unhealthy (or blocked in its own
+    # defragmentation: it would not answer), never without quorum.
+    assert o.members is not None and o.has_quorum() and o.all_healthy()
+    assert not o.has_alarm("CORRUPT") and not d.paused and not o.paused
+    defrags = [op for op in ops if op.kind == "defrag-member"]
+    by_id = {m.id: m for m in o.members}
+    assert len({op.member_id for op in defrags}) == len(defrags), "a member defragmented twice"
+    for op in defrags:
+        m = by_id.get(op.member_id)
+        assert m is not None and o.is_healthy(m) and op.client_url in m.client_urls
+    leader = o.leader_id()
+    if any(op.member_id == leader for op in defrags):
+        assert defrags[-1].member_id == leader, "the leader is defragmented last"
+    if "compact" in kinds or "disarm-alarm" in kinds:
+        # NOSPACE: compact, every member once (the leader last), disarm; nothing else
+        assert o.has_alarm("NOSPACE") and dec.phase == "nospace"
+        assert [k for k in kinds if k not in TRAFFIC] == (
+            ["compact"] + ["defrag-member"] * len(o.members) + ["disarm-alarm"]), kinds
+        assert {op.member_id for op in defrags} == set(by_id)
+    else:
+        # scheduled: one fragmented member per decision, above the configured share
+        assert kinds == ["defrag-member"] and dec.phase == "defrag"
+        h = o.health[defrags[0].member_id]
+        assert d.defrag_threshold > 0 and h.fragmentation > d.defrag_threshold
+        assert h.db_size >= d.defrag_min_db_size
+        assert not o.has_alarm("NOSPACE")
+        followers_due = [m for m in o.members if m.id != leader
+                         and o.health[m.id].fragmentation > d.defrag_threshold
+                         and o.health[m.id].db_size >= d.defrag_min_db_size]
+        assert defrags[0].member_id != leader or not followers_due, "leader before followers"
+
+
 def _check_servers_file_after(d: Desired, o: Observed, ops: Sequence[Op]) -> None:
     """Liveness of the contract: once the decision ran, the servers file lists no
     member that is unhealthy, a learner, leaving or unknown (unless it can't be
     written because no healthy member is left to list)."""
     if not d.apiserver_file or o.published is None or o.members is None:
         return
+    if d.paused or o.paused or o.has_alarm("CORRUPT"):
+        return  # hands off: the file is left as it is
     healthy = {dm.client_url for dm in d.members
                for m in [o.live_by_peer_url(dm.peer_url)]
                if m is not None and not m.learner and o.is_healthy(m)}
@@ -464,6 +553,8 @@ def worlds(draw: st.DrawFn) -> tuple[Desired, World]:
         w.nodes[n].reachable = False
         w.heal_at[n] = draw(st.sampled_from([5.0, 10.0, 20.0, 40.0]))
     w.tls_problems = set(draw(st.lists(st.sampled_from(POOL), max_size=2, unique=True)))
+    if draw(often(2)):
+        w.alarms.add("NOSPACE")
     for n in draw(st.lists(st.sampled_from(POOL), max_size=1, unique=True)):
         w.slow_until[n] = draw(st.sampled_from([10.0, 70.0, 120.0]))
     if d.apiserver_file:
