@@ -121,35 +121,41 @@ async def _check(config: Config, snapshot: Path,
 
 async def _prepare(config: Config, info: SnapshotInfo, cluster: ClusterState,
                    force: bool) -> Plan:
-    from ckeetcd.nodes import LocalRuntime
+    from ckeetcd.daemon import make_env
     from ckeetcd.restore import make_plan
 
     if cluster.has_quorum and not force:
         raise Refused(f"the cluster has quorum: {cluster.describe()}. A restore would throw "
                       "away every write since the snapshot; use --force if its data is "
                       "unusable and must be replaced")
-    runtime = LocalRuntime(config.cluster.state_dir, config.etcd)
-    return await make_plan(config, runtime, info, cluster)
+    env = make_env(config, readonly=True)  # the daemon's own runtime for this config
+    try:
+        return await make_plan(config, env.runtime, info, cluster)
+    finally:
+        await env.close()
 
 
 async def _execute(config: Config, plan: Plan, ca: CA, tls: PemTLS) -> int:
     from ckeetcd import logs
+    from ckeetcd.daemon import make_env
     from ckeetcd.history import History
-    from ckeetcd.nodes import LocalRuntime
     from ckeetcd.restore import RestoreFailed, Restorer
 
     start = time.monotonic()
     history = History(config.cluster.state_dir)
     history.record(event="restore-begin", op="restore-cluster", snapshot=str(plan.snapshot.path),
                    revision=plan.snapshot.revision)
-    restorer = Restorer(plan=plan, runtime=LocalRuntime(config.cluster.state_dir, config.etcd),
-                        ca=ca, tls=tls, log=logs.get(), say=_say, history=history)
+    env = make_env(config, readonly=True)
+    restorer = Restorer(plan=plan, runtime=env.runtime, ca=ca, tls=tls, log=logs.get(),
+                        say=_say, history=history)
     try:
         await restorer.run()
     except RestoreFailed as e:
         history.record(event="restore-end", op="restore-cluster", outcome="error", error=str(e))
         print(f"error: restore failed: {e}", file=sys.stderr)
         return 1
+    finally:
+        await env.close()
     took = round(time.monotonic() - start, 3)
     history.record(event="restore-end", op="restore-cluster", outcome="ok", duration=took)
     print(f"restored cluster {config.cluster.name!r} from {plan.snapshot.path} "
