@@ -305,7 +305,8 @@ class Plan:
             f"  4. start {', '.join(names)} and wait until all are healthy "
             f"(up to {c.daemon.start_timeout:g}s)",
             "  5. check users, roles and auth (root, kube-apiserver, [[users]]); repair any gap",
-            "Keys written after the snapshot was taken are lost.",
+            "Keys written after the snapshot was taken are lost. Daemons for this cluster on "
+            "other nodes must be stopped too.",
         ]
         if not self.snapshot.hashed:
             lines.append("WARNING: this file carries no integrity hash: only its structure "

@@ -3,15 +3,18 @@
 For a cluster that lost quorum (or whose data is unusable). The procedure an
 operator follows:
 
-    systemctl stop ckeetcd          # the daemon: restore refuses while it runs
+    systemctl stop ckeetcd          # on EVERY node that runs a daemon for this cluster
     ckeetcd restore --from /var/lib/ckeetcd/backups/etcd-20260101-120000.backup
-    systemctl start ckeetcd         # it finds a healthy cluster and carries on
+    systemctl start ckeetcd         # everywhere: they find a healthy cluster and carry on
 
 Why the daemon must be stopped: the restore takes the daemon's state-dir lock
 (`STATE_DIR/daemon.lock`) for its whole run, so no daemon can start, stop or
 re-add members while the cluster is rebuilt; if a daemon holds the lock, the
-restore refuses and names its PID. (A daemon that sees lost quorum only waits:
-it logs `quorum_lost` and restarts nothing that has no data.)
+restore refuses and names its PID. The lock only covers this machine's state
+dir: daemons on other nodes (leader election needs a quorum the cluster has
+lost, so nothing fences them now) must be stopped by the operator. (A daemon
+that sees lost quorum only waits: it logs `quorum_lost` and restarts only
+stopped members that still have their data.)
 
 The snapshot and the cluster are checked first, the plan is printed, and the
 command asks before changing anything (`--yes` skips the question). See
