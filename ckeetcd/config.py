@@ -30,6 +30,10 @@ CONFIG_ENV = "CKEETCD_CONFIG"
 # etcd member and user names end up in URLs, flags, file names and cert CNs.
 NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+HOST_RE = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")  # a DNS name or an IP address
+REMOTE_PATH_RE = re.compile(r"^[A-Za-z0-9._+/-]+$")  # goes into remote shell commands
+RUNTIMES = ("local", "ssh")
+MEMBER_SERVICES = ("process", "systemd")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,13 @@ class ConfigError(Exception):
 class MemberConfig:
     name: str
     address: str
+    runtime: str = "local"  # "local" (this machine) or "ssh" (its node, over SSH)
+    ssh_host: str = ""  # where SSH connects for this member ("" = address)
+
+    @property
+    def node_host(self) -> str:
+        """The host SSH connects to for this member."""
+        return self.ssh_host or self.address
 
     @property
     def url_host(self) -> str:
@@ -69,6 +80,7 @@ class ClusterConfig:
     state_dir: Path
     client_port: int = 2379
     peer_port: int = 2380
+    runtime: str = "local"  # default of [[members]] runtime
 
     @property
     def pki_dir(self) -> Path:
@@ -96,6 +108,12 @@ class DaemonConfig:
     rpc_timeout: float = 2.0
     start_timeout: float = 60.0
     learner_timeout: float = 60.0
+    # Several daemons (one per control-plane node) elect a leader through a
+    # lease in the managed cluster. None = on when any member runs over SSH.
+    id: str = ""  # this daemon's identity ("" = the host name)
+    election: bool | None = None
+    lease_ttl: int = 10
+    bootstrapper: str = ""  # daemon id that acts without a cluster ("" = first member)
     paused: bool = False  # observe, log and publish only; no automatic changes
 
 
@@ -131,6 +149,21 @@ class TLSConfig:
 
     member_cert_lifetime: dt.timedelta = dt.timedelta(days=365)
     member_cert_renew_before: dt.timedelta = dt.timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class SSHConfig:
+    """How members on other nodes are reached (runtime = "ssh") and run there."""
+
+    user: str = "root"
+    port: int = 22
+    identity_file: Path | None = None
+    known_hosts: Path | None = None
+    connect_timeout: float = 5.0
+    command_timeout: float = 30.0
+    etcd_binary: str = "/usr/local/bin/etcd"
+    data_root: str = "/var/lib/ckeetcd-member"
+    member_service: str = "process"  # "process" (setsid + pidfile) or "systemd"
 
 
 @dataclass(frozen=True)
@@ -179,8 +212,21 @@ class Config:
     kubernetes: KubernetesConfig | None = None
     backup: BackupConfig = field(default_factory=BackupConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
+    ssh: SSHConfig = field(default_factory=SSHConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
+
+    @property
+    def election(self) -> bool:
+        """Leader election: as configured, else on when any member runs over SSH."""
+        if self.daemon.election is not None:
+            return self.daemon.election
+        return any(m.runtime == "ssh" for m in self.members)
+
+    @property
+    def bootstrapper(self) -> str:
+        """The daemon id that may act while there is no cluster to elect a leader in."""
+        return self.daemon.bootstrapper or (self.members[0].name if self.members else "")
 
     def member(self, name: str) -> MemberConfig | None:
         return next((m for m in self.members if m.name == name), None)
@@ -263,10 +309,11 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     """Validate parsed TOML; relative paths resolve against the config's folder."""
     v = _Validator(str(path), path.parent.resolve() if path.parent else Path.cwd())
     v.known(data, "", {"cluster", "members", "etcd", "daemon", "apiserver", "users",
-                       "rbac", "kubernetes", "backup", "tls", "metrics",
+                       "rbac", "kubernetes", "backup", "tls", "ssh", "metrics",
                        "maintenance"})
     cluster = v.cluster(v.table(data, "cluster", required=True))
-    members = v.members(data.get("members"))
+    members = v.members(data.get("members"), cluster.runtime if cluster else "local")
+    ssh = v.ssh(v.table(data, "ssh"), members)
     etcd = v.etcd(v.table(data, "etcd"))
     daemon = v.daemon(v.table(data, "daemon"))
     apiserver = v.apiserver(v.table(data, "apiserver"))
@@ -294,6 +341,7 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
         kubernetes=kubernetes,
         backup=backup,
         tls=tls,
+        ssh=ssh,
         metrics=metrics,
         maintenance=maintenance,
     )
@@ -379,7 +427,8 @@ class _Validator:
         return value
 
     def cluster(self, t: Mapping[str, Any]) -> ClusterConfig | None:
-        self.known(t, "cluster", {"name", "state_dir", "client_port", "peer_port"})
+        self.known(t, "cluster", {"name", "state_dir", "client_port", "peer_port", "runtime"})
+        runtime = self.choice(t, "cluster", "runtime", RUNTIMES, "local")
         name = self.name("cluster.name", self.string(t, "cluster", "name"))
         state_dir = self.string(t, "cluster", "state_dir")
         cport = int(self.number(t, "cluster", "client_port", 2379, 1, integer=True))
@@ -395,9 +444,17 @@ class _Validator:
         if name is None or state_dir is None:
             return None
         return ClusterConfig(name=name, state_dir=self.path(state_dir),
-                             client_port=cport, peer_port=pport)
+                             client_port=cport, peer_port=pport, runtime=runtime)
 
-    def members(self, value: Any) -> tuple[MemberConfig, ...]:
+    def choice(self, t: Mapping[str, Any], prefix: str, key: str, allowed: tuple[str, ...],
+               default: str) -> str:
+        value = self.string(t, prefix, key, default)
+        if value is not None and value not in allowed:
+            self.bad(_dot(prefix, key), f"{value!r} is not one of: {', '.join(allowed)}")
+            return default
+        return value or default
+
+    def members(self, value: Any, default_runtime: str = "local") -> tuple[MemberConfig, ...]:
         if value is None:
             self.bad("members", "missing: at least one [[members]] table is needed")
             return ()
@@ -411,9 +468,13 @@ class _Validator:
         addresses: dict[str, int] = {}
         for i, m in enumerate(value):
             prefix = f"members[{i}]"
-            self.known(m, prefix, {"name", "address"})
+            self.known(m, prefix, {"name", "address", "runtime", "ssh_host"})
             name = self.name(f"{prefix}.name", self.string(m, prefix, "name"))
             address = self.address(f"{prefix}.address", self.string(m, prefix, "address"))
+            runtime = self.choice(m, prefix, "runtime", RUNTIMES, default_runtime)
+            ssh_host = self.string(m, prefix, "ssh_host", "") or ""
+            if ssh_host and not HOST_RE.match(ssh_host):
+                self.bad(f"{prefix}.ssh_host", f"{ssh_host!r} is not a host name or address")
             if name is not None:
                 if name in names:
                     self.bad(f"{prefix}.name", f"duplicate name {name!r} "
@@ -425,8 +486,45 @@ class _Validator:
                                                   f"(also members[{addresses[address]}].address)")
                 addresses.setdefault(address, i)
             if name is not None and address is not None:
-                out.append(MemberConfig(name=name, address=address))
+                out.append(MemberConfig(name=name, address=address, runtime=runtime,
+                                        ssh_host=ssh_host))
         return tuple(out)
+
+    def ssh(self, t: Mapping[str, Any], members: tuple[MemberConfig, ...]) -> SSHConfig:
+        d = SSHConfig()
+        self.known(t, "ssh", set(d.__dataclass_fields__))
+        identity = self.string(t, "ssh", "identity_file", "") or ""
+        known_hosts = self.string(t, "ssh", "known_hosts", "") or ""
+        if any(m.runtime == "ssh" for m in members):
+            # Key auth and strict host-key checking are not optional.
+            for key, value in (("identity_file", identity), ("known_hosts", known_hosts)):
+                if not value:
+                    self.bad(f"ssh.{key}", "required when a member has runtime = \"ssh\"")
+        port = int(self.number(t, "ssh", "port", d.port, 1, integer=True))
+        if port > 65535:
+            self.bad("ssh.port", "must be at most 65535")
+        data_root = self.string(t, "ssh", "data_root", d.data_root) or d.data_root
+        if not data_root.startswith("/"):
+            self.bad("ssh.data_root", "must be an absolute path (on the member's node)")
+        binary = self.string(t, "ssh", "etcd_binary", d.etcd_binary) or d.etcd_binary
+        for key, value in (("data_root", data_root), ("etcd_binary", binary)):
+            if not REMOTE_PATH_RE.match(value):
+                self.bad(f"ssh.{key}", f"{value!r}: only letters, digits and ._+-/ are allowed")
+        user = self.string(t, "ssh", "user", d.user) or d.user
+        if not NAME_RE.match(user):
+            self.bad("ssh.user", f"{user!r} is not a valid user name")
+        return SSHConfig(
+            user=user,
+            port=port,
+            identity_file=self.path(identity) if identity else None,
+            known_hosts=self.path(known_hosts) if known_hosts else None,
+            connect_timeout=self.number(t, "ssh", "connect_timeout", d.connect_timeout, 0.1),
+            command_timeout=self.number(t, "ssh", "command_timeout", d.command_timeout, 0.5),
+            etcd_binary=binary,
+            data_root=data_root.rstrip("/") or "/",
+            member_service=self.choice(t, "ssh", "member_service", MEMBER_SERVICES,
+                                       d.member_service),
+        )
 
     def address(self, key: str, value: str | None) -> str | None:
         if value is None:
@@ -469,6 +567,10 @@ class _Validator:
             rpc_timeout=self.number(t, "daemon", "rpc_timeout", d.rpc_timeout, 0.05),
             start_timeout=self.number(t, "daemon", "start_timeout", d.start_timeout, 1),
             learner_timeout=self.number(t, "daemon", "learner_timeout", d.learner_timeout, 1),
+            id=self.daemon_id(t, "id"),
+            election=self.boolean(t, "daemon", "election", False) if "election" in t else None,
+            lease_ttl=int(self.number(t, "daemon", "lease_ttl", d.lease_ttl, 2, integer=True)),
+            bootstrapper=self.daemon_id(t, "bootstrapper"),
             paused=self.boolean(t, "daemon", "paused", d.paused),
         )
 
@@ -510,6 +612,14 @@ class _Validator:
             min_db_size=int(self.number(t, "maintenance", "min_db_size", d.min_db_size, 0,
                                         integer=True)),
         )
+
+    def daemon_id(self, t: Mapping[str, Any], key: str) -> str:
+        value = self.string(t, "daemon", key, "") or ""
+        if value and not NAME_RE.match(value):
+            self.bad(f"daemon.{key}", f"{value!r} is not a valid name (letters, digits, "
+                                      "'.', '_', '-')")
+            return ""
+        return value
 
     def apiserver(self, t: Mapping[str, Any]) -> ApiserverConfig:
         self.known(t, "apiserver", {"etcd_servers_file", "reload_command"})

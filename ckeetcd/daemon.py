@@ -27,6 +27,7 @@ from ckeetcd.etcd import ClientPool
 from ckeetcd.history import History
 from ckeetcd.model import Decision, Desired, Observed
 from ckeetcd.nodes import LocalRuntime, MemberRuntime
+from ckeetcd.nodes.router import RoutedRuntime, make_runtime, uses_ssh
 from ckeetcd.observe import Observer
 from ckeetcd.ops import OpContext
 from ckeetcd.pki import CA, TLSFiles, ensure_ca, ensure_private_dir, load_ca, not_after
@@ -72,12 +73,18 @@ class Env:
     runtime: MemberRuntime
     pool: ClientPool
     observer: Observer
+    log: Any = None
 
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded config in place: channels (shared with side tasks) stay open."""
         self.config = config
-        if isinstance(self.runtime, LocalRuntime):
+        if isinstance(self.runtime, RoutedRuntime):
+            self.runtime.reconfigure(config)
+        elif isinstance(self.runtime, LocalRuntime):
             self.runtime.etcd = config.etcd
+            if uses_ssh(config):  # a member moved to SSH: route from now on
+                self.runtime = RoutedRuntime(config, self.log, local=self.runtime)
+                self.observer.runtime = self.runtime
         self.pool.timeout = config.daemon.rpc_timeout
         self.observer.servers_file = config.apiserver.etcd_servers_file
         self.observer.probe_timeout = min(config.daemon.rpc_timeout, 1.0)
@@ -85,10 +92,12 @@ class Env:
 
     async def close(self) -> None:
         await self.pool.close()
+        if isinstance(self.runtime, RoutedRuntime):
+            await self.runtime.close()
 
 
-def make_env(config: Config, readonly: bool = False) -> Env:
-    runtime = LocalRuntime(config.cluster.state_dir, config.etcd)
+def make_env(config: Config, readonly: bool = False, log: Any = None) -> Env:
+    runtime = make_runtime(config, log)
     pool = ClientPool(daemon_tls(config), config.daemon.rpc_timeout)
     ca_file = pki_dir(config) / "ca.crt"
     observer = Observer(runtime, pool, config.cluster.state_dir,
@@ -96,7 +105,7 @@ def make_env(config: Config, readonly: bool = False) -> Env:
                         probe_timeout=min(config.daemon.rpc_timeout, 1.0), readonly=readonly,
                         ca_pem=ca_file.read_bytes() if ca_file.exists() else None,
                         renew_before=config.tls.member_cert_renew_before)
-    return Env(config, runtime, pool, observer)
+    return Env(config, runtime, pool, observer, log)
 
 
 def health_signature(observed: Observed) -> tuple[Any, ...]:
@@ -162,7 +171,7 @@ class Daemon:
             self.log.error("state_dir_locked", state_dir=str(self.config.cluster.state_dir),
                            holder=_lock_holder(self.config.cluster.state_dir))
             return 1
-        env = make_env(self.config)
+        env = make_env(self.config, log=self.log)
         history = History(self.config.cluster.state_dir)
         side: list[SideTask] = build_side_tasks(
             self.config, {"pool": env.pool, "log": self.log, "history": history, "ca": ca,
@@ -185,6 +194,8 @@ class Daemon:
                 now = time.monotonic()
                 full = now - last_full >= self.config.daemon.interval
                 observed = await env.observer.observe(desired, deep=full or ran_ops)
+                if isinstance(env.runtime, RoutedRuntime):
+                    env.runtime.learn(observed.members)  # where leaving members live
                 for task in side:
                     task.offer(self.config, desired, observed)
                 if side:

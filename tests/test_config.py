@@ -165,7 +165,7 @@ def known_keys() -> dict[str, set[str]]:
         members=[{**base()["members"][0], "zz": 1}],
         users=[{"name": "u", "prefix": "/u/", "zz": 1}],
         **{t: {"zz": 1} for t in ("etcd", "daemon", "apiserver", "rbac", "kubernetes",
-                                  "backup", "tls")},
+                                  "backup", "tls", "ssh")},
     )
     out: dict[str, set[str]] = {}
     for key, message in problems(probe):

@@ -1,0 +1,101 @@
+"""One MemberRuntime that sends each member to its own: this machine or SSH.
+
+The decision logic stays unaware of where members live: it asks by name and
+the router picks the runtime from the member's `runtime` key. A member that
+left the config is still reached where it was: the router keeps what every
+config it saw said about it, and learns members only etcd still lists from
+their peer URL (address) and the cluster's default runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ckeetcd.config import Config
+from ckeetcd.model import LiveMember, Runtime
+from ckeetcd.nodes.base import MemberRuntime, MemberSpec
+from ckeetcd.nodes.local import LocalRuntime
+from ckeetcd.nodes.ssh import SSHRuntime
+
+
+def uses_ssh(config: Config) -> bool:
+    return config.cluster.runtime == "ssh" or any(m.runtime == "ssh" for m in config.members)
+
+
+def make_runtime(config: Config, log: Any = None) -> MemberRuntime:
+    """LocalRuntime when every member is local (as before), else a RoutedRuntime."""
+    if not uses_ssh(config):
+        return LocalRuntime(config.cluster.state_dir, config.etcd)
+    return RoutedRuntime(config, log)
+
+
+class RoutedRuntime:
+    """MemberRuntime that dispatches per member name (see the module docstring)."""
+
+    def __init__(self, config: Config, log: Any = None,
+                 local: LocalRuntime | None = None) -> None:
+        self.local = local or LocalRuntime(config.cluster.state_dir, config.etcd)
+        self.ssh = SSHRuntime(config.ssh, config.etcd, {}, log)
+        self.kinds: dict[str, str] = {}
+        self.default = "local"
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        self.local.etcd = config.etcd
+        self.ssh.reconfigure(config.ssh, config.etcd)
+        self.default = config.cluster.runtime
+        for m in config.members:
+            self.kinds[m.name] = m.runtime
+            if m.runtime == "ssh":
+                self.ssh.hosts[m.name] = m.node_host
+
+    def learn(self, members: Iterable[LiveMember] | None) -> None:
+        """Remember where members the config never named live (their peer URL host)."""
+        for m in members or ():
+            if not m.name or m.name in self.kinds:
+                continue
+            host = urlsplit(m.peer_url).hostname if m.peer_url else None
+            if host:
+                self.kinds[m.name] = self.default
+                if self.default == "ssh":
+                    self.ssh.hosts[m.name] = host
+
+    def runtime_of(self, name: str) -> MemberRuntime:
+        return self.ssh if self.kinds.get(name, self.default) == "ssh" else self.local
+
+    async def close(self) -> None:
+        await self.ssh.close()
+
+    # ---- MemberRuntime ------------------------------------------------------------
+    async def inspect(self, name: str) -> Runtime:
+        return await self.runtime_of(name).inspect(name)
+
+    async def start(self, spec: MemberSpec) -> int:
+        return await self.runtime_of(spec.name).start(spec)
+
+    async def stop(self, name: str, timeout: float = 10.0) -> bool:
+        return await self.runtime_of(name).stop(name, timeout)
+
+    async def archive_data(self, name: str, label: str = "removed") -> Path | None:
+        return await self.runtime_of(name).archive_data(name, label)
+
+    async def restore_data(self, name: str, snapshot: Path, spec: MemberSpec,
+                           skip_hash_check: bool = False) -> Path:
+        # getattr: the local runtime's restore support lands separately
+        restore = getattr(self.runtime_of(name), "restore_data")  # noqa: B009
+        path: Path = await restore(name, snapshot, spec, skip_hash_check)
+        return path
+
+    async def known_members(self) -> list[str]:
+        local = getattr(self.local, "known_members", None)
+        found = set(await local()) if local is not None else set()
+        return sorted(found | set(await self.ssh.known_members()))
+
+    async def install_tls(self, name: str, files: dict[str, bytes]) -> None:
+        await self.runtime_of(name).install_tls(name, files)
+
+    async def read_tls(self, name: str, filename: str) -> bytes | None:
+        return await self.runtime_of(name).read_tls(name, filename)

@@ -1,0 +1,385 @@
+"""Members on other nodes, reached over SSH (asyncssh).
+
+Connections: key authentication only (`[ssh] identity_file`; no agent, no
+password, no ~/.ssh/config), the server's host key checked strictly against
+`[ssh] known_hosts`, a connect timeout, a deadline on every command, and one
+connection per host, reused by every call and re-opened when it broke. Each
+failure is classified (`host-key`, `auth`, `unreachable`, `timeout`) and
+logged once per change as `ssh_error` (and `ssh_connected` when it works
+again); to the observer it is an `OSError`, i.e. an unreachable node.
+
+On the node a member lives in `<data_root>/<name>/` (`data/`, `tls/`,
+`etcd.log`, and `etcd.pid` or `etcd.env`) and runs as one of:
+
+- `process`: etcd started with `setsid`, detached from the SSH session, its
+  output appended to `etcd.log`; `etcd.pid` holds "PID STARTTIME" (field 22
+  of /proc/PID/stat) and a process counts as ours only when both match, as
+  with the local runtime: PID reuse never makes us signal a stranger.
+- `systemd`: the unit `ckeetcd-member@NAME` (systemd/ckeetcd-member@.service)
+  whose command line comes from `/etc/ckeetcd/member-NAME.env`; the daemon
+  writes that file, reads it back and compares before every start.
+
+Certificates are pushed with 0600 keys in a 0700 directory; the CA key
+never leaves the daemon's host (only `ca.crt` is pushed). Every remote path
+comes from validated config (no shell metacharacters) and is quoted anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import shlex
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ckeetcd.config import EtcdConfig, SSHConfig
+from ckeetcd.model import Runtime
+from ckeetcd.nodes.base import MemberSpec, member_flags
+
+UNIT = "ckeetcd-member@{name}.service"
+RECONNECT_BACKOFF = 1.0  # seconds a failed connect is answered from memory
+ENV_DIR = "/etc/ckeetcd"
+
+
+class SSHError(OSError):
+    """An SSH connection or command failed; `kind` says how."""
+
+    def __init__(self, host: str, kind: str, message: str) -> None:
+        self.host = host
+        self.kind = kind  # host-key | auth | unreachable | timeout | command
+        super().__init__(f"ssh {host}: {kind}: {message}")
+
+
+@dataclass(frozen=True)
+class Result:
+    status: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode(errors="replace")
+
+
+class SSHNode:
+    """One host: a lazily opened, reused connection and commands with deadlines."""
+
+    def __init__(self, host: str, cfg: SSHConfig, log: Any = None) -> None:
+        self.host = host
+        self.cfg = cfg
+        self.log = log
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+        self._last_error = ""  # the kind logged last ("" = connected)
+        self._error: SSHError | None = None
+        self._retry_at = 0.0
+
+    async def _connect(self) -> Any:
+        import asyncssh
+
+        async with self._lock:
+            if self._conn is not None and not self._conn.is_closed():
+                return self._conn
+            loop = asyncio.get_running_loop()
+            if self._retry_at > loop.time() and self._error is not None:
+                raise self._error  # failed a moment ago: don't stall every probe on it
+            try:
+                return await self._open(asyncssh)
+            except SSHError as e:
+                self._error, self._retry_at = e, loop.time() + RECONNECT_BACKOFF
+                raise
+
+    async def _open(self, asyncssh: Any) -> Any:
+        cfg = self.cfg
+        try:
+            self._conn = await asyncio.wait_for(asyncssh.connect(
+                self.host, port=cfg.port, username=cfg.user,
+                client_keys=[str(cfg.identity_file)] if cfg.identity_file else None,
+                known_hosts=str(cfg.known_hosts) if cfg.known_hosts else None,
+                agent_path=None, config=[], password=None, kbdint_auth=False,
+                preferred_auth="publickey", connect_timeout=cfg.connect_timeout,
+                login_timeout=cfg.connect_timeout,
+                keepalive_interval=max(cfg.connect_timeout, 1.0), keepalive_count_max=3,
+            ), cfg.connect_timeout + 1)
+        except asyncssh.HostKeyNotVerifiable as e:
+            raise self._failed("host-key", f"host key not in {cfg.known_hosts} or "
+                                           f"different: {e.reason}") from e
+        except asyncssh.PermissionDenied as e:
+            raise self._failed("auth", f"key {cfg.identity_file} refused for "
+                                       f"{cfg.user}: {e.reason}") from e
+        except asyncssh.DisconnectError as e:
+            raise self._failed("unreachable", f"disconnected: {e.reason}") from e
+        except (OSError, TimeoutError) as e:
+            raise self._failed("unreachable", str(e) or type(e).__name__) from e
+        if self._last_error and self.log is not None:
+            self.log.info("ssh_connected", host=self.host, after=self._last_error)
+        self._last_error = ""
+        return self._conn
+
+    def _failed(self, kind: str, message: str) -> SSHError:
+        err = SSHError(self.host, kind, message)
+        if kind != self._last_error and self.log is not None:
+            self.log.warning("ssh_error", host=self.host, kind=kind, error=message)
+        self._last_error = kind
+        return err
+
+    async def run(self, command: str, stdin: bytes | None = None,
+                  timeout: float | None = None, check: bool = True) -> Result:
+        """Run `command` (a POSIX sh command line) on the node."""
+        import asyncssh
+
+        conn = await self._connect()
+        deadline = timeout or self.cfg.command_timeout
+        try:
+            r = await conn.run(command, input=stdin, encoding=None, check=False,
+                               timeout=deadline)
+        except asyncssh.TimeoutError as e:
+            await self._drop()
+            raise self._failed("timeout", f"no answer within {deadline:g}s to "
+                                          f"{command.split()[0]}...") from e
+        except (asyncssh.Error, OSError) as e:
+            await self._drop()
+            raise self._failed("unreachable", f"connection lost: {e}") from e
+        except asyncio.CancelledError:
+            # The caller's deadline passed (a probe): the connection may be
+            # dead without knowing it yet; the next call connects afresh.
+            await self._drop()
+            raise
+        result = Result(r.exit_status if r.exit_status is not None else -1,
+                        bytes(r.stdout or b""), bytes(r.stderr or b""))
+        if check and result.status != 0:
+            tail = (result.stderr or result.stdout).decode(errors="replace").strip()
+            raise SSHError(self.host, "command", f"exit {result.status}: {tail[-500:]}")
+        return result
+
+    async def put(self, path: str, content: bytes, mode: int) -> None:
+        """Write `content` to `path` atomically with `mode` (parent made 0700)."""
+        q = shlex.quote(path)
+        tmp = shlex.quote(f"{path}.tmp")
+        parent = shlex.quote(str(PurePosixPath(path).parent))
+        await self.run(f"umask 077 && mkdir -p {parent} && cat > {tmp} && "
+                       f"chmod {mode:o} {tmp} && mv -f {tmp} {q}", stdin=content)
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    async def close(self) -> None:
+        await self._drop()
+
+
+_PROC_STAT = "sed 's/^.*) //' /proc/$pid/stat 2>/dev/null | cut -d' ' -f1,20"
+# "<running 0|1> <pid> <has data 0|1>" for the member directory $d.
+_INSPECT_PROCESS = f"""
+pid=0; running=0
+if [ -r "$d/etcd.pid" ] && read pid start < "$d/etcd.pid"; then
+  set -- $({_PROC_STAT})
+  if [ "${{1:-Z}}" != Z ] && [ "${{2:-}}" = "$start" ]; then running=1; fi
+fi
+data=0; [ -n "$(ls -A "$d/data/member/wal" 2>/dev/null)" ] && data=1
+echo "$running $pid $data"
+"""
+_STOP_PROCESS = f"""
+[ -r "$d/etcd.pid" ] && read pid start < "$d/etcd.pid" || {{ echo 0; exit 0; }}
+mine() {{ set -- $({_PROC_STAT}); [ "${{1:-Z}}" != Z ] && [ "${{2:-}}" = "$start" ]; }}
+mine || {{ rm -f "$d/etcd.pid"; echo 0; exit 0; }}
+kill -$sig "$pid" 2>/dev/null || true
+i=0
+while mine; do
+  i=$((i + 1)); [ "$i" -eq "$ticks" ] && kill -KILL "$pid" 2>/dev/null
+  sleep 0.05
+done
+rm -f "$d/etcd.pid"; echo 1
+"""
+
+
+class SSHRuntime:
+    """MemberRuntime for members on other nodes; `hosts` maps member name -> SSH host."""
+
+    def __init__(self, cfg: SSHConfig, etcd: EtcdConfig, hosts: dict[str, str],
+                 log: Any = None) -> None:
+        self.cfg = cfg
+        self.etcd = etcd
+        self.hosts = dict(hosts)
+        self.log = log
+        self._nodes: dict[str, SSHNode] = {}
+
+    def reconfigure(self, cfg: SSHConfig, etcd: EtcdConfig) -> None:
+        if cfg != self.cfg:
+            old, self._nodes = self._nodes, {}
+            for n in old.values():
+                asyncio.get_running_loop().create_task(n.close())
+        self.cfg, self.etcd = cfg, etcd
+
+    def node(self, name: str) -> SSHNode:
+        host = self.hosts.get(name)
+        if host is None:
+            raise SSHError(name, "unreachable", f"no node known for member {name}")
+        n = self._nodes.get(host)
+        if n is None:
+            n = self._nodes[host] = SSHNode(host, self.cfg, self.log)
+        return n
+
+    def member_dir(self, name: str) -> PurePosixPath:
+        return PurePosixPath(self.cfg.data_root) / name
+
+    def env_file(self, name: str) -> str:
+        return f"{ENV_DIR}/member-{name}.env"
+
+    def _vars(self, name: str) -> str:
+        return f"d={shlex.quote(str(self.member_dir(name)))}; "
+
+    async def close(self) -> None:
+        for n in self._nodes.values():
+            await n.close()
+        self._nodes.clear()
+
+    # ---- MemberRuntime -----------------------------------------------------------
+    async def inspect(self, name: str) -> Runtime:
+        node = self.node(name)
+        if self.cfg.member_service == "systemd":
+            unit = shlex.quote(UNIT.format(name=name))
+            r = await node.run(
+                self._vars(name) + f"systemctl show -p ActiveState -p MainPID {unit}; "
+                'data=0; [ -n "$(ls -A "$d/data/member/wal" 2>/dev/null)" ] && data=1; '
+                'echo "Data=$data"')
+            props = dict(line.split("=", 1) for line in r.text.splitlines() if "=" in line)
+            pid = int(props.get("MainPID", "0") or 0)
+            running = props.get("ActiveState") in ("active", "activating", "reloading")
+            return Runtime(reachable=True, running=running and pid > 0,
+                           has_data=props.get("Data") == "1", pid=pid or None)
+        r = await node.run(self._vars(name) + _INSPECT_PROCESS)
+        is_running, proc_id, data = r.text.split()
+        return Runtime(reachable=True, running=is_running == "1", has_data=data == "1",
+                       pid=int(proc_id) if is_running == "1" else None)
+
+    def command_line(self, spec: MemberSpec) -> list[str]:
+        d = Path(str(self.member_dir(spec.name)))
+        return [self.cfg.etcd_binary, *member_flags(spec, d / "data", d / "tls", self.etcd)]
+
+    def env_content(self, spec: MemberSpec) -> bytes:
+        """The member's EnvironmentFile for systemd/ckeetcd-member@.service."""
+        cmd = self.command_line(spec)
+        bad = [a for a in cmd if any(c.isspace() or c in "\"'\\$`" for c in a)]
+        if bad:
+            raise ValueError(f"etcd arguments cannot go into an EnvironmentFile: {bad}")
+        return (f"# written by ckeetcd for member {spec.name}; do not edit\n"
+                f"CKEETCD_ETCD_BINARY={cmd[0]}\n"
+                f"CKEETCD_ETCD_FLAGS={' '.join(cmd[1:])}\n").encode()
+
+    async def start(self, spec: MemberSpec) -> int:
+        node = self.node(spec.name)
+        state = await self.inspect(spec.name)
+        if state.running and state.pid:
+            return state.pid
+        d = shlex.quote(str(self.member_dir(spec.name)))
+        stamp = dt.datetime.now(dt.timezone.utc).isoformat()
+        if self.cfg.member_service == "systemd":
+            content = self.env_content(spec)
+            path = self.env_file(spec.name)
+            await node.put(path, content, 0o600)
+            got = await node.run(f"sha256sum {shlex.quote(path)}")
+            if got.text.split()[:1] != [hashlib.sha256(content).hexdigest()]:
+                raise SSHError(node.host, "command", f"{path} does not read back as written")
+            unit = shlex.quote(UNIT.format(name=spec.name))
+            await node.run(f"umask 077; mkdir -p {d}/data && chmod 700 {d} {d}/data && "
+                           f"echo '--- {stamp} start ({spec.initial_state})' >> {d}/etcd.log && "
+                           f"systemctl start --no-block {unit}")
+            for _ in range(100):
+                state = await self.inspect(spec.name)
+                if state.running and state.pid:
+                    return state.pid
+                await asyncio.sleep(0.05)
+            raise SSHError(node.host, "command", f"{unit} did not start")
+        cmd = " ".join(shlex.quote(a) for a in self.command_line(spec))
+        r = await node.run(
+            f"set -e; umask 077; d={d}; mkdir -p \"$d/data\"; chmod 700 \"$d\" \"$d/data\"\n"
+            f"echo '--- {stamp} start ({spec.initial_state})' >> \"$d/etcd.log\"\n"
+            f"cd \"$d\"; setsid {cmd} </dev/null >>\"$d/etcd.log\" 2>&1 &\n"
+            "pid=$!\n"
+            f"set -- $({_PROC_STAT})\n"
+            "echo \"$pid $2\" > \"$d/etcd.pid.tmp\"; mv -f \"$d/etcd.pid.tmp\" \"$d/etcd.pid\"\n"
+            "echo $pid\n")
+        return int(r.text.split()[-1])
+
+    async def stop(self, name: str, timeout: float = 10.0) -> bool:
+        """SIGTERM (SIGKILL at once when timeout is 0), SIGKILL after `timeout`."""
+        node = self.node(name)
+        if self.cfg.member_service == "systemd":
+            unit = shlex.quote(UNIT.format(name=name))
+            state = await self.inspect(name)
+            if not state.running:
+                return False
+            if timeout <= 0:
+                await node.run(f"systemctl kill -s KILL {unit}; systemctl stop {unit}")
+            else:
+                await node.run(f"systemctl stop {unit}", timeout=timeout + 30)
+            return True
+        ticks = max(int(timeout / 0.05), 1)
+        sig = "TERM" if timeout > 0 else "KILL"
+        r = await node.run(self._vars(name) + f"sig={sig}; ticks={ticks}\n" + _STOP_PROCESS,
+                           timeout=timeout + self.cfg.command_timeout)
+        return r.text.strip() == "1"
+
+    async def archive_data(self, name: str, label: str = "removed") -> Path | None:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        r = await self.node(name).run(
+            self._vars(name) + f'[ -d "$d/data" ] || exit 0; t="$d/data.{label}-{stamp}"; '
+            'mv "$d/data" "$t" && echo "$t"')
+        out = r.text.strip()
+        return Path(out) if out else None
+
+    async def known_members(self) -> list[str]:
+        """Members with a directory on any node we know (desired or not)."""
+        found: set[str] = set()
+        for host in sorted(set(self.hosts.values())):
+            name = next(n for n, h in self.hosts.items() if h == host)
+            try:
+                r = await self.node(name).run(
+                    f"ls -1 {shlex.quote(self.cfg.data_root)} 2>/dev/null || true")
+            except OSError:
+                continue
+            found |= {line for line in r.text.split() if line in self.hosts}
+        return sorted(found)
+
+    async def restore_data(self, name: str, snapshot: Path, spec: MemberSpec,
+                           skip_hash_check: bool = False) -> Path:
+        """Copy `snapshot` to the node and `etcdutl snapshot restore` it there."""
+        node = self.node(name)
+        d = str(self.member_dir(name))
+        remote_db = f"{d}/restore.db"
+        await node.put(remote_db, snapshot.read_bytes(), 0o600)
+        etcdutl = str(PurePosixPath(self.cfg.etcd_binary).parent / "etcdutl")
+        initial = ",".join(f"{n}={u}" for n, u in spec.initial_cluster)
+        args = [etcdutl, "snapshot", "restore", remote_db, f"--name={spec.name}",
+                f"--initial-cluster={initial}", f"--initial-cluster-token={spec.cluster_token}",
+                f"--initial-advertise-peer-urls={spec.peer_url}", f"--data-dir={d}/data.restoring"]
+        if skip_hash_check:
+            args.append("--skip-hash-check")
+        q = shlex.quote(d)
+        await node.run(f"set -e; d={q}; [ ! -e \"$d/data\" ] || {{ echo \"$d/data exists\" >&2; "
+                       "exit 1; }; rm -rf \"$d/data.restoring\"; "
+                       + " ".join(shlex.quote(a) for a in args)
+                       + "; chmod 700 \"$d/data.restoring\"; mv \"$d/data.restoring\" "
+                       "\"$d/data\"; rm -f \"$d/restore.db\"", timeout=600)
+        return Path(d) / "data"
+
+    async def install_tls(self, name: str, files: dict[str, bytes]) -> None:
+        node = self.node(name)
+        tls = self.member_dir(name) / "tls"
+        for fname, content in files.items():
+            if "/" in fname or fname.startswith("."):
+                raise ValueError(f"bad TLS file name {fname!r}")
+            await node.put(str(tls / fname), content, 0o600 if fname.endswith(".key") else 0o644)
+
+    async def read_tls(self, name: str, filename: str) -> bytes | None:
+        path = shlex.quote(str(self.member_dir(name) / "tls" / filename))
+        r = await self.node(name).run(f"[ -f {path} ] || exit 3; cat {path}", check=False)
+        if r.status == 3:
+            return None
+        if r.status != 0:
+            raise SSHError(self.node(name).host, "command", f"cat {path}: exit {r.status}")
+        return r.stdout
