@@ -28,13 +28,21 @@ SWAP_STEPS = [
 
 
 class Watch:
-    """Samples the cluster while a scenario runs: learner count, quorum."""
+    """Samples the cluster while a scenario runs: learner count, quorum.
+
+    A single sample without quorum can be a leader election or a Status RPC
+    that missed its deadline on a loaded machine; quorum loss counts when
+    LOST_SAMPLES consecutive samples (over a second) all saw it.
+    """
+
+    LOST_SAMPLES = 3
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.max_learners = 0
         self.quorum_lost = 0
         self.samples = 0
+        self._lost_run = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -47,7 +55,11 @@ class Watch:
             self.samples += 1
             self.max_learners = max(self.max_learners, len(obs.learners()))
             if obs.members is not None and not obs.has_quorum():
-                self.quorum_lost += 1
+                self._lost_run += 1
+                if self._lost_run == self.LOST_SAMPLES:
+                    self.quorum_lost += 1
+            else:
+                self._lost_run = 0
 
     def __enter__(self) -> Watch:
         self._thread.start()
