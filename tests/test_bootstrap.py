@@ -27,3 +27,19 @@ def test_restarted_daemon_adopts_running_members(cluster: Cluster) -> None:
     assert not [e for e in cluster.events("op", since=mark)], "restarted daemon ran ops"
     assert {n: cluster.member_pid(n) for n in ("m1", "m2", "m3")} == pids
     assert cluster.healthy_names() == {"m1", "m2", "m3"}
+
+
+def test_member_without_pidfile_is_adopted_not_started_twice(cluster: Cluster) -> None:
+    """A daemon killed between spawning etcd and writing its pidfile loses track of it."""
+    pid = cluster.member_pid("m2")
+    assert pid
+    cluster.stop_daemon(sig=9)
+    (cluster.state_dir / "members" / "m2" / "etcd.pid").unlink()
+    mark = cluster.mark()
+    cluster.start_daemon()
+    wait_for(lambda: [e for e in cluster.events("cycle", since=mark) if e["phase"] == "steady"],
+             30, "a steady cycle")
+    assert cluster.member_pid("m2") == pid
+    assert not cluster.events("op", since=mark), "the orphaned member was started again"
+    r = cluster.cli("stop-members")
+    assert "stopped m2" in r.stdout

@@ -107,8 +107,41 @@ class LocalRuntime:
             info = json.loads(self._pidfile(name).read_text())
             pid, start = int(info["pid"]), str(info["start_time"])
         except (OSError, ValueError, KeyError, TypeError):
+            pid, start = 0, ""
+        if pid and _proc_start_time(pid) == start:
+            return pid
+        return self._adopt_orphan(name)
+
+    def _adopt_orphan(self, name: str) -> int | None:
+        """Find our etcd for `name` when its pidfile is missing or stale.
+
+        A daemon killed between spawning etcd and writing the pidfile leaves a
+        member nothing tracks. It is recognised by its command line, which
+        names this member's own data dir (a path only we hand out), and its
+        pidfile is written anew.
+        """
+        data_dir = self.data_dir(name)
+        if not data_dir.exists():
             return None
-        return pid if _proc_start_time(pid) == start else None
+        flag = f"--data-dir={data_dir}".encode()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if flag in args and f"--name={name}".encode() in args:
+                pid = int(proc.name)
+                start = _proc_start_time(pid)
+                if start is None:
+                    continue
+                cmd = [a.decode(errors="replace") for a in args if a]
+                write_atomic(self._pidfile(name),
+                             json.dumps({"pid": pid, "start_time": start, "cmd": cmd}).encode(),
+                             0o600)
+                return pid
+        return None
 
     async def inspect(self, name: str) -> Runtime:
         pid = self._live_pid(name)
@@ -142,11 +175,11 @@ class LocalRuntime:
         return proc.pid
 
     async def stop(self, name: str, timeout: float = 10.0) -> bool:
-        """SIGTERM our process, SIGKILL after `timeout`; False when none ran."""
+        """SIGTERM our process, SIGKILL after `timeout` (at once if 0); False when none ran."""
         pid = self._live_pid(name)
         if pid is None:
             return False
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM if timeout > 0 else signal.SIGKILL)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self._live_pid(name) == pid:
