@@ -207,3 +207,16 @@ def test_history_records_ops_and_steps(cluster: Cluster) -> None:
     assert "restart-member" in table.stdout and "m1" in table.stdout
     bad = cluster.cli("history", "-n", "0")
     assert bad.returncode == 2 and "-n" in bad.stderr
+
+
+def test_out_of_band_member_is_removed(cluster: Cluster) -> None:
+    stray = f"https://{cluster.address_of('x9')}:2380"
+    mark = cluster.mark()
+    r = cluster.etcdctl("member", "add", "x9", f"--peer-urls={stray}", "--learner")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: "x9" not in cluster.etcdctl("member", "list").stdout
+             and stray not in cluster.etcdctl("member", "list").stdout,
+             30, "the stray learner removed")
+    ops = [e["op"] for e in cluster.events("op", since=mark) if e["outcome"] == "ok"]
+    assert "remove-member" in ops and "add-member" not in ops
+    cluster.wait_healthy(["m1", "m2", "m3"])
