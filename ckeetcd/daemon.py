@@ -25,14 +25,17 @@ from ckeetcd.config import Config, ConfigError, load_config
 from ckeetcd.decide import decide
 from ckeetcd.etcd import ClientPool
 from ckeetcd.history import History
+from ckeetcd.metrics import METRICS
 from ckeetcd.model import Decision, Desired, Observed
 from ckeetcd.nodes import LocalRuntime, MemberRuntime
 from ckeetcd.nodes.router import RoutedRuntime, make_runtime, uses_ssh
 from ckeetcd.observe import Observer
 from ckeetcd.ops import OpContext
+from ckeetcd.ops.context import FAILPOINT_ENV
 from ckeetcd.pki import CA, TLSFiles, ensure_ca, ensure_private_dir, load_ca, not_after
 from ckeetcd.pki import write_cert_key as _write_cert_key
 from ckeetcd.runner import run_ops
+from ckeetcd.sdnotify import Notifier
 from ckeetcd.sidetasks import SideTask, build_side_tasks, stop_all, supervise
 
 DAEMON_CERT_LIFETIME = dt.timedelta(days=90)
@@ -40,6 +43,9 @@ DAEMON_CERT_LIFETIME = dt.timedelta(days=90)
 SETTLED_PHASES = frozenset({"steady", "degraded", "no-quorum"})
 TRANSITION_POLL = 0.1
 CONFIG_POLL = 0.1  # a stat() of the config file: cheap, and edits act at once
+# While ops run, the watchdog keeps being pinged for at most this long; an op
+# (a defragmentation, a snapshot) still running then counts as hung.
+OPS_WATCHDOG_BUDGET = 1800.0
 
 
 def pki_dir(config: Config) -> Path:
@@ -127,9 +133,13 @@ class Daemon:
         self._reload_requested = False
         self._config_mtime = _mtime(config.path)
         self.cycle = 0
+        self.notify = Notifier.from_env()  # systemd: READY, RELOADING, STOPPING, WATCHDOG
+        self._ready = False  # READY=1 sent (after the first cycle, again after reloads)
 
     # ---- signals and reload --------------------------------------------------
     def request_stop(self) -> None:
+        if not self._stop.is_set():
+            self.notify.stopping()
         self._stop.set()
         self._wake.set()
 
@@ -143,6 +153,8 @@ class Daemon:
             return False
         self._reload_requested = False
         self._config_mtime = mtime
+        self.notify.reloading()
+        self._ready = False  # READY=1 again once a cycle ran on what is now in force
         try:
             new = load_config(self.config.path)
         except ConfigError as e:
@@ -187,6 +199,7 @@ class Daemon:
         backoff = 0.0
         try:
             while not self._stop.is_set():
+                await self._failpoint_hang()
                 if self._maybe_reload():
                     env.reconfigure(self.config)
                     last_full = 0.0
@@ -210,10 +223,12 @@ class Daemon:
                     last_full = now if full else last_full
                     ran_ops, ok = await self._cycle(env, ca, history, desired, observed,
                                                     decision)
+                    METRICS.cycle_finished(decision.phase, time.monotonic() - now)
                     # A failed op is decided again, but not in a tight loop.
                     backoff = 0.0 if ok else min(max(backoff * 2, 0.2),
                                                  self.config.daemon.interval)
                 last_sig, last_phase = sig, decision.phase
+                self._notify_cycle(decision)
                 pause = self.config.daemon.probe_interval
                 if ran_ops:
                     pause = 0.05  # follow up on what the ops changed
@@ -236,7 +251,8 @@ class Daemon:
             ctx = OpContext(config=self.config, desired=desired, observed=observed,
                             runtime=env.runtime, pool=env.pool, ca=ca, history=history,
                             log=self.log, cycle=self.cycle)
-            ok = await run_ops(ctx, decision)
+            async with self.notify.busy(OPS_WATCHDOG_BUDGET):
+                ok = await run_ops(ctx, decision)
         self.log.info(
             "cycle", cycle=self.cycle, phase=decision.phase, reason=decision.reason,
             ops=[f"{op.kind}:{op.targets()}" for op in decision.ops],
@@ -246,6 +262,24 @@ class Daemon:
             duration=round(time.monotonic() - start, 4),
         )
         return bool(decision.ops), ok
+
+    def _notify_cycle(self, decision: Decision) -> None:
+        """systemd: READY=1 once a cycle is done (first, after a reload), STATUS, WATCHDOG."""
+        status = f"{decision.phase}: {decision.reason}" if decision.reason else decision.phase
+        if not self._ready:
+            self._ready = True
+            self.notify.ready(status)
+        else:
+            self.notify.status(status)
+        self.notify.ping()
+
+    async def _failpoint_hang(self) -> None:
+        """Failpoint `CKEETCD_FAILPOINT=loop-hang:N`: the control loop stops after cycle N
+        (the event loop, side tasks and metrics go on), as a hung loop would."""
+        point = os.environ.get(FAILPOINT_ENV, "")
+        if point.startswith("loop-hang:") and self.cycle >= int(point.split(":", 1)[1]):
+            self.log.warning("failpoint", point="loop-hang", cycle=self.cycle)
+            await self._stop.wait()
 
     def _log_health(self, observed: Observed) -> None:
         members = [
@@ -262,6 +296,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while (left := deadline - loop.time()) > 0:
+            self.notify.ping()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), min(left, CONFIG_POLL))
             if self._wake.is_set() or _mtime(self.config.path) != self._config_mtime:

@@ -121,6 +121,7 @@ class Health:
     version: str = ""
     error: str = ""
     db_size_in_use: int = 0
+    raft_applied_index: int = 0
     alarms: tuple[tuple[int, str], ...] = ()  # (member ID, "NOSPACE"/"CORRUPT"), cluster-wide
 
     @property

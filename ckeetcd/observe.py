@@ -20,7 +20,8 @@ from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.etcd.rbac import rbac_in_place
 from ckeetcd.model import Desired, DesiredMember, Health, LiveMember, Observed, Runtime
 from ckeetcd.nodes import MemberRuntime
-from ckeetcd.pki import member_tls_problem
+from ckeetcd.pause import read_pause
+from ckeetcd.pki import member_tls_problem, not_after
 
 FORMED_MARKER = "cluster-formed.json"
 
@@ -44,12 +45,14 @@ class Observer:
         self.runtime = runtime
         self.pool = pool
         self.marker = state_dir / FORMED_MARKER
+        self.state_dir = state_dir
         self.servers_file = servers_file
         self.probe_timeout = probe_timeout
         self.readonly = readonly
         self.ca_pem = ca_pem
         self.renew_before = renew_before
         self._tls_problems: dict[str, str] = {}
+        self._cert_expiry: dict[str, float] = {}
         self._learner_seen: dict[int, float] = {}
         self._known_client_urls: tuple[str, ...] = ()
         # names from the last member list: when nobody answers, a member that
@@ -89,6 +92,9 @@ class Observer:
         runtimes = [replace(r, tls_problem=self._tls_problems.get(n, "")) if r.reachable else r
                     for n, r in zip(names, runtimes, strict=True)]
         ages = self._learner_ages(members)
+        alarms = {a for h in statuses for a in h.alarms}
+        if members is not None and (deep or alarms):
+            alarms |= await self._alarms(members, health)
         if members is not None and (deep or self._rbac_ready is not True):
             self._rbac_ready = await self._check_rbac(desired, members, health)
         if not self.readonly and members and not self.formed and all(
@@ -103,7 +109,22 @@ class Observer:
             learner_ages=MappingProxyType(ages),
             formed=self.formed,
             published=read_published(self.servers_file),
+            alarms=tuple(sorted(alarms)),
+            paused=read_pause(self.state_dir),
+            cert_expiry=MappingProxyType(dict(self._cert_expiry)),
         )
+
+    async def _alarms(self, members: tuple[LiveMember, ...],
+                      health: dict[int, Health]) -> set[tuple[int, str]]:
+        """The cluster's alarm list from one healthy member (Status errors list them too;
+        this is the authoritative read, done on deep observations and while any is on)."""
+        for m in members:
+            if health[m.id].healthy and m.client_urls:
+                try:
+                    return set(await self.pool.get(m.client_urls[0]).alarms())
+                except EtcdError:
+                    continue
+        return set()
 
     async def _status(self, endpoint: str) -> Health:
         try:
@@ -142,9 +163,13 @@ class Observer:
                 got = await asyncio.gather(*(self.runtime.read_tls(d.name, f) for f in names))
             except OSError:
                 return None
+            expiry = [_not_after(pem) for pem in got[1:]]
+            if known := [t for t in expiry if t is not None]:
+                self._cert_expiry[d.name] = min(known)
             return member_tls_problem(dict(zip(names, got, strict=True)), ca_pem, d.address,
                                       desired.member_dns, self.renew_before, now)
 
+        self._cert_expiry = {}
         found = await asyncio.gather(*(problem(d) for d in desired.members))
         self._tls_problems = {d.name: p for d, p in zip(desired.members, found, strict=True)
                               if p is not None}
@@ -168,6 +193,13 @@ class Observer:
     def _mark_formed(self, members: tuple[LiveMember, ...]) -> None:
         self.marker.write_text(json.dumps(
             {"formed_at": time.time(), "members": [m.name for m in members]}))
+
+
+def _not_after(pem: bytes | None) -> float | None:
+    try:
+        return not_after(pem).timestamp() if pem else None
+    except ValueError:
+        return None
 
 
 def _desired_url(desired: Desired, m: LiveMember) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+from ckeetcd.metrics import METRICS
 from ckeetcd.model import Decision
 from ckeetcd.ops import OPS, OpContext
 
@@ -27,9 +28,11 @@ async def run_ops(ctx: OpContext, decision: Decision) -> bool:
                                error=error)
             ctx.log.warning("op", op=op.kind, targets=op.targets(), outcome="error",
                             duration=duration, error=error)
+            METRICS.op_finished(op.kind, "error", duration)
             return False
         duration = round(time.monotonic() - start, 4)
         ctx.history.record(cycle=ctx.cycle, event="op-end", op=op.kind, targets=op.targets(),
                            outcome="ok", duration=duration)
         ctx.log.info("op", op=op.kind, targets=op.targets(), outcome="ok", duration=duration)
+        METRICS.op_finished(op.kind, "ok", duration)
     return True

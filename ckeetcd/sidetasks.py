@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 from typing import Any, Protocol
 
-from ckeetcd.backup import ScheduledBackups
+from ckeetcd.alerts import AlertWatch
+from ckeetcd.backup import ScheduledBackups, backup_time, default_dir, list_backups
 from ckeetcd.config import Config
+from ckeetcd.metrics import MetricsTask
 from ckeetcd.model import Desired, Observed
 from ckeetcd.restore import QuorumWatch
 
@@ -35,7 +37,15 @@ def build_side_tasks(config: Config, deps: dict[str, Any]) -> list[SideTask]:
         tasks.append(EndpointsTask(config, deps["log"]))
     tasks.append(ScheduledBackups(config, deps["pool"], deps["log"]))  # idle while interval = 0
     tasks.append(QuorumWatch(deps["log"]))  # logs quorum_lost / quorum_restored
+    tasks.append(AlertWatch(deps["log"]))  # logs alarm_raised/cleared, paused/resumed
+    tasks.append(MetricsTask(config, deps["log"], backup_scan=newest_backup))
     return tasks
+
+
+def newest_backup(config: Config) -> float | None:
+    """When the newest verified backup in the backup folder was made (for the metrics)."""
+    stamps = [t for t in map(backup_time, list_backups(default_dir(config))) if t]
+    return stamps[-1].timestamp() if stamps else None
 
 
 async def supervise(task: SideTask, log: Any, max_backoff: float = 30.0) -> None:

@@ -9,6 +9,7 @@ Every call has a deadline, so a hung member cannot stall the loop.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,16 @@ class KeyValue:
     mod_revision: int
 
 
+ALARM_TYPES = {"NOSPACE": rpc.NOSPACE, "CORRUPT": rpc.CORRUPT}
+_ALARM = re.compile(r"^(?:memberID:(\d+) )?alarm:([A-Z]+)\s*$")
+
+
+def parse_alarm(error: str) -> tuple[int, str] | None:
+    """`memberID:123 alarm:NOSPACE` (an entry of Status errors) -> (123, "NOSPACE")."""
+    m = _ALARM.match(error.strip())
+    return (int(m.group(1) or 0), m.group(2)) if m else None
+
+
 def _target(url: str) -> str:
     parts = urlsplit(url if "://" in url else f"https://{url}")
     host = parts.hostname or ""
@@ -113,8 +124,11 @@ class EtcdClient:
 
     # ---- maintenance -------------------------------------------------------
     async def status(self, timeout: float | None = None) -> Health:
+        """Health as the member reports it. Active alarms (which etcd lists among
+        the errors) are returned apart: a member with NOSPACE still serves."""
         r = await self._call(self._maint.Status, rpc.StatusRequest(), timeout)
-        errors = "; ".join(r.errors)  # type: ignore[attr-defined]
+        parsed = [(e, parse_alarm(e)) for e in r.errors]  # type: ignore[attr-defined]
+        errors = "; ".join(e.strip() for e, a in parsed if a is None)
         return Health(
             healthy=bool(r.leader) and not errors,  # type: ignore[attr-defined]
             member_id=r.header.member_id,  # type: ignore[attr-defined]
@@ -125,12 +139,35 @@ class EtcdClient:
             learner=bool(getattr(r, "isLearner", False)),
             version=r.version,  # type: ignore[attr-defined]
             error=errors or ("" if r.leader else "no leader"),  # type: ignore[attr-defined]
+            db_size_in_use=r.dbSizeInUse,  # type: ignore[attr-defined]
+            raft_applied_index=r.raftAppliedIndex,  # type: ignore[attr-defined]
+            alarms=tuple(sorted({a for _, a in parsed if a is not None})),
         )
+
+    async def revision(self) -> int:
+        """The store's current revision, as this member sees it."""
+        r = await self._call(self._maint.Status, rpc.StatusRequest())
+        return int(r.header.revision)  # type: ignore[attr-defined]
+
+    async def compact(self, revision: int, timeout: float = 60.0) -> None:
+        """Compact history up to `revision`, physically (returns once it is applied here)."""
+        req = rpc.CompactionRequest(revision=revision, physical=True)
+        await self._call(self._kv.Compact, req, timeout)
+
+    async def defragment(self, timeout: float = 600.0) -> None:
+        """Defragment this member's backend (it blocks reads and writes meanwhile)."""
+        await self._call(self._maint.Defragment, rpc.DefragmentRequest(), timeout)
+
+    async def alarm(self, action: str, member_id: int, alarm: str) -> None:
+        """ACTIVATE or DEACTIVATE `alarm` ("NOSPACE", "CORRUPT") for `member_id`."""
+        req = rpc.AlarmRequest(action=getattr(rpc.AlarmRequest, action), memberID=member_id,
+                               alarm=ALARM_TYPES[alarm])
+        await self._call(self._maint.Alarm, req)
 
     async def alarms(self) -> tuple[tuple[int, str], ...]:
         req = rpc.AlarmRequest(action=rpc.AlarmRequest.GET, memberID=0, alarm=rpc.NONE)
         r = await self._call(self._maint.Alarm, req)
-        names = {rpc.NOSPACE: "NOSPACE", rpc.CORRUPT: "CORRUPT"}
+        names = {v: k for k, v in ALARM_TYPES.items()}
         return tuple(
             (a.memberID, names.get(a.alarm, str(a.alarm)))
             for a in r.alarms  # type: ignore[attr-defined]

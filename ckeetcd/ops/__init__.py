@@ -8,6 +8,9 @@ from ckeetcd.model import Op
 from ckeetcd.ops import (
     add_member,
     apiserver_traffic,
+    compact,
+    defrag_member,
+    disarm_alarm,
     ensure_rbac,
     promote_member,
     remove_member,
@@ -30,6 +33,9 @@ OPS: dict[str, OpFn] = {
     "renew-member-certs": renew_certs.run,
     "stop-apiserver-traffic": apiserver_traffic.run,
     "publish-endpoints": apiserver_traffic.run,
+    "compact": compact.run,
+    "defrag-member": defrag_member.run,
+    "disarm-alarm": disarm_alarm.run,
 }
 
 __all__ = ["OPS", "OpContext", "OpFailed", "Skip"]
