@@ -21,8 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from ckeetcd import logs
+from ckeetcd.catransfer import PublicCA
 from ckeetcd.config import Config, ConfigError, load_config
 from ckeetcd.decide import decide
+from ckeetcd.election import Leadership
+from ckeetcd.election import daemon_id as election_id
 from ckeetcd.etcd import ClientPool
 from ckeetcd.history import History
 from ckeetcd.metrics import METRICS
@@ -32,7 +35,7 @@ from ckeetcd.nodes.router import RoutedRuntime, make_runtime, uses_ssh
 from ckeetcd.observe import Observer
 from ckeetcd.ops import OpContext
 from ckeetcd.ops.context import FAILPOINT_ENV
-from ckeetcd.pki import CA, TLSFiles, ensure_ca, ensure_private_dir, load_ca, not_after
+from ckeetcd.pki import CA, TLSFiles, ca_paths, ensure_ca, ensure_private_dir, load_ca, not_after
 from ckeetcd.pki import write_cert_key as _write_cert_key
 from ckeetcd.runner import run_ops
 from ckeetcd.sdnotify import Notifier
@@ -177,7 +180,9 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        ca = ensure_daemon_pki(self.config)
+        ca = daemon_ca(self.config, self.log)
+        if ca is None:
+            return 1
         lock = acquire_state_lock(self.config.cluster.state_dir)
         if lock is None:
             self.log.error("state_dir_locked", state_dir=str(self.config.cluster.state_dir),
@@ -189,6 +194,9 @@ class Daemon:
             self.config, {"pool": env.pool, "log": self.log, "history": history, "ca": ca,
                           "runtime": env.runtime})
         running = [asyncio.create_task(supervise(t, self.log), name=t.name) for t in side]
+        self.leadership = Leadership(self.config, env.pool, self.log,
+                                     can_lead=can_lead(self.config))
+        running.append(asyncio.create_task(self.leadership.run(), name="election"))
         self.log.info("daemon_started", config=str(self.config.path),
                       cluster=self.config.cluster.name,
                       members=[m.name for m in self.config.members])
@@ -202,6 +210,7 @@ class Daemon:
                 await self._failpoint_hang()
                 if self._maybe_reload():
                     env.reconfigure(self.config)
+                    self.leadership.reconfigure(self.config)
                     last_full = 0.0
                 desired = Desired.from_config(self.config)
                 now = time.monotonic()
@@ -214,10 +223,11 @@ class Daemon:
                 if side:
                     await asyncio.sleep(0)  # let side tasks publish before ops hold the loop
                 sig = health_signature(observed)
-                decision = decide(desired, observed)
+                decision = self.leadership.filter(observed, decide(desired, observed))
                 if sig != last_sig:
                     self._log_health(observed)
-                changed = sig != last_sig or decision.phase != last_phase
+                changed = sig != last_sig or decision.phase != last_phase \
+                    or self.leadership.role_changed()
                 if full or ran_ops or changed or decision.ops:
                     self.cycle += 1
                     last_full = now if full else last_full
@@ -237,6 +247,7 @@ class Daemon:
                 await self._sleep(max(pause, backoff))
         finally:
             await stop_all(running)
+            await self.leadership.resign()
             await env.close()
             os.close(lock)
             self.log.info("daemon_stopped", cycles=self.cycle)
@@ -250,11 +261,12 @@ class Daemon:
         if decision.ops:
             ctx = OpContext(config=self.config, desired=desired, observed=observed,
                             runtime=env.runtime, pool=env.pool, ca=ca, history=history,
-                            log=self.log, cycle=self.cycle)
+                            log=self.log, cycle=self.cycle, fence=self.leadership.fence)
             async with self.notify.busy(OPS_WATCHDOG_BUDGET):
                 ok = await run_ops(ctx, decision)
         self.log.info(
             "cycle", cycle=self.cycle, phase=decision.phase, reason=decision.reason,
+            role=self.leadership.role,
             ops=[f"{op.kind}:{op.targets()}" for op in decision.ops],
             outcome="ok" if ok else "error",
             healthy=len([m for m in observed.members or () if observed.is_healthy(m)]),
@@ -335,6 +347,36 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def can_lead(config: Config) -> bool:
+    """Leading means issuing certificates: only a daemon holding the CA key can."""
+    return ca_paths(pki_dir(config))[1].exists()
+
+
+def daemon_ca(config: Config, log: Any) -> CA | None:
+    """The CA for this daemon; None (logged) when it has none and must not make one.
+
+    With one daemon, or on the bootstrapper before any CA exists, the CA is
+    created here. Other daemons of an election must get it with `ckeetcd ca
+    import`: one made here would be a second, foreign CA. A daemon that has
+    the CA certificate and its own client certificate but not the CA key can
+    follow, never lead.
+    """
+    cert_path, key_path = ca_paths(pki_dir(config))
+    if not config.election or key_path.exists() or (
+            not cert_path.exists() and election_id(config) == config.bootstrapper):
+        return ensure_daemon_pki(config)
+    tls = daemon_tls(config)
+    if not (cert_path.exists() and tls.cert.exists() and tls.key.exists()):
+        log.error("ca_missing", pki_dir=str(pki_dir(config)), daemon=election_id(config),
+                  hint="this daemon is not the bootstrapper: run `ckeetcd ca export --out "
+                       "FILE` where the CA is and `ckeetcd ca import FILE` here")
+        return None
+    ensure_private_dir(config.cluster.state_dir)
+    log.warning("ca_key_absent", pki_dir=str(pki_dir(config)), daemon=election_id(config),
+                hint="this daemon can follow but not lead")
+    return PublicCA.load(cert_path)
 
 
 def load_ca_for(config: Config) -> CA:

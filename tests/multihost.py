@@ -151,6 +151,29 @@ class MultiCluster:
                     continue
         return out
 
+    def cli(self, host: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """`ckeetcd ARGS --config <host's config>` run on `host`."""
+        return self.lab.exec(host, PY, "-m", "ckeetcd.cli.main", *args, "--config",
+                             str(self.config_path(host)), "--log-format", "json", timeout=60)
+
+    def share_ca(self, without_key: tuple[str, ...] = ()) -> None:
+        """`ca export` on the first daemon host, `ca import` on the others."""
+        first = self.daemon_hosts[0]
+        for d in self.daemon_hosts[1:]:
+            bundle = self.root / f"ca-for-{d}.json"
+            extra = ("--no-key",) if d in without_key else ()
+            r = self.cli(first, "ca", "export", "--out", str(bundle), *extra)
+            assert r.returncode == 0, r.stderr
+            r = self.cli(d, "ca", "import", str(bundle))
+            assert r.returncode == 0, r.stderr
+
+    def leader(self) -> str | None:
+        """The daemon whose last role event says leader (None when none does)."""
+        leaders = [d for d in self.daemon_hosts if self.alive(d)
+                   and [e["role"] for e in self.events(d, "role_changed")][-1:] == ["leader"]]
+        assert len(leaders) <= 1, f"several daemons think they lead: {leaders}"
+        return leaders[0] if leaders else None
+
     # ---- looking at the cluster (from inside the lab) ------------------------------
     def status(self, host: str | None = None) -> dict[str, Any]:
         host = host or self.daemon_hosts[0]

@@ -12,8 +12,9 @@ added to the namespace the tests run in, and there is no route out.
 
 Each host runs `sshd` in its namespace with a private /run (a mount
 namespace of its own, so it neither needs nor touches the machine's
-/run/sshd), a host key made for this lab, and the lab's client key as its
-only authorized key. Commands run on a host with `exec()` / `popen()`.
+/run/sshd) and an empty home for root (the machine's shell start-up files
+never run in a session), a host key made for this lab, and the lab's client
+key as its only authorized key. Commands run on a host with `exec()` / `popen()`.
 
 `cleanup()` kills every process that lives in one of the lab's namespaces
 (`ip netns pids`: only processes we started, or children of them) and
@@ -160,6 +161,10 @@ class Lab:
         authorized = d / "authorized_keys"
         authorized.write_text(self.identity.with_suffix(".pub").read_text())
         authorized.chmod(0o600)
+        # A clean home for the login user, as on a fresh node: the machine's
+        # own shell start-up files (pyenv, ...) may be slow or hang.
+        home = d / "home"
+        home.mkdir(mode=0o700, exist_ok=True)
         config = d / "sshd_config"
         config.write_text("\n".join([
             "Port 22",
@@ -182,6 +187,7 @@ class Lab:
         h.sshd = subprocess.Popen(
             ["ip", "netns", "exec", h.ns, "unshare", "--mount", "--propagation", "private",
              "sh", "-c", f"mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/sshd "
+                         f"&& mount --bind {home} {Path.home()} "
                          f"&& exec {SSHD} -D -e -f {config}"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )

@@ -114,6 +114,22 @@ def build_parser(prog: str = "ckeetcd") -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func="ckeetcd.cli.local:stop_members")
 
+    ca = sub.add_parser("ca", help="move the cluster CA between daemon hosts")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True, metavar="COMMAND")
+    p = ca_sub.add_parser("export", help="write the CA (and its key) to FILE, mode 0600; "
+                                         "creates the CA on the first node")
+    _common(p)
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.add_argument("--no-key", action="store_true",
+                   help="CA certificate and a 90-day root client certificate instead of the "
+                        "CA key: the importing daemon can follow but not lead")
+    p.set_defaults(func="ckeetcd.cli.ca:ca_export")
+    p = ca_sub.add_parser("import", help="install a CA bundle from `ca export` on this host")
+    _common(p)
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--force", action="store_true", help="replace a different CA")
+    p.set_defaults(func="ckeetcd.cli.ca:ca_import")
+
     etcd = sub.add_parser("etcd", help="CKE-compatible admin words (also: ckecli etcd ...)")
     _etcd_commands(etcd.add_subparsers(dest="etcd_command", required=True, metavar="COMMAND"))
     return parser

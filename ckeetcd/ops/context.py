@@ -6,7 +6,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,9 @@ class OpContext:
     log: Any
     cycle: int = 0
     failpoint: str = field(default_factory=lambda: os.environ.get(FAILPOINT_ENV, ""))
+    # Leader election: raises unless this daemon may act for the op right now
+    # (ckeetcd/election.py). Checked before every step; None = one daemon.
+    fence: Callable[[Op], Awaitable[None]] | None = None
 
     def leader_client(self, exclude: int = 0) -> EtcdClient:
         """The leader's client, else any healthy voter's (never `exclude`)."""
@@ -59,6 +62,8 @@ class OpContext:
         self.history.record(cycle=self.cycle, event="step-begin", **base)
         outcome, error = "ok", ""
         try:
+            if self.fence is not None:
+                await self.fence(op)
             yield
         except Skip as e:
             outcome, error = "skipped", str(e)

@@ -1,0 +1,118 @@
+"""Moving the cluster CA between daemon hosts: `ckeetcd ca export` / `ca import`.
+
+Every daemon of a cluster must trust and present certificates of the same CA.
+The CA is created once, on the first node (by its daemon, or by `ca export`
+run there); the file `ca export` writes goes to each other daemon host
+(`scp`, a secrets store, ...) and `ca import` installs it. Files are 0600.
+
+- With the key (default): that daemon can lead (it issues member and client
+  certificates).
+- `--no-key`: the file carries the CA certificate and a root client
+  certificate for that daemon (90 days) instead of the CA key; the daemon can
+  observe and follow but never lead, since it cannot issue certificates.
+  Re-export before the client certificate expires.
+
+The CA key never goes to member nodes: they get `ca.crt` only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ckeetcd.pki import CA, CertKey, ca_paths, ensure_private_dir, write_atomic, write_private
+
+FORMAT = "ckeetcd-ca/1"
+FOLLOWER_CERT_LIFETIME = dt.timedelta(days=90)
+
+
+class CATransferError(Exception):
+    """The bundle cannot be exported or imported (the message says why)."""
+
+
+class PublicCA(CA):
+    """The CA's certificate without its key: verifies, never issues."""
+
+    def __init__(self, cert: x509.Certificate, cert_path: Path) -> None:
+        self.cert = cert
+        self.cert_path = cert_path
+
+    @property
+    def key(self) -> Any:  # type: ignore[override]
+        raise CATransferError("this daemon has no CA key (imported with --no-key): "
+                              "it cannot issue certificates or lead")
+
+    def issue(self, *args: Any, **kwargs: Any) -> CertKey:
+        raise CATransferError("this daemon has no CA key (imported with --no-key): "
+                              "it cannot issue certificates or lead")
+
+    @staticmethod
+    def load(cert_path: Path) -> PublicCA:
+        return PublicCA(x509.load_pem_x509_certificate(cert_path.read_bytes()), cert_path)
+
+
+def export_bundle(ca: CA, cluster: str, with_key: bool, daemon_cert: CertKey | None) -> bytes:
+    """The JSON bundle: CA certificate, and the CA key or a daemon client certificate."""
+    out: dict[str, str] = {"format": FORMAT, "cluster": cluster,
+                           "ca_certificate": ca.cert_pem.decode()}
+    if with_key:
+        out["ca_key"] = ca.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()).decode()
+    elif daemon_cert is not None:
+        out["daemon_certificate"] = daemon_cert.cert_pem.decode()
+        out["daemon_key"] = daemon_cert.key_pem.decode()
+    return (json.dumps(out, indent=2) + "\n").encode()
+
+
+def parse_bundle(raw: bytes, cluster: str) -> dict[str, str]:
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise CATransferError(f"not a ckeetcd CA bundle (not JSON: {e})") from e
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CATransferError(f"not a ckeetcd CA bundle (format is not {FORMAT})")
+    if data.get("cluster") != cluster:
+        raise CATransferError(f"bundle is for cluster {data.get('cluster')!r}, "
+                              f"this config is for {cluster!r}")
+    cert = x509.load_pem_x509_certificate(data["ca_certificate"].encode())
+    if "ca_key" in data:
+        key = serialization.load_pem_private_key(data["ca_key"].encode(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key().public_numbers() \
+                != cert.public_key().public_numbers():  # type: ignore[union-attr]
+            raise CATransferError("the bundle's CA key does not belong to its certificate")
+    elif not ("daemon_certificate" in data and "daemon_key" in data):
+        raise CATransferError("the bundle has neither the CA key nor a daemon certificate")
+    else:
+        dcert = x509.load_pem_x509_certificate(data["daemon_certificate"].encode())
+        if dcert.issuer != cert.subject:
+            raise CATransferError("the bundle's daemon certificate is not signed by its CA")
+    return {k: str(v) for k, v in data.items()}
+
+
+def import_bundle(data: dict[str, str], pki_dir: Path, daemon_cert: Path, daemon_key: Path,
+                  force: bool = False) -> str:
+    """Install the bundle; refuses to replace a different CA unless `force`. Returns what."""
+    cert_path, key_path = ca_paths(pki_dir)
+    new_cert = data["ca_certificate"].encode()
+    if cert_path.exists() and cert_path.read_bytes().strip() != new_cert.strip() and not force:
+        raise CATransferError(f"{cert_path} holds a different CA; replacing it would cut this "
+                              "daemon off the cluster (use --force if that is what you want)")
+    ensure_private_dir(pki_dir.parent)
+    ensure_private_dir(pki_dir)
+    if "ca_key" in data:
+        write_private(key_path, data["ca_key"].encode())
+        write_atomic(cert_path, new_cert)
+        return "CA certificate and key (this daemon can lead)"
+    if key_path.exists() and force:
+        key_path.unlink()
+    write_atomic(cert_path, new_cert)
+    write_private(daemon_key, data["daemon_key"].encode())
+    write_atomic(daemon_cert, data["daemon_certificate"].encode())
+    return "CA certificate and a daemon client certificate (this daemon can follow, not lead)"
