@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import stat
 import time
 from pathlib import Path
@@ -59,3 +60,127 @@ def test_three_daemons_elect_one_leader_and_hand_over_on_kill(lab: Lab, tmp_path
     assert new != first
     c.wait_healthy(["h1", "h2", "h3"], host=new)
     assert [e for e in c.events(new, "leadership_acquired", marks[new])]
+
+
+def mutating_steps(c: MultiCluster, daemon: str) -> list[tuple[float, float, str]]:
+    """(begin, end, op:step) of every step that changed the cluster, from the history."""
+    begins: dict[tuple[object, ...], float] = {}
+    out = []
+    for r in c.history(daemon):
+        if r.get("op") in NODE_LOCAL_OPS or r["event"] not in ("step-begin", "step-end"):
+            continue
+        key = (r["pid"], r["cycle"], r["op"], r["step"], r["targets"])
+        if r["event"] == "step-begin":
+            begins[key] = r["ts"]
+        elif r["outcome"] == "ok" and key in begins:
+            out.append((begins.pop(key), r["ts"], f"{r['op']}:{r['step']}"))
+    return out
+
+
+def test_swap_to_spare_host_survives_leader_kill_mid_replacement(lab: Lab, tmp_path: Path,
+                                                                 ) -> None:
+    c = MultiCluster(lab, tmp_path / "mc", ["h1", "h2", "h3"], ["h1", "h2", "h3"])
+    c.share_ca()
+    # h1 bootstraps and leads first; it kills itself (kill -9) right after
+    # the replacement's add-member step: the op is in flight.
+    c.start_daemon("h1", env={"CKEETCD_FAILPOINT": "add-member:member-add"})
+    wait_for(lambda: c.leader() == "h1", 60, "h1 leading", abort=c.died)
+    c.start_daemon("h2")
+    c.start_daemon("h3")
+    c.wait_healthy(["h1", "h2", "h3"])
+    marks = c.marks()
+    c.write_config(["h1", "h2", "h4"])  # h3 -> the spare host h4
+    wait_for(lambda: not c.alive("h1"), 60, "h1 killed by its failpoint")
+    c.wait_healthy(["h1", "h2", "h4"], host="h2", timeout=120)
+    new = c.leader()
+    assert new in ("h2", "h3")
+    old_ops = [e["op"] for e in c.events("h1", "op", marks["h1"]) if e["outcome"] == "ok"
+               and e["op"] not in NODE_LOCAL_OPS]
+    new_ops = [e["op"] for e in c.events(new, "op", marks[new]) if e["outcome"] == "ok"
+               and e["op"] not in NODE_LOCAL_OPS]
+    # The seed's order, split across the two leaders at the kill.
+    assert old_ops == ["stop-member", "remove-member"], old_ops
+    assert new_ops[-2:] == ["start-member", "promote-member"], new_ops
+    assert "add-member" not in new_ops  # it had happened: the new leader finishes the op
+    assert c.member_pid("h3") is None
+    assert list(c.member_dir("h3").glob("data.removed-*")), "h3's data was not moved aside"
+    pid = c.member_pid("h4")
+    assert pid is not None and c.pid_host(pid) == "h4"
+    # h3's apiserver traffic was cut before it was removed (on the old leader's node).
+    cut = [e for e in c.events("h1", "op", marks["h1"]) if e["op"] == "stop-apiserver-traffic"]
+    assert cut, "no stop-apiserver-traffic before the removal"
+    # Two daemons never acted at once: the mutating steps of all daemons are disjoint.
+    steps = sorted((b, e, d, s) for d in c.daemon_hosts for b, e, s in mutating_steps(c, d))
+    for (_b1, e1, d1, s1), (b2, _e2, d2, s2) in itertools.pairwise(steps):
+        assert d1 == d2 or e1 <= b2, f"{d1} {s1} overlaps {d2} {s2}"
+    assert {d for _, _, d, _ in steps} >= {"h1", new}
+
+
+def test_host_cut_off_is_reported_and_its_traffic_stopped(lab: Lab, tmp_path: Path) -> None:
+    c = three_daemons(lab, tmp_path)
+    leader = c.leader()
+    victim = next(h for h in ("h3", "h2", "h1") if h != leader)
+    others = [h for h in c.daemon_hosts if h != victim]
+    marks = c.marks()
+    lab.link(victim, up=False)
+    want = [c.url(m) for m in ("h1", "h2", "h3") if m != victim]
+    wait_for(lambda: all(c.servers(d) == want for d in others), 30,
+             f"{victim} cut from the etcd servers files of {others}", abort=c.died)
+    reported = [e for e in c.events(leader, "health", marks[leader])
+                if any(m["name"] == victim and not m["healthy"] for m in e["members"])]
+    assert reported, "the leader did not report the cut-off member unhealthy"
+    ssh = wait_for(lambda: [e for e in c.events(leader, "ssh_error", marks[leader])
+                            if e["host"] == lab.host(victim).address], 30,
+                   f"an ssh_error for {victim}'s node")
+    assert ssh[0]["kind"] in ("unreachable", "timeout"), ssh
+    removed = [e for d in others for e in c.events(d, "op", marks[d])
+               if e["op"] in ("remove-member", "add-member")]
+    assert not removed, "a desired member that is only unreachable must not be replaced"
+    lab.link(victim, up=True)
+    c.wait_healthy(["h1", "h2", "h3"], host=leader)
+
+
+def test_ssh_failures_are_logged_clearly_and_change_nothing(lab: Lab, tmp_path: Path) -> None:
+    c = MultiCluster(lab, tmp_path / "mc", ["h1", "h2", "h3"], ["h1"])
+    h3 = lab.host("h3")
+    good_known = lab.known_hosts.read_text()
+    h4_key = next(line.split(" ", 1)[1] for line in good_known.splitlines()
+                  if line.startswith(lab.host("h4").address + " "))
+    lab.known_hosts.write_text("".join(
+        f"{h3.address} {h4_key}\n" if line.startswith(h3.address + " ") else line + "\n"
+        for line in good_known.splitlines()))
+    c.start_daemon("h1")
+
+    def error_for(kind: str) -> dict[str, object]:
+        found: dict[str, object] = wait_for(
+            lambda: next((e for e in c.events("h1", "ssh_error")
+                          if e["host"] == h3.address and e["kind"] == kind), None),
+            30, f"ssh_error kind={kind} for h3", abort=c.died)
+        return found
+
+    def nothing_changed() -> None:
+        wait_for(lambda: [e for e in c.events("h1", "cycle")[-1:]
+                          if "waiting for every node" in e["reason"]], 30,
+                 "a cycle that waits for every node")
+        assert not c.events("h1", "op"), "ops ran although a node is not reachable"
+        assert all(c.member_pid(m) is None for m in ("h1", "h2", "h3"))
+
+    e = error_for("host-key")
+    assert "host key" in str(e["error"])
+    nothing_changed()
+    # the right host key, but h3 no longer accepts the daemon's key
+    authorized = lab.host_dir("h3") / "authorized_keys"
+    allowed = authorized.read_text()
+    authorized.write_text("")
+    lab.known_hosts.write_text(good_known)
+    e = error_for("auth")
+    assert "refused" in str(e["error"])
+    nothing_changed()
+    # the key is accepted again, but h3 is off the network
+    lab.link("h3", up=False)
+    authorized.write_text(allowed)
+    error_for("unreachable")
+    nothing_changed()
+    lab.link("h3", up=True)
+    c.wait_healthy(["h1", "h2", "h3"])
+    assert [e for e in c.events("h1", "ssh_connected") if e["host"] == h3.address]
