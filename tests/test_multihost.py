@@ -43,6 +43,8 @@ def test_three_daemons_elect_one_leader_and_hand_over_on_kill(lab: Lab, tmp_path
     c = three_daemons(lab, tmp_path)
     first = c.leader()
     assert first is not None
+    follower = next(d for d in c.daemon_hosts if d != first)
+    assert c.status(follower)["leader_daemon"] == first  # followers serve status
     # Only the bootstrapper (h1, the first member) and the leader changed the
     # cluster; the others only kept their own node's etcd servers file.
     changes = [(d, e["op"]) for d, e in c.all_events("op") if e["op"] not in NODE_LOCAL_OPS]

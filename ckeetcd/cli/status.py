@@ -62,14 +62,40 @@ async def gather(config: Config) -> tuple[Desired, Observed]:
         await env.close()
 
 
+async def leader_daemon(config: Config, observed: Observed) -> str | None:
+    """The id of the daemon holding the leader key (None: none, or no election)."""
+    if not config.election or not observed.healthy_voters():
+        return None
+    import json as _json
+
+    from ckeetcd.election import LEADER_KEY
+    from ckeetcd.etcd import ClientPool, EtcdError
+
+    pool = ClientPool(daemon_tls(config), config.daemon.rpc_timeout)
+    try:
+        for m in observed.healthy_voters():
+            try:
+                kv = await pool.get(m.client_urls[0]).get(LEADER_KEY)
+            except (EtcdError, IndexError):
+                continue
+            return str(_json.loads(kv.value).get("id")) if kv else None
+        return None
+    except ValueError:
+        return None
+    finally:
+        await pool.close()
+
+
 def status(args: argparse.Namespace) -> int:
     config = load(args)
     desired, observed = asyncio.run(gather(config))
+    leader = asyncio.run(leader_daemon(config, observed))
     table = rows(desired, observed)
     if args.output == "json":
         print(json.dumps({"cluster": config.cluster.name,
                           "reachable": observed.members is not None,
                           "quorum": observed.has_quorum(),
+                          "leader_daemon": leader,
                           "members": table}, indent=2))
         return 0
     cols = ["name", "id", "client_url", "healthy", "learner", "leader", "db_size", "running", "pid"]
