@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -187,7 +188,7 @@ class Lab:
         h.sshd = subprocess.Popen(
             ["ip", "netns", "exec", h.ns, "unshare", "--mount", "--propagation", "private",
              "sh", "-c", f"mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/sshd "
-                         f"&& mount --bind {home} {Path.home()} "
+                         f"&& mount --bind {home} {pwd.getpwuid(0).pw_dir} "
                          f"&& exec {SSHD} -D -e -f {config}"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
