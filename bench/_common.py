@@ -36,6 +36,7 @@ from ckeetcd.pki import write_atomic  # noqa: E402
 from tests.harness import Cluster, wait_for  # noqa: E402
 
 ETCDCTL = str(Path(sys.executable).parent / "etcdctl")
+LOAD_AT_START = os.getloadavg()  # other work on the machine skews latencies: recorded
 
 __all__ = ["ETCDCTL", "ROOT", "BenchCluster", "Cadence", "EtcdClient", "EtcdError",
            "bench_cluster", "healthy_once", "proc_cpu_seconds", "proc_rss_kb",
@@ -227,7 +228,7 @@ def summary(xs: list[float], digits: int = 4) -> dict[str, float | int]:
 def _git(*args: str) -> str:
     try:
         return subprocess.run(["git", *args], cwd=ROOT, text=True, capture_output=True,
-                              timeout=10).stdout.strip()
+                              timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -236,7 +237,11 @@ def code_state() -> dict[str, Any]:
     """The commit measured, and which files of the package differed from it (the
     benchmarks run the working tree, uncommitted changes included)."""
     dirty = [line[3:] for line in _git("status", "--porcelain", "--", "ckeetcd").splitlines()]
-    return {"commit": _git("rev-parse", "--short", "HEAD"), "uncommitted_in_ckeetcd": dirty}
+    return {"commit": _git("rev-parse", "--short", "HEAD").strip(),
+            "uncommitted_in_ckeetcd": dirty}
+
+
+CODE_AT_START = code_state()  # what the run measured: the tree as it was when it began
 
 
 def write_result(name: str, data: dict[str, Any], cadence: Cadence | None = None) -> Path | None:
@@ -248,9 +253,11 @@ def write_result(name: str, data: dict[str, Any], cadence: Cadence | None = None
     out = {
         "benchmark": name,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **code_state(),
+        **CODE_AT_START,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "kernel": platform.release()},
+                    "kernel": platform.release(),
+                    "loadavg_1_5_15": {"start": [round(x, 2) for x in LOAD_AT_START],
+                                       "end": [round(x, 2) for x in os.getloadavg()]}},
         **({"daemon_cadence": asdict(cadence)} if cadence else {}),
         **data,
     }

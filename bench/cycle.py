@@ -12,9 +12,8 @@ Baseline, same pool, same loop: the bare RPCs any observer needs, i.e. one
 Status per member, concurrently, then one MemberList.
 
 Where the deep cycle's time goes: the RBAC check alone (ckeetcd's
-rbac_in_place: AuthStatus, UserGet x2, RoleGet, one after the other; etcd
-serves each of these through a raft round), a what-if with the same RPCs
-sent concurrently, and single Status / UserGet round trips.
+rbac_in_place; etcd 3.5 serves AuthStatus, UserGet and RoleGet through a raft
+round each), one Alarm RPC, and single Status / UserGet round trips.
 
 Run: .venv/bin/python bench/cycle.py [--iterations 300] [--sizes 3,5,7]
 """
@@ -31,24 +30,11 @@ from _common import Cadence, bench_cluster, stop_daemon, summary, write_result
 
 from ckeetcd.daemon import make_env
 from ckeetcd.decide import decide
-from ckeetcd.etcd import EtcdClient
-from ckeetcd.etcd.rbac import ROOT, rbac_in_place, wanted_perms
+from ckeetcd.etcd.rbac import ROOT, rbac_in_place
 from ckeetcd.model import Desired
 
 TARGET_MS = 20.0
 WARMUP = 20
-
-
-async def rbac_concurrent(client: EtcdClient, desired: Desired) -> bool:
-    """What-if: rbac_in_place's RPCs in one gather (etcd batches the raft proposals)."""
-    users = desired.users
-    auth, root, *rest = await asyncio.gather(
-        client.auth_enabled(), client.user_get(ROOT),
-        *(client.user_get(u.name) for u in users), *(client.role_get(u.name) for u in users))
-    user_roles, role_perms = rest[:len(users)], rest[len(users):]
-    return (auth is not False and root is not None and ROOT in root
-            and all(r is not None and u.name in r for u, r in zip(users, user_roles, strict=True))
-            and all(p == wanted_perms(u) for u, p in zip(users, role_perms, strict=True)))
 
 
 async def timed(fn: Any, n: int) -> list[float]:
@@ -96,10 +82,9 @@ async def measure(config: Any, iterations: int) -> dict[str, Any]:
         first = next(m for m in observed.members or () if not m.learner)
         rbac_client = pool.get(first.client_urls[0])  # the member the observer asks
         assert await rbac_in_place(rbac_client, desired)
-        assert await rbac_concurrent(rbac_client, desired)
         n = max(iterations // 3, 30)
         rbac_seq = await timed(lambda: rbac_in_place(rbac_client, desired), n)
-        rbac_conc = await timed(lambda: rbac_concurrent(rbac_client, desired), n)
+        alarm_rt = await timed(lambda: rbac_client.alarms(), n)
         status_rt = await timed(lambda: rbac_client.status(), n)
         user_get_rt = await timed(lambda: rbac_client.user_get(ROOT), n)
         for _ in range(iterations):
@@ -113,7 +98,7 @@ async def measure(config: Any, iterations: int) -> dict[str, Any]:
             "baseline_rpcs_ms": summary(base, 3),
             "decide_only_ms": summary(decide_only, 4),
             "rbac_check_ms": summary(rbac_seq, 3),
-            "rbac_check_concurrent_whatif_ms": summary(rbac_conc, 3),
+            "alarm_rpc_ms": summary(alarm_rt, 3),
             "status_rpc_ms": summary(status_rt, 3),
             "user_get_rpc_ms": summary(user_get_rt, 3),
             "rbac_asked_leader": first.id == leader.id,
@@ -147,7 +132,7 @@ def main() -> int:
               f"decide alone {r['decide_only_ms']['median'] * 1000:.0f} us; "
               f"phases {r['phases']}", flush=True)
         print(f"   deep's RBAC check {r['rbac_check_ms']['median']:.2f} ms "
-              f"(concurrent what-if {r['rbac_check_concurrent_whatif_ms']['median']:.2f}); "
+              f"one Alarm {r['alarm_rpc_ms']['median']:.2f} ms; "
               f"one Status {r['status_rpc_ms']['median']:.2f} ms, one UserGet "
               f"{r['user_get_rpc_ms']['median']:.2f} ms", flush=True)
     met_probe = all(r["met_probe"] for r in results.values())

@@ -6,9 +6,9 @@ channel per try, so no gRPC reconnect backoff, 10 ms apart) says it is
 healthy: it has a leader and no errors.
 
 - daemon: the running daemon notices and restarts it on its data.
-- baseline: the daemon is stopped; the member is restarted at once, by hand,
-  with the exact command line of its pidfile: etcd's own restart time, the
-  floor any supervisor pays.
+- baseline: the daemon is stopped; the member is restarted by hand as soon as
+  its ports can be bound again, with the exact command line of its pidfile:
+  etcd's own restart time, the floor any supervisor pays.
 
 Run: .venv/bin/python bench/repair.py [--reps 10] [--probe-interval S]
 """
@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -77,6 +78,26 @@ def wait_dead(pid: int) -> None:
         time.sleep(0.001)
 
 
+def wait_ports_free(address: str, timeout: float = 5.0) -> None:
+    """Until etcd could bind its ports again (as Go does, with SO_REUSEADDR).
+
+    A killed etcd's thread-group leader shows as a zombie while its other
+    threads still hold the sockets: restarting at once can fail with
+    "address already in use".
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            for port in (2379, 2380):
+                with socket.socket() as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind((address, port))
+            return
+        except OSError:
+            time.sleep(0.001)
+    raise TimeoutError(f"{address}: ports still busy {timeout}s after the kill")
+
+
 def daemon_rep(cluster: BenchCluster, names: list[str], i: int) -> dict[str, Any]:
     cluster.wait_healthy(names, timeout=60)
     time.sleep(SETTLE)
@@ -108,6 +129,7 @@ def baseline_rep(cluster: BenchCluster, names: list[str], i: int) -> dict[str, A
     t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     wait_dead(pid)
+    wait_ports_free(cluster.address_of(victim))
     with open(mdir / "etcd.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, cwd=mdir, start_new_session=True)
