@@ -27,6 +27,7 @@ from ckeetcd.decide import decide
 from ckeetcd.election import Leadership
 from ckeetcd.election import daemon_id as election_id
 from ckeetcd.etcd import ClientPool
+from ckeetcd.filewatch import FileWatch
 from ckeetcd.history import History
 from ckeetcd.metrics import METRICS
 from ckeetcd.model import Decision, Desired, Observed
@@ -45,7 +46,8 @@ DAEMON_CERT_LIFETIME = dt.timedelta(days=90)
 # Phases where nothing is in flight; in any other the loop polls faster.
 SETTLED_PHASES = frozenset({"steady", "degraded", "no-quorum"})
 TRANSITION_POLL = 0.1
-CONFIG_POLL = 0.1  # a stat() of the config file: cheap, and edits act at once
+CONFIG_POLL = 0.1  # a stat() of the config file when inotify is unavailable
+WATCHED_SLICE = 1.0  # with inotify: only the watchdog needs the loop to look up
 # While ops run, the watchdog keeps being pinged for at most this long; an op
 # (a defragmentation, a snapshot) still running then counts as hung.
 OPS_WATCHDOG_BUDGET = 1800.0
@@ -135,6 +137,7 @@ class Daemon:
         self._wake = asyncio.Event()
         self._reload_requested = False
         self._config_mtime = _mtime(config.path)
+        self._config_watched = False
         self.cycle = 0
         self.notify = Notifier.from_env()  # systemd: READY, RELOADING, STOPPING, WATCHDOG
         self._ready = False  # READY=1 sent (after the first cycle, again after reloads)
@@ -190,6 +193,11 @@ class Daemon:
             return 1
         env = make_env(self.config, log=self.log)
         history = History(self.config.cluster.state_dir)
+        watch = FileWatch(self.config.path, self._wake.set)
+        self._config_watched = watch.start()
+        local = env.runtime.local if isinstance(env.runtime, RoutedRuntime) else env.runtime
+        if isinstance(local, LocalRuntime):
+            local.on_exit = lambda name: self._wake.set()  # a member died: repair now
         side: list[SideTask] = build_side_tasks(
             self.config, {"pool": env.pool, "log": self.log, "history": history, "ca": ca,
                           "runtime": env.runtime})
@@ -246,6 +254,7 @@ class Daemon:
                     pause = min(pause, TRANSITION_POLL)  # waiting for etcd, not for time
                 await self._sleep(max(pause, backoff))
         finally:
+            watch.stop()
             await stop_all(running)
             await self.leadership.resign()
             await env.close()
@@ -286,10 +295,14 @@ class Daemon:
         self.notify.ping()
 
     async def _failpoint_hang(self) -> None:
-        """Failpoint `CKEETCD_FAILPOINT=loop-hang:N`: the control loop stops after cycle N
-        (the event loop, side tasks and metrics go on), as a hung loop would."""
+        """Failpoint `CKEETCD_FAILPOINT=loop-hang:N` (after cycle N) or `loop-hang:FILE`
+        (once FILE exists): the control loop stops (the event loop, side tasks and
+        metrics go on), as a hung loop would, until SIGTERM."""
         point = os.environ.get(FAILPOINT_ENV, "")
-        if point.startswith("loop-hang:") and self.cycle >= int(point.split(":", 1)[1]):
+        if not point.startswith("loop-hang:"):
+            return
+        arg = point.split(":", 1)[1]
+        if (self.cycle >= int(arg)) if arg.isdigit() else Path(arg).exists():
             self.log.warning("failpoint", point="loop-hang", cycle=self.cycle)
             await self._stop.wait()
 
@@ -309,8 +322,10 @@ class Daemon:
         deadline = loop.time() + seconds
         while (left := deadline - loop.time()) > 0:
             self.notify.ping()
+            # with inotify the config wakes us itself; without, poll its mtime
+            slice_ = WATCHED_SLICE if self._config_watched else CONFIG_POLL
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(left, CONFIG_POLL))
+                await asyncio.wait_for(self._wake.wait(), min(left, slice_))
             if self._wake.is_set() or _mtime(self.config.path) != self._config_mtime:
                 return
 

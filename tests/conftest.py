@@ -15,10 +15,11 @@ def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     """Build clusters on private loopback addresses; all are cleaned up after the test."""
     made: list[Cluster] = []
 
-    def make(names: list[str] | None = None, extra: str = "", subdir: str = "") -> Cluster:
+    def make(names: list[str] | None = None, extra: str = "", subdir: str = "",
+             probe_interval: float = 0.2) -> Cluster:
         root = tmp_path / (subdir or f"c{len(made)}")
         root.mkdir()
-        c = Cluster(root, names or ["m1", "m2", "m3"], extra)
+        c = Cluster(root, names or ["m1", "m2", "m3"], extra, probe_interval=probe_interval)
         made.append(c)
         return c
 

@@ -77,8 +77,10 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
 
 
 class Cluster:
-    def __init__(self, root: Path, names: list[str], extra: str = "") -> None:
+    def __init__(self, root: Path, names: list[str], extra: str = "",
+                 probe_interval: float = 0.2) -> None:
         self.root = root
+        self.probe_interval = probe_interval
         self.block = next_block()
         self.state_dir = root / "state"
         self.config_path = root / "ckeetcd.toml"
@@ -106,7 +108,7 @@ class Cluster:
             "",
             "[daemon]",
             "interval = 2.0",
-            "probe_interval = 0.2",
+            f"probe_interval = {self.probe_interval}",
             "rpc_timeout = 1.0",
             "",
         ]

@@ -221,3 +221,23 @@ def test_out_of_band_member_is_removed(cluster: Cluster) -> None:
     ops = [e["op"] for e in cluster.events("op", since=mark) if e["outcome"] == "ok"]
     assert "remove-member" in ops and "add-member" not in ops
     cluster.wait_healthy(["m1", "m2", "m3"])
+
+
+def test_member_exit_and_config_edit_wake_the_loop_before_the_probe(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """With a 30 s probe, a killed member (pidfd) and a config edit (inotify) act at once."""
+    import time
+
+    c = make_cluster(probe_interval=30.0)
+    c.start_daemon()
+    c.wait_healthy(["m1", "m2", "m3"])
+    pid = c.member_pid("m2")
+    assert pid
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: c.member_pid("m2") not in (None, pid), 10, "m2 restarted")
+    assert time.monotonic() - killed < 5.0
+    mark = c.mark()
+    edited = time.monotonic()
+    c.write_config(["m1", "m2"])
+    wait_for(lambda: c.events("config_reloaded", since=mark), 10, "config reloaded")
+    assert time.monotonic() - edited < 5.0

@@ -11,12 +11,14 @@ Layout: `<state_dir>/members/<name>/{data/, tls/, etcd.pid, etcd.log}`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from ckeetcd.config import EtcdConfig
@@ -86,6 +88,10 @@ class LocalRuntime:
         self.root = state_dir / "members"
         self.etcd = etcd
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        # Called with the member name the moment one of its processes exits
+        # (pidfd), so the daemon repairs at once instead of at its next probe.
+        self.on_exit: Callable[[str], None] | None = None
+        self._pidfds: dict[str, tuple[int, int]] = {}  # name -> (pid, pidfd)
 
     def member_dir(self, name: str) -> Path:
         return self.root / name
@@ -145,9 +151,35 @@ class LocalRuntime:
 
     async def inspect(self, name: str) -> Runtime:
         pid = self._live_pid(name)
+        if pid is not None:
+            self._watch_exit(name, pid)
         wal = self.data_dir(name) / "member" / "wal"
         has_data = wal.is_dir() and any(wal.iterdir())
         return Runtime(reachable=True, running=pid is not None, has_data=has_data, pid=pid)
+
+    def _watch_exit(self, name: str, pid: int) -> None:
+        """Register a pidfd for `pid` once; its readability means the process exited."""
+        if self.on_exit is None or self._pidfds.get(name, (0, 0))[0] == pid:
+            return
+        self._unwatch(name)
+        try:
+            fd = os.pidfd_open(pid)
+        except (OSError, AttributeError):
+            return  # old kernel or Python: the probe still notices, a little later
+        self._pidfds[name] = (pid, fd)
+        asyncio.get_running_loop().add_reader(fd, self._exited, name)
+
+    def _exited(self, name: str) -> None:
+        self._unwatch(name)
+        if self.on_exit is not None:
+            self.on_exit(name)
+
+    def _unwatch(self, name: str) -> None:
+        entry = self._pidfds.pop(name, None)
+        if entry is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(entry[1])
+            os.close(entry[1])
 
     async def start(self, spec: MemberSpec) -> int:
         existing = self._live_pid(spec.name)
