@@ -86,17 +86,31 @@ class Observer:
         names = [d.name for d in desired.members]
         live_names = [m.name for m in members if m.name] if members else self._known_names
         names += [n for n in live_names if n not in names]
-        runtimes = list(await asyncio.gather(*(self._inspect(n) for n in names)))
-        if deep or not self._tls_problems:
-            await self._check_tls(desired)
+        alarms = {a for h in statuses for a in h.alarms}
+
+        # The remaining questions are independent: ask them all at once.
+        async def runtimes_now() -> list[Runtime]:
+            return list(await asyncio.gather(*(self._inspect(n) for n in names)))
+
+        async def tls() -> None:
+            if deep or not self._tls_problems:
+                await self._check_tls(desired)
+
+        async def more_alarms() -> set[tuple[int, str]]:
+            if members is not None and (deep or alarms):
+                return await self._alarms(members, health)
+            return set()
+
+        async def rbac() -> None:
+            if members is not None and (deep or self._rbac_ready is not True):
+                self._rbac_ready = await self._check_rbac(desired, members, health)
+
+        runtimes, _, extra_alarms, _ = await asyncio.gather(
+            runtimes_now(), tls(), more_alarms(), rbac())
+        alarms |= extra_alarms
         runtimes = [replace(r, tls_problem=self._tls_problems.get(n, "")) if r.reachable else r
                     for n, r in zip(names, runtimes, strict=True)]
         ages = self._learner_ages(members)
-        alarms = {a for h in statuses for a in h.alarms}
-        if members is not None and (deep or alarms):
-            alarms |= await self._alarms(members, health)
-        if members is not None and (deep or self._rbac_ready is not True):
-            self._rbac_ready = await self._check_rbac(desired, members, health)
         if not self.readonly and members and not self.formed and all(
             health[m.id].healthy for m in members
         ):
