@@ -475,12 +475,13 @@ def test_daemon_retries_an_injected_conflict(kube: tuple[Cluster, KubeAPIServer]
     wait_published(c, api, ["m1", "m2", "m3"])
 
 
+OUTAGE = 60.0
+
+
 def test_daemon_api_outage_blocks_nothing_and_converges(
         kube: tuple[Cluster, KubeAPIServer]) -> None:
-    """The API refuses connections for ~12 s (the issue says a minute; 12 s keeps the
-    suite fast and is well past the 5 s backoff cap, so it exercises the same paths).
-    Meanwhile the etcd loop keeps cycling and repairs a kill -9; afterwards the
-    objects converge."""
+    """The API refuses connections for a minute, as the issue asks. Meanwhile the
+    etcd loop keeps cycling and repairs a kill -9; afterwards the objects converge."""
     c, api = kube
     wait_published(c, api, ["m1", "m2", "m3"])
     mark = c.mark()
@@ -496,11 +497,11 @@ def test_daemon_api_outage_blocks_nothing_and_converges(
         repaired = [e for e in c.events("op", since=mark)
                     if e["op"] == "restart-member" and e["outcome"] == "ok"]
         assert repaired, "no restart-member during the outage"
-        wait_for(lambda: time.monotonic() - down_at >= 12 and
-                 len(c.events("kube_api_error", since=mark)) >= 3, 30,
-                 "12 s of outage with retries")
+        wait_for(lambda: time.monotonic() - down_at >= OUTAGE and
+                 len(c.events("kube_api_error", since=mark)) >= 3, OUTAGE + 30,
+                 "a minute of outage with retries", interval=1.0)
         cycles = c.events("cycle", since=mark)
-        assert len(cycles) >= 5, f"only {len(cycles)} cycles during a 12 s outage"
+        assert len(cycles) >= 5, f"only {len(cycles)} cycles during a minute of outage"
         assert not any(e["event"] == "side_task_failed" for e in c.events(since=mark))
         # Someone else wrote while we could not: the objects must converge afterwards.
         api.delete(SLICE, "cke-etcd")
@@ -509,7 +510,7 @@ def test_daemon_api_outage_blocks_nothing_and_converges(
         api.up()
     recovered = wait_for(lambda: c.events("kube_api_recovered", since=mark), 20,
                          "recovery", abort=c.daemon_died)
-    assert recovered[0]["outage"] >= 10
+    assert recovered[0]["outage"] >= OUTAGE - 2
     wait_published(c, api, ["m1", "m2", "m3"], timeout=20)
     delays = [e["retry_in"] for e in c.events("kube_api_error", since=mark)]
     assert max(delays) <= 5.0 and delays[:2] == [0.25, 0.5], delays
