@@ -59,6 +59,7 @@ class Observer:
         # left the config may be the one whose restart brings quorum back
         self._known_names: tuple[str, ...] = ()
         self._rbac_ready: bool | None = None
+        self._rbac_verified: tuple[object, ...] | None = None
 
     @property
     def formed(self) -> bool:
@@ -199,8 +200,17 @@ class Observer:
         healthy = [m for m in members if health[m.id].healthy and m.client_urls and not m.learner]
         if not healthy:
             return self._rbac_ready
+        client = self.pool.get(healthy[0].client_urls[0])
         try:
-            return await rbac_in_place(self.pool.get(healthy[0].client_urls[0]), desired)
+            # One AuthStatus instead of a read per user and role when nothing
+            # changed since the last check that passed (for the same desires).
+            auth = await client.auth_revision()
+            key = (auth, desired.users, desired.prune_users) if auth else None
+            if key is not None and key == self._rbac_verified:
+                return True
+            ok = await rbac_in_place(client, desired)
+            self._rbac_verified = key if ok else None
+            return ok
         except EtcdError:
             return self._rbac_ready
 

@@ -242,6 +242,20 @@ class EtcdClient:
             raise
         return bool(r.enabled)  # type: ignore[attr-defined]
 
+    async def auth_revision(self) -> tuple[bool, int] | None:
+        """(auth enabled, auth revision) on 3.5; None on 3.4 (no AuthStatus).
+
+        The revision moves on every user, role or permission change, so an
+        unchanged revision means an RBAC check that passed still holds.
+        """
+        try:
+            r = await self._call(self._auth.AuthStatus, rpc.AuthStatusRequest())
+        except EtcdError as e:
+            if e.code == "UNIMPLEMENTED":
+                return None
+            raise
+        return bool(r.enabled), int(r.authRevision)  # type: ignore[attr-defined]
+
     async def user_list(self) -> tuple[str, ...]:
         r = await self._call(self._auth.UserList, rpc.AuthUserListRequest())
         return tuple(r.users)  # type: ignore[attr-defined]
