@@ -2,7 +2,9 @@
 
 Signed locally with the cluster CA (`<state_dir>/pki/ca.{crt,key}`), so the
 caller needs read access to the CA key; etcd itself is never contacted. With
-client-certificate auth etcd takes the user name from the CN.
+client-certificate auth etcd takes the user name from the CN. The
+certificate is built by ckeetcd.x509lite: importing `cryptography.x509`
+would cost ~25 ms of start-up for a command that should answer at once.
 
 Output (CKE-compatible): `-output=json` prints one object with exactly
 `ca_certificate`, `certificate` and `private_key` (PEM strings);
@@ -19,6 +21,8 @@ import argparse
 import datetime as dt
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +32,10 @@ from ckeetcd.config import NAME_RE, Config
 from ckeetcd.durations import DurationError, format_duration, parse_ttl
 
 if TYPE_CHECKING:
-    from ckeetcd.pki import CA, CertKey
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+
+    from ckeetcd.pki import CA
+    from ckeetcd.x509lite import CACert
 
 ROOT = "root"
 ROOT_LIFETIME = dt.timedelta(hours=2)
@@ -54,15 +61,14 @@ def check_user_name(name: str, arg: str = "USER") -> None:
                          "'.', '_', '-'; starts with a letter or digit; at most 63 characters)")
 
 
-def load_signing_ca(config: Config) -> CA:
-    """The cluster CA with its private key; CommandFailed naming the file otherwise."""
+@contextmanager
+def _reading_ca(config: Config) -> Iterator[None]:
+    """Turn a missing, unreadable or unusable CA into CommandFailed naming the file."""
     from cryptography.exceptions import UnsupportedAlgorithm
-
-    from ckeetcd.pki import load_ca
 
     d = config.cluster.pki_dir
     try:
-        return load_ca(d)
+        yield
     except FileNotFoundError as e:
         raise CommandFailed(
             f"{e.filename}: no such file; the CA is created by `ckeetcd run` on first start "
@@ -80,33 +86,56 @@ def load_signing_ca(config: Config) -> CA:
             from None
 
 
-def sign(ca: CA, user: str, lifetime: dt.timedelta) -> CertKey:
-    """A client certificate with CN=`user` valid for `lifetime` from now."""
+def load_signing_ca(config: Config) -> CA:
+    """The cluster CA with its private key; CommandFailed naming the file otherwise."""
+    from ckeetcd.pki import load_ca
+
+    with _reading_ca(config):
+        return load_ca(config.cluster.pki_dir)
+
+
+def load_issuing_ca(config: Config) -> tuple[CACert, EllipticCurvePrivateKey]:
+    """The CA certificate and key for `issue`/`root-issue`, without `cryptography.x509`
+    (see ckeetcd.x509lite); CommandFailed naming the file otherwise."""
+    from ckeetcd import x509lite
+
+    d = config.cluster.pki_dir
+    with _reading_ca(config):
+        cert_pem = (d / CA_CERT_FILE).read_bytes()
+        key_pem = (d / CA_KEY_FILE).read_bytes()
+        return x509lite.parse_ca_cert(cert_pem), x509lite.load_ca_key(key_pem)
+
+
+def sign(ca: CACert, ca_key: EllipticCurvePrivateKey, user: str,
+         lifetime: dt.timedelta) -> tuple[bytes, bytes]:
+    """(certificate PEM, key PEM): a client certificate with CN=`user` valid for `lifetime`
+    from now."""
+    from ckeetcd import x509lite
+
     now = dt.datetime.now(dt.timezone.utc)
-    ca_end = ca.cert.not_valid_after_utc
-    if now + lifetime > ca_end:
-        print(f"warning: the certificate outlives the CA, which expires {ca_end:%Y-%m-%d}; "
+    if now + lifetime > ca.not_after:
+        print(f"warning: the certificate outlives the CA, which expires {ca.not_after:%Y-%m-%d}; "
               "it stops working then", file=sys.stderr)
-    return ca.issue(user, lifetime, client=True, now=now)
+    return x509lite.issue_client(ca, ca_key, user, lifetime, now=now)
 
 
-def emit(ca: CA, pair: CertKey, user: str, output: str) -> None:
+def emit(ca_pem: bytes, cert_pem: bytes, key_pem: bytes, user: str, output: str) -> None:
     """Print the JSON object, or write the three files in the current directory."""
-    from ckeetcd.pki import write_atomic, write_private
-
     if output == "json":
         print(json.dumps({
-            "ca_certificate": ca.cert_pem.decode(),
-            "certificate": pair.cert_pem.decode(),
-            "private_key": pair.key_pem.decode(),
+            "ca_certificate": ca_pem.decode(),
+            "certificate": cert_pem.decode(),
+            "private_key": key_pem.decode(),
         }, indent=2))
         return
+    from ckeetcd.pki import write_atomic, write_private
+
     cwd = Path.cwd()
     names = ("etcd-ca.crt", f"etcd-{user}.crt", f"etcd-{user}.key")
     try:
-        write_atomic(cwd / names[0], ca.cert_pem, 0o644)
-        write_atomic(cwd / names[1], pair.cert_pem, 0o644)
-        write_private(cwd / names[2], pair.key_pem)
+        write_atomic(cwd / names[0], ca_pem, 0o644)
+        write_atomic(cwd / names[1], cert_pem, 0o644)
+        write_private(cwd / names[2], key_pem)
     except OSError as e:
         raise CommandFailed(f"{e.filename or cwd}: cannot write: {e.strerror or e}") from None
     print("cert files:", *names)
@@ -115,8 +144,9 @@ def emit(ca: CA, pair: CertKey, user: str, output: str) -> None:
 def _issue(args: argparse.Namespace, user: str, lifetime: dt.timedelta) -> int:
     config = load(args)
     try:
-        ca = load_signing_ca(config)
-        emit(ca, sign(ca, user, lifetime), user, args.output)
+        ca, ca_key = load_issuing_ca(config)
+        cert_pem, key_pem = sign(ca, ca_key, user, lifetime)
+        emit(ca.pem, cert_pem, key_pem, user, args.output)
     except CommandFailed as e:
         return fail(e)
     return 0
