@@ -103,8 +103,8 @@ class EtcdConfig:
 class DaemonConfig:
     """Cadences and deadlines of the control loop, in seconds."""
 
-    interval: float = 5.0
-    probe_interval: float = 2.0
+    interval: float = 10.0
+    probe_interval: float = 3.0
     rpc_timeout: float = 2.0
     start_timeout: float = 60.0
     learner_timeout: float = 60.0

@@ -66,7 +66,7 @@ def test_minimal_config_gets_the_documented_defaults() -> None:
     assert c.peer_url(c.members[0]) == "https://10.0.0.1:2380"
     assert c.etcd.binary == ""
     assert (c.etcd.heartbeat_interval_ms, c.etcd.election_timeout_ms) == (100, 1000)
-    assert c.daemon.interval == 5.0 and c.daemon.probe_interval == 1.0
+    assert c.daemon.interval == 10.0 and c.daemon.probe_interval == 3.0
     assert c.apiserver.etcd_servers_file is None and c.apiserver.reload_command == ()
     assert c.users == () and c.prune_users is False
 
