@@ -22,6 +22,7 @@ Traffic stays on a private 127.x block; the cluster is stopped at the end.
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime as dt
 import json
 import os
@@ -187,6 +188,9 @@ def main() -> int:
     p.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "cli_latency.json")
     p.add_argument("--no-cluster", action="store_true", help="skip the user-add part")
     args = p.parse_args()
+    # An installed package has its bytecode cached; this session's environment may
+    # set PYTHONDONTWRITEBYTECODE, so compile once instead of on every measured run.
+    compileall.compile_dir(str(ROOT / "ckeetcd"), quiet=1)
     with tempfile.TemporaryDirectory(prefix="ckeetcd-bench-") as tmp:
         work = Path(tmp)
         (work / "issue").mkdir()

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ckeetcd.cli.errors import USAGE_ERROR, UsageError
 
@@ -39,7 +40,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="log format (default: console on a TTY, JSON otherwise)")
 
 
-def _etcd_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _etcd_commands(sub: Any) -> None:
     p = sub.add_parser("root-issue", help="issue a root client certificate valid 2 hours")
     _common(p)
     p.add_argument("--output", choices=["json", "file"], default="json")
@@ -72,10 +73,75 @@ def _etcd_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.set_defaults(func="ckeetcd.cli.backup:local_backup")
 
 
-def build_parser(prog: str = "ckeetcd") -> argparse.ArgumentParser:
+class _Skipped:
+    """Stands in for the parser of a command that is not being run: adds nothing."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        pass
+
+    def add_subparsers(self, **kwargs: Any) -> _Selective:
+        return _Selective(None, ())
+
+
+class _Selective:
+    """Builds only the subparser named by the command line (a CLI's start-up time
+    is mostly parser building); `built` tells whether it was found at all."""
+
+    def __init__(self, action: Any, path: Sequence[str]) -> None:
+        self.action = action
+        self.path = path
+        self.built = False
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        if self.action is None or (self.path and self.path[0] != name):
+            return _Skipped()
+        self.built = True
+        p = self.action.add_parser(name, **kwargs)
+        return _Nested(p, self.path[1:])
+
+
+class _Nested:
+    """A real subparser whose own subparsers are built selectively too."""
+
+    def __init__(self, parser: argparse.ArgumentParser, path: Sequence[str]) -> None:
+        self.parser = parser
+        self.path = path
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.parser, name)
+
+    def add_subparsers(self, **kwargs: Any) -> _Selective:
+        return _Selective(self.parser.add_subparsers(**kwargs), self.path)
+
+
+def build_parser(prog: str = "ckeetcd", argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; with `argv`, only the commands it names (all of them when it names
+    none we know, so help and error messages stay complete)."""
+    path = [a for a in argv[:2] if not a.startswith("-")]
+    if path:
+        parser = _build(prog, path)
+        if parser is not None:
+            return parser
+    built = _build(prog, [])
+    assert built is not None
+    return built
+
+
+def _build(prog: str, path: Sequence[str]) -> argparse.ArgumentParser | None:
     parser = argparse.ArgumentParser(prog=prog, description="ckeetcd: a TLS + RBAC etcd "
                                      "cluster for Kubernetes control planes, kept healthy")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    real = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub: Any = _Selective(real, path) if path else real
+    _add_commands(sub)
+    if path and not sub.built:
+        return None
+    return parser
+
+
+def _add_commands(sub: Any) -> None:
 
     p = sub.add_parser("run", help="bootstrap if needed, then reconcile until SIGTERM")
     _common(p)
@@ -100,6 +166,15 @@ def build_parser(prog: str = "ckeetcd") -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=50, help="how many records (default 50)")
     p.add_argument("--output", choices=["table", "json"], default="table")
     p.set_defaults(func="ckeetcd.cli.history:history")
+
+    p = sub.add_parser("pause", help="stop all automatic changes (the daemon keeps observing)")
+    _common(p)
+    p.add_argument("--reason", default="", help="why (shown in logs and `ckeetcd status`)")
+    p.set_defaults(func="ckeetcd.cli.pause:pause")
+
+    p = sub.add_parser("resume", help="undo `ckeetcd pause`")
+    _common(p)
+    p.set_defaults(func="ckeetcd.cli.pause:resume")
 
     p = sub.add_parser("restore", help="rebuild the cluster from a snapshot after quorum loss")
     _common(p)
@@ -132,7 +207,6 @@ def build_parser(prog: str = "ckeetcd") -> argparse.ArgumentParser:
 
     etcd = sub.add_parser("etcd", help="CKE-compatible admin words (also: ckecli etcd ...)")
     _etcd_commands(etcd.add_subparsers(dest="etcd_command", required=True, metavar="COMMAND"))
-    return parser
 
 
 def _resolve(spec: str) -> Callable[[argparse.Namespace], int]:
@@ -145,7 +219,7 @@ def _resolve(spec: str) -> Callable[[argparse.Namespace], int]:
 
 def main(argv: Sequence[str] | None = None, prog: str = "ckeetcd") -> int:
     args_in = normalize_go_flags(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(prog)
+    parser = build_parser(prog, args_in)
     args = parser.parse_args(args_in)
     from ckeetcd import logs
 
