@@ -50,8 +50,9 @@ class Metrics:
                                 registry=r)
         self.leader = Gauge("ckeetcd_leader", "1 for the member the healthy members "
                             "call their leader", ["member"], registry=r)
-        self.leader_changes = Counter("ckeetcd_leader_changes",
-                                      "Leader changes the daemon has seen", registry=r)
+        self.leader_changes = Counter("ckeetcd_leader_changes", "Leader elections the "
+                                      "daemon has seen (a new raft term with a leader; "
+                                      "the same member may win again)", registry=r)
         self.member_healthy = Gauge("ckeetcd_member_healthy", "1 when the member answers "
                                     "Status with a leader and no error", ["member"],
                                     registry=r)
@@ -88,7 +89,7 @@ class Metrics:
         self._earliest_expiry = math.nan
         self._backup_recorded = 0.0
         self.backup_scan: Callable[[], float | None] | None = None
-        self._leader_id = 0
+        self._term = 0
         self.cert_expiry.set_function(lambda: self._earliest_expiry - time.time())
         self.last_backup.set_function(self._last_backup)
         for state in MEMBER_STATES:
@@ -103,9 +104,11 @@ class Metrics:
         voters = observed.voters()
         healthy = sum(1 for m in voters if observed.is_healthy(m))
         leader = observed.leader_id()
-        if leader and self._leader_id and leader != self._leader_id:
-            self.leader_changes.inc()
-        self._leader_id = leader or self._leader_id
+        term = max((h.raft_term for h in observed.health.values() if h.healthy), default=0)
+        if leader and term > self._term:
+            if self._term:
+                self.leader_changes.inc()
+            self._term = term
         names = {m.id: m.name or f"{m.id:x}" for m in members}
         with self._lock:
             self.members.labels("healthy").set(healthy)

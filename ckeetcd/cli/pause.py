@@ -1,0 +1,36 @@
+"""`ckeetcd pause [--reason TEXT]` / `ckeetcd resume`: the pause flag in the state dir.
+
+While paused the daemon makes no automatic change (no restart, replacement,
+defragmentation, servers-file write, certificate renewal) but keeps
+observing, logging (`paused` once, then phase "paused" on every cycle line),
+serving metrics (ckeetcd_paused 1) and publishing Kubernetes endpoints. It
+picks the flag up at its next probe (within [daemon] probe_interval).
+`[daemon] paused = true` in the config pauses as well; `resume` says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ckeetcd.cli.common import load
+from ckeetcd.pause import clear_pause, read_pause, write_pause
+
+
+def pause(args: argparse.Namespace) -> int:
+    config = load(args)
+    path = write_pause(config.cluster.state_dir, args.reason)
+    print(f"paused: automatic changes stop at the daemon's next probe ({path})")
+    print(f"  {read_pause(config.cluster.state_dir)}")
+    print("undo with: ckeetcd resume")
+    return 0
+
+
+def resume(args: argparse.Namespace) -> int:
+    config = load(args)
+    if clear_pause(config.cluster.state_dir):
+        print("resumed: the pause flag is removed")
+    else:
+        print("not paused by `ckeetcd pause` (no flag file)")
+    if config.daemon.paused:
+        print(f"still paused by the config: [daemon] paused = true in {config.path}")
+    return 0
