@@ -165,7 +165,7 @@ def known_keys() -> dict[str, set[str]]:
         members=[{**base()["members"][0], "zz": 1}],
         users=[{"name": "u", "prefix": "/u/", "zz": 1}],
         **{t: {"zz": 1} for t in ("etcd", "daemon", "apiserver", "rbac", "kubernetes",
-                                  "backup", "tls", "ssh")},
+                                  "backup", "tls", "ssh", "metrics", "maintenance")},
     )
     out: dict[str, set[str]] = {}
     for key, message in problems(probe):
@@ -274,7 +274,46 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "users[1].name", "duplicate user"),
     ("prune_users not boolean", base(rbac={"prune_users": "yes"}), "rbac.prune_users",
      "true or false"),
+    ("paused not boolean", base(daemon={"paused": 1}), "daemon.paused", "true or false"),
+    ("metrics on a public address", base(metrics={"address": "10.0.0.1:9379"}),
+     "metrics.address", "allow_remote"),
+    ("metrics without a port", base(metrics={"address": "127.0.0.1"}), "metrics.address",
+     "HOST:PORT"),
+    ("metrics on a host name", base(metrics={"address": "localhost:9379"}), "metrics.address",
+     "HOST:PORT"),
+    ("metrics IPv6 without brackets", base(metrics={"address": "::1:9379"}),
+     "metrics.address", "HOST:PORT"),
+    ("metrics port too big", base(metrics={"address": "127.0.0.1:70000"}), "metrics.address",
+     "HOST:PORT"),
+    ("unknown metrics key", base(metrics={"port": 9379}), "metrics.port", "unknown key"),
+    ("defrag threshold of 1", base(maintenance={"defrag_threshold": 1}),
+     "maintenance.defrag_threshold", "below 1"),
+    ("negative defrag threshold", base(maintenance={"defrag_threshold": -0.1}),
+     "maintenance.defrag_threshold", "at least 0"),
+    ("min_db_size not an integer", base(maintenance={"min_db_size": 1.5}),
+     "maintenance.min_db_size", "must be an integer"),
 ]
+
+
+@pytest.mark.parametrize(("metrics", "host_port"), [
+    ({}, None),
+    ({"address": ""}, None),
+    ({"address": "127.0.0.1:9379"}, ("127.0.0.1", 9379)),
+    ({"address": "127.3.4.5:0"}, ("127.3.4.5", 0)),
+    ({"address": "[::1]:9379"}, ("::1", 9379)),
+    ({"address": "10.0.0.1:9379", "allow_remote": True}, ("10.0.0.1", 9379)),
+    ({"address": "[fd00::1]:9379", "allow_remote": True}, ("fd00::1", 9379)),
+])
+def test_metrics_address(metrics: dict[str, Any], host_port: tuple[str, int] | None) -> None:
+    assert parse_config(base(metrics=metrics), CONFIG).metrics.host_port == host_port
+
+
+def test_operability_defaults() -> None:
+    c = parse_config(base(), CONFIG)
+    assert c.daemon.paused is False and c.metrics.address == ""
+    assert (c.maintenance.defrag_threshold, c.maintenance.min_db_size) == (0.5, 100 * 2**20)
+    c = parse_config(base(daemon={"paused": True}, maintenance={"defrag_threshold": 0}), CONFIG)
+    assert c.daemon.paused and c.maintenance.defrag_threshold == 0.0
 
 
 @pytest.mark.parametrize(("data", "key", "message"), [c[1:] for c in INVALID],
