@@ -121,6 +121,8 @@ def test_corrupt_alarm_stops_every_change_until_disarmed(cluster: Cluster) -> No
                                                                          True)
     wait_for(lambda: [e for e in cluster.events("cycle", since=mark) if e["phase"] == "corrupt"],
              20, "phase corrupt")
+    shown = json.loads(cluster.cli("status", "--output", "json").stdout)
+    assert shown["alarms"] == [{"member_id": "0", "alarm": "CORRUPT"}]
     pid = cluster.member_pid("m2")
     assert pid
     hands_off = cluster.mark()

@@ -5,6 +5,7 @@ and the pause switch, all on real etcd."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import socket
@@ -245,6 +246,8 @@ def test_pause_command_and_config_key(cluster: Cluster) -> None:
     assert r.returncode == 0, r.stderr
     paused = wait_for(lambda: cluster.events("paused"), 20, "paused event")
     assert "etcd upgrade" in paused[0]["reason"]
+    shown = json.loads(cluster.cli("status", "--output", "json").stdout)
+    assert "etcd upgrade" in shown["paused"] and shown["alarms"] == []
     pid = cluster.member_pid("m2")
     assert pid
     mark = cluster.mark()

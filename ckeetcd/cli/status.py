@@ -91,11 +91,15 @@ def status(args: argparse.Namespace) -> int:
     desired, observed = asyncio.run(gather(config))
     leader = asyncio.run(leader_daemon(config, observed))
     table = rows(desired, observed)
+    paused = "[daemon] paused = true" if config.daemon.paused else observed.paused
+    alarms = [{"member_id": f"{i:x}", "alarm": a} for i, a in observed.alarms]
     if args.output == "json":
         print(json.dumps({"cluster": config.cluster.name,
                           "reachable": observed.members is not None,
                           "quorum": observed.has_quorum(),
                           "leader_daemon": leader,
+                          "paused": paused or None,
+                          "alarms": alarms,
                           "members": table}, indent=2))
         return 0
     cols = ["name", "id", "client_url", "healthy", "learner", "leader", "db_size", "running", "pid"]
@@ -106,6 +110,10 @@ def status(args: argparse.Namespace) -> int:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
     if observed.members is None:
         print("cluster: no member answers")
+    for a in alarms:
+        print(f"alarm: {a['alarm']} (member {a['member_id']})")
+    if paused:
+        print(f"paused: {paused}")
     return 0
 
 
