@@ -14,7 +14,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ if str(ROOT) not in sys.path:
 from ckeetcd.config import load_config  # noqa: E402
 from ckeetcd.etcd import EtcdClient, EtcdError  # noqa: E402
 from ckeetcd.pki import write_atomic  # noqa: E402
-from tests.harness import Cluster, wait_for  # noqa: E402
+from tests.harness import Cluster, ports_free, wait_for  # noqa: E402
 
 ETCDCTL = str(Path(sys.executable).parent / "etcdctl")
 LOAD_AT_START = os.getloadavg()  # other work on the machine skews latencies: recorded
@@ -90,7 +89,7 @@ class BenchCluster(Cluster):
         while name not in self.addresses:
             self._host += 1
             address = f"{self.block}.{self._host}"
-            if _ports_free(address):
+            if ports_free(address):
                 self.addresses[name] = address
         return self.addresses[name]
 
@@ -123,16 +122,6 @@ class BenchCluster(Cluster):
             if m.get("name") == name:
                 return int(m["ID"])
         raise KeyError(name)
-
-
-def _ports_free(address: str) -> bool:
-    for port in (2379, 2380):
-        with socket.socket() as s:
-            try:
-                s.bind((address, port))
-            except OSError:
-                return False
-    return True
 
 
 def healthy_once(url: str, cluster: Cluster, timeout: float) -> Any:

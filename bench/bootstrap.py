@@ -62,6 +62,7 @@ from ckeetcd.pki import (  # noqa: E402
     write_atomic,
     write_private,
 )
+from tests.harness import ports_free  # noqa: E402
 
 NAMES = ["b1", "b2", "b3"]
 TARGET = 1.2
@@ -70,21 +71,13 @@ DEADLINE = 60.0
 
 
 # ---- addresses and config ---------------------------------------------------------
-def _free(address: str) -> bool:
-    for port in (2379, 2380):
-        with socket.socket() as s:
-            try:
-                s.bind((address, port))
-            except OSError:
-                return False
-    return True
 
 
 def free_block(rng: random.Random) -> str:
     """A 127.X.Y.0/24 block nobody listens on (tests use 127.100-199.*.*)."""
     while True:
         block = f"127.{rng.randint(200, 250)}.{rng.randint(1, 250)}"
-        if all(_free(f"{block}.{h}") for h in range(1, 4)):
+        if all(ports_free(f"{block}.{h}") for h in range(1, 4)):
             return block
 
 

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +34,8 @@ _blocks = itertools.count()
 _ETCDCTL = str(Path(sys.executable).parent / "etcdctl")
 
 
-def _free(address: str) -> bool:
+def ports_free(address: str) -> bool:
+    """Whether etcd could listen on this address's client and peer ports."""
     for port in (2379, 2380):
         with socket.socket() as s:
             try:
@@ -49,7 +50,7 @@ def next_block() -> str:
     rng = random.Random(os.getpid() * 1000 + next(_blocks))
     while True:
         block = f"127.{rng.randint(100, 199)}.{rng.randint(1, 250)}"
-        if all(_free(f"{block}.{h}") for h in range(1, 6)):
+        if all(ports_free(f"{block}.{h}") for h in range(1, 6)):
             return block
 
 
@@ -329,3 +330,31 @@ class Writer:
 
         present = asyncio.run(read())
         return [k for k in self.acked if k not in present]
+
+
+def running_cluster(root: Path, names: tuple[str, ...] = ("m1", "m2", "m3")) -> Iterator[Cluster]:
+    """A bootstrapped cluster for a module-scoped fixture (`yield from` it)."""
+    c = Cluster(root, list(names))
+    try:
+        c.start_daemon()
+        c.wait_healthy(list(names))
+        yield c
+    finally:
+        c.cleanup()
+
+
+BIN = Path(sys.executable).parent
+
+
+def cli_env(config: Path) -> dict[str, str]:
+    """What an operator's shell has: our venv on PATH, the config in $CKEETCD_CONFIG."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["CKEETCD_CONFIG"] = str(config)
+    return env
+
+
+def ckecli(config: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`ckecli etcd ARGS` as an operator runs it."""
+    return subprocess.run([str(BIN / "ckecli"), "etcd", *args], capture_output=True, text=True,
+                          env=cli_env(config), cwd=cwd, timeout=60)

@@ -11,7 +11,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,36 +21,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from ckeetcd.pki import TLSFiles, ensure_ca, load_ca, write_atomic, write_private
-from tests.harness import Cluster, wait_for
+from tests.harness import BIN, Cluster, ckecli, cli_env, running_cluster, wait_for
 
 pytestmark = pytest.mark.etcd
 
-BIN = Path(sys.executable).parent
 NOW_SLACK = dt.timedelta(seconds=90)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("certs-cluster"), ["m1", "m2", "m3"])
-    try:
-        c.start_daemon()
-        c.wait_healthy(["m1", "m2", "m3"])
-        yield c
-    finally:
-        c.cleanup()
-
-
-def cli_env(config: Path) -> dict[str, str]:
-    """What an operator's shell has: our venv on PATH, the config in $CKEETCD_CONFIG."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["CKEETCD_CONFIG"] = str(config)
-    return env
-
-
-def ckecli(config: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "ckecli"), "etcd", *args], capture_output=True, text=True,
-                          env=cli_env(config), cwd=cwd, timeout=60)
+    yield from running_cluster(tmp_path_factory.mktemp("certs-cluster"))
 
 
 def bash(script: str, config: Path, cwd: Path) -> subprocess.CompletedProcess[str]:

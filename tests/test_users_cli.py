@@ -8,9 +8,7 @@ member poll with a deadline.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,32 +21,12 @@ from ckeetcd.cli.errors import UsageError
 from ckeetcd.cli.users import check_add, check_remove, covers_registry
 from ckeetcd.etcd.rbac import prefixes_overlap, ranges_overlap
 from ckeetcd.pki import TLSFiles
-from tests.harness import Cluster, wait_for
-
-BIN = Path(sys.executable).parent
+from tests.harness import Cluster, ckecli, cli_env, running_cluster, wait_for
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("users-cluster"), ["m1", "m2", "m3"])
-    try:
-        c.start_daemon()
-        c.wait_healthy(["m1", "m2", "m3"])
-        yield c
-    finally:
-        c.cleanup()
-
-
-def cli_env(config: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["CKEETCD_CONFIG"] = str(config)
-    return env
-
-
-def ckecli(config: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "ckecli"), "etcd", *args], capture_output=True, text=True,
-                          env=cli_env(config), cwd=cwd, timeout=60)
+    yield from running_cluster(tmp_path_factory.mktemp("users-cluster"))
 
 
 def issue_like_the_seed(cluster: Cluster, user: str, cwd: Path) -> TLSFiles:
