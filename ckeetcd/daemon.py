@@ -46,6 +46,9 @@ DAEMON_CERT_LIFETIME = dt.timedelta(days=90)
 # Phases where nothing is in flight; in any other the loop polls faster.
 SETTLED_PHASES = frozenset({"steady", "degraded", "no-quorum"})
 TRANSITION_POLL = 0.1
+# After a change, an unsettled-looking phase (degraded, no-quorum) is polled
+# fast for this long before the loop falls back to the probe cadence.
+SETTLE_WINDOW = 10.0
 CONFIG_POLL = 0.1  # a stat() of the config file when inotify is unavailable
 WATCHED_SLICE = 1.0  # with inotify: only the watchdog needs the loop to look up
 # While ops run, the watchdog keeps being pinged for at most this long; an op
@@ -211,6 +214,7 @@ class Daemon:
         last_sig: tuple[Any, ...] | None = None
         last_phase = ""
         last_full = 0.0
+        last_change = 0.0
         ran_ops = False
         backoff = 0.0
         try:
@@ -245,13 +249,19 @@ class Daemon:
                     # A failed op is decided again, but not in a tight loop.
                     backoff = 0.0 if ok else min(max(backoff * 2, 0.2),
                                                  self.config.daemon.interval)
+                if changed or ran_ops:
+                    last_change = now
                 last_sig, last_phase = sig, decision.phase
                 self._notify_cycle(decision)
                 pause = self.config.daemon.probe_interval
                 if ran_ops:
                     pause = 0.05  # follow up on what the ops changed
-                elif decision.phase not in SETTLED_PHASES:
-                    pause = min(pause, TRANSITION_POLL)  # waiting for etcd, not for time
+                elif decision.phase not in SETTLED_PHASES or (
+                    decision.phase != "steady" and now - last_change < SETTLE_WINDOW
+                ):
+                    # waiting for etcd, not for time: a member starting, an
+                    # election, a cluster just formed (no-quorum for a moment)
+                    pause = min(pause, TRANSITION_POLL)
                 await self._sleep(max(pause, backoff))
         finally:
             watch.stop()
