@@ -50,6 +50,7 @@ TRANSITION_POLL = 0.1
 # fast for this long before the loop falls back to the probe cadence.
 SETTLE_WINDOW = 10.0
 CONFIG_POLL = 0.1  # a stat() of the config file when inotify is unavailable
+CONFIG_SETTLE = 0.05  # a changed config must hold still this long before it is read
 WATCHED_SLICE = 1.0  # with inotify: only the watchdog needs the loop to look up
 # While ops run, the watchdog keeps being pinged for at most this long; an op
 # (a defragmentation, a snapshot) still running then counts as hung.
@@ -156,6 +157,20 @@ class Daemon:
         self._reload_requested = True
         self._wake.set()
 
+    def _config_changing(self) -> bool:
+        return _mtime(self.config.path) != self._config_mtime
+
+    async def _settle_config(self) -> None:
+        """Let a writer finish: read the file only once its mtime held still for a
+        moment (an editor writing in place is seen truncated otherwise)."""
+        last = _mtime(self.config.path)
+        for _ in range(20):  # at most ~1 s
+            await asyncio.sleep(CONFIG_SETTLE)
+            now = _mtime(self.config.path)
+            if now == last:
+                return
+            last = now
+
     def _maybe_reload(self) -> bool:
         mtime = _mtime(self.config.path)
         if not self._reload_requested and mtime == self._config_mtime:
@@ -220,6 +235,8 @@ class Daemon:
         try:
             while not self._stop.is_set():
                 await self._failpoint_hang()
+                if self._config_changing():
+                    await self._settle_config()
                 if self._maybe_reload():
                     env.reconfigure(self.config)
                     self.leadership.reconfigure(self.config)

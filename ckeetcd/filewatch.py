@@ -24,7 +24,9 @@ IN_CREATE = 0x100
 IN_DELETE = 0x200
 IN_NONBLOCK = 0o4000
 IN_CLOEXEC = 0o2000000
-_MASK = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE
+# Whole writes only: a close after writing, a rename into place, creation or
+# removal. (IN_MODIFY would fire on the truncation that starts an in-place write.)
+_MASK = IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len
 
 
