@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ckeetcd.config import load_config
+from ckeetcd.config import EtcdConfig, load_config
 from ckeetcd.daemon import daemon_tls, make_env
 from ckeetcd.etcd import EtcdClient
 from ckeetcd.model import Desired, Observed
@@ -253,7 +253,8 @@ class Cluster:
         members = self.state_dir / "members"
         if not members.exists():
             return
-        rt = LocalRuntime(self.state_dir, load_config(self.config_path).etcd)
+        # not from the config file: a failed test may have left it invalid
+        rt = LocalRuntime(self.state_dir, EtcdConfig())
 
         async def stop_all() -> None:
             for d in members.iterdir():
