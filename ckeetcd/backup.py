@@ -37,6 +37,7 @@ from typing import Any
 from ckeetcd.config import Config
 from ckeetcd.etcd.client import EtcdClient
 from ckeetcd.model import Desired, Observed
+from ckeetcd.pki import fsync_dir
 
 NAME_FORMAT = "etcd-%Y%m%d-%H%M%S.backup"
 NAME_RE = re.compile(r"^etcd-(\d{8}-\d{6})\.backup$")
@@ -93,14 +94,6 @@ def check_folder(folder: Path) -> str:
     os.close(fd)
     probe.unlink()
     return ""
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _HashingFile:

@@ -77,6 +77,21 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
+def read_events(log: Path, name: str | None = None, since: int = 0) -> list[dict[str, Any]]:
+    """JSON log events of a daemon log from line `since` on (all, or those named `name`)."""
+    if not log.exists():
+        return []
+    out: list[dict[str, Any]] = []
+    for line in log.read_text().splitlines()[since:]:
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if name is None or e.get("event") == name:
+            out.append(e)
+    return out
+
+
 class Cluster:
     def __init__(self, root: Path, names: list[str], extra: str = "",
                  probe_interval: float = 0.2) -> None:
@@ -152,17 +167,7 @@ class Cluster:
         return len(self.daemon_log.read_text().splitlines()) if self.daemon_log.exists() else 0
 
     def events(self, name: str | None = None, since: int = 0) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        if not self.daemon_log.exists():
-            return out
-        for line in self.daemon_log.read_text().splitlines()[since:]:
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue
-            if name is None or e.get("event") == name:
-                out.append(e)
-        return out
+        return read_events(self.daemon_log, name, since)
 
     # ---- observing -----------------------------------------------------------
     def observe(self) -> tuple[Desired, Observed]:

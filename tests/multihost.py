@@ -23,7 +23,7 @@ from typing import Any
 
 from ckeetcd.nodes import resolve_etcd_binary
 from ckeetcd.pki import write_atomic
-from tests.harness import wait_for
+from tests.harness import read_events, wait_for
 from tests.netns import Lab
 
 PY = sys.executable
@@ -114,18 +114,7 @@ class MultiCluster:
 
     def events(self, daemon: str, name: str | None = None, since: int = 0,
                ) -> list[dict[str, Any]]:
-        log = self.log_path(daemon)
-        if not log.exists():
-            return []
-        out = []
-        for line in log.read_text().splitlines()[since:]:
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue
-            if name is None or e.get("event") == name:
-                out.append(e)
-        return out
+        return read_events(self.log_path(daemon), name, since)
 
     def all_events(self, name: str, since: dict[str, int] | None = None,
                    ) -> list[tuple[str, dict[str, Any]]]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from ckeetcd.config import EtcdConfig
 from ckeetcd.model import Runtime
 from ckeetcd.nodes.base import MemberSpec, member_flags
-from ckeetcd.pki import ensure_private_dir, write_atomic, write_private
+from ckeetcd.pki import ensure_private_dir, fsync_dir, write_atomic, write_private
 
 
 def resolve_etcd_binary(configured: str) -> str:
@@ -59,14 +59,6 @@ def resolve_etcdutl_binary(configured_etcd: str) -> str:
     if not found:
         raise FileNotFoundError(f"no etcdutl binary: neither next to {etcd} nor on PATH")
     return found
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _proc_start_time(pid: int) -> str | None:
@@ -277,7 +269,7 @@ class LocalRuntime:
                                f"{proc.returncode}: {text[-1] if text else 'no output'}")
         staging.chmod(0o700)
         staging.rename(data)
-        _fsync_dir(mdir)
+        fsync_dir(mdir)
         return data
 
     async def install_tls(self, name: str, files: dict[str, bytes]) -> None:
