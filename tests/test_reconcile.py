@@ -104,14 +104,20 @@ def test_apiserver_traffic_follows_health_and_swap(make_cluster) -> None:  # typ
     c.wait_healthy(["m1", "m2", "m4"], timeout=90)
     want = [c.client_url(n) for n in ("m1", "m2", "m4")]
     wait_for(lambda: _servers(c) == want, 20, "m4 published")
-    ops = [e["op"] for e in c.events("op", since=mark) if e["outcome"] == "ok"]
+
+    def published_after_promote() -> list[str] | None:
+        ops = [e["op"] for e in c.events("op", since=mark) if e["outcome"] == "ok"]
+        done = "promote-member" in ops and "publish-endpoints" in ops[ops.index("promote-member"):]
+        return ops if done else None
+
+    # The file is written inside the op; its "ok" event follows a moment later.
+    ops = wait_for(published_after_promote, 20, "publish-endpoints logged after promote")
     traffic = ("stop-apiserver-traffic", "publish-endpoints")
     # The replacement itself, in the seed's order; traffic ops around it may
     # repeat if a member's health flaps on a loaded machine.
     assert [o for o in ops if o not in traffic] == [
         "stop-member", "remove-member", "add-member", "start-member", "promote-member"], ops
     assert ops[0] == "stop-apiserver-traffic", ops
-    assert "publish-endpoints" in ops[ops.index("promote-member"):], ops
     # every version of the file the reload command saw: m3 never after the cut,
     # m4 never before it was a voter.
     versions = (c.root / "reloads.log").read_text().split()
