@@ -77,6 +77,20 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
+def wait_ok_ops(op_events: Callable[[], list[dict[str, Any]]], through: str,
+                timeout: float = 20) -> list[str]:
+    """The names of the ops that succeeded, once `through` is among them.
+
+    An op's effect (a promoted member, a removed one) is visible to a test a
+    moment before the daemon logs the op's "ok" event, so a test that saw the
+    effect waits here for the record instead of racing it.
+    """
+    def logged() -> list[str]:
+        ops = [e["op"] for e in op_events() if e["outcome"] == "ok"]
+        return ops if through in ops else []
+    return wait_for(logged, timeout, f"the {through} op logged as ok")
+
+
 def read_events(log: Path, name: str | None = None, since: int = 0) -> list[dict[str, Any]]:
     """JSON log events of a daemon log from line `since` on (all, or those named `name`)."""
     if not log.exists():
@@ -168,6 +182,10 @@ class Cluster:
 
     def events(self, name: str | None = None, since: int = 0) -> list[dict[str, Any]]:
         return read_events(self.daemon_log, name, since)
+
+    def ok_ops(self, since: int, through: str, timeout: float = 20) -> list[str]:
+        """The ops that succeeded since `since`, once `through` is among them."""
+        return wait_ok_ops(lambda: self.events("op", since=since), through, timeout)
 
     # ---- observing -----------------------------------------------------------
     def observe(self) -> tuple[Desired, Observed]:

@@ -88,6 +88,7 @@ def test_nospace_is_cleared_one_member_at_a_time_never_while_one_is_down(
     # m3 is back: compact, defragment each member (followers first), disarm.
     wait_for(lambda: put_ok(c), 60, "writes accepted again", abort=c.daemon_died)
     c.wait_healthy(["m1", "m2", "m3"])
+    c.ok_ops(mark, through="disarm-alarm")
     ops = [(e["op"], e["targets"]) for e in c.events("op", since=mark)
            if e["outcome"] == "ok" and e["op"] in MAINTENANCE]
     kinds = [k for k, _ in ops]

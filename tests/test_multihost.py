@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ckeetcd.election import NODE_LOCAL_OPS
-from tests.harness import wait_for
+from tests.harness import wait_for, wait_ok_ops
 from tests.multihost import MultiCluster
 from tests.netns import Lab
 
@@ -96,6 +96,7 @@ def test_swap_to_spare_host_survives_leader_kill_mid_replacement(lab: Lab, tmp_p
     c.wait_healthy(["h1", "h2", "h4"], host="h2", timeout=120)
     new = c.leader()
     assert new in ("h2", "h3")
+    wait_ok_ops(lambda: c.events(new, "op", marks[new]), through="promote-member")
     old_ops = [e["op"] for e in c.events("h1", "op", marks["h1"]) if e["outcome"] == "ok"
                and e["op"] not in NODE_LOCAL_OPS]
     new_ops = [e["op"] for e in c.events(new, "op", marks[new]) if e["outcome"] == "ok"

@@ -16,8 +16,8 @@ def test_killed_member_is_restarted_on_its_data(cluster: Cluster) -> None:
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: cluster.member_pid("m2") not in (None, pid), 30, "m2 restarted")
     cluster.wait_healthy(["m1", "m2", "m3"], timeout=30)
-    ops = [e["op"] for e in cluster.events("op", since=mark)]
-    assert ops == ["restart-member"]
+    assert cluster.ok_ops(mark, through="restart-member") == ["restart-member"]
+    assert [e["op"] for e in cluster.events("op", since=mark)] == ["restart-member"]
 
 
 def test_wiped_member_is_removed_and_added_fresh(cluster: Cluster) -> None:
@@ -36,15 +36,15 @@ def test_wiped_member_is_removed_and_added_fresh(cluster: Cluster) -> None:
 
     wait_for(rejoined, 60, "m3 re-added with a new ID")
     cluster.wait_healthy(["m1", "m2", "m3"], timeout=30)
-    ops = [e["op"] for e in cluster.events("op", since=mark) if e["outcome"] == "ok"]
-    assert "remove-member" in ops and "add-member" in ops and "promote-member" in ops
+    ops = cluster.ok_ops(mark, through="promote-member")
+    assert "remove-member" in ops and "add-member" in ops
 
 
 def test_swap_in_config_replaces_member_in_seed_order(cluster: Cluster) -> None:
     mark = cluster.mark()
     cluster.write_config(["m1", "m2", "m4"])
     cluster.wait_healthy(["m1", "m2", "m4"], timeout=90)
-    ops = [e["op"] for e in cluster.events("op", since=mark) if e["outcome"] == "ok"]
+    ops = cluster.ok_ops(mark, through="promote-member")
     assert ops == ["stop-member", "remove-member", "add-member", "start-member",
                    "promote-member"], ops
     r = cluster.etcdctl("member", "list")
@@ -153,7 +153,7 @@ def test_removing_a_member_from_config(cluster: Cluster) -> None:
     mark = cluster.mark()
     cluster.write_config(["m1", "m2"])
     cluster.wait_healthy(["m1", "m2"], timeout=60)
-    ops = [e["op"] for e in cluster.events("op", since=mark) if e["outcome"] == "ok"]
+    ops = cluster.ok_ops(mark, through="remove-member")
     assert ops == ["stop-member", "remove-member"], ops
     assert cluster.member_pid("m3") is None
 
@@ -224,8 +224,8 @@ def test_out_of_band_member_is_removed(cluster: Cluster) -> None:
     wait_for(lambda: "x9" not in cluster.etcdctl("member", "list").stdout
              and stray not in cluster.etcdctl("member", "list").stdout,
              30, "the stray learner removed")
-    ops = [e["op"] for e in cluster.events("op", since=mark) if e["outcome"] == "ok"]
-    assert "remove-member" in ops and "add-member" not in ops
+    ops = cluster.ok_ops(mark, through="remove-member")
+    assert "add-member" not in ops
     cluster.wait_healthy(["m1", "m2", "m3"])
 
 
