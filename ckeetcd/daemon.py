@@ -216,12 +216,12 @@ class Daemon:
         local = env.runtime.local if isinstance(env.runtime, RoutedRuntime) else env.runtime
         if isinstance(local, LocalRuntime):
             local.on_exit = lambda name: self._wake.set()  # a member died: repair now
-        side: list[SideTask] = build_side_tasks(
-            self.config, {"pool": env.pool, "log": self.log, "history": history, "ca": ca,
-                          "runtime": env.runtime})
-        running = [asyncio.create_task(supervise(t, self.log), name=t.name) for t in side]
         self.leadership = Leadership(self.config, env.pool, self.log,
                                      can_lead=can_lead(self.config))
+        side: list[SideTask] = build_side_tasks(
+            self.config, {"pool": env.pool, "log": self.log, "history": history, "ca": ca,
+                          "runtime": env.runtime, "may_act": self.leadership.may_act})
+        running = [asyncio.create_task(supervise(t, self.log), name=t.name) for t in side]
         running.append(asyncio.create_task(self.leadership.run(), name="election"))
         self.log.info("daemon_started", config=str(self.config.path),
                       cluster=self.config.cluster.name,
@@ -247,12 +247,12 @@ class Daemon:
                 observed = await env.observer.observe(desired, deep=full or ran_ops)
                 if isinstance(env.runtime, RoutedRuntime):
                     env.runtime.learn(observed.members)  # where leaving members live
-                for task in side:
+                sig = health_signature(observed)
+                decision = self.leadership.filter(observed, decide(desired, observed))
+                for task in side:  # after filter: leader-only tasks follow the role
                     task.offer(self.config, desired, observed)
                 if side:
                     await asyncio.sleep(0)  # let side tasks publish before ops hold the loop
-                sig = health_signature(observed)
-                decision = self.leadership.filter(observed, decide(desired, observed))
                 if sig != last_sig:
                     self._log_health(observed)
                 changed = sig != last_sig or decision.phase != last_phase \

@@ -105,6 +105,10 @@ class Leadership:
         """We hold the key and our lease is alive for at least one more RPC deadline."""
         return self._claim is not None and self.clock() + self.rpc_timeout < self._expires
 
+    def may_act(self) -> bool:
+        """Whether this daemon may change things outside itself right now."""
+        return not self.enabled or self.leading()
+
     def role_changed(self) -> bool:
         """True once after the role changed (so the loop logs a cycle at once)."""
         changed, self._changed = self._changed, False

@@ -77,6 +77,31 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
+class ListLog:
+    """Records events like a structlog logger, for tests that run a part in-process."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def _add(self, level: str, event: str, **kw: Any) -> None:
+        self.events.append({"event": event, "level": level, **kw})
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._add("info", event, **kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._add("warning", event, **kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._add("error", event, **kw)
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == event]
+
+    def names(self) -> list[str]:
+        return [e["event"] for e in self.events]
+
+
 def wait_ok_ops(op_events: Callable[[], list[dict[str, Any]]], through: str,
                 timeout: float = 20) -> list[str]:
     """The names of the ops that succeeded, once `through` is among them.

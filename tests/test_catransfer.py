@@ -11,6 +11,7 @@ import pytest
 from ckeetcd.cli.main import main
 from ckeetcd.config import load_config
 from ckeetcd.daemon import can_lead, daemon_ca
+from tests.harness import ListLog
 
 
 def node(tmp_path: Path, name: str, cluster: str = "multi") -> Path:
@@ -23,14 +24,6 @@ def node(tmp_path: Path, name: str, cluster: str = "multi") -> Path:
     return cfg
 
 
-class Log:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, object]]] = []
-
-    def error(self, event: str, **kw: object) -> None:
-        self.events.append((event, kw))
-
-    warning = info = error
 
 
 def test_export_import_with_and_without_key(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -53,9 +46,9 @@ def test_export_import_with_and_without_key(tmp_path: Path, capsys: pytest.Captu
     assert main(["ca", "import", str(public), "--config", str(third)]) == 0
     c3 = load_config(third)
     assert not can_lead(c3)
-    log = Log()
+    log = ListLog()
     ca = daemon_ca(c3, log)  # follows: has the CA cert and a client cert, no key
-    assert ca is not None and tuple(e for e, _ in log.events) == ("ca_key_absent", )
+    assert ca is not None and log.names() == ["ca_key_absent"]
     with pytest.raises(Exception, match="no CA key"):
         ca.issue("x", __import__("datetime").timedelta(hours=1))
 
@@ -75,9 +68,9 @@ def test_import_refuses_other_cluster_and_other_ca(tmp_path: Path,
 
 def test_daemon_without_ca_is_refused_unless_bootstrapper(tmp_path: Path) -> None:
     c = load_config(node(tmp_path, "n2"))  # not the bootstrapper (n1 is the first member)
-    log = Log()
+    log = ListLog()
     assert daemon_ca(c, log) is None
-    assert log.events[0][0] == "ca_missing"
+    assert log.names()[0] == "ca_missing"
     assert not (c.cluster.pki_dir / "ca.crt").exists()
     boot = load_config(node(tmp_path, "n1"))
-    assert daemon_ca(boot, Log()) is not None and can_lead(boot)
+    assert daemon_ca(boot, ListLog()) is not None and can_lead(boot)

@@ -29,7 +29,7 @@ from ckeetcd.config import Config, parse_config
 from ckeetcd.kube.endpoints import EndpointsTask
 from ckeetcd.model import Desired, DesiredMember, Health, LiveMember, Observed
 from tests.builders import cluster, desired
-from tests.harness import Cluster, wait_for
+from tests.harness import Cluster, ListLog, wait_for
 from tests.kubeapi import KubeAPIServer, endpoints_addresses, slice_endpoints
 
 EP, SLICE, SVC = "Endpoints", "EndpointSlice", "Service"
@@ -38,26 +38,6 @@ EP, SLICE, SVC = "Endpoints", "EndpointSlice", "Service"
 # ======================================================================================
 # The task in-process
 # ======================================================================================
-class Log:
-    """Records events like a structlog logger."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def _add(self, level: str, event: str, **kw: Any) -> None:
-        self.events.append({"event": event, "level": level, **kw})
-
-    def info(self, event: str, **kw: Any) -> None:
-        self._add("info", event, **kw)
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self._add("warning", event, **kw)
-
-    def error(self, event: str, **kw: Any) -> None:
-        self._add("error", event, **kw)
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == event]
 
 
 def make_config(root: Path, kubeconfig: Path, interval: float = 0.5) -> Config:
@@ -91,7 +71,7 @@ class Harness:
     def __init__(self, api: KubeAPIServer, config: Config) -> None:
         self.api = api
         self.config = config
-        self.log = Log()
+        self.log = ListLog()
         self.task = EndpointsTask(config, self.log, backoff_start=0.05, backoff_max=0.4,
                                   request_timeout=1.0)
         self.desired: Desired = desired(["m1", "m2", "m3"])
@@ -317,7 +297,7 @@ async def test_bad_token_is_reported_and_a_fixed_kubeconfig_is_reloaded(
 
 async def test_missing_kubeconfig_is_an_error_not_a_crash(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, tmp_path / "nope.yaml")
-    log = Log()
+    log = ListLog()
     task = EndpointsTask(cfg, log, backoff_start=0.05, backoff_max=0.1)
     task.offer(cfg, desired(["m1"]), cluster(["m1"]))
     run = asyncio.create_task(task.run())

@@ -7,6 +7,7 @@ import stat
 import time
 from pathlib import Path
 
+from ckeetcd.backup import list_backups
 from ckeetcd.election import NODE_LOCAL_OPS
 from tests.harness import wait_for, wait_ok_ops
 from tests.multihost import MultiCluster
@@ -187,3 +188,27 @@ def test_ssh_failures_are_logged_clearly_and_change_nothing(lab: Lab, tmp_path: 
     lab.link("h3", up=True)
     c.wait_healthy(["h1", "h2", "h3"])
     assert [e for e in c.events("h1", "ssh_connected") if e["host"] == h3.address]
+
+
+def test_only_the_leader_takes_scheduled_backups(lab: Lab, tmp_path: Path) -> None:
+    c = MultiCluster(lab, tmp_path / "mc", ["h1", "h2", "h3"], ["h1", "h2", "h3"],
+                     extra="[backup]\ninterval = 1\n")
+    c.share_ca()
+    c.start_daemons()
+    c.wait_healthy(c.members)
+    first = wait_for(c.leader, 30, "a leader daemon", abort=c.died)
+    wait_for(lambda: len(c.events(first, "backup_created")) >= 2, 30,
+             f"two scheduled backups on the leader {first}", abort=c.died)
+    followers = [d for d in c.daemon_hosts if d != first]
+    for d in followers:
+        assert c.events(d, "backup_created") == [], f"follower {d} took a backup"
+        assert list_backups(c.state_dir(d) / "backups") == [], d
+
+    marks = c.marks()
+    c.kill_daemon(first)
+    new = wait_for(lambda: c.leader() if c.leader() != first else None, 30,
+                   "a new leader", abort=c.died)
+    wait_for(lambda: c.events(new, "backup_created", marks[new]), 30,
+             f"a scheduled backup on the new leader {new}", abort=c.died)
+    other = next(d for d in followers if d != new)
+    assert c.events(other, "backup_created") == [], f"follower {other} took a backup"
