@@ -44,7 +44,7 @@ from ckeetcd.sidetasks import SideTask, build_side_tasks, stop_all, supervise
 
 DAEMON_CERT_LIFETIME = dt.timedelta(days=90)
 # Phases where nothing is in flight; in any other the loop polls faster.
-SETTLED_PHASES = frozenset({"steady", "degraded", "no-quorum"})
+SETTLED_PHASES = frozenset({"steady", "degraded", "no-quorum", "paused", "corrupt", "restoring"})
 TRANSITION_POLL = 0.1
 # After a change, an unsettled-looking phase (degraded, no-quorum) is polled
 # fast for this long before the loop falls back to the probe cadence.

@@ -55,7 +55,13 @@ _UNREACHABLE = Runtime(reachable=False)
 
 def decide(desired: Desired, observed: Observed) -> Decision:
     """The ladder, with apiserver traffic to unhealthy or leaving members cut first."""
-    # 0. Hands off: a CORRUPT alarm (a human must look) or a pause switch.
+    # 0. Hands off: a restore at work (from any node), a CORRUPT alarm (a human
+    #    must look) or a pause switch.
+    marked = sorted((name, r.restoring) for name, r in observed.runtimes.items() if r.restoring)
+    if marked:
+        names = ", ".join(n for n, _ in marked)
+        return Decision("restoring", (), f"a restore is at work on {names} ({marked[0][1]}): "
+                                         "hands off until it ends")
     if observed.has_alarm("CORRUPT"):
         ids = sorted({f"{i:x}" for i, a in observed.alarms if a == "CORRUPT"})
         return Decision("corrupt", (), f"CORRUPT alarm ({', '.join(ids)}): automatic changes "

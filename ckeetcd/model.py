@@ -142,6 +142,7 @@ class Runtime:
     pid: int | None = None
     error: str = ""
     tls_problem: str = ""  # why the member's certificates need renewing ("" = fine)
+    restoring: str = ""  # the restore-in-progress marker in its member dir ("" = none)
 
 
 @dataclass(frozen=True)

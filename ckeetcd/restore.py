@@ -13,8 +13,12 @@ Checks first, and refuses (`RestoreRefused`, nothing changed) when any fails:
 Then, in order, each step logged as an `op_step` event of op `restore-cluster`
 and recorded in the history:
 
-1. stop-members: stop every member process of this node, found by pidfile (only
-   ours), desired or not;
+0. mark-restoring: a `RESTORING` marker (who, since when, which file) in every
+   member dir, on every node: any daemon that sees one keeps its hands off
+   (phase "restoring"), so a daemon left running on another node cannot
+   restart a member mid-restore or bootstrap an empty cluster;
+1. stop-members: stop every member process, found by pidfile (only ours),
+   desired or not;
 2. archive-data: move every member's data dir aside to
    `data.before-restore-STAMP` (never deleted: the operator decides);
 3. install-tls: member certificates that are missing or wrong are re-issued;
@@ -28,12 +32,13 @@ and recorded in the history:
    the restored data dir already holds the membership, etcd reads it);
 6. wait-healthy: every desired member a healthy voter under one leader;
 7. ensure-rbac: the snapshot carries the auth state; root, kube-apiserver and
-   `[[users]]` are checked and repaired, auth is on.
+   `[[users]]` are checked and repaired, auth is on;
+8. unmark-restoring: the markers go; the daemons carry on.
 
-The caller (`ckeetcd restore`) holds the state-dir lock throughout, so no
-daemon can act while the cluster is rebuilt. A failure after step 1 raises
-`RestoreFailed`: re-running the restore is safe (it moves half-restored data
-aside too).
+The caller (`ckeetcd restore`) holds the state-dir lock throughout, so the
+daemon of this node cannot run beside it. A failure after step 0 raises
+`RestoreFailed` and leaves the markers: re-running the restore is safe (it
+moves half-restored data aside too).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import os
+import socket
 import struct
 import subprocess
 import time
@@ -57,7 +64,7 @@ from ckeetcd.etcd.rbac import ensure_rbac, rbac_in_place
 from ckeetcd.etcd.snapshot import HASH_LEN, SnapshotError, verify
 from ckeetcd.history import History
 from ckeetcd.model import Desired, Health, Observed, quorum
-from ckeetcd.nodes.base import MemberRuntime, MemberSpec
+from ckeetcd.nodes.base import RESTORE_MARKER, MemberRuntime, MemberSpec
 from ckeetcd.pki import CA, member_tls_files, member_tls_problem
 
 OP = "restore-cluster"
@@ -296,7 +303,7 @@ class Plan:
         lines = [
             f"restore etcd cluster {c.cluster.name!r} from {self.snapshot.describe()}",
             f"cluster now: {self.cluster.describe()}",
-            f"  1. stop the members of this node: {stop}",
+            f"  1. stop the running members: {stop}",
             f"  2. move their data dirs aside to data.{ARCHIVE_LABEL}-STAMP (kept, not "
             f"deleted): {aside}",
             f"  3. restore the snapshot into a fresh data dir for {', '.join(names)}",
@@ -305,8 +312,8 @@ class Plan:
             f"  4. start {', '.join(names)} and wait until all are healthy "
             f"(up to {c.daemon.start_timeout:g}s)",
             "  5. check users, roles and auth (root, kube-apiserver, [[users]]); repair any gap",
-            "Keys written after the snapshot was taken are lost. Daemons for this cluster on "
-            "other nodes must be stopped too.",
+            "Keys written after the snapshot was taken are lost. While it runs, each member "
+            f"dir holds a {RESTORE_MARKER} marker: daemons on other nodes keep their hands off.",
         ]
         if not self.snapshot.hashed:
             lines.append("WARNING: this file carries no integrity hash: only its structure "
@@ -381,12 +388,23 @@ class Restorer:
         except Exception as e:
             raise RestoreFailed(
                 f"{type(e).__name__}: {e}. The data from before the restore is kept in "
-                f"data.{ARCHIVE_LABEL}-* under {self.plan.config.cluster.state_dir}/members/*; "
-                "fix the cause and run the restore again (it moves any half-restored data "
-                "aside too)") from e
+                f"data.{ARCHIVE_LABEL}-* in each member dir; the members stay marked "
+                f"{RESTORE_MARKER}, so no daemon touches them: fix the cause and run the restore "
+                "again (it moves any half-restored data aside too)") from e
+
+    def marker_note(self) -> str:
+        """Who is restoring, for the cycle lines of the other daemons."""
+        since = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        return (f"ckeetcd restore, pid {os.getpid()} on {socket.gethostname()}, since {since}, "
+                f"from {self.plan.snapshot.path.name}")
 
     async def _rebuild(self, desired: Desired) -> None:
         plan = self.plan
+        marked = sorted(set(plan.local_members) | {d.name for d in desired.members})
+        async with self.step("mark-restoring"):
+            note = self.marker_note()
+            for name in marked:
+                await self.runtime.mark_restoring(name, note)
         async with self.step("stop-members"):
             for name in plan.local_members:
                 if await self.runtime.stop(name):
@@ -425,6 +443,9 @@ class Restorer:
             changes = await self._rbac(desired, leader)
             self.say("users, roles and auth: " + (", ".join(changes) if changes else
                                                   "as restored (no change)"))
+        async with self.step("unmark-restoring"):
+            for name in marked:
+                await self.runtime.mark_restoring(name, None)
 
     async def _ensure_tls(self, desired: Desired) -> None:
         cfg = self.plan.config

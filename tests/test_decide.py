@@ -17,6 +17,7 @@ from tests.builders import (
     DEAD,
     HEALTHY,
     IDLE,
+    WIPED,
     client_url,
     cluster,
     desired,
@@ -53,6 +54,9 @@ NOSPACE = [("m1", "NOSPACE")]
 NOSPACE_PLAN = [(COMPACT, ""), (DEFRAG, "m2"), (DEFRAG, "m3"), (DEFRAG, "m1"), (DISARM, "")]
 FRAG = {"defrag_threshold": 0.5, "defrag_min_db_size": 100}  # scheduled defrag on
 EXPIRING = replace(HEALTHY, tls_problem="expires in 3600s")
+RESTORE_NOTE = "ckeetcd restore, pid 7 on n1, since 2026-11-25T12:00:00+00:00"
+RESTORING_DEAD = replace(DEAD, restoring=RESTORE_NOTE)
+RESTORING_WIPED = replace(WIPED, restoring=RESTORE_NOTE)
 
 CASES = [
     # ---- bootstrap ---------------------------------------------------------
@@ -394,6 +398,21 @@ CASES = [
          desired(M3, paused=True), cluster(M3, runtimes={"m2": EXPIRING}), [], "paused"),
     case("paused and CORRUPT -> corrupt is what shows",
          desired(M3, paused=True), cluster(M3, alarms=[("m1", "CORRUPT")]), [], "corrupt"),
+    # ---- a restore at work (RESTORING marker in a member dir, from any node) ------
+    case("restoring -> no restart while nobody answers",
+         desired(M3), cluster(no_member_list=True, dead=M3,
+                              runtimes={"m1": RESTORING_DEAD}), [], "restoring"),
+    case("restoring -> no bootstrap of empty member dirs",
+         desired(M3), cluster(no_member_list=True, wiped=M3,
+                              runtimes={"m2": RESTORING_WIPED}), [], "restoring"),
+    case("restoring -> no repair of a restored member that is not up yet",
+         desired(M3, apiserver_file=True),
+         cluster(M3, dead=["m3"], published=M3, runtimes={"m3": RESTORING_DEAD}), [],
+         "restoring"),
+    case("restoring beats CORRUPT and pause: the restore is what shows",
+         desired(M3, paused=True),
+         cluster(M3, alarms=[("m1", "CORRUPT")], runtimes={"m1": RESTORING_DEAD}), [],
+         "restoring"),
     # ---- scheduled defragmentation -----------------------------------------------
     case("fragmented follower -> defragment it",
          desired(M3, **FRAG), cluster(M3, db={"m2": (1000, 400)}), [(DEFRAG, "m2")],

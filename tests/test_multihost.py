@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
+import os
+import shutil
+import signal
 import stat
 import time
 from pathlib import Path
@@ -10,7 +14,7 @@ from pathlib import Path
 from ckeetcd.backup import list_backups
 from ckeetcd.election import NODE_LOCAL_OPS
 from tests.harness import wait_for, wait_ok_ops
-from tests.multihost import MultiCluster
+from tests.multihost import PY, MultiCluster
 from tests.netns import Lab
 
 
@@ -212,3 +216,57 @@ def test_only_the_leader_takes_scheduled_backups(lab: Lab, tmp_path: Path) -> No
              f"a scheduled backup on the new leader {new}", abort=c.died)
     other = next(d for d in followers if d != new)
     assert c.events(other, "backup_created") == [], f"follower {other} took a backup"
+
+
+def test_restore_over_ssh_while_other_daemons_run(lab: Lab, tmp_path: Path) -> None:
+    """Quorum lost; the operator restores from h2 and forgets the daemons on h1 and h3.
+
+    The restore marks every member dir RESTORING first: the bootstrapper daemon
+    on h1 (the one that acts without quorum) must not restart a member the
+    restore just stopped; both report phase "restoring" and change nothing.
+    """
+    c = three_daemons(lab, tmp_path)
+    for i in range(20):
+        assert c.etcdctl("h2", "put", f"/drill/{i:02d}", f"v{i}").returncode == 0
+    snap = tmp_path / "snap.db"
+    r = c.etcdctl("h2", "snapshot", "save", str(snap), endpoints=["h1"])
+    assert r.returncode == 0, r.stderr
+    assert c.etcdctl("h2", "put", "/after/backup", "lost").returncode == 0
+
+    # Disaster: h2 and h3 lose their data and die at the same moment.
+    marks = c.marks()
+    pids = {m: c.member_pid(m) for m in ("h2", "h3")}
+    for m, pid in pids.items():
+        assert pid is not None
+        shutil.rmtree(c.member_dir(m) / "data")
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: all(c.member_pid(m) is None for m in pids), 10, "both members gone")
+    wait_for(lambda: [e for e in c.events("h1", "cycle", marks["h1"])
+                      if e["phase"] == "no-quorum"], 30, "h1 sees no quorum", abort=c.died)
+
+    c.kill_daemon("h2", signal.SIGTERM)  # the restore refuses to run beside its own daemon
+    marks = c.marks()
+    r = lab.exec("h2", PY, "-m", "ckeetcd.cli.main", "restore", "--from", str(snap), "--yes",
+                 "--config", str(c.config_path("h2")), "--log-format", "json", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "restored the snapshot for h1, h2, h3" in r.stdout, r.stdout
+    for m in ("h1", "h2", "h3"):
+        assert not (c.member_dir(m) / "RESTORING").exists(), f"{m}'s marker left behind"
+
+    # The daemons left running kept their hands off while it ran, and said why.
+    records = [e for e in c.history("h2") if e.get("op") == "restore-cluster"]
+    assert [e["step"] for e in records if e.get("event") == "step-end"][:2] == \
+        ["mark-restoring", "stop-members"]
+    began = next(e["ts"] for e in records if e["event"] == "restore-begin")
+    ended = next(e["ts"] for e in records if e["event"] == "restore-end")
+    for d in ("h1", "h3"):
+        assert "restoring" in [e["phase"] for e in c.events(d, "cycle", marks[d])], d
+        acted = [e["op"] for e in c.events(d, "op", marks[d])
+                 if began <= dt.datetime.fromisoformat(e["timestamp"]).timestamp() <= ended]
+        assert acted == [], f"the daemon on {d} acted during the restore: {acted}"
+
+    c.start_daemon("h2")
+    c.wait_healthy(["h1", "h2", "h3"], host="h2")
+    r = c.etcdctl("h2", "get", "/drill/", "--prefix", "--keys-only")
+    assert r.stdout.split() == [f"/drill/{i:02d}" for i in range(20)], r.stdout
+    assert c.etcdctl("h2", "get", "/after/backup").stdout == ""

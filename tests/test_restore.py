@@ -130,7 +130,7 @@ def test_refuses_beside_a_daemon_and_while_quorum_holds(cluster: Cluster, tmp_pa
     r = cluster.cli("restore", "--from", str(snap), "--force", input="no\n")
     assert r.returncode == 1, r.stderr
     assert "Proceed?" in r.stdout and "aborted: nothing was changed" in r.stdout
-    assert "1. stop the members of this node: m1 (pid" in r.stdout
+    assert "1. stop the running members: m1 (pid" in r.stdout
     assert member_pids(cluster) == pids and archived(cluster) == []
     r = cluster.cli("restore", "--from", str(snap), "--force")  # no answer at all (EOF)
     assert r.returncode == 1 and "aborted" in r.stdout
@@ -205,6 +205,7 @@ def test_disaster_drill(make_cluster: Callable[..., Cluster], tmp_path: Path) ->
     assert member_ids(c) == old_ids
     # Old data moved aside, not deleted (m2 and m3 had none left to move).
     kept = archived(c)
+    assert not list(c.state_dir.glob("members/*/RESTORING")), "restore markers left behind"
     assert [p.parent.name for p in kept] == ["m1"] and (kept[0] / "member" / "wal").is_dir()
 
     # Auth came back with the snapshot: users and roles, and certificates are required.

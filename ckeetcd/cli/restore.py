@@ -177,7 +177,7 @@ def _root_tls(ca: CA) -> PemTLS:
 
 def _confirm() -> bool:
     try:
-        answer = input("Proceed? This stops every member of this node. [y/N] ")
+        answer = input("Proceed? This stops every member of the cluster. [y/N] ")
     except EOFError:
         print()
         return False

@@ -15,6 +15,10 @@ from ckeetcd.config import EtcdConfig
 from ckeetcd.model import Runtime
 
 TLS_FILES = ("ca.crt", "server.crt", "server.key", "peer.crt", "peer.key")
+# In a member dir while `ckeetcd restore` works on it: every daemon keeps its
+# hands off that member (see decide), whichever node the daemon runs on.
+RESTORE_MARKER = "RESTORING"
+MARKER_LIMIT = 500  # bytes of the marker shown in logs
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ class MemberRuntime(Protocol):
     async def install_tls(self, name: str, files: dict[str, bytes]) -> None: ...
 
     async def read_tls(self, name: str, filename: str) -> bytes | None: ...
+
+    async def mark_restoring(self, name: str, note: str | None) -> None:
+        """Write the restore marker with `note` in the member dir, or remove it (None)."""
 
 
 def member_flags(spec: MemberSpec, data_dir: Path, tls_dir: Path, etcd: EtcdConfig) -> list[str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ckeetcd.config import EtcdConfig
 from ckeetcd.model import Runtime
-from ckeetcd.nodes.base import MemberSpec, member_flags
+from ckeetcd.nodes.base import MARKER_LIMIT, RESTORE_MARKER, MemberSpec, member_flags
 from ckeetcd.pki import ensure_private_dir, fsync_dir, write_atomic, write_private
 
 
@@ -147,7 +147,24 @@ class LocalRuntime:
             self._watch_exit(name, pid)
         wal = self.data_dir(name) / "member" / "wal"
         has_data = wal.is_dir() and any(wal.iterdir())
-        return Runtime(reachable=True, running=pid is not None, has_data=has_data, pid=pid)
+        return Runtime(reachable=True, running=pid is not None, has_data=has_data, pid=pid,
+                       restoring=self._marker(name))
+
+    def _marker(self, name: str) -> str:
+        try:
+            with open(self.member_dir(name) / RESTORE_MARKER, "rb") as f:
+                note = f.read(MARKER_LIMIT).decode(errors="replace").strip()
+        except FileNotFoundError:
+            return ""
+        return note or "(empty marker)"
+
+    async def mark_restoring(self, name: str, note: str | None) -> None:
+        path = self.member_dir(name) / RESTORE_MARKER
+        if note is None:
+            path.unlink(missing_ok=True)
+            return
+        ensure_private_dir(path.parent)
+        write_atomic(path, note.encode())
 
     def _watch_exit(self, name: str, pid: int) -> None:
         """Register a pidfd for `pid` once; its readability means the process exited."""

@@ -84,14 +84,10 @@ class RoutedRuntime:
 
     async def restore_data(self, name: str, snapshot: Path, spec: MemberSpec,
                            skip_hash_check: bool = False) -> Path:
-        # getattr: the local runtime's restore support lands separately
-        restore = getattr(self.runtime_of(name), "restore_data")  # noqa: B009
-        path: Path = await restore(name, snapshot, spec, skip_hash_check)
-        return path
+        return await self.runtime_of(name).restore_data(name, snapshot, spec, skip_hash_check)
 
     async def known_members(self) -> list[str]:
-        local = getattr(self.local, "known_members", None)
-        found = set(await local()) if local is not None else set()
+        found = set(await self.local.known_members())
         return sorted(found | set(await self.ssh.known_members()))
 
     async def install_tls(self, name: str, files: dict[str, bytes]) -> None:
@@ -99,3 +95,6 @@ class RoutedRuntime:
 
     async def read_tls(self, name: str, filename: str) -> bytes | None:
         return await self.runtime_of(name).read_tls(name, filename)
+
+    async def mark_restoring(self, name: str, note: str | None) -> None:
+        await self.runtime_of(name).mark_restoring(name, note)

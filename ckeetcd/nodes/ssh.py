@@ -36,7 +36,7 @@ from typing import Any
 
 from ckeetcd.config import EtcdConfig, SSHConfig
 from ckeetcd.model import Runtime
-from ckeetcd.nodes.base import MemberSpec, member_flags
+from ckeetcd.nodes.base import MARKER_LIMIT, RESTORE_MARKER, MemberSpec, member_flags
 
 UNIT = "ckeetcd-member@{name}.service"
 RECONNECT_BACKOFF = 1.0  # seconds a failed connect is answered from memory
@@ -173,6 +173,9 @@ class SSHNode:
 
 _PROC_STAT = "sed 's/^.*) //' /proc/$pid/stat 2>/dev/null | cut -d' ' -f1,20"
 # "<running 0|1> <pid> <has data 0|1>" for the member directory $d.
+# The restore marker's note on one line after the rest ("" when there is none).
+_READ_MARKER = (f'[ ! -e "$d/{RESTORE_MARKER}" ] || '
+                f'{{ head -c {MARKER_LIMIT} "$d/{RESTORE_MARKER}" | tr "\\n" " "; echo .; }}\n')
 _INSPECT_PROCESS = f"""
 pid=0; running=0
 if [ -r "$d/etcd.pid" ] && read pid start < "$d/etcd.pid"; then
@@ -181,7 +184,7 @@ if [ -r "$d/etcd.pid" ] && read pid start < "$d/etcd.pid"; then
 fi
 data=0; [ -n "$(ls -A "$d/data/member/wal" 2>/dev/null)" ] && data=1
 echo "$running $pid $data"
-"""
+""" + _READ_MARKER
 _STOP_PROCESS = f"""
 [ -r "$d/etcd.pid" ] && read pid start < "$d/etcd.pid" || {{ echo 0; exit 0; }}
 mine() {{ set -- $({_PROC_STAT}); [ "${{1:-Z}}" != Z ] && [ "${{2:-}}" = "$start" ]; }}
@@ -245,16 +248,28 @@ class SSHRuntime:
             r = await node.run(
                 self._vars(name) + f"systemctl show -p ActiveState -p MainPID {unit}; "
                 'data=0; [ -n "$(ls -A "$d/data/member/wal" 2>/dev/null)" ] && data=1; '
-                'echo "Data=$data"')
-            props = dict(line.split("=", 1) for line in r.text.splitlines() if "=" in line)
+                'echo "Data=$data"; printf "Restoring="; ' + _READ_MARKER)
+            lines = r.text.splitlines()
+            props = dict(line.split("=", 1) for line in lines if "=" in line)
             pid = int(props.get("MainPID", "0") or 0)
             running = props.get("ActiveState") in ("active", "activating", "reloading")
             return Runtime(reachable=True, running=running and pid > 0,
-                           has_data=props.get("Data") == "1", pid=pid or None)
+                           has_data=props.get("Data") == "1", pid=pid or None,
+                           restoring=_marker_note(props.get("Restoring", "")))
         r = await node.run(self._vars(name) + _INSPECT_PROCESS)
-        is_running, proc_id, data = r.text.split()
+        first, _, marker = r.text.partition("\n")
+        is_running, proc_id, data = first.split()
         return Runtime(reachable=True, running=is_running == "1", has_data=data == "1",
-                       pid=int(proc_id) if is_running == "1" else None)
+                       pid=int(proc_id) if is_running == "1" else None,
+                       restoring=_marker_note(marker))
+
+    async def mark_restoring(self, name: str, note: str | None) -> None:
+        node = self.node(name)
+        path = f"{self.member_dir(name)}/{RESTORE_MARKER}"
+        if note is None:
+            await node.run(f"rm -f {shlex.quote(path)}")
+        else:
+            await node.put(path, note.encode(), 0o600)
 
     def command_line(self, spec: MemberSpec) -> list[str]:
         d = Path(str(self.member_dir(spec.name)))
@@ -383,3 +398,11 @@ class SSHRuntime:
         if r.status != 0:
             raise SSHError(self.node(name).host, "command", f"cat {path}: exit {r.status}")
         return r.stdout
+
+
+def _marker_note(text: str) -> str:
+    """The marker's note from `_READ_MARKER`'s output ("" = no marker)."""
+    text = text.strip()
+    if not text.endswith("."):
+        return ""
+    return text[:-1].strip() or "(empty marker)"
