@@ -35,7 +35,12 @@ call repeats or no-ops what the new leader does rather than undoing it.
 Without quorum there is nothing to elect through (no Txn can succeed): then
 the one daemon named by `[daemon] bootstrapper` (default: the first member's
 name) acts alone, unfenced. That covers the bootstrap of a new cluster and
-the restarts that bring quorum back; every other daemon waits.
+the restarts that bring quorum back. Every other daemon does one thing only:
+it restarts a stopped member *of its own node* (whose address is one of this
+host's) on the data it has, so quorum comes back even when the bootstrapper's
+host is the one that is down. That is always safe (no membership change; the
+node's start is idempotent under a lock, should the bootstrapper start the
+same member at the same moment).
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ from ckeetcd.model import Decision, Observed, Op
 LEADER_KEY = b"/ckeetcd/leader"
 # Ops that touch only this node (its etcd servers file): every daemon runs them.
 NODE_LOCAL_OPS = frozenset({"stop-apiserver-traffic", "publish-endpoints"})
+# Without quorum a follower may still run this for a member of its own node.
+SELF_HEAL_OP = "restart-member"
 
 
 class NotLeader(Exception):
@@ -65,6 +72,20 @@ class NotLeader(Exception):
 
 def daemon_id(config: Config) -> str:
     return config.daemon.id or socket.gethostname()
+
+
+def members_of_this_host(config: Config) -> frozenset[str]:
+    """Members whose address is one of this host's (a socket can bind to it)."""
+    own = set()
+    for m in config.members:
+        try:
+            family = socket.AF_INET6 if ":" in m.address else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((m.address, 0))
+        except OSError:
+            continue
+        own.add(m.name)
+    return frozenset(own)
 
 
 class Leadership:
@@ -94,6 +115,7 @@ class Leadership:
         self.poll = config.daemon.probe_interval
         self.rpc_timeout = config.daemon.rpc_timeout
         self.bootstrapper = config.bootstrapper
+        self.own_members = members_of_this_host(config) if self.enabled else frozenset()
         if not self._endpoints:
             self._endpoints = [config.client_url(m) for m in config.members]
 
@@ -134,9 +156,14 @@ class Leadership:
             role = "follower"
         self._set_role(role)
         if role == "follower":
-            ops = tuple(op for op in decision.ops if op.kind in NODE_LOCAL_OPS)
+            ops = tuple(op for op in decision.ops
+                        if op.kind in NODE_LOCAL_OPS or self._self_heal(op))
             return Decision(decision.phase, ops, decision.reason)
         return decision
+
+    def _self_heal(self, op: Op) -> bool:
+        """A restart of this node's own member while there is no quorum to lead by."""
+        return not self._quorum and op.kind == SELF_HEAL_OP and op.member in self.own_members
 
     def _set_role(self, role: str) -> None:
         if role != self.role:
@@ -148,6 +175,8 @@ class Leadership:
     async def fence(self, op: Op) -> None:
         """Raise NotLeader unless this daemon may act for `op` right now."""
         if not self.enabled or op.kind in NODE_LOCAL_OPS or self.role == "bootstrapper":
+            return
+        if self.role == "follower" and self._self_heal(op):
             return
         held = self._claim
         if held is None or self.role != "leader":

@@ -270,3 +270,29 @@ def test_restore_over_ssh_while_other_daemons_run(lab: Lab, tmp_path: Path) -> N
     r = c.etcdctl("h2", "get", "/drill/", "--prefix", "--keys-only")
     assert r.stdout.split() == [f"/drill/{i:02d}" for i in range(20)], r.stdout
     assert c.etcdctl("h2", "get", "/after/backup").stdout == ""
+
+
+def test_without_quorum_or_bootstrapper_a_node_restarts_its_own_member(
+        lab: Lab, tmp_path: Path) -> None:
+    """The bootstrapper's host (h1) is cut off and h2's etcd dies: quorum is lost.
+
+    Nobody may lead without quorum and the bootstrapper cannot reach anyone;
+    h2's daemon restarts the member of its own node (always safe: same data,
+    no membership change), quorum is back, and h3's daemon touched nothing.
+    """
+    c = three_daemons(lab, tmp_path)
+    lab.link("h1", up=False)
+    marks = c.marks()
+    pid = c.member_pid("h2")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: c.member_pid("h2") not in (None, pid), 30,
+             "h2's etcd started again", abort=c.died)
+    wait_for(lambda: {"h2", "h3"} <= c.voters("h2"), 30, "h2 and h3 healthy voters",
+             abort=c.died)
+    assert "restart-member" in wait_ok_ops(lambda: c.events("h2", "op", marks["h2"]),
+                                           through="restart-member")
+    acted = [e["op"] for e in c.events("h3", "op", marks["h3"]) if e["op"] not in NODE_LOCAL_OPS]
+    assert acted == [], f"h3's daemon acted for another node: {acted}"
+    lab.link("h1", up=True)
+    c.wait_healthy(["h1", "h2", "h3"], host="h2")

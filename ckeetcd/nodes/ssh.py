@@ -172,16 +172,19 @@ class SSHNode:
 
 
 _PROC_STAT = "sed 's/^.*) //' /proc/$pid/stat 2>/dev/null | cut -d' ' -f1,20"
-# "<running 0|1> <pid> <has data 0|1>" for the member directory $d.
-# The restore marker's note on one line after the rest ("" when there is none).
-_READ_MARKER = (f'[ ! -e "$d/{RESTORE_MARKER}" ] || '
-                f'{{ head -c {MARKER_LIMIT} "$d/{RESTORE_MARKER}" | tr "\\n" " "; echo .; }}\n')
-_INSPECT_PROCESS = f"""
+# Sets $running (0|1) and $pid from the pidfile of the member directory $d.
+_RUNNING = f"""
 pid=0; running=0
 if [ -r "$d/etcd.pid" ] && read pid start < "$d/etcd.pid"; then
   set -- $({_PROC_STAT})
   if [ "${{1:-Z}}" != Z ] && [ "${{2:-}}" = "$start" ]; then running=1; fi
 fi
+"""
+# "<running 0|1> <pid> <has data 0|1>" for the member directory $d.
+# The restore marker's note on one line after the rest ("" when there is none).
+_READ_MARKER = (f'[ ! -e "$d/{RESTORE_MARKER}" ] || '
+                f'{{ head -c {MARKER_LIMIT} "$d/{RESTORE_MARKER}" | tr "\\n" " "; echo .; }}\n')
+_INSPECT_PROCESS = _RUNNING + """
 data=0; [ -n "$(ls -A "$d/data/member/wal" 2>/dev/null)" ] && data=1
 echo "$running $pid $data"
 """ + _READ_MARKER
@@ -310,10 +313,15 @@ class SSHRuntime:
                 await asyncio.sleep(0.05)
             raise SSHError(node.host, "command", f"{unit} did not start")
         cmd = " ".join(shlex.quote(a) for a in self.command_line(spec))
+        # Under a lock, and only if not running by then: two daemons may start the
+        # same member at once (the bootstrapper and the member's own node, without
+        # quorum); the second finds it running instead of starting a second etcd.
         r = await node.run(
             f"set -e; umask 077; d={d}; mkdir -p \"$d/data\"; chmod 700 \"$d\" \"$d/data\"\n"
+            "exec 9>>\"$d/start.lock\"; flock -w 10 9\n"
+            + _RUNNING + "if [ $running = 1 ]; then echo $pid; exit 0; fi\n"
             f"echo '--- {stamp} start ({spec.initial_state})' >> \"$d/etcd.log\"\n"
-            f"cd \"$d\"; setsid {cmd} </dev/null >>\"$d/etcd.log\" 2>&1 &\n"
+            f"cd \"$d\"; setsid {cmd} 9>&- </dev/null >>\"$d/etcd.log\" 2>&1 &\n"
             "pid=$!\n"
             f"set -- $({_PROC_STAT})\n"
             "echo \"$pid $2\" > \"$d/etcd.pid.tmp\"; mv -f \"$d/etcd.pid.tmp\" \"$d/etcd.pid\"\n"

@@ -1,0 +1,58 @@
+"""Which ops a daemon that does not lead may still run (pure: no etcd)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ckeetcd.config import Config, load_config
+from ckeetcd.decide import decide
+from ckeetcd.election import Leadership, members_of_this_host
+from ckeetcd.model import Observed
+from tests.builders import cluster, desired
+from tests.harness import ListLog
+
+M3 = ["m1", "m2", "m3"]
+
+
+def config(tmp_path: Path, daemon: str, addresses: dict[str, str]) -> Config:
+    members = "".join(f'[[members]]\nname = "{n}"\naddress = "{a}"\nruntime = "ssh"\n\n'
+                      for n, a in addresses.items())
+    path = tmp_path / "ckeetcd.toml"
+    path.write_text(f'[cluster]\nname = "c"\nstate_dir = "state"\n\n[daemon]\nid = "{daemon}"\n'
+                    f'election = true\n\n[ssh]\nidentity_file = "id"\n'
+                    f'known_hosts = "kh"\n\n{members}')
+    return load_config(path)
+
+
+def test_members_of_this_host_are_those_whose_address_binds(tmp_path: Path) -> None:
+    # 127.0.0.1 is on every host; 192.0.2.1 (TEST-NET-1) is on none.
+    cfg = config(tmp_path, "m2", {"m1": "192.0.2.1", "m2": "127.0.0.1", "m3": "192.0.2.3"})
+    assert members_of_this_host(cfg) == {"m2"}
+
+
+def follower_ops(tmp_path: Path, observed: Observed, own: str = "m2") -> list[tuple[str, str]]:
+    """The ops the daemon of `own`'s node (not the bootstrapper m1) may run."""
+    addresses = {n: "127.0.0.1" if n == own else f"192.0.2.{i}" for i, n in enumerate(M3, 1)}
+    leadership = Leadership(config(tmp_path, own, addresses), pool=None, log=ListLog())
+    decision = leadership.filter(observed, decide(desired(M3), observed))
+    assert leadership.role == "follower"
+    return [(op.kind, op.member) for op in decision.ops]
+
+
+@pytest.mark.parametrize("what, observed, allowed", [
+    ("no quorum, own member stopped -> restart it",
+     cluster(M3, dead=["m2", "m3"]), [("restart-member", "m2")]),
+    ("nobody answers, all stopped -> restart only its own",
+     cluster(no_member_list=True, dead=M3), [("restart-member", "m2")]),
+    ("no quorum, another node's member stopped -> leave it to the bootstrapper",
+     cluster(M3, dead=["m1", "m3"]), []),
+    ("quorum holds, own member stopped -> the leader restarts it",
+     cluster(M3, dead=["m2"]), []),
+    ("quorum holds, own member wiped -> no remove/add by a follower",
+     cluster(M3, wiped=["m2"]), []),
+])
+def test_a_follower_only_restarts_its_own_member_without_quorum(
+        tmp_path: Path, what: str, observed: Observed, allowed: list[tuple[str, str]]) -> None:
+    assert follower_ops(tmp_path, observed) == allowed, what
