@@ -8,16 +8,16 @@ run there); the file `ca export` writes goes to each other daemon host
 - With the key (default): that daemon can lead (it issues member and client
   certificates).
 - `--no-key`: the file carries the CA certificate and a root client
-  certificate for that daemon (90 days) instead of the CA key; the daemon can
-  observe and follow but never lead, since it cannot issue certificates.
-  Re-export before the client certificate expires.
+  certificate for that daemon (`[tls] daemon_cert_lifetime`, 90 days) instead
+  of the CA key; the daemon can observe and follow but never lead, since it
+  cannot issue certificates. It renews that certificate itself through the
+  leader, by a signing request (ckeetcd.daemoncert): no re-export needed.
 
 The CA key never goes to member nodes: they get `ca.crt` only.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ckeetcd.pki import CA, CertKey, ca_paths, ensure_private_dir, write_atomic, write_private
 
 FORMAT = "ckeetcd-ca/1"
-FOLLOWER_CERT_LIFETIME = dt.timedelta(days=90)
 
 
 class CATransferError(Exception):
@@ -49,6 +48,10 @@ class PublicCA(CA):
                               "it cannot issue certificates or lead")
 
     def issue(self, *args: Any, **kwargs: Any) -> CertKey:
+        raise CATransferError("this daemon has no CA key (imported with --no-key): "
+                              "it cannot issue certificates or lead")
+
+    def sign(self, *args: Any, **kwargs: Any) -> bytes:
         raise CATransferError("this daemon has no CA key (imported with --no-key): "
                               "it cannot issue certificates or lead")
 

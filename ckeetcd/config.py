@@ -34,6 +34,8 @@ HOST_RE = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")  # a DNS name or an IP address
 REMOTE_PATH_RE = re.compile(r"^[A-Za-z0-9._+/-]+$")  # goes into remote shell commands
 RUNTIMES = ("local", "ssh")
 MEMBER_SERVICES = ("process", "systemd")
+# A daemon certificate shorter than this would be renewed every few probes.
+MIN_DAEMON_CERT_LIFETIME = dt.timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -145,10 +147,15 @@ class BackupConfig:
 
 @dataclass(frozen=True)
 class TLSConfig:
-    """Member certificate lifetime and how long before expiry it is renewed."""
+    """Certificate lifetimes: members', and each daemon's own root client certificate.
+
+    A daemon renews its own certificate while running, once a third of its
+    lifetime is left (see ckeetcd.daemoncert).
+    """
 
     member_cert_lifetime: dt.timedelta = dt.timedelta(days=365)
     member_cert_renew_before: dt.timedelta = dt.timedelta(days=30)
+    daemon_cert_lifetime: dt.timedelta = dt.timedelta(days=90)
 
 
 @dataclass(frozen=True)
@@ -674,14 +681,21 @@ class _Validator:
         return d
 
     def tls(self, t: Mapping[str, Any]) -> TLSConfig:
-        self.known(t, "tls", {"member_cert_lifetime", "member_cert_renew_before"})
+        self.known(t, "tls", {"member_cert_lifetime", "member_cert_renew_before",
+                              "daemon_cert_lifetime"})
         d = TLSConfig()
         lifetime = self.duration(t, "tls", "member_cert_lifetime", d.member_cert_lifetime)
         renew = self.duration(t, "tls", "member_cert_renew_before", d.member_cert_renew_before)
         if renew >= lifetime:
             self.bad("tls.member_cert_renew_before",
                      "must be shorter than tls.member_cert_lifetime")
-        return TLSConfig(member_cert_lifetime=lifetime, member_cert_renew_before=renew)
+        daemon = self.duration(t, "tls", "daemon_cert_lifetime", d.daemon_cert_lifetime)
+        if daemon < MIN_DAEMON_CERT_LIFETIME:
+            self.bad("tls.daemon_cert_lifetime",
+                     f"must be at least {int(MIN_DAEMON_CERT_LIFETIME.total_seconds())}s "
+                     "(it is renewed with a third of it left)")
+        return TLSConfig(member_cert_lifetime=lifetime, member_cert_renew_before=renew,
+                         daemon_cert_lifetime=daemon)
 
     def users(self, value: Any) -> tuple[UserConfig, ...]:
         if value is None:

@@ -23,6 +23,7 @@ from typing import Any
 from ckeetcd import logs
 from ckeetcd.catransfer import PublicCA
 from ckeetcd.config import Config, ConfigError, load_config
+from ckeetcd.daemoncert import daemon_tls, renew_due
 from ckeetcd.decide import decide
 from ckeetcd.election import Leadership
 from ckeetcd.election import daemon_id as election_id
@@ -36,13 +37,12 @@ from ckeetcd.nodes.router import RoutedRuntime, make_runtime, uses_ssh
 from ckeetcd.observe import Observer
 from ckeetcd.ops import OpContext
 from ckeetcd.ops.context import FAILPOINT_ENV
-from ckeetcd.pki import CA, TLSFiles, ca_paths, ensure_ca, ensure_private_dir, load_ca, not_after
+from ckeetcd.pki import CA, ca_paths, ensure_ca, ensure_private_dir, load_ca
 from ckeetcd.pki import write_cert_key as _write_cert_key
 from ckeetcd.runner import run_ops
 from ckeetcd.sdnotify import Notifier
 from ckeetcd.sidetasks import SideTask, build_side_tasks, stop_all, supervise
 
-DAEMON_CERT_LIFETIME = dt.timedelta(days=90)
 # Phases where nothing is in flight; in any other the loop polls faster.
 SETTLED_PHASES = frozenset({"steady", "degraded", "no-quorum", "paused", "corrupt", "restoring"})
 TRANSITION_POLL = 0.1
@@ -61,22 +61,16 @@ def pki_dir(config: Config) -> Path:
     return config.cluster.pki_dir
 
 
-def daemon_tls(config: Config) -> TLSFiles:
-    d = pki_dir(config)
-    return TLSFiles(ca=d / "ca.crt", cert=d / "daemon-root.crt", key=d / "daemon-root.key")
-
-
 def ensure_daemon_pki(config: Config) -> CA:
     """CA and the daemon's own root client certificate (renewed at 1/3 life left)."""
     ensure_private_dir(config.cluster.state_dir)
     ca = ensure_ca(pki_dir(config), config.cluster.name)
     tls = daemon_tls(config)
-    fresh = tls.cert.exists() and tls.key.exists() and (
-        not_after(tls.cert.read_bytes()) - dt.datetime.now(dt.timezone.utc)
-        > DAEMON_CERT_LIFETIME / 3
-    )
+    lifetime = config.tls.daemon_cert_lifetime
+    fresh = tls.cert.exists() and tls.key.exists() and not renew_due(
+        tls.cert.read_bytes(), lifetime, dt.datetime.now(dt.timezone.utc))
     if not fresh:
-        _write_cert_key(tls.cert, tls.key, ca.issue("root", DAEMON_CERT_LIFETIME))
+        _write_cert_key(tls.cert, tls.key, ca.issue("root", lifetime))
     return ca
 
 

@@ -68,8 +68,25 @@ class CA:
         now: dt.datetime | None = None,
     ) -> CertKey:
         """Sign a fresh key for `common_name` valid for `lifetime` from now."""
-        now = now or dt.datetime.now(dt.timezone.utc)
         key = ec.generate_private_key(ec.SECP256R1())
+        cert_pem = self.sign(common_name, key.public_key(), lifetime, server=server,
+                             client=client, ips=ips, dns=dns, now=now)
+        return CertKey(cert_pem, _key_pem(key))
+
+    def sign(
+        self,
+        common_name: str,
+        public_key: ec.EllipticCurvePublicKey,
+        lifetime: dt.timedelta,
+        *,
+        server: bool = False,
+        client: bool = True,
+        ips: tuple[str, ...] = (),
+        dns: tuple[str, ...] = (),
+        now: dt.datetime | None = None,
+    ) -> bytes:
+        """A certificate (PEM) for a key held elsewhere, e.g. from a CSR."""
+        now = now or dt.datetime.now(dt.timezone.utc)
         usages = []
         if server:
             usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
@@ -79,7 +96,7 @@ class CA:
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(now + lifetime)
@@ -103,7 +120,7 @@ class CA:
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
-        return CertKey(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+        return cert.public_bytes(serialization.Encoding.PEM)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

@@ -20,7 +20,10 @@ from typing import Any, Protocol
 
 from ckeetcd.alerts import AlertWatch
 from ckeetcd.backup import ScheduledBackups, backup_time, default_dir, list_backups
+from ckeetcd.catransfer import PublicCA
 from ckeetcd.config import Config
+from ckeetcd.daemoncert import DaemonCertRenewal, RequestSigner
+from ckeetcd.election import daemon_id
 from ckeetcd.metrics import MetricsTask
 from ckeetcd.model import Desired, Observed
 from ckeetcd.restore import QuorumWatch
@@ -41,7 +44,12 @@ def build_side_tasks(config: Config, deps: dict[str, Any]) -> list[SideTask]:
     without an election; while it holds the lease, with one).
     """
     log, may_act = deps["log"], deps.get("may_act", lambda: True)
-    tasks: list[SideTask] = []
+    tasks: list[SideTask] = [DaemonCertRenewal(config, deps["ca"], deps["pool"],
+                                               daemon_id(config), log)]
+    if config.election and not isinstance(deps["ca"], PublicCA):
+        tasks.append(LeaderOnly("daemon-cert-signer",
+                                lambda c: RequestSigner(c, deps["ca"], deps["pool"], log),
+                                may_act, log))
     if config.kubernetes is not None:  # imported lazily: kubernetes_asyncio is heavy
         from ckeetcd.kube.endpoints import EndpointsTask
 

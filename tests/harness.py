@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ckeetcd.config import EtcdConfig, load_config
-from ckeetcd.daemon import daemon_tls, make_env
+from ckeetcd.daemon import make_env
+from ckeetcd.daemoncert import daemon_tls
 from ckeetcd.etcd import EtcdClient
 from ckeetcd.model import Desired, Observed
 from ckeetcd.nodes import LocalRuntime

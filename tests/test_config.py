@@ -7,6 +7,7 @@ status 2, and change nothing: no state dir, no certificate, no etcd process.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -292,6 +293,10 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "maintenance.defrag_threshold", "at least 0"),
     ("min_db_size not an integer", base(maintenance={"min_db_size": 1.5}),
      "maintenance.min_db_size", "must be an integer"),
+    ("daemon certificate too short", base(tls={"daemon_cert_lifetime": "10s"}),
+     "tls.daemon_cert_lifetime", "at least 30s"),
+    ("daemon certificate lifetime not a duration", base(tls={"daemon_cert_lifetime": 90}),
+     "tls.daemon_cert_lifetime", "Go duration"),
 ]
 
 
@@ -306,6 +311,12 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
 ])
 def test_metrics_address(metrics: dict[str, Any], host_port: tuple[str, int] | None) -> None:
     assert parse_config(base(metrics=metrics), CONFIG).metrics.host_port == host_port
+
+
+def test_daemon_cert_lifetime() -> None:
+    assert parse_config(base(), CONFIG).tls.daemon_cert_lifetime == dt.timedelta(days=90)
+    c = parse_config(base(tls={"daemon_cert_lifetime": "45s"}), CONFIG)
+    assert c.tls.daemon_cert_lifetime == dt.timedelta(seconds=45)
 
 
 def test_operability_defaults() -> None:

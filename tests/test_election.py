@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from ckeetcd.daemon import daemon_tls
+from ckeetcd.daemoncert import daemon_tls
 from ckeetcd.election import LEADER_KEY, Leadership, NotLeader
 from ckeetcd.etcd import ClientPool
 from ckeetcd.etcd import lease as leases

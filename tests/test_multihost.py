@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ckeetcd.backup import list_backups
 from ckeetcd.election import NODE_LOCAL_OPS
+from ckeetcd.pki import not_after
 from tests.harness import wait_for, wait_ok_ops
 from tests.multihost import PY, MultiCluster
 from tests.netns import Lab
@@ -296,3 +297,31 @@ def test_without_quorum_or_bootstrapper_a_node_restarts_its_own_member(
     assert acted == [], f"h3's daemon acted for another node: {acted}"
     lab.link("h1", up=True)
     c.wait_healthy(["h1", "h2", "h3"], host="h2")
+
+
+def test_a_follower_without_the_ca_key_renews_its_certificate_through_the_leader(
+        lab: Lab, tmp_path: Path) -> None:
+    """h3 imported the CA without its key; its 45 s certificate is renewed by a CSR."""
+    c = MultiCluster(lab, tmp_path / "mc", ["h1", "h2", "h3"], ["h1", "h2", "h3"],
+                     extra='[tls]\ndaemon_cert_lifetime = "45s"\n')
+    c.share_ca(without_key=("h3",))
+    pki = c.state_dir("h3") / "pki"
+    first = not_after((pki / "daemon-root.crt").read_bytes())
+    c.start_daemons()
+    c.wait_healthy(c.members)
+    renewed = wait_for(lambda: c.events("h3", "daemon_cert_renewed"), 60,
+                       "h3's certificate renewed", abort=c.died)
+    assert renewed[0]["how"] == "signed by the leader"
+    signed = [d for d, e in c.all_events("daemon_cert_signed") if e["daemon"] == "h3"]
+    assert signed and set(signed) <= {"h1", "h2"}, signed  # by a daemon with the CA key
+    assert not (pki / "ca.key").exists(), "the CA key reached the follower"
+    assert not (pki / "daemon-root.key.pending").exists()
+    assert stat.S_IMODE((pki / "daemon-root.key").stat().st_mode) == 0o600
+    assert not_after((pki / "daemon-root.crt").read_bytes()) > first
+    # The requests and answers are gone from etcd once installed.
+    r = c.etcdctl("h1", "get", "/ckeetcd/c", "--prefix", "--keys-only")
+    assert r.returncode == 0 and r.stdout.strip() == "", r.stdout
+    # After the first certificate expired, h3 still reaches the cluster with the new one.
+    wait_for(lambda: dt.datetime.now(dt.timezone.utc) > first + dt.timedelta(seconds=1), 60,
+             "h3's first certificate expired")
+    assert {"h1", "h2", "h3"} <= c.voters("h3")

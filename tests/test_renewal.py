@@ -7,11 +7,16 @@ handshake, so nothing is restarted.
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import signal
 import socket
 import ssl
+import stat
 
 from cryptography import x509
 
+from ckeetcd.pki import not_after
 from tests.harness import Cluster, Writer, wait_for
 
 SHORT_TLS = '[tls]\nmember_cert_lifetime = "60s"\nmember_cert_renew_before = "45s"\n'
@@ -52,3 +57,37 @@ def test_member_certs_renewed_one_at_a_time_without_failures(make_cluster) -> No
     assert writer.read_misses == []
     assert writer.lost("m1") == []
     c.wait_healthy(names)
+
+
+def test_the_daemon_renews_its_own_certificate_while_running(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """A 30 s daemon certificate: renewed with 10 s left, and the daemon outlives the first.
+
+    gRPC only checks a certificate at the handshake, so the proof is a new one
+    after the first certificate expired: kill -9 a member, and the daemon must
+    reconnect to it to see it restarted and healthy.
+    """
+    c = make_cluster(extra='[tls]\ndaemon_cert_lifetime = "30s"\n')
+    c.start_daemon()
+    names = ["m1", "m2", "m3"]
+    c.wait_healthy(names)
+    tls = c.root_tls()
+    first = not_after(tls.cert.read_bytes())
+    renewed = wait_for(lambda: c.events("daemon_cert_renewed"), 40, "daemon_cert_renewed",
+                       abort=c.daemon_died)
+    assert renewed[0]["how"] == "issued here"
+    assert not_after(tls.cert.read_bytes()) > first
+    assert stat.S_IMODE(tls.key.stat().st_mode) == 0o600
+
+    wait_for(lambda: dt.datetime.now(dt.timezone.utc) > first + dt.timedelta(seconds=1), 40,
+             "the first certificate expired")
+    pid = c.member_pid("m2")
+    assert pid is not None
+    mark = c.mark()
+    os.kill(pid, signal.SIGKILL)
+    c.ok_ops(mark, through="restart-member", timeout=30)
+
+    def all_healthy_seen() -> bool:
+        return any(all(m["healthy"] for m in e["members"]) and len(e["members"]) == 3
+                   for e in c.events("health", since=mark))
+
+    wait_for(all_healthy_seen, 30, "the daemon seeing m2 healthy again", abort=c.daemon_died)

@@ -10,7 +10,7 @@ from ckeetcd.cli.common import load
 
 
 def ca_export(args: argparse.Namespace) -> int:
-    from ckeetcd.catransfer import FOLLOWER_CERT_LIFETIME, export_bundle
+    from ckeetcd.catransfer import export_bundle
     from ckeetcd.daemon import ensure_daemon_pki, pki_dir
     from ckeetcd.pki import ca_paths, ensure_private_dir, write_private
 
@@ -22,7 +22,8 @@ def ca_export(args: argparse.Namespace) -> int:
         return 1
     ensure_private_dir(config.cluster.state_dir)
     ca = ensure_daemon_pki(config)  # creates the CA on the first node
-    daemon_cert = None if not args.no_key else ca.issue("root", FOLLOWER_CERT_LIFETIME)
+    daemon_cert = None if not args.no_key else \
+        ca.issue("root", config.tls.daemon_cert_lifetime)
     out = Path(args.out)
     write_private(out, export_bundle(ca, config.cluster.name, not args.no_key, daemon_cert))
     what = "CA certificate and key" if not args.no_key else \
@@ -33,7 +34,8 @@ def ca_export(args: argparse.Namespace) -> int:
 
 def ca_import(args: argparse.Namespace) -> int:
     from ckeetcd.catransfer import CATransferError, import_bundle, parse_bundle
-    from ckeetcd.daemon import daemon_tls, pki_dir
+    from ckeetcd.daemon import pki_dir
+    from ckeetcd.daemoncert import daemon_tls
 
     config = load(args)
     try:

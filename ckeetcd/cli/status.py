@@ -9,7 +9,8 @@ from typing import Any
 
 from ckeetcd.cli.common import load
 from ckeetcd.config import Config
-from ckeetcd.daemon import daemon_tls, make_env
+from ckeetcd.daemon import make_env
+from ckeetcd.daemoncert import daemon_tls
 from ckeetcd.model import Desired, Observed
 
 
