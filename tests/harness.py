@@ -291,8 +291,9 @@ class Cluster:
     def live_names(self) -> list[str]:
         return [m.name for m in self.config.members]
 
-    def client(self, name: str, tls: TLSFiles | None = None) -> EtcdClient:
-        return EtcdClient(self.client_url(name), tls or self.root_tls(), timeout=3.0)
+    def client(self, name: str, tls: TLSFiles | None = None, timeout: float = 3.0,
+               ) -> EtcdClient:
+        return EtcdClient(self.client_url(name), tls or self.root_tls(), timeout=timeout)
 
     # ---- cleanup -------------------------------------------------------------
     def cleanup(self) -> None:
