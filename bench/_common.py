@@ -8,6 +8,7 @@ and cleans up in a `finally` (the harness stops only what it started).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -38,8 +39,8 @@ ETCDCTL = str(Path(sys.executable).parent / "etcdctl")
 LOAD_AT_START = os.getloadavg()  # other work on the machine skews latencies: recorded
 
 __all__ = ["ETCDCTL", "ROOT", "BenchCluster", "Cadence", "EtcdClient", "EtcdError",
-           "bench_cluster", "healthy_once", "proc_cpu_seconds", "proc_rss_kb",
-           "summary", "wait_for", "write_result"]
+           "bench_cluster", "cadence_parser", "healthy_once", "lab_unavailable",
+           "proc_cpu_seconds", "proc_rss_kb", "summary", "wait_for", "write_result"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,24 @@ class Cadence:
         if probe_interval is not None:
             c = Cadence(c.interval, probe_interval, c.rpc_timeout)
         return c
+
+
+def cadence_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser of a local benchmark: its first doc line, and --probe-interval."""
+    ap = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    ap.add_argument("--probe-interval", type=float, default=None,
+                    help="override [daemon] probe_interval (default: config/local.toml's)")
+    return ap
+
+
+def lab_unavailable() -> str | None:
+    """Why the namespace lab cannot run here (None: it can, stale namespaces swept)."""
+    from tests import netns
+
+    reason = netns.available()
+    if reason is None:
+        netns.sweep()
+    return reason
 
 
 class BenchCluster(Cluster):

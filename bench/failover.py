@@ -27,9 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import summary, wait_for, write_result
+from _common import lab_unavailable, summary, wait_for, write_result
 
-from tests import netns
 from tests.multihost import MultiCluster
 from tests.netns import Lab
 
@@ -69,11 +68,10 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--ttls", default="3,6")
     args = ap.parse_args()
-    reason = netns.available()
+    reason = lab_unavailable()
     if reason:
         print(f"cannot run: {reason}")
         return 1
-    netns.sweep()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="ckeetcd-failover-") as tmp:
         for ttl in (int(t) for t in args.ttls.split(",")):

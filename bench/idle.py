@@ -21,7 +21,6 @@ Run: .venv/bin/python bench/idle.py [--seconds 60] [--probe-interval S]
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ from _common import (
     ROOT,
     Cadence,
     bench_cluster,
+    cadence_parser,
     proc_cpu_seconds,
     proc_rss_kb,
     write_result,
@@ -92,10 +92,8 @@ def thread_delta(a: dict[str, tuple[str, float, int]], b: dict[str, tuple[str, f
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = cadence_parser(__doc__)
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--probe-interval", type=float, default=None,
-                    help="override [daemon] probe_interval (default: config/local.toml's)")
     args = ap.parse_args()
     cadence = Cadence.from_args(args.probe_interval)
     names = ["m1", "m2", "m3"]

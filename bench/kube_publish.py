@@ -27,7 +27,6 @@ Run: .venv/bin/python bench/kube_publish.py [--reps 10] [--swaps 2] [--probe-int
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import shutil
@@ -38,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import BenchCluster, Cadence, summary, wait_for, write_result
+from _common import BenchCluster, Cadence, cadence_parser, summary, wait_for, write_result
 
 from tests.kubeapi import KubeAPIServer, slice_endpoints
 
@@ -138,11 +137,9 @@ def swap_rep(c: BenchCluster, api: KubeAPIServer, names: list[str], old: str,
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = cadence_parser(__doc__)
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--swaps", type=int, default=2)
-    ap.add_argument("--probe-interval", type=float, default=None,
-                    help="override [daemon] probe_interval (default: config/local.toml's)")
     args = ap.parse_args()
     cadence = Cadence.from_args(args.probe_interval)
     names = ["m1", "m2", "m3"]

@@ -15,7 +15,6 @@ Run: .venv/bin/python bench/repair.py [--reps 10] [--probe-interval S]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
 import json
@@ -34,6 +33,7 @@ from _common import (
     EtcdClient,
     EtcdError,
     bench_cluster,
+    cadence_parser,
     stop_daemon,
     summary,
     write_result,
@@ -143,10 +143,8 @@ def baseline_rep(cluster: BenchCluster, names: list[str], i: int) -> dict[str, A
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = cadence_parser(__doc__)
     ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--probe-interval", type=float, default=None,
-                    help="override [daemon] probe_interval (default: config/local.toml's)")
     args = ap.parse_args()
     cadence = Cadence.from_args(args.probe_interval)
     names = ["m1", "m2", "m3"]

@@ -24,7 +24,6 @@ Run: .venv/bin/python bench/replace.py [--reps 7] [--probe-interval S]
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import datetime as dt
@@ -45,6 +44,7 @@ from _common import (
     EtcdClient,
     EtcdError,
     bench_cluster,
+    cadence_parser,
     stop_daemon,
     summary,
     wait_for,
@@ -307,10 +307,8 @@ VARIANTS = (("floor", floor_rep), ("floor_seed", floor_seed_rep), ("daemon", dae
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = cadence_parser(__doc__)
     ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--probe-interval", type=float, default=None,
-                    help="override [daemon] probe_interval (default: config/local.toml's)")
     args = ap.parse_args()
     cadence = Cadence.from_args(args.probe_interval)
     base = ["m1", "m2", "m3"]

@@ -32,13 +32,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import summary, wait_for, write_result
+from _common import lab_unavailable, summary, wait_for, write_result
 
 from ckeetcd.config import load_config
 from ckeetcd.nodes import MemberSpec
 from ckeetcd.nodes.ssh import SSHRuntime
 from ckeetcd.pki import load_ca, member_tls_files, write_atomic, write_private
-from tests import netns
 from tests.multihost import ETCDCTL, MultiCluster
 from tests.netns import Lab
 
@@ -127,11 +126,10 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=4)
     args = ap.parse_args()
-    reason = netns.available()
+    reason = lab_unavailable()
     if reason:
         print(f"cannot run: {reason}")
         return 1
-    netns.sweep()
     daemon: list[float] = []
     script: list[float] = []
     with tempfile.TemporaryDirectory(prefix="ckeetcd-replace-ssh-") as tmp:
