@@ -50,10 +50,8 @@ def build_side_tasks(config: Config, deps: dict[str, Any]) -> list[SideTask]:
         tasks.append(LeaderOnly("daemon-cert-signer",
                                 lambda c: RequestSigner(c, deps["ca"], deps["pool"], log),
                                 may_act, log))
-    if config.kubernetes is not None:  # imported lazily: kubernetes_asyncio is heavy
-        from ckeetcd.kube.endpoints import EndpointsTask
-
-        tasks.append(LeaderOnly("kube-endpoints", lambda c: EndpointsTask(c, log), may_act, log))
+    tasks.append(LeaderOnly("kube-endpoints", lambda c: _endpoints_task(c, log), may_act, log,
+                            wanted=lambda c: c.kubernetes is not None))
     # idle while interval = 0
     tasks.append(LeaderOnly("scheduled-backups",
                             lambda c: ScheduledBackups(c, deps["pool"], log), may_act, log))
@@ -63,6 +61,12 @@ def build_side_tasks(config: Config, deps: dict[str, Any]) -> list[SideTask]:
     return tasks
 
 
+def _endpoints_task(config: Config, log: Any) -> SideTask:
+    from ckeetcd.kube.endpoints import EndpointsTask  # lazily: kubernetes_asyncio is heavy
+
+    return EndpointsTask(config, log)
+
+
 def newest_backup(config: Config) -> float | None:
     """When the newest verified backup in the backup folder was made (for the metrics)."""
     stamps = [t for t in map(backup_time, list_backups(default_dir(config))) if t]
@@ -70,17 +74,21 @@ def newest_backup(config: Config) -> float | None:
 
 
 class LeaderOnly:
-    """Runs a fresh instance of a task while this daemon may act, none otherwise.
+    """Runs a fresh instance of a task while this daemon may act and the config wants it.
 
     A new instance per term: nothing a task believed while it last led (what
     it published, when it last backed up) is trusted after another daemon led.
+    `wanted` follows reloads: a `[kubernetes]` section added to a running
+    daemon's config starts the endpoints task, one removed stops it.
     """
 
     def __init__(self, name: str, factory: Callable[[Config], SideTask],
-                 may_act: Callable[[], bool], log: Any) -> None:
+                 may_act: Callable[[], bool], log: Any,
+                 wanted: Callable[[Config], bool] = lambda config: True) -> None:
         self.name = name
         self.factory = factory
         self.may_act = may_act
+        self.wanted = wanted
         self.log = log
         self.inner: SideTask | None = None
         self._acting = False
@@ -89,7 +97,7 @@ class LeaderOnly:
 
     def offer(self, config: Config, desired: Desired, observed: Observed) -> None:
         self._latest = (config, desired, observed)
-        acting = self.may_act()
+        acting = self.may_act() and self.wanted(config)
         if acting != self._acting:
             self._acting = acting
             self._changed.set()
@@ -113,7 +121,8 @@ class LeaderOnly:
                     self.inner = None
                     await stop_all([running])
                     running = None
-                    self.log.info("side_task_stopped", task=self.name, reason="not leader")
+                    reason = "not leader" if not self.may_act() else "not configured"
+                    self.log.info("side_task_stopped", task=self.name, reason=reason)
         finally:
             if running is not None:
                 await stop_all([running])

@@ -514,3 +514,20 @@ def test_daemon_config_swap_replaces_the_address(kube: tuple[Cluster, KubeAPISer
     for out in (ep.stdout, sl.stdout):
         assert new in out and "m4" in out
         assert old not in out and "hostname: m3" not in out
+
+
+def test_a_kubernetes_section_added_on_reload_starts_publishing(
+        make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
+    names = ["m1", "m2", "m3"]
+    (tmp_path / "api").mkdir()
+    with KubeAPIServer(tmp_path / "api") as api:
+        c = make_cluster()
+        c.start_daemon()
+        c.wait_healthy(names)
+        mark = c.mark()
+        c.write_config(names, extra=f'[kubernetes]\nkubeconfig = "{api.kubeconfig}"\n')
+        wait_for(lambda: c.events("config_reloaded", since=mark), 20, "the reload",
+                 abort=c.daemon_died)
+        wait_published(c, api, names)
+        assert [e["task"] for e in c.events("side_task_started", since=mark)] == \
+            ["kube-endpoints"]

@@ -72,3 +72,26 @@ def test_runs_a_fresh_instance_per_term_and_never_while_following() -> None:
 
     _, events = asyncio.run(go())
     assert events == ["side_task_started", "side_task_stopped", "side_task_started"]
+
+
+def test_follows_the_config_a_reload_adds_or_removes_the_section() -> None:
+    async def go() -> list[str]:
+        born: list[Recorder] = []
+        log = ListLog()
+        gate = LeaderOnly("recorder", lambda c: Recorder(born), lambda: True, log,
+                          wanted=lambda config: config == "with-section")
+        runner = asyncio.create_task(gate.run())
+        gate.offer("without", "want", "view-1")
+        await settle()
+        assert born == []
+        gate.offer("with-section", "want", "view-2")  # the reload added it
+        await settle()
+        assert len(born) == 1 and born[0].running and born[0].offers == ["view-2"]
+        gate.offer("without", "want", "view-3")  # and took it away again
+        await settle()
+        assert born[0].cancelled
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        return [f"{e['event']}:{e.get('reason', '')}" for e in log.events]
+
+    assert asyncio.run(go()) == ["side_task_started:", "side_task_stopped:not configured"]
