@@ -48,6 +48,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -65,6 +66,7 @@ from ckeetcd.etcd.snapshot import HASH_LEN, SnapshotError, verify
 from ckeetcd.history import History
 from ckeetcd.model import Desired, Health, Observed, quorum
 from ckeetcd.nodes.base import RESTORE_MARKER, MemberRuntime, MemberSpec
+from ckeetcd.ops.context import FAILPOINT_ENV
 from ckeetcd.pki import CA, member_tls_files, member_tls_problem
 
 OP = "restore-cluster"
@@ -379,6 +381,9 @@ class Restorer:
             if self.history is not None:
                 self.history.record(event="step-end", targets=",".join(self.plan.local_members),
                                     **fields)
+            if os.environ.get(FAILPOINT_ENV, "") == f"{OP}:{name}":  # tests: die right here
+                self.log.warning("failpoint", op=OP, step=name)
+                os.kill(os.getpid(), signal.SIGKILL)
 
     async def run(self) -> None:
         try:

@@ -21,6 +21,7 @@ import pytest
 
 from ckeetcd.etcd import EtcdClient, EtcdError
 from ckeetcd.model import KUBE_APISERVER
+from ckeetcd.ops.context import FAILPOINT_ENV
 from tests.harness import Cluster, wait_for
 from tests.test_backup import created_name, etcdutl_status, fill
 
@@ -289,3 +290,41 @@ def test_quorum_lost_then_restored_by_restarts(cluster: Cluster) -> None:
     restarted = {e["targets"] for e in cluster.events("op", since=mark)
                  if e.get("op") == "restart-member" and e["outcome"] == "ok"}
     assert restarted == {"m2", "m3"}
+
+
+@pytest.mark.parametrize("step", ["stop-members", "start-members"])
+def test_a_restore_killed_mid_way_keeps_the_daemon_off_and_can_be_run_again(
+        make_cluster: Callable[..., Cluster], tmp_path: Path, step: str) -> None:
+    c = make_cluster()
+    c.start_daemon()
+    c.wait_healthy(NAMES)
+    known = {f"/kept/{i:02d}".encode(): b"v" for i in range(20)}
+    put(c, known)
+    snap = backup(c, tmp_path / "backups")
+    put(c, {b"/after/backup": b"lost"})
+    c.stop_daemon()
+
+    r = c.cli("restore", "--from", str(snap), "--yes", "--force",
+              env={FAILPOINT_ENV: f"restore-cluster:{step}"})
+    assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
+    marked = sorted(p.parent.name for p in c.state_dir.glob("members/*/RESTORING"))
+    assert marked == NAMES
+
+    # A daemon started on the half-restored cluster does nothing, and says why.
+    mark = c.mark()
+    c.start_daemon()
+    cycles = wait_for(lambda: c.events("cycle", since=mark)[1:], 30, "two cycles",
+                      abort=c.daemon_died)
+    assert {e["phase"] for e in cycles} == {"restoring"}, cycles
+    assert "ckeetcd restore, pid" in cycles[0]["reason"]
+    assert c.events("op", since=mark) == []
+    c.stop_daemon()
+
+    r = c.cli("restore", "--from", str(snap), "--yes", "--force")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not list(c.state_dir.glob("members/*/RESTORING"))
+    for name in NAMES:
+        assert read_prefix(c, name, b"/kept/") == known
+        assert read_prefix(c, name, b"/after/") == {}
+    c.start_daemon()
+    c.wait_healthy(NAMES)
