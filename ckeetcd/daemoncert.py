@@ -144,7 +144,7 @@ class DaemonCertRenewal:
         write_private(self.tls.key, key_pem)
         write_atomic(self.tls.cert, cert_pem)
         self._expires = not_after(cert_pem)
-        await self.pool.reset()  # new channels present the new certificate
+        self.pool.rotate()  # new channels present the new certificate
         self.log.info("daemon_cert_renewed", how=how, previous_not_after=str(old),
                       not_after=str(self._expires))
 
