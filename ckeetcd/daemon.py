@@ -216,7 +216,9 @@ class Daemon:
             self.config, {"pool": env.pool, "log": self.log, "history": history, "ca": ca,
                           "runtime": env.runtime, "may_act": self.leadership.may_act})
         running = [asyncio.create_task(supervise(t, self.log), name=t.name) for t in side]
-        running.append(asyncio.create_task(self.leadership.run(), name="election"))
+        # supervised like a side task: an unexpected error must not end the campaign
+        running.append(asyncio.create_task(supervise(self.leadership, self.log),
+                                           name="election"))
         self.log.info("daemon_started", config=str(self.config.path),
                       cluster=self.config.cluster.name,
                       members=[m.name for m in self.config.members])

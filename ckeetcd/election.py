@@ -91,6 +91,8 @@ def members_of_this_host(config: Config) -> frozenset[str]:
 class Leadership:
     """Election state of this daemon; `run()` is its background task."""
 
+    name = "election"
+
     def __init__(self, config: Config, pool: ClientPool, log: Any, can_lead: bool = True,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.pool = pool

@@ -29,12 +29,16 @@ from ckeetcd.model import Desired, Observed
 from ckeetcd.restore import QuorumWatch
 
 
-class SideTask(Protocol):
+class Supervised(Protocol):
+    """Anything `supervise` keeps running: a side task, the election."""
+
     name: str
 
-    def offer(self, config: Config, desired: Desired, observed: Observed) -> None: ...
-
     async def run(self) -> None: ...
+
+
+class SideTask(Supervised, Protocol):
+    def offer(self, config: Config, desired: Desired, observed: Observed) -> None: ...
 
 
 def build_side_tasks(config: Config, deps: dict[str, Any]) -> list[SideTask]:
@@ -128,7 +132,7 @@ class LeaderOnly:
                 await stop_all([running])
 
 
-async def supervise(task: SideTask, log: Any, max_backoff: float = 30.0) -> None:
+async def supervise(task: Supervised, log: Any, max_backoff: float = 30.0) -> None:
     """Run `task` forever; restart it with backoff when it fails."""
     backoff = 0.5
     while True:
