@@ -318,6 +318,8 @@ def test_a_restore_killed_mid_way_keeps_the_daemon_off_and_can_be_run_again(
     assert {e["phase"] for e in cycles} == {"restoring"}, cycles
     assert "ckeetcd restore, pid" in cycles[0]["reason"]
     assert c.events("op", since=mark) == []
+    st = json.loads(c.cli("status", "--output", "json").stdout)
+    assert sorted(st["restoring"]) == NAMES
     c.stop_daemon()
 
     r = c.cli("restore", "--from", str(snap), "--yes", "--force")

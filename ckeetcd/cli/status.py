@@ -94,6 +94,7 @@ def status(args: argparse.Namespace) -> int:
     table = rows(desired, observed)
     paused = "[daemon] paused = true" if config.daemon.paused else observed.paused
     alarms = [{"member_id": f"{i:x}", "alarm": a} for i, a in observed.alarms]
+    restoring = {n: r.restoring for n, r in sorted(observed.runtimes.items()) if r.restoring}
     if args.output == "json":
         print(json.dumps({"cluster": config.cluster.name,
                           "reachable": observed.members is not None,
@@ -101,6 +102,7 @@ def status(args: argparse.Namespace) -> int:
                           "leader_daemon": leader,
                           "paused": paused or None,
                           "alarms": alarms,
+                          "restoring": restoring or None,
                           "members": table}, indent=2))
         return 0
     cols = ["name", "id", "client_url", "healthy", "learner", "leader", "db_size", "running", "pid"]
@@ -115,6 +117,8 @@ def status(args: argparse.Namespace) -> int:
         print(f"alarm: {a['alarm']} (member {a['member_id']})")
     if paused:
         print(f"paused: {paused}")
+    for name, note in restoring.items():
+        print(f"restoring: {name}: {note} (no daemon acts until the restore ends)")
     return 0
 
 
