@@ -44,7 +44,8 @@ from ckeetcd.sdnotify import Notifier
 from ckeetcd.sidetasks import SideTask, build_side_tasks, stop_all, supervise
 
 # Phases where nothing is in flight; in any other the loop polls faster.
-SETTLED_PHASES = frozenset({"steady", "degraded", "no-quorum", "paused", "corrupt", "restoring"})
+SETTLED_PHASES = frozenset({"steady", "degraded", "no-quorum", "paused", "corrupt", "restoring",
+                            "config-drift"})
 TRANSITION_POLL = 0.1
 # After a change, an unsettled-looking phase (degraded, no-quorum) is polled
 # fast for this long before the loop falls back to the probe cadence.

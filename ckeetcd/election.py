@@ -58,6 +58,7 @@ from ckeetcd.config import Config
 from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.etcd import lease as leases
 from ckeetcd.model import Decision, Observed, Op
+from ckeetcd.presence import Presence, hold_membership_changes, membership_of
 
 LEADER_KEY = b"/ckeetcd/leader"
 # Ops that touch only this node (its etcd servers file): every daemon runs them.
@@ -109,9 +110,13 @@ class Leadership:
         self._quorum = False
         self._endpoints: list[str] = []
         self._changed = False
+        self.presence = Presence(self.id, log)
+        self._wake = asyncio.Event()
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
+        self.membership = membership_of(config)
+        self._wake.set()  # publish a changed membership now, not a poll later
         self.enabled = config.election
         self.ttl = config.daemon.lease_ttl
         self.poll = config.daemon.probe_interval
@@ -161,6 +166,8 @@ class Leadership:
             ops = tuple(op for op in decision.ops
                         if op.kind in NODE_LOCAL_OPS or self._self_heal(op))
             return Decision(decision.phase, ops, decision.reason)
+        if role == "leader":
+            return hold_membership_changes(decision, self.membership, self.presence.peers)
         return decision
 
     def _self_heal(self, op: Op) -> bool:
@@ -200,6 +207,9 @@ class Leadership:
                         await self._renew()
                     elif self.can_lead and self._quorum:
                         await self._campaign()
+                    if self._quorum:
+                        await self.presence.refresh(self._client(), max(self.ttl, 3),
+                                                    self.membership, self._claim is not None)
                     failures = 0
                 except EtcdError as e:
                     failures += 1
@@ -209,7 +219,12 @@ class Leadership:
                     elif failures == 3:
                         self.log.warning("election_error", daemon=self.id,
                                          error=f"{e.code}: {e.details}")
-            await asyncio.sleep(max(self.ttl / 3, 0.2) if self._claim else self.poll)
+            pause = max(self.ttl / 3, 0.2) if self._claim else self.poll
+            if self._claim and self.presence.drift:
+                pause = 0.2  # changes wait on the others' configs: see them fixed at once
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(pause, self.ttl / 3))
 
     def _client(self) -> Any:
         return self.pool.get(self._endpoints[0])
@@ -227,6 +242,7 @@ class Leadership:
             self._claim = claim
             self._expires = start + ttl
             self.holder = self.id
+            self.presence.new_term()
             self.log.info("leadership_acquired", daemon=self.id, term=claim.create_revision,
                           lease=f"{lease:x}", ttl=ttl)
             return
@@ -263,6 +279,8 @@ class Leadership:
 
     async def resign(self) -> None:
         """On a clean stop: hand leadership over at once instead of after the TTL."""
+        if self.enabled:
+            await self.presence.withdraw(self._client())
         held, self._claim = self._claim, None
         if held is None:
             return

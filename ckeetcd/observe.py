@@ -74,6 +74,13 @@ class Observer:
         members = await self._member_list(by_endpoint)
         health: dict[int, Health] = {}
         if members is not None:
+            # Members this observer has not asked yet (a fresh `ckeetcd status`, a
+            # member added out of band): ask them now rather than report "no answer".
+            unasked = [u for m in members for u in m.client_urls[:1] if u not in by_endpoint]
+            if unasked:
+                more = await asyncio.gather(*(self._status(u) for u in unasked))
+                by_endpoint.update(zip(unasked, more, strict=True))
+                statuses = [*statuses, *more]
             self._known_client_urls = tuple(u for m in members for u in m.client_urls[:1])
             self._known_names = tuple(m.name for m in members if m.name)
             for m in members:

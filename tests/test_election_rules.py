@@ -9,7 +9,8 @@ import pytest
 from ckeetcd.config import Config, load_config
 from ckeetcd.decide import decide
 from ckeetcd.election import Leadership, members_of_this_host
-from ckeetcd.model import Observed
+from ckeetcd.model import Decision, Observed, Op
+from ckeetcd.presence import Membership, hold_membership_changes
 from tests.builders import cluster, desired
 from tests.harness import ListLog
 
@@ -56,3 +57,37 @@ def follower_ops(tmp_path: Path, observed: Observed, own: str = "m2") -> list[tu
 def test_a_follower_only_restarts_its_own_member_without_quorum(
         tmp_path: Path, what: str, observed: Observed, allowed: list[tuple[str, str]]) -> None:
     assert follower_ops(tmp_path, observed) == allowed, what
+
+
+SWAP_OPS = ("stop-member", "remove-member", "add-member", "start-member", "promote-member")
+OLD: Membership = (("h1", "https://10.0.0.1:2380"), ("h2", "https://10.0.0.2:2380"),
+                   ("h3", "https://10.0.0.3:2380"))
+NEW: Membership = (("h1", "https://10.0.0.1:2380"), ("h2", "https://10.0.0.2:2380"),
+                   ("h4", "https://10.0.0.4:2380"))
+
+
+def decision_of(*kinds: str) -> Decision:
+    return Decision("member-remove", tuple(Op(k, member="h3") for k in kinds), "swap h3 for h4")
+
+
+@pytest.mark.parametrize("what, decision, peers, kinds, phase", [
+    ("every live daemon agrees -> the swap goes on",
+     decision_of(*SWAP_OPS), {"h1": NEW, "h2": NEW}, list(SWAP_OPS), "member-remove"),
+    ("one daemon still lists h3 -> held",
+     decision_of("stop-member", "remove-member"), {"h1": NEW, "h2": OLD}, [], "config-drift"),
+    ("held, but the traffic cut and a restart still run",
+     decision_of("stop-apiserver-traffic", "restart-member", "add-member"),
+     {"h1": NEW, "h2": OLD}, ["stop-apiserver-traffic", "restart-member"], "config-drift"),
+    ("the others not read yet in this term -> held",
+     decision_of("promote-member"), None, [], "config-drift"),
+    ("no membership op -> nothing to hold, whatever the others say",
+     decision_of("renew-member-certs"), {"h2": OLD}, ["renew-member-certs"], "member-remove"),
+])
+def test_membership_changes_wait_for_every_live_daemons_config(
+        what: str, decision: Decision, peers: dict[str, Membership] | None,
+        kinds: list[str], phase: str) -> None:
+    held = hold_membership_changes(decision, NEW, peers)
+    assert [op.kind for op in held.ops] == kinds, what
+    assert held.phase == phase, what
+    if phase == "config-drift" and peers:
+        assert "daemons h2 ask for other members" in held.reason

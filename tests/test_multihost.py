@@ -14,6 +14,7 @@ from pathlib import Path
 from ckeetcd.backup import list_backups
 from ckeetcd.election import NODE_LOCAL_OPS
 from ckeetcd.pki import not_after
+from ckeetcd.presence import MEMBERSHIP_OPS
 from tests.harness import wait_for, wait_ok_ops
 from tests.multihost import PY, MultiCluster
 from tests.netns import Lab
@@ -325,3 +326,32 @@ def test_a_follower_without_the_ca_key_renews_its_certificate_through_the_leader
     wait_for(lambda: dt.datetime.now(dt.timezone.utc) > first + dt.timedelta(seconds=1), 60,
              "h3's first certificate expired")
     assert {"h1", "h2", "h3"} <= c.voters("h3")
+
+
+def test_a_stale_config_on_one_node_holds_membership_changes(lab: Lab, tmp_path: Path) -> None:
+    """The swap h3 -> h4 reaches two daemons' configs but not a third: the leader waits.
+
+    Were it to act, a later leader on the stale node would swap h4 back for h3.
+    """
+    c = three_daemons(lab, tmp_path)
+    leader = c.leader()
+    assert leader is not None
+    stale = next(d for d in ("h3", "h2", "h1") if d != leader)
+    marks = c.marks()
+    c.write_config(["h1", "h2", "h4"], only=[d for d in c.daemon_hosts if d != stale])
+    # (The others reload within moments of each other: the drift settles on `stale`.)
+    wait_for(lambda: [e for e in c.events(leader, "config_drift", marks[leader])
+                      if e["others"] == {stale: ["h1", "h2", "h3"]}], 30,
+             f"config_drift on the leader naming {stale}", abort=c.died)
+    settle = c.mark(leader)
+    wait_for(lambda: len([e for e in c.events(leader, "cycle", settle)
+                          if e["phase"] == "config-drift"]) >= 2, 30,
+             "two config-drift cycles", abort=c.died)
+    changed = [(d, e["op"]) for d, e in c.all_events("op", marks) if e["op"] in MEMBERSHIP_OPS]
+    assert changed == [], changed
+    assert c.voters(leader) == {"h1", "h2", "h3"}  # h3 reported, though not in its config
+
+    c.write_config(["h1", "h2", "h4"], only=[stale])  # the operator fixes the stale copy
+    wait_for(lambda: c.events(leader, "config_agreed", marks[leader]), 30, "config_agreed",
+             abort=c.died)
+    c.wait_healthy(["h1", "h2", "h4"], host=leader, timeout=120)

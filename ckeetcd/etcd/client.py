@@ -210,8 +210,8 @@ class EtcdClient:
         await self._call(self._cluster.MemberPromote, rpc.MemberPromoteRequest(ID=member_id))
 
     # ---- kv ----------------------------------------------------------------
-    async def put(self, key: bytes, value: bytes) -> int:
-        r = await self._call(self._kv.Put, rpc.PutRequest(key=key, value=value))
+    async def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
+        r = await self._call(self._kv.Put, rpc.PutRequest(key=key, value=value, lease=lease))
         return int(r.header.revision)  # type: ignore[attr-defined]
 
     async def get(self, key: bytes, serializable: bool = False) -> KeyValue | None:
