@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from typing import Any
 
 from ckeetcd.config import Config
@@ -27,6 +28,9 @@ from ckeetcd.etcd import lease as leases
 from ckeetcd.model import Decision
 
 PREFIX = b"/ckeetcd/daemons/"
+# An edit reaches the daemons a moment apart: changes are held at once, but the
+# warning waits this long, so a config rolled out everywhere does not raise it.
+DRIFT_GRACE = 5.0
 MEMBERSHIP_OPS = frozenset({"stop-member", "remove-member", "add-member", "start-member",
                             "promote-member"})
 
@@ -74,6 +78,8 @@ class Presence:
         self.published: Membership | None = None
         self.peers: dict[str, Membership] | None = None  # None: unread in this term
         self.drift: dict[str, Membership] = {}
+        self._drift_since = 0.0
+        self._warned: dict[str, Membership] | None = None  # what config_drift last said
 
     def new_term(self) -> None:
         self.peers = None
@@ -96,16 +102,19 @@ class Presence:
 
     def _log_drift(self, mine: Membership) -> None:
         drift = {d: want for d, want in (self.peers or {}).items() if want != mine}
-        if drift == self.drift:
-            return
-        if drift:
+        now = time.monotonic()
+        if drift != self.drift:
+            self._drift_since = now
+            self.drift = drift
+        if drift and drift != self._warned and now - self._drift_since >= DRIFT_GRACE:
             self.log.warning("config_drift", daemon=self.daemon, mine=_names(mine),
                              others={d: _names(w) for d, w in sorted(drift.items())},
                              hint="every daemon's config must list the same [[members]]; "
                                   "membership changes wait until they do")
-        else:
+            self._warned = drift
+        elif not drift and self._warned:
             self.log.info("config_agreed", daemon=self.daemon, members=_names(mine))
-        self.drift = drift
+            self._warned = None
 
     async def withdraw(self, client: Any) -> None:
         """On a clean stop: our key goes at once."""

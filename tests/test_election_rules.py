@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from ckeetcd import presence as presence_module
 from ckeetcd.config import Config, load_config
 from ckeetcd.decide import decide
 from ckeetcd.election import Leadership, members_of_this_host
 from ckeetcd.model import Decision, Observed, Op
-from ckeetcd.presence import Membership, hold_membership_changes
+from ckeetcd.presence import Membership, Presence, hold_membership_changes
 from tests.builders import cluster, desired
 from tests.harness import ListLog
 
@@ -91,3 +92,27 @@ def test_membership_changes_wait_for_every_live_daemons_config(
     assert held.phase == phase, what
     if phase == "config-drift" and peers:
         assert "daemons h2 ask for other members" in held.reason
+
+
+def test_drift_is_reported_only_when_it_outlasts_a_rollout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(presence_module.time, "monotonic", lambda: clock[0])
+    log = ListLog()
+    p = Presence("h1", log)
+    p.peers = {"h1": NEW, "h2": OLD}  # h2 has not reloaded yet
+    p._log_drift(NEW)
+    clock[0] += 1
+    p.peers = {"h1": NEW, "h2": NEW}  # ... now it has: nothing to say
+    p._log_drift(NEW)
+    assert log.names() == []
+    p.peers = {"h1": NEW, "h2": NEW, "h3": OLD}  # h3 never follows
+    p._log_drift(NEW)
+    clock[0] += presence_module.DRIFT_GRACE
+    p._log_drift(NEW)
+    p._log_drift(NEW)
+    assert log.names() == ["config_drift"]
+    assert log.events[0]["others"] == {"h3": ["h1", "h2", "h3"]}
+    p.peers = {"h1": NEW, "h2": NEW, "h3": NEW}
+    p._log_drift(NEW)
+    assert log.names() == ["config_drift", "config_agreed"]
