@@ -95,9 +95,10 @@ class Presence:
             value = json.dumps({"members": [list(m) for m in mine]}).encode()
             await client.put(self.key, value, lease=self.lease)
             self.published = mine
-        if leading:
-            self.peers = {kv.key[len(PREFIX):].decode(errors="replace"): _parse(kv.value)
-                          for kv in await client.get_prefix(PREFIX)}
+        if leading:  # the others: our own copy is `mine`, whatever our key says yet
+            self.peers = {d: want for d, want in (
+                (kv.key[len(PREFIX):].decode(errors="replace"), _parse(kv.value))
+                for kv in await client.get_prefix(PREFIX)) if d != self.daemon}
             self._log_drift(mine)
 
     def _log_drift(self, mine: Membership) -> None:
