@@ -279,17 +279,16 @@ class Leadership:
 
     async def resign(self) -> None:
         """On a clean stop: hand leadership over at once instead of after the TTL."""
-        if self.enabled:
-            await self.presence.withdraw(self._client())
         held, self._claim = self._claim, None
-        if held is None:
-            return
-        try:
-            await leases.revoke(self._client(), held.lease)
-            self.log.info("leadership_released", daemon=self.id, term=held.create_revision)
-        except EtcdError as e:
-            self.log.warning("leadership_release_failed", daemon=self.id,
-                             error=f"{e.code}: {e.details}")
+        if held is not None:
+            try:
+                await leases.revoke(self._client(), held.lease)
+                self.log.info("leadership_released", daemon=self.id, term=held.create_revision)
+            except EtcdError as e:
+                self.log.warning("leadership_release_failed", daemon=self.id,
+                                 error=f"{e.code}: {e.details}")
+        if self.enabled:  # after the handover: it must not wait on this
+            await self.presence.withdraw(self._client())
 
 
 def _holder(claim: leases.Claim | None) -> str:
