@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ckeetcd.durations import DurationError, parse_duration
-from ckeetcd.keyspace import REGISTRY_PREFIX, prefixes_overlap
+from ckeetcd.keyspace import CKEETCD_PREFIX, REGISTRY_PREFIX, prefixes_overlap
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -719,6 +719,10 @@ class _Validator:
             elif pfx is not None and prefixes_overlap(pfx, REGISTRY_PREFIX):
                 self.bad(f"{prefix}.prefix", f"{pfx!r} overlaps {REGISTRY_PREFIX} "
                                              "(only kube-apiserver may use it)")
+                pfx = None
+            elif pfx is not None and prefixes_overlap(pfx, CKEETCD_PREFIX):
+                self.bad(f"{prefix}.prefix", f"{pfx!r} overlaps {CKEETCD_PREFIX} "
+                                             "(ckeetcd's own keys, root only)")
                 pfx = None
             if name is not None and name in seen:
                 self.bad(f"{prefix}.name", f"duplicate user {name!r}")

@@ -15,7 +15,9 @@ left, and the etcd channels are re-made with it:
   it matches its pending key and deletes both keys. The private key never
   leaves the daemon's host. Only root may write under `/ckeetcd/`, and root
   could grant itself anything anyway, so signing such requests gives nobody
-  more than they have.
+  more than they have. That is why no user prefix may reach `/ckeetcd/`
+  (config validation and `ckecli etcd user-add` refuse it): a user granted
+  it by hand (etcdctl) could have the leader sign a root certificate.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ share one definition of "this prefix covers that one".
 from __future__ import annotations
 
 REGISTRY_PREFIX = "/registry/"
+# ckeetcd's own keys (leader election, daemon presence, certificate requests):
+# root only. A user who could write here could have the leader sign a root
+# certificate for them, so no user prefix may reach it.
+CKEETCD_PREFIX = "/ckeetcd/"
 
 
 def prefix_end(prefix: bytes) -> bytes:

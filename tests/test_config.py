@@ -293,6 +293,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "maintenance.defrag_threshold", "at least 0"),
     ("min_db_size not an integer", base(maintenance={"min_db_size": 1.5}),
      "maintenance.min_db_size", "must be an integer"),
+    ("user prefix reaching ckeetcd's own keys",
+     base(users=[{"name": "app", "prefix": "/cke"}]), "users[0].prefix", "overlaps /ckeetcd/"),
     ("daemon certificate too short", base(tls={"daemon_cert_lifetime": "10s"}),
      "tls.daemon_cert_lifetime", "at least 30s"),
     ("daemon certificate lifetime not a duration", base(tls={"daemon_cert_lifetime": 90}),

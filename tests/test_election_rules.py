@@ -116,3 +116,12 @@ def test_drift_is_reported_only_when_it_outlasts_a_rollout(
     p.peers = {"h1": NEW, "h2": NEW, "h3": NEW}
     p._log_drift(NEW)
     assert log.names() == ["config_drift", "config_agreed"]
+
+
+def test_ckeetcds_own_keys_all_live_under_the_reserved_prefix() -> None:
+    from ckeetcd import daemoncert, presence
+    from ckeetcd.election import LEADER_KEY
+    from ckeetcd.keyspace import CKEETCD_PREFIX
+
+    for key in (LEADER_KEY, presence.PREFIX, daemoncert.CSR_PREFIX, daemoncert.CERT_PREFIX):
+        assert key.startswith(CKEETCD_PREFIX.encode()), key

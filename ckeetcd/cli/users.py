@@ -32,6 +32,7 @@ from ckeetcd.cli.certs import CommandFailed, check_user_name, fail, load_signing
 from ckeetcd.cli.common import load
 from ckeetcd.cli.errors import UsageError
 from ckeetcd.config import Config
+from ckeetcd.keyspace import CKEETCD_PREFIX
 from ckeetcd.model import KUBE_APISERVER, Desired, DesiredUser
 
 if TYPE_CHECKING:
@@ -59,12 +60,24 @@ def check_add(user: str, prefix: str) -> None:
             f"PREFIX: {prefix!r} overlaps {KUBE_APISERVER.prefix!r}, which belongs to "
             f"{KUBE_APISERVER.name}; choose a prefix outside it (e.g. '/{user}/')"
         )
+    if covers_own_keys(prefix):
+        raise UsageError(
+            f"PREFIX: {prefix!r} overlaps {CKEETCD_PREFIX!r}, ckeetcd's own keys (leader "
+            f"election, daemon certificates), root only; choose another (e.g. '/{user}/')"
+        )
 
 
 def check_remove(user: str) -> None:
     check_user_name(user)
     if user in (ROOT, KUBE_APISERVER.name):
         raise UsageError(f"USER: {user!r} is managed by ckeetcd itself and cannot be removed")
+
+
+def covers_own_keys(prefix: str) -> bool:
+    """Whether a readwrite grant on `prefix` would reach ckeetcd's own keys."""
+    from ckeetcd.etcd.rbac import prefixes_overlap
+
+    return prefixes_overlap(prefix, CKEETCD_PREFIX)
 
 
 def covers_registry(prefix: str) -> bool:
