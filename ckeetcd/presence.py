@@ -97,7 +97,7 @@ class Presence:
             self.published = mine
         if leading:  # the others: our own copy is `mine`, whatever our key says yet
             self.peers = {d: want for d, want in (
-                (kv.key[len(PREFIX):].decode(errors="replace"), _parse(kv.value))
+                (kv.key[len(PREFIX):].decode(errors="replace"), parse_membership(kv.value))
                 for kv in await client.get_prefix(PREFIX)) if d != self.daemon}
             self._log_drift(mine)
 
@@ -125,7 +125,7 @@ class Presence:
             self.lease = 0
 
 
-def _parse(value: bytes) -> Membership:
+def parse_membership(value: bytes) -> Membership:
     try:
         return tuple(sorted((str(n), str(u)) for n, u in json.loads(value)["members"]))
     except (ValueError, KeyError, TypeError):

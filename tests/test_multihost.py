@@ -350,6 +350,8 @@ def test_a_stale_config_on_one_node_holds_membership_changes(lab: Lab, tmp_path:
     changed = [(d, e["op"]) for d, e in c.all_events("op", marks) if e["op"] in MEMBERSHIP_OPS]
     assert changed == [], changed
     assert c.voters(leader) == {"h1", "h2", "h3"}  # h3 reported, though not in its config
+    listed = {d["id"]: d["same_members"] for d in c.status(leader)["daemons"]}
+    assert listed == {d: d != stale for d in c.daemon_hosts}, listed
 
     c.write_config(["h1", "h2", "h4"], only=[stale])  # the operator fixes the stale copy
     wait_for(lambda: c.events(leader, "config_agreed", marks[leader]), 30, "config_agreed",

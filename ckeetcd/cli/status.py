@@ -63,26 +63,39 @@ async def gather(config: Config) -> tuple[Desired, Observed]:
         await env.close()
 
 
-async def leader_daemon(config: Config, observed: Observed) -> str | None:
-    """The id of the daemon holding the leader key (None: none, or no election)."""
-    if not config.election or not observed.healthy_voters():
-        return None
-    import json as _json
+async def daemons(config: Config, observed: Observed,
+                  ) -> tuple[str | None, list[dict[str, Any]] | None]:
+    """The leader daemon's id, and every live daemon with the members its config lists.
 
+    (None, None) without an election or when no healthy voter answers.
+    """
+    if not config.election or not observed.healthy_voters():
+        return None, None
     from ckeetcd.election import LEADER_KEY
     from ckeetcd.etcd import ClientPool, EtcdError
+    from ckeetcd.presence import PREFIX, membership_of, parse_membership
 
+    mine = membership_of(config)
     pool = ClientPool(daemon_tls(config), config.daemon.rpc_timeout)
     try:
         for m in observed.healthy_voters():
-            try:
-                kv = await pool.get(m.client_urls[0]).get(LEADER_KEY)
-            except (EtcdError, IndexError):
+            client = pool.get(m.client_urls[0]) if m.client_urls else None
+            if client is None:
                 continue
-            return str(_json.loads(kv.value).get("id")) if kv else None
-        return None
-    except ValueError:
-        return None
+            try:
+                kv, present = await asyncio.gather(client.get(LEADER_KEY),
+                                                   client.get_prefix(PREFIX))
+            except EtcdError:
+                continue
+            try:
+                leader = str(json.loads(kv.value).get("id")) if kv else None
+            except ValueError:
+                leader = None
+            listed = [{"id": p.key[len(PREFIX):].decode(errors="replace"),
+                       "members": [n for n, _ in parse_membership(p.value)],
+                       "same_members": parse_membership(p.value) == mine} for p in present]
+            return leader, listed
+        return None, None
     finally:
         await pool.close()
 
@@ -90,7 +103,7 @@ async def leader_daemon(config: Config, observed: Observed) -> str | None:
 def status(args: argparse.Namespace) -> int:
     config = load(args)
     desired, observed = asyncio.run(gather(config))
-    leader = asyncio.run(leader_daemon(config, observed))
+    leader, present = asyncio.run(daemons(config, observed))
     table = rows(desired, observed)
     paused = "[daemon] paused = true" if config.daemon.paused else observed.paused
     alarms = [{"member_id": f"{i:x}", "alarm": a} for i, a in observed.alarms]
@@ -100,6 +113,7 @@ def status(args: argparse.Namespace) -> int:
                           "reachable": observed.members is not None,
                           "quorum": observed.has_quorum(),
                           "leader_daemon": leader,
+                          "daemons": present,
                           "paused": paused or None,
                           "alarms": alarms,
                           "restoring": restoring or None,
@@ -117,6 +131,10 @@ def status(args: argparse.Namespace) -> int:
         print(f"alarm: {a['alarm']} (member {a['member_id']})")
     if paused:
         print(f"paused: {paused}")
+    for d in present or ():
+        same = "same members as here" if d["same_members"] else \
+            f"OTHER members: {', '.join(d['members'])} (membership changes wait)"
+        print(f"daemon: {d['id']}{' (leader)' if d['id'] == leader else ''}: {same}")
     for name, note in restoring.items():
         print(f"restoring: {name}: {note} (no daemon acts until the restore ends)")
     return 0
