@@ -232,6 +232,9 @@ class Daemon:
         try:
             while not self._stop.is_set():
                 await self._failpoint_hang()
+                # Cleared before looking, never after: a member that dies or a
+                # config written while this cycle runs wakes the next one at once.
+                self._wake.clear()
                 if self._config_changing():
                     await self._settle_config()
                 if self._maybe_reload():
@@ -267,6 +270,8 @@ class Daemon:
                     last_change = now
                 last_sig, last_phase = sig, decision.phase
                 self._notify_cycle(decision)
+                if os.environ.get(FAILPOINT_ENV, "") == "loop-slow":  # tests: a long tail
+                    await asyncio.sleep(1.0)
                 pause = self.config.daemon.probe_interval
                 if ran_ops:
                     pause = 0.05  # follow up on what the ops changed
@@ -340,8 +345,8 @@ class Daemon:
                       quorum=observed.has_quorum(), members=members)
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep, waking early on a signal or as soon as the config file changes."""
-        self._wake.clear()
+        """Sleep, waking early on a signal, a member's exit or a config change
+        (also one that came while the cycle ran: the loop clears the event)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while (left := deadline - loop.time()) > 0:

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 
+from ckeetcd.ops.context import FAILPOINT_ENV
 from tests.harness import Cluster, Writer, wait_for
 
 
@@ -227,6 +228,30 @@ def test_out_of_band_member_is_removed(cluster: Cluster) -> None:
     ops = cluster.ok_ops(mark, through="remove-member")
     assert "add-member" not in ops
     cluster.wait_healthy(["m1", "m2", "m3"])
+
+
+def test_a_member_that_dies_while_a_cycle_runs_is_restarted_at_once(make_cluster) -> None:  # type: ignore[no-untyped-def]
+    """The wake-up of a death during a cycle must not be lost until the next probe.
+
+    `loop-slow` makes each cycle end 1 s after its `cycle` line; m2 is killed
+    inside that second, after the cycle looked at it.
+    """
+    import time
+
+    c = make_cluster(probe_interval=30.0)
+    c.start_daemon(env={FAILPOINT_ENV: "loop-slow"})
+    c.wait_healthy(["m1", "m2", "m3"])
+    pid = c.member_pid("m2")
+    assert pid and c.daemon is not None
+    mark = c.mark()
+    c.daemon.send_signal(signal.SIGHUP)  # one cycle now (a reload is a full cycle)
+    wait_for(lambda: c.events("cycle", since=mark), 10, "the cycle after SIGHUP",
+             abort=c.daemon_died)
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: c.member_pid("m2") not in (None, pid), 10, "m2 restarted",
+             abort=c.daemon_died)
+    assert time.monotonic() - killed < 5.0
 
 
 def test_member_exit_and_config_edit_wake_the_loop_before_the_probe(make_cluster) -> None:  # type: ignore[no-untyped-def]
