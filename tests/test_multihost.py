@@ -31,8 +31,9 @@ def test_bootstrap_over_ssh_single_daemon(lab: Lab, tmp_path: Path) -> None:
         key = c.member_dir(m) / "tls" / "server.key"
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
         assert not (c.member_dir(m) / "tls" / "ca.key").exists()
-    r = c.etcdctl("h4", "auth", "status")
-    assert "Authentication Status: true" in r.stdout, r.stderr
+    # RBAC follows health (the daemon first wins the election it runs for SSH members)
+    wait_for(lambda: "Authentication Status: true" in c.etcdctl("h4", "auth", "status").stdout,
+             30, "auth enabled", abort=c.died)
 
 
 def three_daemons(lab: Lab, tmp_path: Path, members: list[str] | None = None,
