@@ -10,6 +10,7 @@ import signal
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 from ckeetcd.backup import list_backups
 from ckeetcd.election import NODE_LOCAL_OPS
@@ -197,6 +198,13 @@ def test_ssh_failures_are_logged_clearly_and_change_nothing(lab: Lab, tmp_path: 
     assert [e for e in c.events("h1", "ssh_connected") if e["host"] == h3.address]
 
 
+def led_when(c: MultiCluster, daemon: str, event: dict[str, Any]) -> bool:
+    """Whether `daemon`'s last role before `event` (from its own log) was leader."""
+    roles = [e["role"] for e in c.events(daemon, "role_changed")
+             if e["timestamp"] <= event["timestamp"]]
+    return roles[-1:] == ["leader"]
+
+
 def test_only_the_leader_takes_scheduled_backups(lab: Lab, tmp_path: Path) -> None:
     c = MultiCluster(lab, tmp_path / "mc", ["h1", "h2", "h3"], ["h1", "h2", "h3"],
                      extra="[backup]\ninterval = 1\n")
@@ -206,19 +214,20 @@ def test_only_the_leader_takes_scheduled_backups(lab: Lab, tmp_path: Path) -> No
     first = wait_for(c.leader, 30, "a leader daemon", abort=c.died)
     wait_for(lambda: len(c.events(first, "backup_created")) >= 2, 30,
              f"two scheduled backups on the leader {first}", abort=c.died)
-    followers = [d for d in c.daemon_hosts if d != first]
-    for d in followers:
-        assert c.events(d, "backup_created") == [], f"follower {d} took a backup"
-        assert list_backups(c.state_dir(d) / "backups") == [], d
-
     marks = c.marks()
     c.kill_daemon(first)
     new = wait_for(lambda: c.leader() if c.leader() != first else None, 30,
                    "a new leader", abort=c.died)
     wait_for(lambda: c.events(new, "backup_created", marks[new]), 30,
              f"a scheduled backup on the new leader {new}", abort=c.died)
-    other = next(d for d in followers if d != new)
-    assert c.events(other, "backup_created") == [], f"follower {other} took a backup"
+    # Every backup of every daemon was taken while that daemon led (a loaded
+    # machine may move the lease more often than the test does: that is fine).
+    taken = [(d, e) for d in c.daemon_hosts for e in c.events(d, "backup_created")]
+    by_follower = [(d, e["timestamp"]) for d, e in taken if not led_when(c, d, e)]
+    assert by_follower == [], by_follower
+    for d in c.daemon_hosts:
+        assert len(list_backups(c.state_dir(d) / "backups")) == \
+            len(c.events(d, "backup_created")) - len(c.events(d, "backup_removed")), d
 
 
 def test_restore_over_ssh_while_other_daemons_run(lab: Lab, tmp_path: Path) -> None:
