@@ -234,13 +234,8 @@ class EtcdClient:
 
     async def auth_enabled(self) -> bool | None:
         """True/False on 3.5; None on 3.4, which has no AuthStatus."""
-        try:
-            r = await self._call(self._auth.AuthStatus, rpc.AuthStatusRequest())
-        except EtcdError as e:
-            if e.code == "UNIMPLEMENTED":
-                return None
-            raise
-        return bool(r.enabled)  # type: ignore[attr-defined]
+        status = await self.auth_revision()
+        return None if status is None else status[0]
 
     async def auth_revision(self) -> tuple[bool, int] | None:
         """(auth enabled, auth revision) on 3.5; None on 3.4 (no AuthStatus).
