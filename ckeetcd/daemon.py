@@ -37,7 +37,7 @@ from ckeetcd.nodes.router import RoutedRuntime, make_runtime, uses_ssh
 from ckeetcd.observe import Observer
 from ckeetcd.ops import OpContext
 from ckeetcd.ops.context import FAILPOINT_ENV
-from ckeetcd.pki import CA, ca_paths, ensure_ca, ensure_private_dir, load_ca
+from ckeetcd.pki import CA, ca_paths, ensure_ca, ensure_private_dir, load_ca, not_after
 from ckeetcd.pki import write_cert_key as _write_cert_key
 from ckeetcd.runner import run_ops
 from ckeetcd.sdnotify import Notifier
@@ -69,7 +69,7 @@ def ensure_daemon_pki(config: Config) -> CA:
     tls = daemon_tls(config)
     lifetime = config.tls.daemon_cert_lifetime
     fresh = tls.cert.exists() and tls.key.exists() and not renew_due(
-        tls.cert.read_bytes(), lifetime, dt.datetime.now(dt.timezone.utc))
+        not_after(tls.cert.read_bytes()), lifetime, dt.datetime.now(dt.timezone.utc))
     if not fresh:
         _write_cert_key(tls.cert, tls.key, ca.issue("root", lifetime))
     return ca

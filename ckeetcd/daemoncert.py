@@ -37,7 +37,7 @@ from ckeetcd.catransfer import PublicCA
 from ckeetcd.config import Config
 from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.model import Desired, Observed
-from ckeetcd.pki import CA, TLSFiles, not_after, write_atomic, write_private
+from ckeetcd.pki import CA, TLSFiles, key_pem, not_after, write_atomic, write_private
 
 ROOT = "root"
 CSR_PREFIX = b"/ckeetcd/csr/"
@@ -51,9 +51,9 @@ def daemon_tls(config: Config) -> TLSFiles:
     return TLSFiles(ca=d / "ca.crt", cert=d / "daemon-root.crt", key=d / "daemon-root.key")
 
 
-def renew_due(cert_pem: bytes, lifetime: dt.timedelta, now: dt.datetime) -> bool:
+def renew_due(expires: dt.datetime, lifetime: dt.timedelta, now: dt.datetime) -> bool:
     """A third of `lifetime` or less left (or expired)."""
-    return not_after(cert_pem) - now <= lifetime / 3
+    return expires - now <= lifetime / 3
 
 
 def make_request(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -124,16 +124,15 @@ class DaemonCertRenewal:
     def offer(self, config: Config, desired: Desired, observed: Observed) -> None:
         self.config, self.observed = config, observed
         if self._expires is None or \
-                self._expires - self.now() <= config.tls.daemon_cert_lifetime / 3:
+                renew_due(self._expires, config.tls.daemon_cert_lifetime, self.now()):
             self._wake.set()
 
     async def run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            cert = self.tls.cert.read_bytes()
-            self._expires = not_after(cert)
-            if not renew_due(cert, self.config.tls.daemon_cert_lifetime, self.now()):
+            self._expires = not_after(self.tls.cert.read_bytes())
+            if not renew_due(self._expires, self.config.tls.daemon_cert_lifetime, self.now()):
                 continue
             if isinstance(self.ca, PublicCA):
                 await self._request()
@@ -157,9 +156,7 @@ class DaemonCertRenewal:
             if isinstance(key, ec.EllipticCurvePrivateKey):
                 return key
         key = ec.generate_private_key(ec.SECP256R1())
-        write_private(path, key.private_bytes(serialization.Encoding.PEM,
-                                              serialization.PrivateFormat.PKCS8,
-                                              serialization.NoEncryption()))
+        write_private(path, key_pem(key))
         return key
 
     async def _request(self) -> None:
@@ -220,8 +217,9 @@ class RequestSigner:
         try:
             requests = await client.get_prefix(CSR_PREFIX)
             for kv in requests:
-                daemon = kv.key[len(CSR_PREFIX):].decode(errors="replace")
-                answered = await client.get(CERT_PREFIX + kv.key[len(CSR_PREFIX):])
+                suffix = kv.key[len(CSR_PREFIX):]  # the daemon's id
+                daemon = suffix.decode(errors="replace")
+                answered = await client.get(CERT_PREFIX + suffix)
                 wanted = key_of(kv.value)
                 if answered is not None and wanted and key_of(answered.value) == wanted:
                     continue  # signed already; the daemon has yet to pick it up
@@ -231,7 +229,7 @@ class RequestSigner:
                     self.log.warning("daemon_cert_refused", daemon=daemon, reason=str(e))
                     await client.delete(kv.key)
                     continue
-                await client.put(CERT_PREFIX + kv.key[len(CSR_PREFIX):], cert)
+                await client.put(CERT_PREFIX + suffix, cert)
                 self.log.info("daemon_cert_signed", daemon=daemon,
                               not_after=str(not_after(cert)))
         except EtcdError as e:

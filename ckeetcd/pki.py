@@ -71,7 +71,7 @@ class CA:
         key = ec.generate_private_key(ec.SECP256R1())
         cert_pem = self.sign(common_name, key.public_key(), lifetime, server=server,
                              client=client, ips=ips, dns=dns, now=now)
-        return CertKey(cert_pem, _key_pem(key))
+        return CertKey(cert_pem, key_pem(key))
 
     def sign(
         self,
@@ -123,7 +123,7 @@ class CA:
         return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -209,7 +209,7 @@ def ensure_ca(pki_dir: Path, name: str) -> CA:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    write_private(key_path, _key_pem(key))
+    write_private(key_path, key_pem(key))
     write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return CA(cert, key, cert_path)
 

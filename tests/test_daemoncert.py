@@ -33,7 +33,7 @@ def ca(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def
 ])
 def test_renewal_is_due_with_a_third_of_the_lifetime_left(ca, left, due) -> None:  # type: ignore[no-untyped-def]
     cert = ca.issue("root", dt.timedelta(days=90), now=NOW + left - dt.timedelta(days=90))
-    assert renew_due(cert.cert_pem, dt.timedelta(days=90), NOW) is due
+    assert renew_due(not_after(cert.cert_pem), dt.timedelta(days=90), NOW) is due
 
 
 def test_a_root_request_is_signed_for_the_requesters_own_key(ca) -> None:  # type: ignore[no-untyped-def]

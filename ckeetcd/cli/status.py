@@ -91,9 +91,10 @@ async def daemons(config: Config, observed: Observed,
                 leader = str(json.loads(kv.value).get("id")) if kv else None
             except ValueError:
                 leader = None
-            listed = [{"id": p.key[len(PREFIX):].decode(errors="replace"),
-                       "members": [n for n, _ in parse_membership(p.value)],
-                       "same_members": parse_membership(p.value) == mine} for p in present]
+            wants = {p.key[len(PREFIX):].decode(errors="replace"): parse_membership(p.value)
+                     for p in present}
+            listed = [{"id": d, "members": [n for n, _ in want], "same_members": want == mine}
+                      for d, want in wants.items()]
             return leader, listed
         return None, None
     finally:
