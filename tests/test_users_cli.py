@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ckeetcd.cli.errors import UsageError
-from ckeetcd.cli.users import check_add, check_remove, covers_registry
+from ckeetcd.cli.users import check_add, check_remove, covers_registry, grant_conflict
 from ckeetcd.etcd.rbac import prefixes_overlap, ranges_overlap
 from ckeetcd.pki import TLSFiles
 from tests.harness import Cluster, ckecli, cli_env, running_cluster, wait_for
@@ -200,13 +200,44 @@ def test_user_add_is_idempotent(cluster: Cluster) -> None:
 
 
 @pytest.mark.etcd
-def test_user_add_converges_a_changed_prefix(cluster: Cluster) -> None:
+def test_user_add_never_silently_replaces_an_existing_grant(cluster: Cluster) -> None:
+    """A typo in PREFIX must not cut an application off: refused, unless --replace."""
     assert ckecli(cluster.config_path, "user-add", "mover", "/old/").returncode == 0
+    before = rbac_state(cluster)
     r = ckecli(cluster.config_path, "user-add", "mover", "/new/")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "USER: 'mover' already exists with readwrite on" in r.stderr
+    assert '"/old/"' in r.stderr and '"/new/"' in r.stderr and "--replace" in r.stderr
+    assert rbac_state(cluster) == before  # nothing changed
+
+    r = ckecli(cluster.config_path, "user-add", "--replace", "mover", "/new/")
     assert r.returncode == 0, r.stderr
     assert "role-revoke mover" in r.stdout
+    assert 'user mover: replaced readwrite on ["/old/", "/old0")' in r.stdout
+    assert 'user mover: readwrite on ["/new/", "/new0")' in r.stdout
     role = cluster.etcdctl("role", "get", "mover").stdout
     assert "[/new/, /new0)" in role and "/old/" not in role
+    # the same grant again is a no-op, with or without --replace
+    again = ckecli(cluster.config_path, "user-add", "-replace", "mover", "/new/")
+    assert again.returncode == 0 and "(no change)" in again.stdout, again.stderr
+
+
+@pytest.mark.parametrize(("have", "prefix", "replace", "refused"), [
+    (None, "/a/", False, False),  # a new user
+    ((), "/a/", False, False),  # a role without permissions loses nothing
+    (((2, b"/a/", b"/a0"),), "/a/", False, False),  # the same grant
+    (((2, b"/a/", b"/a0"),), "/b/", False, True),
+    (((2, b"/a/", b"/a0"),), "/b/", True, False),
+    (((0, b"/a/", b"/a0"),), "/a/", False, True),  # read only -> readwrite is a change
+    (((2, b"/a/", b"/a0"), (0, b"/x", b"")), "/a/", False, True),  # an extra grant would go
+])
+def test_grant_conflict(have: tuple[tuple[int, bytes, bytes], ...] | None, prefix: str,
+                        replace: bool, refused: bool) -> None:
+    want = ((2, prefix.encode(), prefix[:-1].encode() + bytes([ord(prefix[-1]) + 1])),)
+    why = grant_conflict("app", prefix, have, want, replace)
+    assert bool(why) is refused
+    if refused:
+        assert why.startswith("USER: 'app' already exists with ") and "--replace" in why
 
 
 @pytest.mark.etcd

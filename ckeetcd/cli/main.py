@@ -57,6 +57,8 @@ def _etcd_commands(sub: Any) -> None:
     _common(p)
     p.add_argument("user", metavar="USER")
     p.add_argument("prefix", metavar="PREFIX")
+    p.add_argument("--replace", action="store_true",
+                   help="replace the grant of an existing USER (prints old and new)")
     p.set_defaults(func="ckeetcd.cli.users:user_add")
 
     p = sub.add_parser("user-remove", help="remove USER and its role")
@@ -217,13 +219,21 @@ def _resolve(spec: str) -> Callable[[argparse.Namespace], int]:
     return fn
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "ckeetcd") -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "ckeetcd",
+         process: bool | None = None) -> int:
+    """Parse and run one command. `process`: this is the process's entry point
+    (default: when argv comes from sys.argv), so it may rewire fd 2."""
+    process = argv is None if process is None else process
     args_in = normalize_go_flags(sys.argv[1:] if argv is None else argv)
     parser = build_parser(prog, args_in)
     args = parser.parse_args(args_in)
     from ckeetcd import logs
 
     logs.configure(args.log_format)
+    if process:
+        os.environ.setdefault("GRPC_VERBOSITY", logs.GRPC_VERBOSITY_DEFAULT)
+        if logs.effective_format() == "json":
+            logs.capture_native_stderr()  # grpc's own lines become events too
     try:
         return _resolve(args.func)(args)
     except UsageError as e:
@@ -235,7 +245,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "ckeetcd") -> int:
 
 def ckecli_main(argv: Sequence[str] | None = None) -> int:
     """`ckecli etcd X` is `ckeetcd etcd X`."""
-    return main(sys.argv[1:] if argv is None else argv, prog="ckecli")
+    return main(sys.argv[1:] if argv is None else argv, prog="ckecli", process=argv is None)
 
 
 def config_path(args: argparse.Namespace) -> str:

@@ -13,7 +13,11 @@ having changed nothing:
   `/registry/x`); neither can be removed;
 - users declared in the config's `[[users]]` are the daemon's to keep: it
   would undo a different prefix or a removal, so the CLI refuses them, and
-  with `[rbac] prune_users = true` it refuses to add a user the daemon would prune.
+  with `[rbac] prune_users = true` it refuses to add a user the daemon would prune;
+- an existing user whose role grants something else is not silently
+  re-granted (an application would lose its access over a typo): the
+  command refuses, showing the grant in place, unless `--replace` is given,
+  and then prints the old and the new grant.
 
 To talk to etcd the command signs itself a root certificate valid a few
 minutes, held in memory only, and uses the first desired member that answers
@@ -118,7 +122,37 @@ def show_range(prefix: str) -> str:
     from ckeetcd.etcd.rbac import key_range
 
     key, end = key_range(prefix)
+    return _show_span(key, end)
+
+
+def _show_span(key: bytes, end: bytes) -> str:
+    if not end:
+        return f"[{_show(key)}]"  # a single key
     return f"[{_show(key)}, {'end' if end == NUL else _show(end)})"
+
+
+PERM_NAMES = {0: "read", 1: "write", 2: "readwrite"}
+
+
+def show_grants(perms: tuple[tuple[int, bytes, bytes], ...]) -> str:
+    """A role's permissions as an operator reads them, e.g. `readwrite on ["/a/", "/a0")`."""
+    if not perms:
+        return "no permissions"
+    return ", ".join(f"{PERM_NAMES.get(t, str(t))} on {_show_span(k, e)}" for t, k, e in perms)
+
+
+def grant_conflict(user: str, prefix: str, have: tuple[tuple[int, bytes, bytes], ...] | None,
+                   want: tuple[tuple[int, bytes, bytes], ...], replace: bool) -> str:
+    """Why `user-add USER PREFIX` must not touch an existing grant; "" when it may.
+
+    A missing role or one without permissions loses nothing; the same grant is
+    a no-op. Anything else would take access away, so it needs `--replace`.
+    """
+    if replace or not have or set(have) == set(want):
+        return ""
+    return (f"USER: {user!r} already exists with {show_grants(have)}; "
+            f"user-add would replace that with readwrite on {show_range(prefix)}. "
+            "Run it again with --replace to do so, or choose another user name")
 
 
 def _show(b: bytes) -> str:
@@ -177,20 +211,29 @@ async def connect(config: Config, tls: PemTLS) -> EtcdClient:
     return chosen
 
 
-def _run(config: Config, job: str, user: str, prefix: str = "") -> list[str]:
-    """Sign the CLI's root certificate, connect, and add or remove `user`."""
+def _run(config: Config, job: str, user: str, prefix: str = "",
+         replace: bool = False) -> tuple[list[str], str]:
+    """Sign the CLI's root certificate, connect, and add or remove `user`.
+
+    Returns the changes and, for an add, the grant that was in place before.
+    """
     from ckeetcd.etcd.client import EtcdError
-    from ckeetcd.etcd.rbac import ensure_user, remove_user
+    from ckeetcd.etcd.rbac import ensure_user, remove_user, wanted_perms
 
     ca = load_signing_ca(config)
     tls = cli_root_tls(ca)
 
-    async def go() -> list[str]:
+    async def go() -> tuple[list[str], str]:
         client = await connect(config, tls)
         try:
             if job == "add":
-                return await ensure_user(client, DesiredUser(user, prefix))
-            return await remove_user(client, user)
+                wanted = DesiredUser(user, prefix)
+                have = await client.role_get(user)
+                refusal = grant_conflict(user, prefix, have, wanted_perms(wanted), replace)
+                if refusal:
+                    raise UsageError(refusal)
+                return await ensure_user(client, wanted), show_grants(have) if have else ""
+            return await remove_user(client, user), ""
         finally:
             await client.close()
 
@@ -209,11 +252,13 @@ def user_add(args: argparse.Namespace) -> int:
     config = load(args)
     check_add_against_config(config, args.user, args.prefix)
     try:
-        changes = _run(config, "add", args.user, args.prefix)
+        changes, before = _run(config, "add", args.user, args.prefix, args.replace)
     except CommandFailed as e:
         return fail(e)
     for change in changes:
         print(change)
+    if changes and before:
+        print(f"user {args.user}: replaced {before}")
     print(f"user {args.user}: readwrite on {show_range(args.prefix)}"
           + ("" if changes else " (no change)"))
     return 0
@@ -225,7 +270,7 @@ def user_remove(args: argparse.Namespace) -> int:
     config = load(args)
     check_remove_against_config(config, args.user)
     try:
-        changes = _run(config, "remove", args.user)
+        changes, _ = _run(config, "remove", args.user)
     except CommandFailed as e:
         return fail(e)
     for change in changes:
