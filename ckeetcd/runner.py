@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 
 from ckeetcd.metrics import METRICS
-from ckeetcd.model import Decision
+from ckeetcd.model import Decision, election_hint
 from ckeetcd.ops import OPS, OpContext
 
 
 async def run_ops(ctx: OpContext, decision: Decision) -> bool:
     """True when every op finished; False at the first one that failed."""
-    for op in decision.ops:
+    for index, op in enumerate(decision.ops):
         start = time.monotonic()
         ctx.history.record(cycle=ctx.cycle, event="op-begin", op=op.kind, targets=op.targets())
         try:
@@ -23,11 +23,13 @@ async def run_ops(ctx: OpContext, decision: Decision) -> bool:
         except Exception as e:
             duration = round(time.monotonic() - start, 4)
             error = f"{type(e).__name__}: {e}"
+            hint = election_hint(ctx.observed, decision.ops, index, _grpc_code(e))
+            extra = {"hint": hint} if hint else {}
             ctx.history.record(cycle=ctx.cycle, event="op-end", op=op.kind,
                                targets=op.targets(), outcome="error", duration=duration,
-                               error=error)
+                               error=error, **extra)
             ctx.log.warning("op", op=op.kind, targets=op.targets(), outcome="error",
-                            duration=duration, error=error)
+                            duration=duration, error=error, **extra)
             METRICS.op_finished(op.kind, "error", duration)
             return False
         duration = round(time.monotonic() - start, 4)
@@ -36,3 +38,10 @@ async def run_ops(ctx: OpContext, decision: Decision) -> bool:
         ctx.log.info("op", op=op.kind, targets=op.targets(), outcome="ok", duration=duration)
         METRICS.op_finished(op.kind, "ok", duration)
     return True
+
+
+def _grpc_code(e: BaseException) -> str:
+    """The gRPC status code name of an etcd error (TimeoutError counts as a deadline)."""
+    if isinstance(e, TimeoutError):
+        return "DEADLINE_EXCEEDED"
+    return str(getattr(e, "code", ""))
