@@ -1,0 +1,80 @@
+"""What an application's certificate can do beyond its prefix, on real etcd.
+
+etcd's RBAC checks key permissions on KV and watch requests and admin rights
+on auth, member, snapshot and defragment requests; cluster-wide maintenance
+calls (compaction, leader transfer, leases, status, member list) need no
+permission at all. docs/operator-guide.md ("What a user certificate can do")
+states exactly this table: if an etcd release changes it, this test fails and
+the guide must follow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Cluster, ckecli, running_cluster
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, object]]:
+    for c in running_cluster(tmp_path_factory.mktemp("reach")):
+        r = ckecli(c.config_path, "user-add", "app", "/app/")
+        assert r.returncode == 0, r.stderr
+        yield c, c.client_cert("app")
+
+
+# (etcdctl arguments, allowed for a user with readwrite on /app/ only)
+REACH = [
+    (["put", "/app/k", "v"], True),
+    (["get", "/app/k"], True),
+    (["put", "/other", "v"], False),
+    (["get", "/other"], False),
+    (["get", "/", "--prefix"], False),
+    (["endpoint", "hashkv"], False),
+    (["defrag"], False),
+    (["member", "add", "x", "--peer-urls=https://127.0.0.9:2380"], False),
+    (["member", "remove", "1234"], False),
+    (["user", "list"], False),
+    (["role", "list"], False),
+    (["auth", "disable"], False),
+    # beyond the prefix, allowed by etcd's own model:
+    (["member", "list"], True),
+    (["endpoint", "status"], True),
+    (["compaction", "1"], True),
+    (["lease", "grant", "60"], True),
+    (["lease", "list"], True),
+    (["alarm", "list"], True),
+]
+
+
+@pytest.mark.etcd
+@pytest.mark.parametrize(("args", "allowed"), REACH, ids=[" ".join(a) for a, _ in REACH])
+def test_what_a_user_certificate_reaches(app: tuple[Cluster, object], args: list[str],
+                                         allowed: bool) -> None:
+    cluster, tls = app
+    r = cluster.etcdctl(*args, tls=tls, endpoints=cluster.endpoints(["m1"]))  # type: ignore[arg-type]
+    assert (r.returncode == 0) is allowed, r.stderr[-400:]
+    if not allowed and args[0] not in ("defrag",):
+        assert "permission denied" in r.stderr or "PermissionDenied" in r.stderr, r.stderr[-400:]
+
+
+@pytest.mark.etcd
+def test_a_user_certificate_can_move_the_leader_and_snapshot_is_refused(
+        app: tuple[Cluster, object], tmp_path: Path) -> None:
+    cluster, tls = app
+    members = cluster.etcdctl("member", "list").stdout.splitlines()
+    status = cluster.etcdctl("endpoint", "status", "--cluster").stdout
+    leader_url = next(line.split(",")[0] for line in status.splitlines()
+                      if line.split(",")[4].strip() == "true")
+    follower = next(line.split(",")[0] for line in members
+                    if leader_url.split("//")[1] not in line)
+    r = cluster.etcdctl("move-leader", follower, tls=tls,  # type: ignore[arg-type]
+                        endpoints=leader_url)
+    assert r.returncode == 0 and "Leadership transferred" in r.stdout, r.stderr[-400:]
+    snap = cluster.etcdctl("snapshot", "save", str(tmp_path / "s.db"), tls=tls,  # type: ignore[arg-type]
+                           endpoints=cluster.endpoints(["m1"]))
+    assert snap.returncode != 0
+    assert not (tmp_path / "s.db").exists()
