@@ -20,14 +20,11 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime as dt
-import socket
-import ssl
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 
 from ckeetcd.catransfer import PublicCA
 from ckeetcd.config import Config
@@ -55,6 +52,7 @@ from ckeetcd.pki import (
     read_ca_cert,
 )
 from ckeetcd.pki import write_cert_key as _write_cert_key
+from ckeetcd.tlsprobe import issuer_names
 
 # `ckeetcd run` refused to start until an operator acts (sysexits EX_CONFIG);
 # systemd/ckeetcd.service does not restart on it (RestartPreventExitStatus).
@@ -62,6 +60,9 @@ EXIT_REFUSED = 78
 PROBE_TIMEOUT = 1.0  # seconds to wait for a member's client port before a first CA
 
 Note = tuple[str, str, dict[str, Any]]  # (level, event, fields)
+REPAIR = ("put back the cluster's own ca.crt and ca.key (a matching pair: from a backup of "
+          "this host's pki dir, or `ckeetcd ca export` on another daemon host and `ckeetcd ca "
+          "import --force FILE` here); a new CA would cut the daemon off its members")
 
 
 class CARefused(Exception):
@@ -86,33 +87,14 @@ def _history_signs(state_dir: Path) -> list[str]:
 
 
 def _answering(config: Config) -> list[str]:
-    """Members that serve a certificate of this cluster's CA on their client port.
-
-    A TLS handshake without a client certificate (TLS 1.3 finishes it before
-    etcd checks for one) shows the server's certificate; only an issuer named
-    like our CA counts, so a proxy or another cluster on the address does not.
-    """
+    """Members that serve a certificate of this cluster's CA on their client port (an
+    issuer named like our CA: a proxy or another cluster on the address does not count)."""
     want = f"ckeetcd CA {config.cluster.name}"
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # no CA to verify with: the issuer name is the clue
+    port = config.cluster.client_port
 
     def probe(host: str) -> str:
-        port = config.cluster.client_port
-        try:
-            with socket.create_connection((host, port), PROBE_TIMEOUT) as raw, \
-                    ctx.wrap_socket(raw, do_handshake_on_connect=False) as tls:
-                tls.settimeout(PROBE_TIMEOUT)
-                tls.do_handshake()
-                der = tls.getpeercert(binary_form=True)
-        except (OSError, ValueError):
-            return ""
-        try:
-            issuer = x509.load_der_x509_certificate(der or b"").issuer
-        except ValueError:
-            return ""
-        names = [a.value for a in issuer.get_attributes_for_oid(NameOID.COMMON_NAME)]
-        return f"{host}:{port} serves a certificate of {want}" if want in names else ""
+        found = want in issuer_names(host, port, PROBE_TIMEOUT)
+        return f"{host}:{port} serves a certificate of {want}" if found else ""
     hosts = [m.address for m in config.members]
     if not hosts:
         return []
@@ -139,11 +121,13 @@ def open_ca(config: Config) -> tuple[CA, list[Note]]:
         return _open_ca(config)
     except CAError as e:
         raise CARefused("ca_key_mismatch" if isinstance(e, CAKeyMismatch) else "ca_unusable",
-                        str(e), pki_dir=str(config.cluster.pki_dir)) from None
+                        str(e), pki_dir=str(config.cluster.pki_dir), hint=REPAIR) from None
     except OSError as e:
         path = e.filename or config.cluster.pki_dir
         raise CARefused("ca_unusable", f"{path}: {e.strerror or e}",
-                        pki_dir=str(config.cluster.pki_dir)) from None
+                        pki_dir=str(config.cluster.pki_dir),
+                        hint="the daemon must be able to read and write its pki dir (run it as "
+                             "the user that owns it)") from None
 
 
 def _open_ca(config: Config) -> tuple[CA, list[Note]]:
