@@ -37,7 +37,7 @@ from typing import Any
 from ckeetcd.config import Config
 from ckeetcd.etcd.client import EtcdClient
 from ckeetcd.model import Desired, Observed
-from ckeetcd.pki import fsync_dir
+from ckeetcd.pki import ensure_private_dir, fsync_dir
 
 NAME_FORMAT = "etcd-%Y%m%d-%H%M%S.backup"
 NAME_RE = re.compile(r"^etcd-(\d{8}-\d{6})\.backup$")
@@ -294,7 +294,7 @@ class ScheduledBackups:
     async def backup_once(self, url: str) -> BackupResult | None:
         folder = default_dir(self.config)
         try:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            ensure_private_dir(folder)  # 0700 when made here; an existing one is left as is
             # Its own channel: a long stream must not hold up the observer's probes,
             # which share the pool's channel to this member.
             async with EtcdClient(url, self.pool.tls, timeout=self.pool.timeout) as client:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from typing import Any
 
 from ckeetcd.durations import DurationError, parse_duration
 from ckeetcd.keyspace import CKEETCD_PREFIX, REGISTRY_PREFIX, prefixes_overlap
+from ckeetcd.syspaths import character_problem, system_dir_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -83,6 +85,10 @@ class ClusterConfig:
     client_port: int = 2379
     peer_port: int = 2380
     runtime: str = "local"  # default of [[members]] runtime
+    # Use an existing, non-empty state dir that ckeetcd did not make (once: the
+    # marker it then writes makes the folder ours). Not part of equality: turning
+    # it off again after the adoption is not a [cluster] change.
+    adopt_state_dir: bool = field(default=False, compare=False)
 
     @property
     def pki_dir(self) -> Path:
@@ -434,7 +440,8 @@ class _Validator:
         return value
 
     def cluster(self, t: Mapping[str, Any]) -> ClusterConfig | None:
-        self.known(t, "cluster", {"name", "state_dir", "client_port", "peer_port", "runtime"})
+        self.known(t, "cluster", {"name", "state_dir", "client_port", "peer_port", "runtime",
+                                  "adopt_state_dir"})
         runtime = self.choice(t, "cluster", "runtime", RUNTIMES, "local")
         name = self.name("cluster.name", self.string(t, "cluster", "name"))
         state_dir = self.string(t, "cluster", "state_dir")
@@ -445,13 +452,29 @@ class _Validator:
                 self.bad(f"cluster.{key}", "must be at most 65535")
         if cport == pport:
             self.bad("cluster.peer_port", "must differ from cluster.client_port")
+        adopt = self.boolean(t, "cluster", "adopt_state_dir", False)
         if state_dir == "":
             self.bad("cluster.state_dir", "must not be empty")
             return None
+        if state_dir is not None:
+            state_dir = self.state_dir(state_dir)
         if name is None or state_dir is None:
             return None
-        return ClusterConfig(name=name, state_dir=self.path(state_dir),
-                             client_port=cport, peer_port=pport, runtime=runtime)
+        return ClusterConfig(name=name, state_dir=Path(state_dir), client_port=cport,
+                             peer_port=pport, runtime=runtime, adopt_state_dir=adopt)
+
+    def state_dir(self, value: str) -> str | None:
+        """The absolute state dir; None (a problem) for a system folder (checked with `..`
+        folded; `ckeetcd run` checks again with symlinks resolved)."""
+        problem = character_problem(value)
+        if not problem:
+            value = str(self.path(value))
+            home = os.path.expanduser("~")  # noqa: PTH111 (this one never raises)
+            problem = system_dir_problem(value, (home,))
+        if problem:
+            self.bad("cluster.state_dir", problem)
+            return None
+        return value
 
     def choice(self, t: Mapping[str, Any], prefix: str, key: str, allowed: tuple[str, ...],
                default: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import fcntl
 import os
 import signal
@@ -21,15 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from ckeetcd import logs
-from ckeetcd.catransfer import PublicCA
 from ckeetcd.config import Config, ConfigError, load_config
-from ckeetcd.daemoncert import daemon_tls, renew_due
+from ckeetcd.daemonca import EXIT_REFUSED, CARefused, open_ca
+from ckeetcd.daemoncert import daemon_tls
 from ckeetcd.decide import decide
 from ckeetcd.election import Leadership
-from ckeetcd.election import daemon_id as election_id
 from ckeetcd.etcd import ClientPool
 from ckeetcd.filewatch import FileWatch
 from ckeetcd.history import History
+from ckeetcd.keymodes import KeyModeWatch
 from ckeetcd.metrics import METRICS
 from ckeetcd.model import Decision, Desired, Observed
 from ckeetcd.nodes import LocalRuntime, MemberRuntime
@@ -37,11 +36,13 @@ from ckeetcd.nodes.router import RoutedRuntime, make_runtime, uses_ssh
 from ckeetcd.observe import Observer
 from ckeetcd.ops import OpContext
 from ckeetcd.ops.context import FAILPOINT_ENV
-from ckeetcd.pki import CA, ca_paths, ensure_ca, ensure_private_dir, load_ca, not_after
-from ckeetcd.pki import write_cert_key as _write_cert_key
+from ckeetcd.pki import CA, ca_paths, load_ca
 from ckeetcd.runner import run_ops
 from ckeetcd.sdnotify import Notifier
 from ckeetcd.sidetasks import SideTask, build_side_tasks, stop_all, supervise
+from ckeetcd.statedir import StateDirError, claim_state_dir
+
+EXIT_CONFIG = 2  # the config or its state dir must be fixed; nothing was changed
 
 # Phases where nothing is in flight; in any other the loop polls faster.
 SETTLED_PHASES = frozenset({"steady", "degraded", "no-quorum", "paused", "corrupt", "restoring",
@@ -63,16 +64,9 @@ def pki_dir(config: Config) -> Path:
 
 
 def ensure_daemon_pki(config: Config) -> CA:
-    """CA and the daemon's own root client certificate (renewed at 1/3 life left)."""
-    ensure_private_dir(config.cluster.state_dir)
-    ca = ensure_ca(pki_dir(config), config.cluster.name)
-    tls = daemon_tls(config)
-    lifetime = config.tls.daemon_cert_lifetime
-    fresh = tls.cert.exists() and tls.key.exists() and not renew_due(
-        not_after(tls.cert.read_bytes()), lifetime, dt.datetime.now(dt.timezone.utc))
-    if not fresh:
-        _write_cert_key(tls.cert, tls.key, ca.issue("root", lifetime))
-    return ca
+    """CA and the daemon's own root client certificate (renewed at 1/3 life left);
+    CARefused when the CA must not be used or made (see ckeetcd.daemonca)."""
+    return open_ca(config)[0]
 
 
 @dataclass
@@ -196,14 +190,19 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        ca = daemon_ca(self.config, self.log)
-        if ca is None:
-            return 1
+        if not claim(self.config, self.log):
+            return EXIT_CONFIG
         lock = acquire_state_lock(self.config.cluster.state_dir)
         if lock is None:
             self.log.error("state_dir_locked", state_dir=str(self.config.cluster.state_dir),
                            holder=_lock_holder(self.config.cluster.state_dir))
             return 1
+        ca = daemon_ca(self.config, self.log)  # under the lock: one CA, made once
+        if ca is None:
+            os.close(lock)
+            return EXIT_REFUSED
+        keys = KeyModeWatch(self.config.cluster.state_dir, self.log)
+        keys.check()
         env = make_env(self.config, log=self.log)
         history = History(self.config.cluster.state_dir)
         watch = FileWatch(self.config.path, self._wake.set)
@@ -244,6 +243,8 @@ class Daemon:
                 desired = Desired.from_config(self.config)
                 now = time.monotonic()
                 full = now - last_full >= self.config.daemon.interval
+                if full:
+                    keys.check()  # a stat per key: opened-up keys are put back to 0600
                 observed = await env.observer.observe(desired, deep=full or ran_ops)
                 if isinstance(env.runtime, RoutedRuntime):
                     env.runtime.learn(observed.members)  # where leaving members live
@@ -401,26 +402,37 @@ def can_lead(config: Config) -> bool:
 def daemon_ca(config: Config, log: Any) -> CA | None:
     """The CA for this daemon; None (logged) when it has none and must not make one.
 
-    With one daemon, or on the bootstrapper before any CA exists, the CA is
-    created here. Other daemons of an election must get it with `ckeetcd ca
-    import`: one made here would be a second, foreign CA. A daemon that has
-    the CA certificate and its own client certificate but not the CA key can
-    follow, never lead.
+    See ckeetcd.daemonca: a CA is made only on a true first start (by the
+    bootstrapper); one that vanished is reported, never replaced. Other
+    daemons of an election get it with `ckeetcd ca import`. A daemon that has
+    the CA certificate and its own client certificate but not the CA key (a
+    `--no-key` import) can follow, never lead.
     """
-    cert_path, key_path = ca_paths(pki_dir(config))
-    if not config.election or key_path.exists() or (
-            not cert_path.exists() and election_id(config) == config.bootstrapper):
-        return ensure_daemon_pki(config)
-    tls = daemon_tls(config)
-    if not (cert_path.exists() and tls.cert.exists() and tls.key.exists()):
-        log.error("ca_missing", pki_dir=str(pki_dir(config)), daemon=election_id(config),
-                  hint="this daemon is not the bootstrapper: run `ckeetcd ca export --out "
-                       "FILE` where the CA is and `ckeetcd ca import FILE` here")
+    try:
+        ca, notes = open_ca(config)
+    except CARefused as e:
+        log.error(e.event, **e.fields)
         return None
-    ensure_private_dir(config.cluster.state_dir)
-    log.warning("ca_key_absent", pki_dir=str(pki_dir(config)), daemon=election_id(config),
-                hint="this daemon can follow but not lead")
-    return PublicCA.load(cert_path)
+    log_notes(log, notes)
+    return ca
+
+
+def log_notes(log: Any, notes: Any) -> None:
+    for level, event, fields in notes:
+        getattr(log, level)(event, **fields)
+
+
+def claim(config: Config, log: Any) -> bool:
+    """Take the state dir (ckeetcd.statedir); False (logged) when it must not be used."""
+    try:
+        taken = claim_state_dir(config.cluster.state_dir, config.cluster.name,
+                                adopt=config.cluster.adopt_state_dir)
+    except StateDirError as e:
+        log.error("state_dir_refused", file=str(config.path), key="cluster.state_dir",
+                  state_dir=str(config.cluster.state_dir), error=str(e))
+        return False
+    log_notes(log, taken.notes)
+    return True
 
 
 def load_ca_for(config: Config) -> CA:

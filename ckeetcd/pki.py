@@ -8,6 +8,7 @@ written atomically, so a crash never leaves a half key behind. With
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import ipaddress
 import os
 import tempfile
@@ -15,12 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
+# Present while this host holds the CA key (it made or imported it): a missing
+# ca.key is then a loss, not a follower's normal state (`ca import --no-key`).
+CA_KEY_EXPECTED = "ca.key.expected"
 CA_LIFETIME = dt.timedelta(days=3650 * 2)
 MEMBER_LIFETIME = dt.timedelta(days=365)
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -136,20 +141,42 @@ def write_private(path: Path, data: bytes) -> None:
     write_atomic(path, data, 0o600)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def _staged(folder: Path, name: str, data: bytes, mode: int) -> str:
+    """A fsynced temp file with `data` and `mode` in `folder`; returns its path."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`."""
+    ensure_private_dir(path.parent)
+    tmp = _staged(path.parent, path.name, data, mode)
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_new(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write a file that must not exist yet, atomically: FileExistsError (and nothing
+    changed) when it does. For the CA, which must never be overwritten."""
+    ensure_private_dir(path.parent)
+    tmp = _staged(path.parent, path.name, data, mode)
+    try:
+        os.link(tmp, path)  # fails if `path` exists, unlike a rename
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    fsync_dir(path.parent)
 
 
 def fsync_dir(path: Path) -> None:
@@ -162,34 +189,88 @@ def fsync_dir(path: Path) -> None:
 
 
 def ensure_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
+    """Create `path` and its missing parents with mode 0700; leave existing folders alone.
+
+    A folder that exists may be shared (a backup target, /etc/kubernetes, a
+    mount point): its mode is its owner's business, so it is never chmod-ed.
+    """
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: not ours to chmod
+        d.chmod(0o700)  # mkdir's mode went through the umask
+
+
+class CAError(ValueError):
+    """The CA files are there but unusable; the message names the files and says why."""
+
+
+class CAKeyMismatch(CAError):
+    """ca.key is not the key of ca.crt."""
 
 
 def ca_paths(pki_dir: Path) -> tuple[Path, Path]:
     return pki_dir / CA_CERT, pki_dir / CA_KEY
 
 
-def load_ca(pki_dir: Path) -> CA:
-    """Load the CA; raise FileNotFoundError when it has not been created yet."""
-    cert_path, key_path = ca_paths(pki_dir)
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+def check_ca_cert(cert: x509.Certificate, where: object) -> x509.Certificate:
+    """`cert` if it is a CA certificate (basicConstraints CA:TRUE); CAError naming `where`."""
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    except ValueError as e:
+        raise CAError(f"{where}: unreadable certificate extensions ({e})") from None
+    if not is_ca:
+        raise CAError(f"{where}: not a CA certificate (basicConstraints CA:TRUE missing)")
+    return cert
+
+
+def read_ca_cert(cert_path: Path) -> x509.Certificate:
+    """The CA certificate; CAError when it is not a PEM CA certificate (OSError as is)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except ValueError as e:
+        raise CAError(f"{cert_path}: not a PEM certificate ({e})") from None
+    return check_ca_cert(cert, cert_path)
+
+
+def read_ca_key(key_path: Path, cert: x509.Certificate,
+                cert_path: Path) -> ec.EllipticCurvePrivateKey:
+    """The CA key, checked against the certificate; CAError naming both files otherwise."""
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (ValueError, TypeError) as e:
+        raise CAError(f"{key_path}: not an unencrypted PEM private key ({e})") from None
+    except UnsupportedAlgorithm as e:
+        raise CAError(f"{key_path}: unsupported key ({e})") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ValueError(f"{key_path}: not an EC private key")
-    return CA(cert, key, cert_path)
+        raise CAError(f"{key_path}: not an EC private key")
+    if key.public_key() != cert.public_key():
+        raise CAKeyMismatch(f"{key_path} does not belong to {cert_path}: certificates it signed "
+                      "would not verify; restore the matching pair (both from the same backup "
+                      "or the same `ckeetcd ca export` bundle)")
+    return key
 
 
-def ensure_ca(pki_dir: Path, name: str) -> CA:
-    """Load the CA, creating it on first start."""
-    ensure_private_dir(pki_dir)
+def load_ca(pki_dir: Path) -> CA:
+    """Load and check the CA; FileNotFoundError when a file is missing, CAError when the
+    files are not a CA certificate and its key."""
     cert_path, key_path = ca_paths(pki_dir)
-    if cert_path.exists() and key_path.exists():
-        return load_ca(pki_dir)
+    cert = read_ca_cert(cert_path)
+    return CA(cert, read_ca_key(key_path, cert, cert_path), cert_path)
+
+
+def _ca_cert(key: ec.EllipticCurvePrivateKey, name: str) -> x509.Certificate:
     now = dt.datetime.now(dt.timezone.utc)
-    key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ckeetcd CA {name}")])
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
@@ -209,9 +290,91 @@ def ensure_ca(pki_dir: Path, name: str) -> CA:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    write_private(key_path, key_pem(key))
-    write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+
+
+def create_ca(pki_dir: Path, name: str, key: ec.EllipticCurvePrivateKey | None = None) -> CA:
+    """A new CA; with `key`, the certificate for a key whose certificate was never written
+    (a first start that crashed in between). Never overwrites: FileExistsError when a CA
+    file is already there. The key is written first, so a crash never leaves a certificate
+    without its key."""
+    ensure_private_dir(pki_dir)
+    cert_path, key_path = ca_paths(pki_dir)
+    if cert_path.exists():
+        raise FileExistsError(errno.EEXIST, "the CA certificate exists", str(cert_path))
+    if key is None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        write_new(key_path, key_pem(key), 0o600)
+    cert = _ca_cert(key, name)
+    write_new(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    expect_key(pki_dir)
     return CA(cert, key, cert_path)
+
+
+def expect_key(pki_dir: Path, expected: bool = True) -> None:
+    """Record (or forget) that this host holds the CA key (see CA_KEY_EXPECTED)."""
+    path = pki_dir / CA_KEY_EXPECTED
+    if not expected:
+        path.unlink(missing_ok=True)
+    elif not path.exists():
+        write_atomic(path, b"this host holds the CA key: a missing ca.key is a loss\n", 0o600)
+
+
+def ensure_ca(pki_dir: Path, name: str) -> CA:
+    """Load the CA, creating it when neither of its files exists. Never replaces one:
+    a certificate without its key (or the reverse) is a CAError."""
+    cert_path, key_path = ca_paths(pki_dir)
+    have_cert, have_key = cert_path.exists(), key_path.exists()
+    if have_cert and have_key:
+        return load_ca(pki_dir)
+    if have_cert or have_key:
+        missing = key_path if have_cert else cert_path
+        raise CAError(f"{missing}: missing (the CA is incomplete; a new CA would cut "
+                      "off every member and client of the old one)")
+    return create_ca(pki_dir, name)
+
+
+# What the daemon does with the CA files it finds (ca_action).
+CA_LOAD = "load"  # certificate and key: use them
+CA_CREATE = "create"  # nothing yet and no cluster: make the CA
+CA_FINISH = "finish"  # a key without its certificate and no cluster: a crashed first start
+CA_FOLLOW = "follow"  # certificate without key on purpose (`ca import` of a --no-key bundle)
+CA_MISSING = "ca_missing"  # not the bootstrapper: the CA must come by `ca import`
+CA_KEY_MISSING = "ca_key_missing"  # the CA key (or the whole CA) of an existing cluster is gone
+CA_CERT_MISSING = "ca_cert_missing"  # the CA certificate of an existing cluster is gone
+
+
+@dataclass(frozen=True)
+class CAFacts:
+    """What a daemon finds in its pki dir and state dir before it starts."""
+
+    cert: bool  # pki/ca.crt
+    key: bool  # pki/ca.key
+    key_expected: bool  # pki/ca.key.expected: this host held the key (created or imported)
+    client_cert: bool  # pki/daemon-root.crt and .key
+    election: bool
+    bootstrapper: bool  # this daemon may bootstrap (no election, or it is [daemon] bootstrapper)
+    cluster: tuple[str, ...] = ()  # signs that the cluster exists (data, history, a member up)
+
+
+def ca_action(f: CAFacts) -> str:
+    """What to do with the CA (pure; table-tested). A new CA is made only when there is no
+    CA file at all, this host never had one, and nothing shows that the cluster exists: a
+    CA that vanished is never replaced (every member and client trusts the old one)."""
+    if f.cert and f.key:
+        return CA_LOAD
+    if f.cert:  # no key: a follower by design, or a loss
+        if f.election and not f.key_expected:
+            return CA_FOLLOW if f.client_cert else CA_MISSING
+        return CA_KEY_MISSING
+    if f.key:  # no certificate: a first start that crashed between the two writes?
+        if f.bootstrapper and not (f.key_expected or f.client_cert or f.cluster):
+            return CA_FINISH
+        return CA_CERT_MISSING
+    if f.key_expected or f.client_cert:  # this host had a CA
+        return CA_KEY_MISSING
+    if not f.bootstrapper:
+        return CA_MISSING
+    return CA_KEY_MISSING if f.cluster else CA_CREATE
 
 
 def member_ips(address: str) -> tuple[str, ...]:

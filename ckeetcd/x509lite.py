@@ -245,6 +245,8 @@ class CACert(NamedTuple):
     der: bytes
     subject_der: bytes  # the Name TLV, copied verbatim as the issuer
     not_after: dt.datetime
+    spki_der: bytes = b""  # its SubjectPublicKeyInfo TLV: the CA key must match it
+    is_ca: bool = False  # basicConstraints CA:TRUE
 
 
 def pem_block(pem_bytes: bytes, label: str) -> bytes:
@@ -282,8 +284,33 @@ def parse_ca_cert(pem_bytes: bytes) -> CACert:
         raise DERError("bad Validity")
     vtag, _, ns, ne = validity[1]
     _, subject_start, _, subject_end = tbs[4]
+    _, spki_start, _, spki_end = tbs[5]
     return CACert(pem=pem_bytes, der=der, subject_der=der[subject_start:subject_end],
-                  not_after=decode_time(vtag, der[ns:ne]))
+                  not_after=decode_time(vtag, der[ns:ne]), spki_der=der[spki_start:spki_end],
+                  is_ca=_basic_constraints_ca(der, tbs[6:]))
+
+
+_BASIC_CONSTRAINTS = oid("2.5.29.19")
+
+
+def _basic_constraints_ca(der: bytes, rest: list[tuple[int, int, int, int]]) -> bool:
+    """Whether the extensions ([3] after the public key) say basicConstraints CA:TRUE."""
+    for tag, _, cs, _end in rest:
+        if tag != 0xA3:
+            continue
+        _, es, ee = _read(der, cs)
+        for _, _, xs, xe in _children(der, es, ee):
+            fields = _children(der, xs, xe)
+            if not fields or der[fields[0][1]:fields[0][3]] != _BASIC_CONSTRAINTS:
+                continue
+            value = fields[-1]
+            if value[0] != _OCTET_STRING:
+                raise DERError("bad basicConstraints")
+            _, bs, be = _read(der, value[2])
+            inner = _children(der, bs, be)
+            return bool(inner) and inner[0][0] == _BOOLEAN and der[inner[0][2]:inner[0][3]] \
+                not in (b"", b"\x00")
+    return False
 
 
 # --- issuing ----------------------------------------------------------------------------------

@@ -160,6 +160,7 @@ def test_local_backup_verifies_and_rotates(cluster: Cluster, tmp_path: Path) -> 
     keys = fill(cluster, "/data/", 40, 100_000)  # ~4 MB
     folder = tmp_path / "backups"
     folder.mkdir()
+    folder.chmod(0o750)  # the operator's folder: its mode is left alone
     (folder / "README").write_text("not a backup\n")
     made: list[str] = []
     for i in range(3):
@@ -180,6 +181,12 @@ def test_local_backup_verifies_and_rotates(cluster: Cluster, tmp_path: Path) -> 
         assert removed == ([made[0]] if i == 2 else []), r.stdout
     assert sorted(p.name for p in folder.iterdir()) == ["README", *made[1:]]
     assert len(set(made)) == 3
+    assert folder.stat().st_mode & 0o777 == 0o750
+    new = tmp_path / "new" / "backups"  # missing, with a missing parent: made 0700
+    r = cluster.cli("etcd", "local-backup", f"-dir={new}")
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in new.iterdir()] == [created_name(r.stdout)]
+    assert new.stat().st_mode & 0o777 == 0o700 and new.parent.stat().st_mode & 0o777 == 0o700
 
 
 def test_local_backup_defaults_come_from_the_config(make_cluster: Callable[..., Cluster]) -> None:
@@ -209,7 +216,7 @@ def test_local_backup_bad_input_exits_2_and_changes_nothing(
     a_file = tmp_path / "file"
     a_file.write_text("x")
     cases = [
-        ([f"-dir={tmp_path / 'missing'}"], "-dir", "no such directory"),
+        ([f"-dir={a_file / 'sub'}"], "-dir", "cannot create"),
         ([f"-dir={a_file}"], "-dir", "not a directory"),
         (["-dir="], "-dir", "must not be empty"),
         ([f"-dir={folder}", "-max-backups=0"], "-max-backups", "at least 1"),

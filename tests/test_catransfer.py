@@ -11,6 +11,7 @@ import pytest
 from ckeetcd.cli.main import main
 from ckeetcd.config import load_config
 from ckeetcd.daemon import can_lead, daemon_ca
+from ckeetcd.pki import ensure_ca
 from tests.harness import ListLog
 
 
@@ -58,10 +59,13 @@ def test_import_refuses_other_cluster_and_other_ca(tmp_path: Path,
     a, b, other = node(tmp_path, "n1"), node(tmp_path, "n2"), node(tmp_path, "o1", "other")
     bundle_a, bundle_b = tmp_path / "a.json", tmp_path / "b.json"
     assert main(["ca", "export", "--out", str(bundle_a), "--config", str(a)]) == 0
-    assert main(["ca", "import", str(bundle_a), "--config", str(other)]) == 1
+    assert main(["ca", "import", str(bundle_a), "--config", str(other)]) == 2  # usage
     assert "for cluster 'multi'" in capsys.readouterr().err
-    assert main(["ca", "export", "--out", str(bundle_b), "--config", str(b)]) == 0  # a 2nd CA
-    assert main(["ca", "import", str(bundle_a), "--config", str(b)]) == 1
+    # n2 is not the bootstrapper: `ca export` makes no CA there; give it a 2nd CA by hand
+    assert main(["ca", "export", "--out", str(bundle_b), "--config", str(b)]) == 1
+    assert "not the bootstrapper" in capsys.readouterr().err
+    ensure_ca(load_config(b).cluster.pki_dir, "multi")
+    assert main(["ca", "import", str(bundle_a), "--config", str(b)]) == 2  # needs --force
     assert "different CA" in capsys.readouterr().err
     assert main(["ca", "import", str(bundle_a), "--config", str(b), "--force"]) == 0
 

@@ -7,9 +7,9 @@ verifies it (etcd's SHA-256 trailer) before it counts, then keeps the newest N
 backups in DIR. Prints `created backup NAME`, then one `removed NAME` per
 backup rotated out.
 
-DIR defaults to `[backup] dir` (else `STATE_DIR/backups`, created when
-missing); N defaults to `[backup] max_backups` (10). An explicit `-dir` must
-exist and be writable.
+DIR defaults to `[backup] dir` (else `STATE_DIR/backups`); N defaults to
+`[backup] max_backups` (10). A DIR that does not exist is created (0700, with
+any missing parents); an existing one must be writable and keeps its mode.
 
 Exit status: 0 done; 1 no healthy member, or the snapshot failed (nothing is
 kept); 2 bad usage (missing or unwritable DIR, N < 1, unknown flag): nothing
@@ -46,8 +46,22 @@ def parse_max_backups(value: str | None) -> int | None:
     return n
 
 
+def make_folder(folder: Path) -> str:
+    """Create `folder` 0700 when missing (never chmod an existing one); why it cannot hold
+    backups, or ""."""
+    from ckeetcd.backup import check_folder
+    from ckeetcd.pki import ensure_private_dir
+
+    if not folder.exists():
+        try:
+            ensure_private_dir(folder)
+        except OSError as e:
+            return f"{folder}: cannot create: {e.strerror or e}"
+    return check_folder(folder)
+
+
 def local_backup(args: argparse.Namespace) -> int:
-    from ckeetcd.backup import check_folder, default_dir
+    from ckeetcd.backup import default_dir
 
     keep = parse_max_backups(args.max_backups)
     if args.dir == "":
@@ -55,21 +69,12 @@ def local_backup(args: argparse.Namespace) -> int:
     config = load(args)
     keep = keep or config.backup.max_backups
     if args.dir is not None:
-        folder = Path(args.dir).absolute()
-        problem = check_folder(folder)
-        if problem:
-            raise UsageError(f"-dir: {problem}")
+        folder, where = Path(args.dir).absolute(), "-dir"
     else:
-        folder = default_dir(config)
-        if not folder.exists():
-            try:
-                folder.mkdir(parents=True, mode=0o700)
-            except OSError as e:
-                raise UsageError(f"[backup] dir in {config.path}: {folder}: cannot create: "
-                                 f"{e.strerror or e}") from None
-        problem = check_folder(folder)
-        if problem:
-            raise UsageError(f"[backup] dir in {config.path}: {problem}")
+        folder, where = default_dir(config), f"[backup] dir in {config.path}"
+    problem = make_folder(folder)
+    if problem:
+        raise UsageError(f"{where}: {problem}")
     try:
         result = _backup(config, folder, keep)
     except CommandFailed as e:

@@ -82,6 +82,8 @@ def _reading_ca(config: Config) -> Iterator[None]:
     except OSError as e:
         raise CommandFailed(f"{e.filename or d}: cannot read: {e.strerror or e}") from None
     except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        if str(d) in str(e):  # names its file already (ckeetcd.pki.CAError)
+            raise CommandFailed(str(e)) from None
         raise CommandFailed(f"{d / CA_CERT_FILE}, {d / CA_KEY_FILE}: not a usable CA: {e}") \
             from None
 
@@ -100,10 +102,25 @@ def load_issuing_ca(config: Config) -> tuple[CACert, EllipticCurvePrivateKey]:
     from ckeetcd import x509lite
 
     d = config.cluster.pki_dir
+    cert_path, key_path = d / CA_CERT_FILE, d / CA_KEY_FILE
     with _reading_ca(config):
-        cert_pem = (d / CA_CERT_FILE).read_bytes()
-        key_pem = (d / CA_KEY_FILE).read_bytes()
-        return x509lite.parse_ca_cert(cert_pem), x509lite.load_ca_key(key_pem)
+        try:
+            cert = x509lite.parse_ca_cert(cert_path.read_bytes())
+        except ValueError as e:
+            raise CommandFailed(f"{cert_path}: not a PEM CA certificate ({e})") from None
+        try:
+            key = x509lite.load_ca_key(key_path.read_bytes())
+        except (ValueError, TypeError) as e:
+            raise CommandFailed(f"{key_path}: not an unencrypted PEM EC private key ({e})") \
+                from None
+        if not cert.is_ca:
+            raise CommandFailed(f"{cert_path}: not a CA certificate (basicConstraints CA:TRUE "
+                                "missing)")
+        if x509lite.public_key_info(key.public_key()) != cert.spki_der:
+            raise CommandFailed(f"{key_path} does not belong to {cert_path}: a certificate it "
+                                "signed would not verify; restore the matching pair (both from "
+                                "the same backup or `ckeetcd ca export` bundle)")
+        return cert, key
 
 
 def sign(ca: CACert, ca_key: EllipticCurvePrivateKey, user: str,

@@ -18,3 +18,19 @@ def load(args: argparse.Namespace) -> Config:
         for p in e.problems:
             print(f"error: {p}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def claimed(config: Config) -> str:
+    """Take the state dir as the daemon would (ckeetcd.statedir); the refusal, else ""."""
+    from ckeetcd.statedir import StateDirError, claim_state_dir
+
+    try:
+        taken = claim_state_dir(config.cluster.state_dir, config.cluster.name,
+                                adopt=config.cluster.adopt_state_dir)
+    except StateDirError as e:
+        return f"{config.path}: cluster.state_dir: {config.cluster.state_dir}: {e}"
+    for level, event, fields in taken.notes:
+        if level != "info":
+            print(f"{level}: {event}: " + ", ".join(f"{k}={v}" for k, v in fields.items()),
+                  file=sys.stderr)
+    return ""

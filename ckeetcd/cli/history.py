@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 from typing import Any
 
 from ckeetcd.cli.common import load
@@ -16,7 +17,12 @@ def history(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UsageError(f"-n: must be at least 1 (got {args.n})")
     config = load(args)
-    records = [r for r in History(config.cluster.state_dir).read()
+    try:
+        recorded = History(config.cluster.state_dir).read()
+    except OSError as e:
+        print(f"error: {e.filename}: cannot read: {e.strerror or e}", file=sys.stderr)
+        return 1
+    records = [r for r in recorded
                if r.get("event") in ("op-end", "step-end")][-args.n:]
     if args.output == "json":
         for r in records:

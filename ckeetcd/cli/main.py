@@ -239,6 +239,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "ckeetcd",
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return USAGE_ERROR
+    except OSError as e:  # a file the command needs (the state dir's, usually): say which
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{prog}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -11,13 +11,19 @@ picks the flag up at its next probe (within [daemon] probe_interval).
 from __future__ import annotations
 
 import argparse
+import sys
 
-from ckeetcd.cli.common import load
+from ckeetcd.cli.common import claimed, load
+from ckeetcd.cli.errors import USAGE_ERROR
 from ckeetcd.pause import clear_pause, read_pause, write_pause
 
 
 def pause(args: argparse.Namespace) -> int:
     config = load(args)
+    refused = claimed(config)  # the flag goes into the state dir: only into one of ours
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return USAGE_ERROR
     path = write_pause(config.cluster.state_dir, args.reason)
     print(f"paused: automatic changes stop at the daemon's next probe ({path})")
     print(f"  {read_pause(config.cluster.state_dir)}")

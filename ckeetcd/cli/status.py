@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import time
 from typing import Any
 
 from ckeetcd.cli.common import load
 from ckeetcd.config import Config
 from ckeetcd.daemon import make_env
 from ckeetcd.daemoncert import daemon_tls
+from ckeetcd.keymodes import status_view
 from ckeetcd.model import Desired, Observed
 
 
@@ -109,6 +111,7 @@ def status(args: argparse.Namespace) -> int:
     paused = "[daemon] paused = true" if config.daemon.paused else observed.paused
     alarms = [{"member_id": f"{i:x}", "alarm": a} for i, a in observed.alarms]
     restoring = {n: r.restoring for n, r in sorted(observed.runtimes.items()) if r.restoring}
+    keys = status_view(config.cluster.state_dir)
     if args.output == "json":
         print(json.dumps({"cluster": config.cluster.name,
                           "reachable": observed.members is not None,
@@ -118,6 +121,7 @@ def status(args: argparse.Namespace) -> int:
                           "paused": paused or None,
                           "alarms": alarms,
                           "restoring": restoring or None,
+                          "key_modes": keys or None,
                           "members": table}, indent=2))
         return 0
     cols = ["name", "id", "client_url", "healthy", "learner", "leader", "db_size", "running", "pid"]
@@ -138,7 +142,17 @@ def status(args: argparse.Namespace) -> int:
         print(f"daemon: {d['id']}{' (leader)' if d['id'] == leader else ''}: {same}")
     for name, note in restoring.items():
         print(f"restoring: {name}: {note} (no daemon acts until the restore ends)")
+    for k in keys:
+        print(f"key: {k['path']}: {_key_line(k)}")
     return 0
+
+
+def _key_line(k: dict[str, Any]) -> str:
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k["at"]))
+    if k["fixed"]:
+        again = "; OPEN TO OTHERS AGAIN" if k["bad_now"] else ""
+        return f"was mode {k['mode']} (readable by others), set to 0600 at {when}{again}"
+    return f"mode {k['mode']}, readable by others, NOT fixed: {k['problem']} (seen {when})"
 
 
 def _cell(v: Any) -> str:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from ckeetcd.etcd.client import EtcdClient
+from ckeetcd.pki import ensure_private_dir
 
 HASH_LEN = hashlib.sha256().digest_size
 
@@ -41,7 +42,7 @@ def verify(path: Path) -> None:
 
 async def save(client: EtcdClient, path: Path) -> int:
     """Stream a snapshot to `path` (0600) atomically; return its size."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.part")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
