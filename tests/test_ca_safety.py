@@ -389,22 +389,7 @@ def test_ca_import_over_another_ca_needs_force(tmp_path: Path,
     assert pki_files(target)["ca.crt"] == pki_files(source)["ca.crt"]
 
 
-def test_tls_framing_finds_the_first_certificate_across_records() -> None:
-    from ckeetcd.tlsprobe import first_certificate
+def test_the_probe_sees_nothing_where_nothing_serves_tls(tmp_path: Path) -> None:
+    from ckeetcd.tlsprobe import issuer_names
 
-    def record(kind: int, body: bytes) -> bytes:
-        return bytes((kind, 3, 3)) + len(body).to_bytes(2, "big") + body
-
-    def handshake(kind: int, body: bytes) -> bytes:
-        return bytes((kind,)) + len(body).to_bytes(3, "big") + body
-
-    der1, der2 = b"\x30\x03abc", b"\x30\x02xy"
-    certs = b"".join(len(d).to_bytes(3, "big") + d for d in (der1, der2))
-    hello = handshake(2, b"\x03\x03" + b"r" * 40)
-    cert_msg = handshake(11, len(certs).to_bytes(3, "big") + certs)
-    stream = hello + cert_msg + handshake(14, b"")
-    flight = record(22, stream[:30]) + record(22, stream[30:])  # split mid-message
-    assert first_certificate(flight) == der1
-    assert first_certificate(flight[:-3]) is None  # the second record not complete yet
-    assert first_certificate(record(21, b"\x02\x28")) is None  # an alert only
-    assert first_certificate(b"") is None
+    assert issuer_names("127.0.0.1", 1, timeout=2.0) == []  # nothing listens on port 1
