@@ -202,7 +202,7 @@ class Daemon:
         lock = acquire_state_lock(self.config.cluster.state_dir)
         if lock is None:
             self.log.error("state_dir_locked", state_dir=str(self.config.cluster.state_dir),
-                           holder=_lock_holder(self.config.cluster.state_dir))
+                           holder=lock_holder(self.config.cluster.state_dir))
             return 1
         env = make_env(self.config, log=self.log)
         history = History(self.config.cluster.state_dir)
@@ -379,7 +379,8 @@ def acquire_state_lock(state_dir: Path) -> int | None:
     return fd
 
 
-def _lock_holder(state_dir: Path) -> str:
+def lock_holder(state_dir: Path) -> str:
+    """The PID the lock file names (its holder, while it is held)."""
     try:
         return (state_dir / LOCK_FILE).read_text().strip()
     except OSError:
