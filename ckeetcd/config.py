@@ -198,6 +198,9 @@ class MaintenanceConfig:
 
     defrag_threshold: float = 0.5
     min_db_size: int = 100 * 1024 * 1024
+    # Data dirs of removed members (`data.removed-*`, 60-120 MB each: etcd
+    # preallocates its WAL) kept per member, newest first; older ones are deleted.
+    removed_data_keep: int = 2
 
 
 @dataclass(frozen=True)
@@ -608,7 +611,7 @@ class _Validator:
 
     def maintenance(self, t: Mapping[str, Any]) -> MaintenanceConfig:
         d = MaintenanceConfig()
-        self.known(t, "maintenance", {"defrag_threshold", "min_db_size"})
+        self.known(t, "maintenance", {"defrag_threshold", "min_db_size", "removed_data_keep"})
         threshold = self.number(t, "maintenance", "defrag_threshold", d.defrag_threshold, 0)
         if threshold >= 1:
             self.bad("maintenance.defrag_threshold",
@@ -618,6 +621,8 @@ class _Validator:
             defrag_threshold=float(threshold),
             min_db_size=int(self.number(t, "maintenance", "min_db_size", d.min_db_size, 0,
                                         integer=True)),
+            removed_data_keep=int(self.number(t, "maintenance", "removed_data_keep",
+                                              d.removed_data_keep, 0, integer=True)),
         )
 
     def daemon_id(self, t: Mapping[str, Any], key: str) -> str:

@@ -37,6 +37,7 @@ from ckeetcd.nodes.router import RoutedRuntime, make_runtime, uses_ssh
 from ckeetcd.observe import Observer
 from ckeetcd.ops import OpContext
 from ckeetcd.ops.context import FAILPOINT_ENV
+from ckeetcd.ops.stop_member import log_pruned
 from ckeetcd.pki import CA, ca_paths, ensure_ca, ensure_private_dir, load_ca, not_after
 from ckeetcd.pki import write_cert_key as _write_cert_key
 from ckeetcd.runner import run_ops
@@ -220,6 +221,8 @@ class Daemon:
         # supervised like a side task: an unexpected error must not end the campaign
         running.append(asyncio.create_task(supervise(self.leadership, self.log),
                                            name="election"))
+        running.append(asyncio.create_task(prune_archives(env, self.config, history, self.log),
+                                           name="prune-archives"))
         self.log.info("daemon_started", config=str(self.config.path),
                       cluster=self.config.cluster.name,
                       members=[m.name for m in self.config.members])
@@ -357,6 +360,29 @@ class Daemon:
                 await asyncio.wait_for(self._wake.wait(), min(left, slice_))
             if self._wake.is_set() or _mtime(self.config.path) != self._config_mtime:
                 return
+
+
+async def prune_archives(env: Env, config: Config, history: History, log: Any) -> None:
+    """Once at start: removed members' archives beyond `removed_data_keep`, on every node
+    (at removal time the stop-member op prunes too). In the background: a node that is
+    slow to answer must not hold the first cycle."""
+    keep = config.maintenance.removed_data_keep
+    try:
+        names = await env.runtime.known_members()
+    except OSError as e:
+        log.warning("archives_prune_failed", error=str(e))
+        return
+    for name in names:
+        try:
+            gone = await env.runtime.prune_archives(name, keep)
+        except OSError as e:
+            log.warning("archives_prune_failed", member=name, error=str(e))
+            continue
+        if gone:
+            log_pruned(log, name, keep, gone)
+            history.record(event="archives-pruned", member=name, keep=keep,
+                           removed=[a.name for a in gone],
+                           freed_bytes=sum(a.bytes for a in gone))
 
 
 LOCK_FILE = "daemon.lock"

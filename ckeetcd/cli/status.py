@@ -101,11 +101,40 @@ async def daemons(config: Config, observed: Observed,
         await pool.close()
 
 
+async def archive_usage(config: Config, names: list[str]) -> dict[str, int | None]:
+    """Bytes of moved-aside data dirs per member: `names` and every member with a dir
+    on a node (a removed member's too); None when its node did not answer."""
+    from ckeetcd.nodes.router import RoutedRuntime, make_runtime
+
+    runtime = make_runtime(config)
+
+    async def one(name: str) -> int | None:
+        try:
+            return sum(a.bytes for a in await runtime.archives(name))
+        except (OSError, TimeoutError):
+            return None
+
+    try:
+        try:
+            known = await runtime.known_members()
+        except OSError:
+            known = []
+        every = list(dict.fromkeys([*names, *known]))
+        return dict(zip(every, await asyncio.gather(*(one(n) for n in every)), strict=True))
+    finally:
+        if isinstance(runtime, RoutedRuntime):
+            await runtime.close()
+
+
 def status(args: argparse.Namespace) -> int:
     config = load(args)
     desired, observed = asyncio.run(gather(config))
     leader, present = asyncio.run(daemons(config, observed))
     table = rows(desired, observed)
+    archived = asyncio.run(archive_usage(config, [r["name"] for r in table]))
+    for r in table:
+        r["archived_bytes"] = archived.get(r["name"])
+    archived_total = sum(b for b in archived.values() if b)
     paused = "[daemon] paused = true" if config.daemon.paused else observed.paused
     alarms = [{"member_id": f"{i:x}", "alarm": a} for i, a in observed.alarms]
     restoring = {n: r.restoring for n, r in sorted(observed.runtimes.items()) if r.restoring}
@@ -118,6 +147,8 @@ def status(args: argparse.Namespace) -> int:
                           "paused": paused or None,
                           "alarms": alarms,
                           "restoring": restoring or None,
+                          "archived_bytes": archived_total,
+                          "archived": {n: b for n, b in archived.items() if b},
                           "members": table}, indent=2))
         return 0
     cols = ["name", "id", "client_url", "healthy", "learner", "leader", "db_size", "running", "pid"]
@@ -138,7 +169,19 @@ def status(args: argparse.Namespace) -> int:
         print(f"daemon: {d['id']}{' (leader)' if d['id'] == leader else ''}: {same}")
     for name, note in restoring.items():
         print(f"restoring: {name}: {note} (no daemon acts until the restore ends)")
+    if archived_total:
+        per = ", ".join(f"{n} {_size(b)}" for n, b in archived.items() if b)
+        print(f"archived data (moved aside, newest {config.maintenance.removed_data_keep} "
+              f"removals kept per member): {_size(archived_total)} ({per})")
     return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
 
 
 def _cell(v: Any) -> str:

@@ -7,6 +7,7 @@ business of a `MemberRuntime` implementation (local today, SSH later).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +20,30 @@ TLS_FILES = ("ca.crt", "server.crt", "server.key", "peer.crt", "peer.key")
 # hands off that member (see decide), whichever node the daemon runs on.
 RESTORE_MARKER = "RESTORING"
 MARKER_LIMIT = 500  # bytes of the marker shown in logs
+# A data dir moved aside when its member left: `data.removed-STAMP`, STAMP
+# sorting as time does. Only these are ever deleted (by retention); other
+# archives (`data.before-restore-*`) are only counted.
+REMOVED_ARCHIVE = re.compile(r"data\.removed-\d{8}T\d{6}\.\d{6}Z")
+ARCHIVE_PREFIX = "data."
+STAGING = "data.restoring"  # a restore's half-written output, not an archive
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One data dir moved aside in a member dir, and the disk space it takes."""
+
+    name: str
+    bytes: int
+
+
+def is_archive(name: str) -> bool:
+    return name.startswith(ARCHIVE_PREFIX) and name != STAGING
+
+
+def prunable(names: list[str], keep: int) -> list[str]:
+    """The removed-member archives beyond the newest `keep`, oldest first."""
+    removed = sorted(n for n in names if REMOVED_ARCHIVE.fullmatch(n))
+    return removed[:max(len(removed) - max(keep, 0), 0)]
 
 
 @dataclass(frozen=True)
@@ -43,6 +68,12 @@ class MemberRuntime(Protocol):
     async def stop(self, name: str, timeout: float = 10.0) -> bool: ...
 
     async def archive_data(self, name: str, label: str = "removed") -> Path | None: ...
+
+    async def archives(self, name: str) -> list[Archive]:
+        """The data dirs moved aside in the member's dir (oldest first), with their size."""
+
+    async def prune_archives(self, name: str, keep: int) -> list[Archive]:
+        """Delete the removed-member archives beyond the newest `keep`; returns them."""
 
     async def restore_data(self, name: str, snapshot: Path, spec: MemberSpec,
                            skip_hash_check: bool = False) -> Path: ...

@@ -23,7 +23,15 @@ from pathlib import Path
 
 from ckeetcd.config import EtcdConfig
 from ckeetcd.model import Runtime
-from ckeetcd.nodes.base import MARKER_LIMIT, RESTORE_MARKER, MemberSpec, member_flags
+from ckeetcd.nodes.base import (
+    MARKER_LIMIT,
+    RESTORE_MARKER,
+    Archive,
+    MemberSpec,
+    is_archive,
+    member_flags,
+    prunable,
+)
 from ckeetcd.pki import ensure_private_dir, fsync_dir, write_atomic, write_private
 
 
@@ -59,6 +67,16 @@ def resolve_etcdutl_binary(configured_etcd: str) -> str:
     if not found:
         raise FileNotFoundError(f"no etcdutl binary: neither next to {etcd} nor on PATH")
     return found
+
+
+def _disk_usage(path: Path) -> int:
+    """Bytes of disk `path` takes (allocated blocks, as du counts; symlinks not followed)."""
+    total = 0
+    for top, dirs, files in os.walk(path):
+        for n in (*dirs, *files):
+            with contextlib.suppress(OSError):
+                total += (Path(top) / n).lstat().st_blocks * 512
+    return total
 
 
 def _proc_start_time(pid: int) -> str | None:
@@ -240,6 +258,26 @@ class LocalRuntime:
         target = self.member_dir(name) / f"data.{label}-{stamp}"
         data.rename(target)
         return target
+
+    async def archives(self, name: str) -> list[Archive]:
+        mdir = self.member_dir(name)
+        try:
+            entries = sorted(os.scandir(mdir), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        dirs = [e for e in entries if is_archive(e.name) and e.is_dir(follow_symlinks=False)]
+        sizes = await asyncio.to_thread(lambda: [_disk_usage(Path(e.path)) for e in dirs])
+        return [Archive(e.name, size) for e, size in zip(dirs, sizes, strict=True)]
+
+    async def prune_archives(self, name: str, keep: int) -> list[Archive]:
+        found = await self.archives(name)
+        doomed = set(prunable([a.name for a in found], keep))
+        gone = [a for a in found if a.name in doomed]
+        for a in gone:  # in a thread: a WAL of 64 MB per file is a lot to unlink
+            await asyncio.to_thread(shutil.rmtree, self.member_dir(name) / a.name)
+        if gone:
+            fsync_dir(self.member_dir(name))
+        return gone
 
     async def known_members(self) -> list[str]:
         """Every member this node has a directory for (desired or not)."""

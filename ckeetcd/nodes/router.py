@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from ckeetcd.config import Config
 from ckeetcd.model import LiveMember, Runtime
-from ckeetcd.nodes.base import MemberRuntime, MemberSpec
+from ckeetcd.nodes.base import Archive, MemberRuntime, MemberSpec
 from ckeetcd.nodes.local import LocalRuntime
 from ckeetcd.nodes.ssh import SSHRuntime
 
@@ -81,6 +81,12 @@ class RoutedRuntime:
 
     async def archive_data(self, name: str, label: str = "removed") -> Path | None:
         return await self.runtime_of(name).archive_data(name, label)
+
+    async def archives(self, name: str) -> list[Archive]:
+        return await self.runtime_of(name).archives(name)
+
+    async def prune_archives(self, name: str, keep: int) -> list[Archive]:
+        return await self.runtime_of(name).prune_archives(name, keep)
 
     async def restore_data(self, name: str, snapshot: Path, spec: MemberSpec,
                            skip_hash_check: bool = False) -> Path:

@@ -36,7 +36,15 @@ from typing import Any
 
 from ckeetcd.config import EtcdConfig, SSHConfig
 from ckeetcd.model import Runtime
-from ckeetcd.nodes.base import MARKER_LIMIT, RESTORE_MARKER, MemberSpec, member_flags
+from ckeetcd.nodes.base import (
+    MARKER_LIMIT,
+    RESTORE_MARKER,
+    Archive,
+    MemberSpec,
+    is_archive,
+    member_flags,
+    prunable,
+)
 
 UNIT = "ckeetcd-member@{name}.service"
 RECONNECT_BACKOFF = 1.0  # seconds a failed connect is answered from memory
@@ -354,6 +362,28 @@ class SSHRuntime:
             'mv "$d/data" "$t" && echo "$t"')
         out = r.text.strip()
         return Path(out) if out else None
+
+    async def archives(self, name: str) -> list[Archive]:
+        # "KIB NAME" per data.* directory (du -k is POSIX); symlinks are skipped
+        r = await self.node(name).run(
+            self._vars(name) + 'cd "$d" 2>/dev/null || exit 0\n'
+            'for a in data.*; do [ -d "$a" ] && [ ! -L "$a" ] || continue\n'
+            '  echo "$(du -sk "$a" | cut -f1) $a"; done\n')
+        found = []
+        for line in r.text.splitlines():
+            kib, _, entry = line.partition(" ")
+            if is_archive(entry) and kib.isdigit():
+                found.append(Archive(entry, int(kib) * 1024))
+        return sorted(found, key=lambda a: a.name)
+
+    async def prune_archives(self, name: str, keep: int) -> list[Archive]:
+        found = await self.archives(name)
+        doomed = set(prunable([a.name for a in found], keep))  # names matched a strict pattern
+        gone = [a for a in found if a.name in doomed]
+        if gone:
+            paths = " ".join(shlex.quote(str(self.member_dir(name) / a.name)) for a in gone)
+            await self.node(name).run(f"rm -rf -- {paths}")
+        return gone
 
     async def known_members(self) -> list[str]:
         """Members with a directory on any node we know (desired or not)."""
