@@ -43,10 +43,11 @@ from ckeetcd.pki import write_cert_key as _write_cert_key
 from ckeetcd.runner import run_ops
 from ckeetcd.sdnotify import Notifier
 from ckeetcd.sidetasks import SideTask, build_side_tasks, stop_all, supervise
+from ckeetcd.startbook import StartBook
 
 # Phases where nothing is in flight; in any other the loop polls faster.
 SETTLED_PHASES = frozenset({"steady", "degraded", "no-quorum", "paused", "corrupt", "restoring",
-                            "config-drift"})
+                            "config-drift", "backoff"})
 TRANSITION_POLL = 0.1
 # After a change, an unsettled-looking phase (degraded, no-quorum) is polled
 # fast for this long before the loop falls back to the probe cadence.
@@ -107,15 +108,17 @@ class Env:
             await self.runtime.close()
 
 
-def make_env(config: Config, readonly: bool = False, log: Any = None) -> Env:
+def make_env(config: Config, readonly: bool = False, log: Any = None,
+             history: History | None = None) -> Env:
     runtime = make_runtime(config, log)
     pool = ClientPool(daemon_tls(config), config.daemon.rpc_timeout)
     ca_file = pki_dir(config) / "ca.crt"
+    book = StartBook(config.cluster.state_dir, log, history, readonly=readonly)
     observer = Observer(runtime, pool, config.cluster.state_dir,
                         config.apiserver.etcd_servers_file,
                         probe_timeout=min(config.daemon.rpc_timeout, 1.0), readonly=readonly,
                         ca_pem=ca_file.read_bytes() if ca_file.exists() else None,
-                        renew_before=config.tls.member_cert_renew_before)
+                        renew_before=config.tls.member_cert_renew_before, book=book)
     return Env(config, runtime, pool, observer, log)
 
 
@@ -205,8 +208,8 @@ class Daemon:
             self.log.error("state_dir_locked", state_dir=str(self.config.cluster.state_dir),
                            holder=lock_holder(self.config.cluster.state_dir))
             return 1
-        env = make_env(self.config, log=self.log)
         history = History(self.config.cluster.state_dir)
+        env = make_env(self.config, log=self.log, history=history)
         watch = FileWatch(self.config.path, self._wake.set)
         self._config_watched = watch.start()
         local = env.runtime.local if isinstance(env.runtime, RoutedRuntime) else env.runtime
@@ -284,6 +287,10 @@ class Daemon:
                     # waiting for etcd, not for time: a member starting, an
                     # election, a cluster just formed (no-quorum for a moment)
                     pause = min(pause, TRANSITION_POLL)
+                held = [r.held_until for r in observed.runtimes.values()
+                        if r.held_until and not r.running]
+                if held:  # wake when the first member's restart hold ends
+                    pause = min(pause, max(min(held) - time.time(), TRANSITION_POLL))
                 await self._sleep(max(pause, backoff))
         finally:
             watch.stop()
@@ -302,7 +309,8 @@ class Daemon:
         if decision.ops:
             ctx = OpContext(config=self.config, desired=desired, observed=observed,
                             runtime=env.runtime, pool=env.pool, ca=ca, history=history,
-                            log=self.log, cycle=self.cycle, fence=self.leadership.fence)
+                            log=self.log, cycle=self.cycle, fence=self.leadership.fence,
+                            starts=env.observer.book)
             async with self.notify.busy(OPS_WATCHDOG_BUDGET):
                 ok = await run_ops(ctx, decision)
         self.log.info(

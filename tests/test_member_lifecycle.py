@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import json
+import os
+import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from ckeetcd import restarts
 from tests.harness import Cluster, wait_for
 
 NAMES = ["m1", "m2", "m3"]
@@ -100,3 +106,64 @@ def _du(path: Path) -> int:
         if p != path:
             total += p.lstat().st_blocks * 512
     return total
+
+
+def _starts_of(c: Cluster, name: str, since: int) -> list[dt.datetime]:
+    """When the daemon spawned `name` (the start-process steps that got that far)."""
+    return [dt.datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
+            for e in c.events("op_step", since=since)
+            if e["step"] == "start-process" and e["targets"] == name and e["outcome"] == "ok"]
+
+
+def test_a_member_that_keeps_exiting_is_restarted_ever_more_slowly_and_comes_back_fixed(
+        cluster: Cluster, tmp_path: Path) -> None:
+    db = cluster.data_dir("m2") / "member" / "snap" / "db"
+    cluster.stop_daemon()  # the members keep running
+    pid = cluster.member_pid("m2")
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: cluster.member_pid("m2") is None, 10, "m2 gone")
+    good = tmp_path / "db.good"
+    shutil.copyfile(db, good)
+    db.write_bytes(b"this is not a bbolt database\n" * 4096)  # etcd refuses to start on it
+
+    mark = cluster.mark()
+    cluster.start_daemon()
+    starts = wait_for(lambda: s if len(s := _starts_of(cluster, "m2", mark)) >= 4 else None,
+                      90, "four starts of m2", abort=cluster.daemon_died)
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
+    for i, gap in enumerate(gaps, start=1):  # start n+1 waits delay(n) after start n
+        assert gap >= 0.9 * restarts.delay(i), gaps
+    assert all(b > a for a, b in itertools.pairwise(gaps)) and gaps[-1] >= 2 * gaps[0], gaps
+
+    # Each start is an error with etcd's reason, and each exit is logged with its log tail.
+    failed = [e for e in cluster.events("op", since=mark)
+              if e["op"] == "restart-member" and e["targets"] == "m2"]
+    assert failed and all(e["outcome"] == "error" for e in failed), failed
+    assert "etcd exited (exit status" in failed[0]["error"], failed[0]
+    assert "before it became healthy: panic: failed to open database" in failed[0]["error"]
+    exits = [e for e in cluster.events("member_exited", since=mark) if e["member"] == "m2"]
+    assert len(exits) >= 3, exits
+    assert exits[0]["status"].startswith("exit status ") and exits[0]["code"] != 0
+    assert "failed to open database: invalid database" in exits[0]["reason"], exits[0]
+    assert any("failed to open database" in line for line in exits[0]["log_tail"])
+    assert exits[0]["became_healthy"] is False and exits[-1]["next_start"]
+    assert len(exits[0]["log_tail"]) <= 20 and all(len(x) <= 303 for x in exits[0]["log_tail"])
+    held = [e for e in cluster.events("cycle", since=mark) if e["phase"] == "backoff"]
+    assert held and "m2: restart in back-off until" in held[0]["reason"], held[:1]
+
+    st = json.loads(cluster.cli("status", "--output", "json").stdout)
+    m2 = next(r for r in st["members"] if r["name"] == "m2")
+    assert m2["last_exit"]["status"].startswith("exit status "), m2
+    assert m2["last_exit"]["log_tail"], m2
+    assert "failed to open database" in m2["last_exit"]["reason"], m2
+    text = cluster.cli("status").stdout
+    assert "last exit: m2" in text and "failed to open database" in text, text
+
+    # Fixed, it comes back at its next start, and nobody had to restart the daemon.
+    mark = cluster.mark()
+    shutil.copyfile(good, db)
+    cluster.wait_healthy(NAMES, timeout=400)
+    assert cluster.ok_ops(mark, through="restart-member", timeout=30) == ["restart-member"]
+    started = cluster.events("member_started", since=mark)
+    assert [e["healthy"] for e in started if e["member"] == "m2"] == [True]

@@ -12,6 +12,7 @@ from ckeetcd.config import Config
 from ckeetcd.daemon import make_env
 from ckeetcd.daemoncert import daemon_tls
 from ckeetcd.model import Desired, Observed
+from ckeetcd.startbook import StartBook, iso
 
 
 def rows(desired: Desired, observed: Observed) -> list[dict[str, Any]]:
@@ -135,6 +136,11 @@ def status(args: argparse.Namespace) -> int:
     for r in table:
         r["archived_bytes"] = archived.get(r["name"])
     archived_total = sum(b for b in archived.values() if b)
+    book = StartBook(config.cluster.state_dir, readonly=True)
+    for r in table:
+        rt = observed.runtimes.get(r["name"])
+        r["last_exit"] = book.last_exit(r["name"])
+        r["restart_held_until"] = iso(rt.held_until) if rt and rt.held_until else None
     paused = "[daemon] paused = true" if config.daemon.paused else observed.paused
     alarms = [{"member_id": f"{i:x}", "alarm": a} for i, a in observed.alarms]
     restoring = {n: r.restoring for n, r in sorted(observed.runtimes.items()) if r.restoring}
@@ -169,6 +175,16 @@ def status(args: argparse.Namespace) -> int:
         print(f"daemon: {d['id']}{' (leader)' if d['id'] == leader else ''}: {same}")
     for name, note in restoring.items():
         print(f"restoring: {name}: {note} (no daemon acts until the restore ends)")
+    for r in table:
+        last = r["last_exit"]
+        if last and not r["healthy"]:
+            after = f" after {last['ran_for']:g}s" if last.get("ran_for") is not None else ""
+            never = " (never healthy)" if last.get("became_healthy") is False else ""
+            why = f": {last['reason']}" if last.get("reason") else ""
+            print(f"last exit: {r['name']} at {last['time']}: {last['status']}{after}{never}{why}")
+        if r["restart_held_until"]:
+            print(f"restart held: {r['name']} until {r['restart_held_until']} (back-off after "
+                  f"{last['starts'] if last else '?'} starts without a healthy minute)")
     if archived_total:
         per = ", ".join(f"{n} {_size(b)}" for n, b in archived.items() if b)
         print(f"archived data (moved aside, newest {config.maintenance.removed_data_keep} "

@@ -22,12 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ckeetcd.config import EtcdConfig
-from ckeetcd.model import Runtime
+from ckeetcd.model import MemberExit, Runtime
 from ckeetcd.nodes.base import (
+    LOG_TAIL_BYTES,
     MARKER_LIMIT,
     RESTORE_MARKER,
     Archive,
     MemberSpec,
+    exit_of,
     is_archive,
     member_flags,
     prunable,
@@ -102,6 +104,8 @@ class LocalRuntime:
         # (pidfd), so the daemon repairs at once instead of at its next probe.
         self.on_exit: Callable[[str], None] | None = None
         self._pidfds: dict[str, tuple[int, int]] = {}  # name -> (pid, pidfd)
+        # name -> (pid, return code) of our reaped children, until exit_info() asks
+        self._exit_codes: dict[str, tuple[int, int]] = {}
 
     def member_dir(self, name: str) -> Path:
         return self.root / name
@@ -115,10 +119,15 @@ class LocalRuntime:
     def _pidfile(self, name: str) -> Path:
         return self.member_dir(name) / "etcd.pid"
 
-    def _live_pid(self, name: str) -> int | None:
+    def _reap(self, name: str) -> None:
+        """Collect the exit status of our child for `name` once it has exited."""
         child = self._children.get(name)
         if child is not None and child.poll() is not None:
-            del self._children[name]  # reaped
+            self._exit_codes[name] = (child.pid, child.returncode)
+            del self._children[name]
+
+    def _live_pid(self, name: str) -> int | None:
+        self._reap(name)
         try:
             info = json.loads(self._pidfile(name).read_text())
             pid, start = int(info["pid"]), str(info["start_time"])
@@ -198,6 +207,7 @@ class LocalRuntime:
 
     def _exited(self, name: str) -> None:
         self._unwatch(name)
+        self._reap(name)
         if self.on_exit is not None:
             self.on_exit(name)
 
@@ -227,6 +237,7 @@ class LocalRuntime:
                 cwd=mdir, start_new_session=True, close_fds=True,
             )
         self._children[spec.name] = proc
+        self._exit_codes.pop(spec.name, None)  # an earlier run's, never this one's
         start = _proc_start_time(proc.pid)
         write_atomic(self._pidfile(spec.name),
                      json.dumps({"pid": proc.pid, "start_time": start, "cmd": cmd}).encode(),
@@ -247,6 +258,8 @@ class LocalRuntime:
                 deadline = loop.time() + 5
             await asyncio.sleep(0.02)
         self._pidfile(name).unlink(missing_ok=True)
+        self._reap(name)
+        self._exit_codes.pop(name, None)  # stopped on purpose: not an exit to report
         return True
 
     async def archive_data(self, name: str, label: str = "removed") -> Path | None:
@@ -258,6 +271,26 @@ class LocalRuntime:
         target = self.member_dir(name) / f"data.{label}-{stamp}"
         data.rename(target)
         return target
+
+    async def exit_info(self, name: str) -> MemberExit:
+        """The exit status when the process was this daemon's child (else unknown) and
+        the last lines of `etcd.log` since its start."""
+        self._reap(name)
+        entry = self._exit_codes.pop(name, None)
+        return exit_of(entry[1] if entry else None, self._log_end(name),
+                       "not started by this daemon process")
+
+    def _log_end(self, name: str) -> str:
+        try:
+            with open(self.member_dir(name) / "etcd.log", "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(size - LOG_TAIL_BYTES, 0))
+                raw = f.read()
+        except OSError:
+            return ""
+        if size > LOG_TAIL_BYTES:
+            raw = raw.partition(b"\n")[2]  # a partial first line
+        return raw.decode(errors="replace")
 
     async def archives(self, name: str) -> list[Archive]:
         mdir = self.member_dir(name)

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ckeetcd.config import Config
-from ckeetcd.model import LiveMember, Runtime
+from ckeetcd.model import LiveMember, MemberExit, Runtime
 from ckeetcd.nodes.base import Archive, MemberRuntime, MemberSpec
 from ckeetcd.nodes.local import LocalRuntime
 from ckeetcd.nodes.ssh import SSHRuntime
@@ -81,6 +81,9 @@ class RoutedRuntime:
 
     async def archive_data(self, name: str, label: str = "removed") -> Path | None:
         return await self.runtime_of(name).archive_data(name, label)
+
+    async def exit_info(self, name: str) -> MemberExit:
+        return await self.runtime_of(name).exit_info(name)
 
     async def archives(self, name: str) -> list[Archive]:
         return await self.runtime_of(name).archives(name)

@@ -35,13 +35,17 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ckeetcd.config import EtcdConfig, SSHConfig
-from ckeetcd.model import Runtime
+from ckeetcd.model import MemberExit, Runtime
 from ckeetcd.nodes.base import (
+    LOG_TAIL_BYTES,
+    LOG_TAIL_LINES,
     MARKER_LIMIT,
     RESTORE_MARKER,
     Archive,
     MemberSpec,
+    exit_of,
     is_archive,
+    killed_by,
     member_flags,
     prunable,
 )
@@ -362,6 +366,27 @@ class SSHRuntime:
             'mv "$d/data" "$t" && echo "$t"')
         out = r.text.strip()
         return Path(out) if out else None
+
+    async def exit_info(self, name: str) -> MemberExit:
+        """systemd: the unit's main process status and its journal; process mode: the
+        tail of etcd.log (a detached process's exit status is not kept)."""
+        node = self.node(name)
+        if self.cfg.member_service == "systemd":
+            unit = shlex.quote(UNIT.format(name=name))
+            r = await node.run(f"systemctl show -p ExecMainCode -p ExecMainStatus {unit}; "
+                               f"echo ---; journalctl -u {unit} -n {LOG_TAIL_LINES} -o cat "
+                               "--no-pager 2>/dev/null || true", check=False)
+            head, _, journal = r.text.partition("---\n")
+            props = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
+            code, status = props.get("ExecMainCode", ""), props.get("ExecMainStatus", "")
+            if code == "1" and status.isdigit():  # CLD_EXITED
+                return exit_of(int(status), journal, "")
+            if code in ("2", "3") and status.isdigit():  # CLD_KILLED, CLD_DUMPED
+                return killed_by(int(status), journal)
+            return exit_of(None, journal, f"systemd reports ExecMainCode={code or '?'}")
+        r = await node.run(self._vars(name) + f'tail -c {LOG_TAIL_BYTES} "$d/etcd.log" '
+                           "2>/dev/null || true", check=False)
+        return exit_of(None, r.text, "a detached process over SSH")
 
     async def archives(self, name: str) -> list[Archive]:
         # "KIB NAME" per data.* directory (du -k is POSIX); symlinks are skipped

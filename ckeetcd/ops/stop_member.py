@@ -24,6 +24,8 @@ async def run(ctx: OpContext, op: Op) -> None:
     async with ctx.step(op, "stop-process", graceful=grace > 0):
         if not await ctx.runtime.stop(op.member, timeout=grace):
             raise Skip("not running")
+        if ctx.starts is not None:
+            ctx.starts.stopped(op.member)  # on purpose: no member_exited
     if op.detail == "archive-data":
         async with ctx.step(op, "archive-data"):
             moved = await ctx.runtime.archive_data(op.member)
