@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ckeetcd import restarts
+from ckeetcd.nodes.local import resolve_etcd_binary
 from tests.harness import Cluster, wait_for
 
 NAMES = ["m1", "m2", "m3"]
@@ -167,3 +168,32 @@ def test_a_member_that_keeps_exiting_is_restarted_ever_more_slowly_and_comes_bac
     assert cluster.ok_ops(mark, through="restart-member", timeout=30) == ["restart-member"]
     started = cluster.events("member_started", since=mark)
     assert [e["healthy"] for e in started if e["member"] == "m2"] == [True]
+
+
+def test_a_bootstrap_whose_etcd_exits_backs_off_and_forms_once_fixed(
+        make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
+    """An etcd that refuses to start (here a wrapper that exits 3, as etcd does on a flag
+    value it rejects): every member backs off, none is started in a tight loop."""
+    etcd = tmp_path / "etcd"
+    etcd.write_text("#!/bin/sh\necho 'error: this etcd refuses to start' >&2\nexit 3\n")
+    etcd.chmod(0o755)
+    c = make_cluster(extra=f'[etcd]\nbinary = "{etcd}"\n')
+    c.start_daemon()
+    starts = wait_for(lambda: s if len(s := _starts_of(c, "m1", 0)) >= 4 else None,
+                      90, "four starts of m1", abort=c.daemon_died)
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
+    assert all(b > a for a, b in itertools.pairwise(gaps)) and gaps[-1] >= 2 * gaps[0], gaps
+    assert gaps[0] >= 0.9 * restarts.delay(1), gaps
+    ops = [e for e in c.events("op") if e["op"] == "start-member"]
+    assert ops and all(e["outcome"] == "error" for e in ops)
+    assert "etcd exited (exit status 3) before it became healthy: error: this etcd refuses " \
+           "to start" in ops[0]["error"], ops[0]
+    for name in ("m2", "m3"):  # each member has its own back-off, none runs free
+        assert len(_starts_of(c, name, 0)) <= len(starts) + 1
+
+    real = resolve_etcd_binary("")
+    fixed = tmp_path / "etcd.new"
+    fixed.write_text(f'#!/bin/sh\nexec "{real}" "$@"\n')
+    fixed.chmod(0o755)
+    fixed.rename(etcd)
+    c.wait_healthy(NAMES, timeout=400)

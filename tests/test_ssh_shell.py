@@ -11,6 +11,8 @@ import subprocess
 from pathlib import Path
 
 from ckeetcd.config import EtcdConfig, SSHConfig
+from ckeetcd.model import MemberExit
+from ckeetcd.nodes.base import MemberSpec
 from ckeetcd.nodes.ssh import Result, SSHError, SSHNode, SSHRuntime
 
 HOST = "10.0.0.1"
@@ -60,3 +62,34 @@ def test_archives_are_listed_with_their_size_and_pruned_over_ssh(tmp_path: Path)
     assert (d / "data" / "member").is_dir()
     assert asyncio.run(rt.prune_archives("cp1", 1)) == []
     assert asyncio.run(shell_runtime(tmp_path / "none").archives("cp1")) == []
+
+
+def _spec(name: str = "cp1") -> MemberSpec:
+    return MemberSpec(name=name, client_url="https://127.0.0.1:1", peer_url="https://127.0.0.1:2",
+                      cluster_token="t", initial_cluster=((name, "https://127.0.0.1:2"),),
+                      initial_state="new")
+
+
+def test_an_etcd_that_exits_at_once_is_seen_stopped_with_its_log_tail_over_ssh(
+        tmp_path: Path) -> None:
+    etcd = tmp_path / "etcd"
+    etcd.write_text("#!/bin/sh\necho 'starting'\necho 'panic: failed to open database' >&2\n"
+                    "exit 2\n")
+    etcd.chmod(0o755)
+    rt = shell_runtime(tmp_path / "root", etcd_binary=str(etcd))
+
+    async def go() -> tuple[int, bool, MemberExit]:
+        pid = await rt.start(_spec())
+        for _ in range(200):
+            if not (await rt.inspect("cp1")).running:
+                break
+            await asyncio.sleep(0.02)
+        return pid, (await rt.inspect("cp1")).running, await rt.exit_info("cp1")
+
+    pid, running, info = asyncio.run(go())
+    assert pid > 0 and not running
+    assert info.status.startswith("unknown (") and info.code is None
+    assert info.log_tail == ("starting", "panic: failed to open database")
+    assert info.reason == "panic: failed to open database"
+    log = (tmp_path / "root" / "cp1" / "etcd.log").read_text()
+    assert log.startswith("--- ") and " start (new)" in log.splitlines()[0]
