@@ -94,6 +94,7 @@ class Env:
             self.runtime.reconfigure(config)
         elif isinstance(self.runtime, LocalRuntime):
             self.runtime.etcd = config.etcd
+            self.runtime.log_max_bytes = config.maintenance.log_max_bytes
             if uses_ssh(config):  # a member moved to SSH: route from now on
                 self.runtime = RoutedRuntime(config, self.log, local=self.runtime)
                 self.observer.runtime = self.runtime
@@ -208,7 +209,7 @@ class Daemon:
             self.log.error("state_dir_locked", state_dir=str(self.config.cluster.state_dir),
                            holder=lock_holder(self.config.cluster.state_dir))
             return 1
-        history = History(self.config.cluster.state_dir)
+        history = History(self.config.cluster.state_dir, self.config.maintenance.log_max_bytes)
         env = make_env(self.config, log=self.log, history=history)
         watch = FileWatch(self.config.path, self._wake.set)
         self._config_watched = watch.start()
@@ -245,6 +246,7 @@ class Daemon:
                     await self._settle_config()
                 if self._maybe_reload():
                     env.reconfigure(self.config)
+                    history.max_bytes = self.config.maintenance.log_max_bytes
                     self.leadership.reconfigure(self.config)
                     last_full = 0.0
                 desired = Desired.from_config(self.config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import json
@@ -12,6 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ckeetcd import restarts
+from ckeetcd.config import EtcdConfig
+from ckeetcd.history import History
+from ckeetcd.nodes import LocalRuntime, MemberSpec
 from ckeetcd.nodes.local import resolve_etcd_binary
 from tests.harness import Cluster, wait_for
 
@@ -197,3 +201,31 @@ def test_a_bootstrap_whose_etcd_exits_backs_off_and_forms_once_fixed(
     fixed.chmod(0o755)
     fixed.rename(etcd)
     c.wait_healthy(NAMES, timeout=400)
+
+
+def test_history_and_member_logs_are_bounded(tmp_path: Path) -> None:
+    """history.jsonl becomes history.jsonl.1 at the limit; `read()` still sees both."""
+    h = History(tmp_path, max_bytes=4096)
+    for i in range(200):
+        h.record(event="op-end", op="x", n=i)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["history.jsonl", "history.jsonl.1"], files
+    assert all(p.stat().st_size < 4096 + 200 for p in tmp_path.iterdir())
+    ns = [r["n"] for r in h.read()]
+    assert ns == sorted(ns) and ns[-1] == 199 and len(ns) < 200  # the oldest went
+
+    # A member's etcd.log is rotated when it is (re)started past the limit.
+    etcd = tmp_path / "etcd"
+    etcd.write_text("#!/bin/sh\necho 'new run'\nexit 1\n")
+    etcd.chmod(0o755)
+    rt = LocalRuntime(tmp_path / "state", EtcdConfig(binary=str(etcd)))
+    rt.log_max_bytes = 65536
+    log = rt.member_dir("m1") / "etcd.log"
+    log.parent.mkdir(parents=True)
+    log.write_bytes(b"old\n" * 20000)
+    spec = MemberSpec("m1", "https://127.0.0.1:1", "https://127.0.0.1:2", "t",
+                      (("m1", "https://127.0.0.1:2"),), "new")
+    asyncio.run(rt.start(spec))
+    assert (log.parent / "etcd.log.1").read_bytes() == b"old\n" * 20000
+    wait_for(lambda: "new run" in log.read_text(), 10, "the new run's output")
+    assert b"old" not in log.read_bytes()

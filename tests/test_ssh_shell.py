@@ -93,3 +93,22 @@ def test_an_etcd_that_exits_at_once_is_seen_stopped_with_its_log_tail_over_ssh(
     assert info.reason == "panic: failed to open database"
     log = (tmp_path / "root" / "cp1" / "etcd.log").read_text()
     assert log.startswith("--- ") and " start (new)" in log.splitlines()[0]
+
+
+def test_a_big_etcd_log_is_rotated_when_the_member_starts_over_ssh(tmp_path: Path) -> None:
+    etcd = tmp_path / "etcd"
+    etcd.write_text("#!/bin/sh\necho 'run 2'\nexit 1\n")
+    etcd.chmod(0o755)
+    rt = shell_runtime(tmp_path / "root", etcd_binary=str(etcd))
+    rt.log_max_bytes = 1000
+    d = tmp_path / "root" / "cp1"
+    d.mkdir(parents=True)
+    (d / "etcd.log").write_text("old line\n" * 200)  # 1800 bytes: past the limit
+    asyncio.run(rt.start(_spec()))
+    assert (d / "etcd.log.1").read_text() == "old line\n" * 200
+    assert "old line" not in (d / "etcd.log").read_text()
+    small = "x\n" * 10
+    (d / "etcd.log.1").unlink()
+    (d / "etcd.log").write_text(small)
+    asyncio.run(rt.start(_spec()))
+    assert (d / "etcd.log").read_text().startswith(small) and not (d / "etcd.log.1").exists()

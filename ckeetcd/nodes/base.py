@@ -30,6 +30,7 @@ ARCHIVE_PREFIX = "data."
 STAGING = "data.restoring"  # a restore's half-written output, not an archive
 
 
+LOG_MAX_BYTES = 16 * 1024 * 1024  # etcd.log is rotated to etcd.log.1 at a start past this
 START_MARK = "--- "  # the line the runtimes write to etcd.log before each start
 LOG_TAIL_LINES = 20
 LOG_TAIL_WIDTH = 300  # characters per line (etcd's fatal lines carry stack traces)

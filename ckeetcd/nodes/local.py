@@ -24,6 +24,7 @@ from pathlib import Path
 from ckeetcd.config import EtcdConfig
 from ckeetcd.model import MemberExit, Runtime
 from ckeetcd.nodes.base import (
+    LOG_MAX_BYTES,
     LOG_TAIL_BYTES,
     MARKER_LIMIT,
     RESTORE_MARKER,
@@ -71,6 +72,13 @@ def resolve_etcdutl_binary(configured_etcd: str) -> str:
     return found
 
 
+def rotate_log(path: Path, max_bytes: int) -> None:
+    """`path` becomes `path.1` (replacing it) once it holds `max_bytes` (0 = never)."""
+    with contextlib.suppress(FileNotFoundError):
+        if max_bytes > 0 and path.stat().st_size >= max_bytes:
+            os.replace(path, path.with_name(path.name + ".1"))
+
+
 def _disk_usage(path: Path) -> int:
     """Bytes of disk `path` takes (allocated blocks, as du counts; symlinks not followed)."""
     total = 0
@@ -99,6 +107,7 @@ class LocalRuntime:
     def __init__(self, state_dir: Path, etcd: EtcdConfig) -> None:
         self.root = state_dir / "members"
         self.etcd = etcd
+        self.log_max_bytes = LOG_MAX_BYTES  # [maintenance] log_max_bytes
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         # Called with the member name the moment one of its processes exits
         # (pidfd), so the daemon repairs at once instead of at its next probe.
@@ -228,6 +237,7 @@ class LocalRuntime:
         ensure_private_dir(self.data_dir(spec.name))
         cmd = [resolve_etcd_binary(self.etcd.binary),
                *member_flags(spec, self.data_dir(spec.name), self.tls_dir(spec.name), self.etcd)]
+        rotate_log(mdir / "etcd.log", self.log_max_bytes)
         with open(mdir / "etcd.log", "ab") as log:
             log.write(f"--- {dt.datetime.now(dt.timezone.utc).isoformat()} start "
                       f"({spec.initial_state})\n".encode())

@@ -28,7 +28,9 @@ def uses_ssh(config: Config) -> bool:
 def make_runtime(config: Config, log: Any = None) -> MemberRuntime:
     """LocalRuntime when every member is local (as before), else a RoutedRuntime."""
     if not uses_ssh(config):
-        return LocalRuntime(config.cluster.state_dir, config.etcd)
+        local = LocalRuntime(config.cluster.state_dir, config.etcd)
+        local.log_max_bytes = config.maintenance.log_max_bytes
+        return local
     return RoutedRuntime(config, log)
 
 
@@ -46,6 +48,7 @@ class RoutedRuntime:
     def reconfigure(self, config: Config) -> None:
         self.local.etcd = config.etcd
         self.ssh.reconfigure(config.ssh, config.etcd)
+        self.local.log_max_bytes = self.ssh.log_max_bytes = config.maintenance.log_max_bytes
         self.default = config.cluster.runtime
         for m in config.members:
             self.kinds[m.name] = m.runtime

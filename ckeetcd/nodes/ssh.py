@@ -37,6 +37,7 @@ from typing import Any
 from ckeetcd.config import EtcdConfig, SSHConfig
 from ckeetcd.model import MemberExit, Runtime
 from ckeetcd.nodes.base import (
+    LOG_MAX_BYTES,
     LOG_TAIL_BYTES,
     LOG_TAIL_LINES,
     MARKER_LIMIT,
@@ -224,6 +225,7 @@ class SSHRuntime:
         self.hosts = dict(hosts)
         self.log = log
         self._nodes: dict[str, SSHNode] = {}
+        self.log_max_bytes = LOG_MAX_BYTES  # [maintenance] log_max_bytes (process mode)
 
     def reconfigure(self, cfg: SSHConfig, etcd: EtcdConfig) -> None:
         if cfg != self.cfg:
@@ -332,6 +334,9 @@ class SSHRuntime:
             f"set -e; umask 077; d={d}; mkdir -p \"$d/data\"; chmod 700 \"$d\" \"$d/data\"\n"
             "exec 9>>\"$d/start.lock\"; flock -w 10 9\n"
             + _RUNNING + "if [ $running = 1 ]; then echo $pid; exit 0; fi\n"
+            f"[ {self.log_max_bytes} -gt 0 ] && [ \"$(wc -c 2>/dev/null < \"$d/etcd.log\" "
+            f"|| echo 0)\" -ge {self.log_max_bytes} ] && mv -f \"$d/etcd.log\" "
+            "\"$d/etcd.log.1\" || true\n"
             f"echo '--- {stamp} start ({spec.initial_state})' >> \"$d/etcd.log\"\n"
             f"cd \"$d\"; setsid {cmd} 9>&- </dev/null >>\"$d/etcd.log\" 2>&1 &\n"
             "pid=$!\n"
