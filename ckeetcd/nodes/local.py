@@ -79,6 +79,16 @@ def rotate_log(path: Path, max_bytes: int) -> None:
             os.replace(path, path.with_name(path.name + ".1"))
 
 
+def _remove_tree(path: Path) -> None:
+    """rmtree that tolerates a concurrent prune (the start-time one beside an op's)."""
+    def gone_already(_fn: object, _path: str, exc: tuple[object, BaseException, object],
+                     ) -> None:
+        if not isinstance(exc[1], FileNotFoundError):
+            raise exc[1]
+
+    shutil.rmtree(path, onerror=gone_already)
+
+
 def _disk_usage(path: Path) -> int:
     """Bytes of disk `path` takes (allocated blocks, as du counts; symlinks not followed)."""
     total = 0
@@ -317,7 +327,7 @@ class LocalRuntime:
         doomed = set(prunable([a.name for a in found], keep))
         gone = [a for a in found if a.name in doomed]
         for a in gone:  # in a thread: a WAL of 64 MB per file is a lot to unlink
-            await asyncio.to_thread(shutil.rmtree, self.member_dir(name) / a.name)
+            await asyncio.to_thread(_remove_tree, self.member_dir(name) / a.name)
         if gone:
             fsync_dir(self.member_dir(name))
         return gone
