@@ -204,6 +204,12 @@ class MaintenanceConfig:
 
     defrag_threshold: float = 0.5
     min_db_size: int = 100 * 1024 * 1024
+    # Data dirs of removed members (`data.removed-*`, 60-120 MB each: etcd
+    # preallocates its WAL) kept per member, newest first; older ones are deleted.
+    removed_data_keep: int = 2
+    # history.jsonl, and a member's etcd.log when it is (re)started, are rotated
+    # to `.1` at this size, so each takes at most about twice this.
+    log_max_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -631,7 +637,8 @@ class _Validator:
 
     def maintenance(self, t: Mapping[str, Any]) -> MaintenanceConfig:
         d = MaintenanceConfig()
-        self.known(t, "maintenance", {"defrag_threshold", "min_db_size"})
+        self.known(t, "maintenance", {"defrag_threshold", "min_db_size", "removed_data_keep",
+                                      "log_max_bytes"})
         threshold = self.number(t, "maintenance", "defrag_threshold", d.defrag_threshold, 0)
         if threshold >= 1:
             self.bad("maintenance.defrag_threshold",
@@ -641,6 +648,10 @@ class _Validator:
             defrag_threshold=float(threshold),
             min_db_size=int(self.number(t, "maintenance", "min_db_size", d.min_db_size, 0,
                                         integer=True)),
+            removed_data_keep=int(self.number(t, "maintenance", "removed_data_keep",
+                                              d.removed_data_keep, 0, integer=True)),
+            log_max_bytes=int(self.number(t, "maintenance", "log_max_bytes", d.log_max_bytes,
+                                          65536, integer=True)),
         )
 
     def daemon_id(self, t: Mapping[str, Any], key: str) -> str:

@@ -36,17 +36,19 @@ from ckeetcd.nodes.router import RoutedRuntime, make_runtime, uses_ssh
 from ckeetcd.observe import Observer
 from ckeetcd.ops import OpContext
 from ckeetcd.ops.context import FAILPOINT_ENV
+from ckeetcd.ops.stop_member import log_pruned
 from ckeetcd.pki import CA, ca_paths, load_ca
 from ckeetcd.runner import run_ops
 from ckeetcd.sdnotify import Notifier
 from ckeetcd.sidetasks import SideTask, build_side_tasks, stop_all, supervise
+from ckeetcd.startbook import StartBook
 from ckeetcd.statedir import StateDirError, claim_state_dir
 
 EXIT_CONFIG = 2  # the config or its state dir must be fixed; nothing was changed
 
 # Phases where nothing is in flight; in any other the loop polls faster.
 SETTLED_PHASES = frozenset({"steady", "degraded", "no-quorum", "paused", "corrupt", "restoring",
-                            "config-drift"})
+                            "config-drift", "backoff"})
 TRANSITION_POLL = 0.1
 # After a change, an unsettled-looking phase (degraded, no-quorum) is polled
 # fast for this long before the loop falls back to the probe cadence.
@@ -86,6 +88,7 @@ class Env:
             self.runtime.reconfigure(config)
         elif isinstance(self.runtime, LocalRuntime):
             self.runtime.etcd = config.etcd
+            self.runtime.log_max_bytes = config.maintenance.log_max_bytes
             if uses_ssh(config):  # a member moved to SSH: route from now on
                 self.runtime = RoutedRuntime(config, self.log, local=self.runtime)
                 self.observer.runtime = self.runtime
@@ -100,15 +103,17 @@ class Env:
             await self.runtime.close()
 
 
-def make_env(config: Config, readonly: bool = False, log: Any = None) -> Env:
+def make_env(config: Config, readonly: bool = False, log: Any = None,
+             history: History | None = None) -> Env:
     runtime = make_runtime(config, log)
     pool = ClientPool(daemon_tls(config), config.daemon.rpc_timeout)
     ca_file = pki_dir(config) / "ca.crt"
+    book = StartBook(config.cluster.state_dir, log, history, readonly=readonly)
     observer = Observer(runtime, pool, config.cluster.state_dir,
                         config.apiserver.etcd_servers_file,
                         probe_timeout=min(config.daemon.rpc_timeout, 1.0), readonly=readonly,
                         ca_pem=ca_file.read_bytes() if ca_file.exists() else None,
-                        renew_before=config.tls.member_cert_renew_before)
+                        renew_before=config.tls.member_cert_renew_before, book=book)
     return Env(config, runtime, pool, observer, log)
 
 
@@ -195,7 +200,7 @@ class Daemon:
         lock = acquire_state_lock(self.config.cluster.state_dir)
         if lock is None:
             self.log.error("state_dir_locked", state_dir=str(self.config.cluster.state_dir),
-                           holder=_lock_holder(self.config.cluster.state_dir))
+                           holder=lock_holder(self.config.cluster.state_dir))
             return 1
         ca = daemon_ca(self.config, self.log)  # under the lock: one CA, made once
         if ca is None:
@@ -203,8 +208,8 @@ class Daemon:
             return EXIT_REFUSED
         keys = KeyModeWatch(self.config.cluster.state_dir, self.log)
         keys.check()
-        env = make_env(self.config, log=self.log)
-        history = History(self.config.cluster.state_dir)
+        history = History(self.config.cluster.state_dir, self.config.maintenance.log_max_bytes)
+        env = make_env(self.config, log=self.log, history=history)
         watch = FileWatch(self.config.path, self._wake.set)
         self._config_watched = watch.start()
         local = env.runtime.local if isinstance(env.runtime, RoutedRuntime) else env.runtime
@@ -219,6 +224,8 @@ class Daemon:
         # supervised like a side task: an unexpected error must not end the campaign
         running.append(asyncio.create_task(supervise(self.leadership, self.log),
                                            name="election"))
+        running.append(asyncio.create_task(prune_archives(env, self.config, history, self.log),
+                                           name="prune-archives"))
         self.log.info("daemon_started", config=str(self.config.path),
                       cluster=self.config.cluster.name,
                       members=[m.name for m in self.config.members])
@@ -238,6 +245,7 @@ class Daemon:
                     await self._settle_config()
                 if self._maybe_reload():
                     env.reconfigure(self.config)
+                    history.max_bytes = self.config.maintenance.log_max_bytes
                     self.leadership.reconfigure(self.config)
                     last_full = 0.0
                 desired = Desired.from_config(self.config)
@@ -282,6 +290,10 @@ class Daemon:
                     # waiting for etcd, not for time: a member starting, an
                     # election, a cluster just formed (no-quorum for a moment)
                     pause = min(pause, TRANSITION_POLL)
+                held = [r.held_until for r in observed.runtimes.values()
+                        if r.held_until and not r.running]
+                if held:  # wake when the first member's restart hold ends
+                    pause = min(pause, max(min(held) - time.time(), TRANSITION_POLL))
                 await self._sleep(max(pause, backoff))
         finally:
             watch.stop()
@@ -300,7 +312,8 @@ class Daemon:
         if decision.ops:
             ctx = OpContext(config=self.config, desired=desired, observed=observed,
                             runtime=env.runtime, pool=env.pool, ca=ca, history=history,
-                            log=self.log, cycle=self.cycle, fence=self.leadership.fence)
+                            log=self.log, cycle=self.cycle, fence=self.leadership.fence,
+                            starts=env.observer.book)
             async with self.notify.busy(OPS_WATCHDOG_BUDGET):
                 ok = await run_ops(ctx, decision)
         self.log.info(
@@ -360,6 +373,29 @@ class Daemon:
                 return
 
 
+async def prune_archives(env: Env, config: Config, history: History, log: Any) -> None:
+    """Once at start: removed members' archives beyond `removed_data_keep`, on every node
+    (at removal time the stop-member op prunes too). In the background: a node that is
+    slow to answer must not hold the first cycle."""
+    keep = config.maintenance.removed_data_keep
+    try:
+        names = await env.runtime.known_members()
+    except OSError as e:
+        log.warning("archives_prune_failed", error=str(e))
+        return
+    for name in names:
+        try:
+            gone = await env.runtime.prune_archives(name, keep)
+        except OSError as e:
+            log.warning("archives_prune_failed", member=name, error=str(e))
+            continue
+        if gone:
+            log_pruned(log, name, keep, gone)
+            history.record(event="archives-pruned", member=name, keep=keep,
+                           removed=[a.name for a in gone],
+                           freed_bytes=sum(a.bytes for a in gone))
+
+
 LOCK_FILE = "daemon.lock"
 
 
@@ -380,7 +416,8 @@ def acquire_state_lock(state_dir: Path) -> int | None:
     return fd
 
 
-def _lock_holder(state_dir: Path) -> str:
+def lock_holder(state_dir: Path) -> str:
+    """The PID the lock file names (its holder, while it is held)."""
     try:
         return (state_dir / LOCK_FILE).read_text().strip()
     except OSError:

@@ -32,10 +32,17 @@ Invariants every returned op list keeps (tests/test_decide_properties.py):
  10. a member is defragmented only while every member is healthy (a member
      being defragmented blocks), each member at most once per decision, the
      leader last; NOSPACE is cleared by compact, defragment every member,
-     then disarm-alarm, in that order, in one decision.
+     then disarm-alarm, in that order, in one decision;
+ 11. no start, restart or add of a member whose restarts are held
+     (`Runtime.held_until`, the back-off of ckeetcd.restarts): a member that
+     keeps exiting is never started in a tight loop, whatever else holds.
+     With nothing else to do the phase is "backoff" and the reason says
+     until when.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 from ckeetcd.model import (
     Decision,
@@ -69,7 +76,7 @@ def decide(desired: Desired, observed: Observed) -> Decision:
     if desired.paused or observed.paused:
         why = "[daemon] paused = true" if desired.paused else observed.paused
         return Decision("paused", (), f"paused ({why}): observing only")
-    decision = _ladder(desired, observed)
+    decision = _with_holds(observed, _ladder(desired, observed))
     if observed.members is None or any(op.kind in (TRAFFIC_STOP, PUBLISH)
                                        for op in decision.ops):
         return decision
@@ -103,7 +110,7 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
     #    start, or one added out-of-band): start it on an empty data dir.
     for m in members:
         d = desired.by_peer_url(m.peer_url)
-        if d and not m.started and not m.learner and _idle(observed.runtime(d.name)):
+        if d and not m.started and not m.learner and _fresh(observed.runtime(d.name)):
             return Decision("repair", (_start_existing(d, members),),
                             f"start voter {d.name} that is a member but never started")
 
@@ -185,6 +192,26 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
 
 
 # ---- rung helpers ----------------------------------------------------------
+def _with_holds(observed: Observed, decision: Decision) -> Decision:
+    """Say which stopped members wait for their restart hold; "backoff" when idle."""
+    held = sorted((r.held_until, n) for n, r in observed.runtimes.items()
+                  if r.held_until and not r.running and r.reachable)
+    if not held:
+        return decision
+    said = "; ".join(_hold(n, observed.runtime(n)) for _, n in held)
+    reason = f"{said}; {decision.reason}" if decision.reason else said
+    if decision.ops:
+        return Decision(decision.phase, decision.ops, reason)
+    return Decision("backoff", (), reason)
+
+
+def _hold(name: str, r: Runtime) -> str:
+    until = dt.datetime.fromtimestamp(r.held_until, dt.timezone.utc)
+    last = f", last: {r.last_exit}" if r.last_exit else ""
+    return (f"{name}: restart in back-off until {until:%Y-%m-%dT%H:%M:%S}Z "
+            f"({r.starts} start{'s' if r.starts != 1 else ''} without a healthy minute{last})")
+
+
 def _defrag_order(observed: Observed) -> list[LiveMember]:
     """Members in list order, the leader moved last."""
     leader = observed.leader_id()
@@ -208,7 +235,7 @@ def _no_member_list(desired: Desired, observed: Observed) -> Decision:
             Op("start-member", member=d.name, peer_url=d.peer_url, client_url=d.client_url,
                initial_cluster=initial, initial_state="new")
             for d, r in zip(desired.members, runtimes, strict=True)
-            if r.reachable and not r.running and (everyone or r.has_data)
+            if r.reachable and not r.running and not r.held_until and (everyone or r.has_data)
         )
         why = "no member has formed a cluster yet"
         return Decision("bootstrap", ops, why if everyone else
@@ -241,6 +268,8 @@ def _handle_learner(desired: Desired, observed: Observed, learner: LiveMember) -
                         f"learner {name or format(learner.id, 'x')} {why}")
     if not runtime.reachable:
         return Decision("member-add", (), f"learner {d.name}: node unreachable")
+    if not runtime.running and runtime.held_until:
+        return Decision("backoff", (), f"learner {d.name} not started yet")
     if not runtime.running:
         return Decision("member-add", (_start_existing(d, observed.members or ()),),
                         f"start learner {d.name}")
@@ -291,6 +320,8 @@ def _add(observed: Observed, d: DesiredMember) -> Decision:
     runtime = observed.runtime(d.name)
     if not runtime.reachable:
         return Decision("member-add", (), f"not adding {d.name}: node unreachable")
+    if runtime.held_until:  # the add would start it
+        return Decision("backoff", (), f"not adding {d.name} yet")
     ops: list[Op] = []
     if runtime.running or runtime.has_data:
         ops.append(Op("stop-member", member=d.name, detail="archive-data"))
@@ -337,11 +368,16 @@ def _can_restart(observed: Observed, name: str) -> bool:
 
 
 def _can_restart_runtime(r: Runtime) -> bool:
-    return r.reachable and not r.running and r.has_data
+    return r.reachable and not r.running and r.has_data and not r.held_until
 
 
 def _idle(r: Runtime) -> bool:
     return r.reachable and not r.running and not r.has_data
+
+
+def _fresh(r: Runtime) -> bool:
+    """Idle and free to start on an empty data dir now."""
+    return _idle(r) and not r.held_until
 
 
 def _wiped(m: LiveMember, r: Runtime) -> bool:

@@ -143,6 +143,23 @@ class Runtime:
     error: str = ""
     tls_problem: str = ""  # why the member's certificates need renewing ("" = fine)
     restoring: str = ""  # the restore-in-progress marker in its member dir ("" = none)
+    # Restart back-off (ckeetcd.restarts): while `held_until` (wall-clock time,
+    # 0 = not held) is ahead, the member is not started again; `starts` in
+    # its current streak, `last_exit` how its etcd ended last ("" = unknown).
+    held_until: float = 0.0
+    starts: int = 0
+    last_exit: str = ""
+
+
+@dataclass(frozen=True)
+class MemberExit:
+    """How a member's etcd process ended, as far as its node can tell."""
+
+    status: str  # "exit status 1", "killed by signal 9 (SIGKILL)", "unknown (...)"
+    code: int | None = None
+    signal: int | None = None
+    log_tail: tuple[str, ...] = ()  # the last lines etcd wrote in this run
+    reason: str = ""  # the line of its log that best says why ("" = none found)
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,19 @@ from types import MappingProxyType
 
 from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.etcd.rbac import rbac_in_place
-from ckeetcd.model import Desired, DesiredMember, Health, LiveMember, Observed, Runtime
+from ckeetcd.model import (
+    Desired,
+    DesiredMember,
+    Health,
+    LiveMember,
+    MemberExit,
+    Observed,
+    Runtime,
+)
 from ckeetcd.nodes import MemberRuntime
 from ckeetcd.pause import read_pause
 from ckeetcd.pki import member_tls_problem, not_after
+from ckeetcd.startbook import StartBook
 
 FORMED_MARKER = "cluster-formed.json"
 
@@ -41,8 +50,11 @@ class Observer:
     def __init__(self, runtime: MemberRuntime, pool: ClientPool, state_dir: Path,
                  servers_file: Path | None, probe_timeout: float,
                  readonly: bool = False, ca_pem: bytes | None = None,
-                 renew_before: dt.timedelta = dt.timedelta(days=30)) -> None:
+                 renew_before: dt.timedelta = dt.timedelta(days=30),
+                 book: StartBook | None = None) -> None:
         self.runtime = runtime
+        # Restart back-off and exits (ckeetcd.startbook); read-only for the commands.
+        self.book = book
         self.pool = pool
         self.marker = state_dir / FORMED_MARKER
         self.state_dir = state_dir
@@ -118,6 +130,8 @@ class Observer:
         alarms |= extra_alarms
         runtimes = [replace(r, tls_problem=self._tls_problems.get(n, "")) if r.reachable else r
                     for n, r in zip(names, runtimes, strict=True)]
+        if self.book is not None:
+            runtimes = await self._book_keeping(desired, members, health, names, runtimes)
         ages = self._learner_ages(members)
         if not self.readonly and members and not self.formed and all(
             health[m.id].healthy for m in members
@@ -135,6 +149,29 @@ class Observer:
             paused=read_pause(self.state_dir),
             cert_expiry=MappingProxyType(dict(self._cert_expiry)),
         )
+
+    async def _book_keeping(self, desired: Desired, members: tuple[LiveMember, ...] | None,
+                            health: dict[int, Health], names: list[str],
+                            runtimes: list[Runtime]) -> list[Runtime]:
+        """Feed the start book what was seen (exits are logged there), then stamp each
+        runtime with its restart hold."""
+        book = self.book
+        assert book is not None
+        healthy: set[str] = set()
+        for m in members or ():
+            d = desired.by_peer_url(m.peer_url)
+            if health.get(m.id, Health(healthy=False)).healthy:
+                healthy.add(d.name if d else m.name)
+        if not self.readonly:
+            for n, r in zip(names, runtimes, strict=True):
+                if r.reachable and book.seen(n, r.running, r.pid, n in healthy):
+                    try:
+                        info = await asyncio.wait_for(self.runtime.exit_info(n),
+                                                      self.probe_timeout * 2)
+                    except (OSError, TimeoutError) as e:
+                        info = MemberExit(f"unknown (its node did not say: {e})")
+                    book.exited(n, info)
+        return [book.stamp(n, r) for n, r in zip(names, runtimes, strict=True)]
 
     async def _alarms(self, members: tuple[LiveMember, ...],
                       health: dict[int, Health]) -> set[tuple[int, str]]:

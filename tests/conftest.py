@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests import netns
-from tests.harness import Cluster
+from tests.harness import Cluster, wait_for
 from tests.netns import Lab
 
 
@@ -34,6 +34,10 @@ def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     c = make_cluster()
     c.start_daemon()
     c.wait_healthy(["m1", "m2", "m3"])
+    # ... and its daemon settled: the ops that got it there are logged (a test's
+    # mark must not fall between ensure-rbac's effect and its "ok" line)
+    wait_for(lambda: [e for e in c.events("cycle") if e["phase"] == "steady"], 30,
+             "a steady cycle", abort=c.daemon_died)
     return c
 
 

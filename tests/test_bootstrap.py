@@ -41,5 +41,6 @@ def test_member_without_pidfile_is_adopted_not_started_twice(cluster: Cluster) -
              30, "a steady cycle")
     assert cluster.member_pid("m2") == pid
     assert not cluster.events("op", since=mark), "the orphaned member was started again"
+    cluster.stop_daemon()  # stop-members refuses beside a running daemon
     r = cluster.cli("stop-members")
     assert "stopped m2" in r.stdout

@@ -45,7 +45,7 @@ KINDS = {"start-member", "restart-member", "stop-member", "remove-member", "add-
          "renew-member-certs", "compact", "defrag-member", "disarm-alarm"}
 PHASES = {"bootstrap", "repair", "certs", "no-quorum", "rbac", "member-add", "promote",
           "member-remove", "publish", "degraded", "steady", "corrupt", "paused", "nospace",
-          "defrag"}
+          "defrag", "backoff"}
 MAINTENANCE = {"compact", "defrag-member", "disarm-alarm"}
 CHANGES = {"add-member", "remove-member", "promote-member"}
 TRAFFIC = {"stop-apiserver-traffic", "publish-endpoints"}
@@ -60,9 +60,12 @@ def often(p: int = 7) -> st.SearchStrategy[bool]:
 
 
 # ---- random observed states ---------------------------------------------------
-RUNTIMES = st.sampled_from([HEALTHY, DEAD, WIPED, UNREACHABLE]) | st.builds(
+HELD = 1.8e9  # a restart hold (back-off) until some time ahead
+RUNTIMES = st.sampled_from([HEALTHY, DEAD, WIPED, UNREACHABLE, replace(DEAD, held_until=HELD),
+                            replace(WIPED, held_until=HELD)]) | st.builds(
     Runtime, reachable=st.booleans(), running=st.booleans(), has_data=st.booleans(),
-    tls_problem=st.sampled_from(["", "", "missing", "expires in 10s"]))
+    tls_problem=st.sampled_from(["", "", "missing", "expires in 10s"]),
+    held_until=st.sampled_from([0.0, 0.0, 0.0, HELD]))
 
 
 @st.composite
@@ -257,6 +260,12 @@ def check_decision(d: Desired, o: Observed, dec: Decision) -> None:
     elif d.paused or o.paused:
         assert dec.phase == "paused" and not ops
     _check_maintenance(d, o, dec)
+    # Rule 11: a member whose restarts are held is not started, restarted or added.
+    for op in ops:
+        if op.kind in ("start-member", "restart-member", "add-member"):
+            assert not o.runtime(op.member).held_until, f"{op.kind} of held {op.member}"
+    if dec.phase == "backoff":
+        assert set(kinds) <= TRAFFIC and any(r.held_until for r in o.runtimes.values())
 
     if o.members is None:
         _check_no_member_list(d, o, ops)

@@ -202,14 +202,20 @@ def test_history_records_ops_and_steps(cluster: Cluster) -> None:
     assert pid
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: cluster.member_pid("m1") not in (None, pid), 30, "m1 restarted")
-    r = cluster.cli("history", "-n", "20", "--output", "json")
-    assert r.returncode == 0, r.stderr
-    records = [json.loads(line) for line in r.stdout.splitlines()]
+
+    def recorded() -> list[dict[str, str]]:
+        r = cluster.cli("history", "-n", "20", "--output", "json")
+        assert r.returncode == 0, r.stderr
+        records = [json.loads(line) for line in r.stdout.splitlines()]
+        done = [x for x in records if x["op"] == "restart-member" and x["event"] == "op-end"]
+        return records if done else []
+
+    records = wait_for(recorded, 30, "the restart's op-end in the history")
     restart = [x for x in records if x["op"] == "restart-member" and x["event"] == "op-end"]
     assert restart and restart[-1]["outcome"] == "ok" and restart[-1]["targets"] == "m1"
     steps = [x["step"] for x in records
              if x["op"] == "restart-member" and x["event"] == "step-end"]
-    assert steps[-2:] == ["install-tls", "start-process"]
+    assert steps[-3:] == ["install-tls", "start-process", "watch-start"]
     table = cluster.cli("history", "-n", "3")
     assert "restart-member" in table.stdout and "m1" in table.stdout
     bad = cluster.cli("history", "-n", "0")

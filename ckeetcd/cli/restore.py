@@ -145,7 +145,7 @@ async def _execute(config: Config, plan: Plan, ca: CA, tls: PemTLS) -> int:
     from ckeetcd.restore import RestoreFailed, Restorer
 
     start = time.monotonic()
-    history = History(config.cluster.state_dir)
+    history = History(config.cluster.state_dir, config.maintenance.log_max_bytes)
     history.record(event="restore-begin", op="restore-cluster", snapshot=str(plan.snapshot.path),
                    revision=plan.snapshot.revision)
     env = make_env(config, readonly=True)

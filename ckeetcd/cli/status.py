@@ -14,6 +14,7 @@ from ckeetcd.daemon import make_env
 from ckeetcd.daemoncert import daemon_tls
 from ckeetcd.keymodes import status_view
 from ckeetcd.model import Desired, Observed
+from ckeetcd.startbook import StartBook, iso
 
 
 def rows(desired: Desired, observed: Observed) -> list[dict[str, Any]]:
@@ -103,11 +104,45 @@ async def daemons(config: Config, observed: Observed,
         await pool.close()
 
 
+async def archive_usage(config: Config, names: list[str]) -> dict[str, int | None]:
+    """Bytes of moved-aside data dirs per member: `names` and every member with a dir
+    on a node (a removed member's too); None when its node did not answer."""
+    from ckeetcd.nodes.router import RoutedRuntime, make_runtime
+
+    runtime = make_runtime(config)
+
+    async def one(name: str) -> int | None:
+        try:
+            return sum(a.bytes for a in await runtime.archives(name))
+        except (OSError, TimeoutError):
+            return None
+
+    try:
+        try:
+            known = await runtime.known_members()
+        except OSError:
+            known = []
+        every = list(dict.fromkeys([*names, *known]))
+        return dict(zip(every, await asyncio.gather(*(one(n) for n in every)), strict=True))
+    finally:
+        if isinstance(runtime, RoutedRuntime):
+            await runtime.close()
+
+
 def status(args: argparse.Namespace) -> int:
     config = load(args)
     desired, observed = asyncio.run(gather(config))
     leader, present = asyncio.run(daemons(config, observed))
     table = rows(desired, observed)
+    archived = asyncio.run(archive_usage(config, [r["name"] for r in table]))
+    for r in table:
+        r["archived_bytes"] = archived.get(r["name"])
+    archived_total = sum(b for b in archived.values() if b)
+    book = StartBook(config.cluster.state_dir, readonly=True)
+    for r in table:
+        rt = observed.runtimes.get(r["name"])
+        r["last_exit"] = book.last_exit(r["name"])
+        r["restart_held_until"] = iso(rt.held_until) if rt and rt.held_until else None
     paused = "[daemon] paused = true" if config.daemon.paused else observed.paused
     alarms = [{"member_id": f"{i:x}", "alarm": a} for i, a in observed.alarms]
     restoring = {n: r.restoring for n, r in sorted(observed.runtimes.items()) if r.restoring}
@@ -122,6 +157,8 @@ def status(args: argparse.Namespace) -> int:
                           "alarms": alarms,
                           "restoring": restoring or None,
                           "key_modes": keys or None,
+                          "archived_bytes": archived_total,
+                          "archived": {n: b for n, b in archived.items() if b},
                           "members": table}, indent=2))
         return 0
     cols = ["name", "id", "client_url", "healthy", "learner", "leader", "db_size", "running", "pid"]
@@ -144,6 +181,20 @@ def status(args: argparse.Namespace) -> int:
         print(f"restoring: {name}: {note} (no daemon acts until the restore ends)")
     for k in keys:
         print(f"key: {k['path']}: {_key_line(k)}")
+    for r in table:
+        last = r["last_exit"]
+        if last and not r["healthy"]:
+            after = f" after {last['ran_for']:g}s" if last.get("ran_for") is not None else ""
+            never = " (never healthy)" if last.get("became_healthy") is False else ""
+            why = f": {last['reason']}" if last.get("reason") else ""
+            print(f"last exit: {r['name']} at {last['time']}: {last['status']}{after}{never}{why}")
+        if r["restart_held_until"]:
+            print(f"restart held: {r['name']} until {r['restart_held_until']} (back-off after "
+                  f"{last['starts'] if last else '?'} starts without a healthy minute)")
+    if archived_total:
+        per = ", ".join(f"{n} {_size(b)}" for n, b in archived.items() if b)
+        print(f"archived data (moved aside, newest {config.maintenance.removed_data_keep} "
+              f"removals kept per member): {_size(archived_total)} ({per})")
     return 0
 
 
@@ -153,6 +204,14 @@ def _key_line(k: dict[str, Any]) -> str:
         again = "; OPEN TO OTHERS AGAIN" if k["bad_now"] else ""
         return f"was mode {k['mode']} (readable by others), set to 0600 at {when}{again}"
     return f"mode {k['mode']}, readable by others, NOT fixed: {k['problem']} (seen {when})"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
 
 
 def _cell(v: Any) -> str:

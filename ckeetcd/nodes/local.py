@@ -22,8 +22,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ckeetcd.config import EtcdConfig
-from ckeetcd.model import Runtime
-from ckeetcd.nodes.base import MARKER_LIMIT, RESTORE_MARKER, MemberSpec, member_flags
+from ckeetcd.model import MemberExit, Runtime
+from ckeetcd.nodes.base import (
+    LOG_MAX_BYTES,
+    LOG_TAIL_BYTES,
+    MARKER_LIMIT,
+    RESTORE_MARKER,
+    Archive,
+    MemberSpec,
+    exit_of,
+    is_archive,
+    member_flags,
+    prunable,
+)
 from ckeetcd.pki import ensure_private_dir, fsync_dir, write_atomic, write_private
 
 ETCD_BINARY_ENV = "CKEETCD_ETCD_BINARY"
@@ -79,6 +90,33 @@ def resolve_etcdutl_binary(configured_etcd: str) -> str:
     return found
 
 
+def rotate_log(path: Path, max_bytes: int) -> None:
+    """`path` becomes `path.1` (replacing it) once it holds `max_bytes` (0 = never)."""
+    with contextlib.suppress(FileNotFoundError):
+        if max_bytes > 0 and path.stat().st_size >= max_bytes:
+            os.replace(path, path.with_name(path.name + ".1"))
+
+
+def _remove_tree(path: Path) -> None:
+    """rmtree that tolerates a concurrent prune (the start-time one beside an op's)."""
+    def gone_already(_fn: object, _path: str, exc: tuple[object, BaseException, object],
+                     ) -> None:
+        if not isinstance(exc[1], FileNotFoundError):
+            raise exc[1]
+
+    shutil.rmtree(path, onerror=gone_already)
+
+
+def _disk_usage(path: Path) -> int:
+    """Bytes of disk `path` takes (allocated blocks, as du counts; symlinks not followed)."""
+    total = 0
+    for top, dirs, files in os.walk(path):
+        for n in (*dirs, *files):
+            with contextlib.suppress(OSError):
+                total += (Path(top) / n).lstat().st_blocks * 512
+    return total
+
+
 def _proc_start_time(pid: int) -> str | None:
     """Field 22 of /proc/PID/stat, or None when gone or a zombie."""
     try:
@@ -97,11 +135,14 @@ class LocalRuntime:
     def __init__(self, state_dir: Path, etcd: EtcdConfig) -> None:
         self.root = state_dir / "members"
         self.etcd = etcd
+        self.log_max_bytes = LOG_MAX_BYTES  # [maintenance] log_max_bytes
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         # Called with the member name the moment one of its processes exits
         # (pidfd), so the daemon repairs at once instead of at its next probe.
         self.on_exit: Callable[[str], None] | None = None
         self._pidfds: dict[str, tuple[int, int]] = {}  # name -> (pid, pidfd)
+        # name -> (pid, return code) of our reaped children, until exit_info() asks
+        self._exit_codes: dict[str, tuple[int, int]] = {}
 
     def member_dir(self, name: str) -> Path:
         return self.root / name
@@ -115,10 +156,15 @@ class LocalRuntime:
     def _pidfile(self, name: str) -> Path:
         return self.member_dir(name) / "etcd.pid"
 
-    def _live_pid(self, name: str) -> int | None:
+    def _reap(self, name: str) -> None:
+        """Collect the exit status of our child for `name` once it has exited."""
         child = self._children.get(name)
         if child is not None and child.poll() is not None:
-            del self._children[name]  # reaped
+            self._exit_codes[name] = (child.pid, child.returncode)
+            del self._children[name]
+
+    def _live_pid(self, name: str) -> int | None:
+        self._reap(name)
         try:
             info = json.loads(self._pidfile(name).read_text())
             pid, start = int(info["pid"]), str(info["start_time"])
@@ -198,6 +244,7 @@ class LocalRuntime:
 
     def _exited(self, name: str) -> None:
         self._unwatch(name)
+        self._reap(name)
         if self.on_exit is not None:
             self.on_exit(name)
 
@@ -218,6 +265,7 @@ class LocalRuntime:
         ensure_private_dir(self.data_dir(spec.name))
         cmd = [resolve_etcd_binary(self.etcd.binary),
                *member_flags(spec, self.data_dir(spec.name), self.tls_dir(spec.name), self.etcd)]
+        rotate_log(mdir / "etcd.log", self.log_max_bytes)
         with open(mdir / "etcd.log", "ab") as log:
             log.write(f"--- {dt.datetime.now(dt.timezone.utc).isoformat()} start "
                       f"({spec.initial_state})\n".encode())
@@ -227,6 +275,7 @@ class LocalRuntime:
                 cwd=mdir, start_new_session=True, close_fds=True,
             )
         self._children[spec.name] = proc
+        self._exit_codes.pop(spec.name, None)  # an earlier run's, never this one's
         start = _proc_start_time(proc.pid)
         write_atomic(self._pidfile(spec.name),
                      json.dumps({"pid": proc.pid, "start_time": start, "cmd": cmd}).encode(),
@@ -247,6 +296,8 @@ class LocalRuntime:
                 deadline = loop.time() + 5
             await asyncio.sleep(0.02)
         self._pidfile(name).unlink(missing_ok=True)
+        self._reap(name)
+        self._exit_codes.pop(name, None)  # stopped on purpose: not an exit to report
         return True
 
     async def archive_data(self, name: str, label: str = "removed") -> Path | None:
@@ -258,6 +309,46 @@ class LocalRuntime:
         target = self.member_dir(name) / f"data.{label}-{stamp}"
         data.rename(target)
         return target
+
+    async def exit_info(self, name: str) -> MemberExit:
+        """The exit status when the process was this daemon's child (else unknown) and
+        the last lines of `etcd.log` since its start."""
+        self._reap(name)
+        entry = self._exit_codes.pop(name, None)
+        return exit_of(entry[1] if entry else None, self._log_end(name),
+                       "not started by this daemon process")
+
+    def _log_end(self, name: str) -> str:
+        try:
+            with open(self.member_dir(name) / "etcd.log", "rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                f.seek(max(size - LOG_TAIL_BYTES, 0))
+                raw = f.read()
+        except OSError:
+            return ""
+        if size > LOG_TAIL_BYTES:
+            raw = raw.partition(b"\n")[2]  # a partial first line
+        return raw.decode(errors="replace")
+
+    async def archives(self, name: str) -> list[Archive]:
+        mdir = self.member_dir(name)
+        try:
+            entries = sorted(os.scandir(mdir), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        dirs = [e for e in entries if is_archive(e.name) and e.is_dir(follow_symlinks=False)]
+        sizes = await asyncio.to_thread(lambda: [_disk_usage(Path(e.path)) for e in dirs])
+        return [Archive(e.name, size) for e, size in zip(dirs, sizes, strict=True)]
+
+    async def prune_archives(self, name: str, keep: int) -> list[Archive]:
+        found = await self.archives(name)
+        doomed = set(prunable([a.name for a in found], keep))
+        gone = [a for a in found if a.name in doomed]
+        for a in gone:  # in a thread: a WAL of 64 MB per file is a lot to unlink
+            await asyncio.to_thread(_remove_tree, self.member_dir(name) / a.name)
+        if gone:
+            fsync_dir(self.member_dir(name))
+        return gone
 
     async def known_members(self) -> list[str]:
         """Every member this node has a directory for (desired or not)."""

@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ckeetcd.config import Config
-from ckeetcd.model import LiveMember, Runtime
-from ckeetcd.nodes.base import MemberRuntime, MemberSpec
+from ckeetcd.model import LiveMember, MemberExit, Runtime
+from ckeetcd.nodes.base import Archive, MemberRuntime, MemberSpec
 from ckeetcd.nodes.local import LocalRuntime
 from ckeetcd.nodes.ssh import SSHRuntime
 
@@ -28,7 +28,9 @@ def uses_ssh(config: Config) -> bool:
 def make_runtime(config: Config, log: Any = None) -> MemberRuntime:
     """LocalRuntime when every member is local (as before), else a RoutedRuntime."""
     if not uses_ssh(config):
-        return LocalRuntime(config.cluster.state_dir, config.etcd)
+        local = LocalRuntime(config.cluster.state_dir, config.etcd)
+        local.log_max_bytes = config.maintenance.log_max_bytes
+        return local
     return RoutedRuntime(config, log)
 
 
@@ -46,6 +48,7 @@ class RoutedRuntime:
     def reconfigure(self, config: Config) -> None:
         self.local.etcd = config.etcd
         self.ssh.reconfigure(config.ssh, config.etcd)
+        self.local.log_max_bytes = self.ssh.log_max_bytes = config.maintenance.log_max_bytes
         self.default = config.cluster.runtime
         for m in config.members:
             self.kinds[m.name] = m.runtime
@@ -81,6 +84,15 @@ class RoutedRuntime:
 
     async def archive_data(self, name: str, label: str = "removed") -> Path | None:
         return await self.runtime_of(name).archive_data(name, label)
+
+    async def exit_info(self, name: str) -> MemberExit:
+        return await self.runtime_of(name).exit_info(name)
+
+    async def archives(self, name: str) -> list[Archive]:
+        return await self.runtime_of(name).archives(name)
+
+    async def prune_archives(self, name: str, keep: int) -> list[Archive]:
+        return await self.runtime_of(name).prune_archives(name, keep)
 
     async def restore_data(self, name: str, snapshot: Path, spec: MemberSpec,
                            skip_hash_check: bool = False) -> Path:

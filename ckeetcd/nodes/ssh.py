@@ -35,8 +35,21 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ckeetcd.config import EtcdConfig, SSHConfig
-from ckeetcd.model import Runtime
-from ckeetcd.nodes.base import MARKER_LIMIT, RESTORE_MARKER, MemberSpec, member_flags
+from ckeetcd.model import MemberExit, Runtime
+from ckeetcd.nodes.base import (
+    LOG_MAX_BYTES,
+    LOG_TAIL_BYTES,
+    LOG_TAIL_LINES,
+    MARKER_LIMIT,
+    RESTORE_MARKER,
+    Archive,
+    MemberSpec,
+    exit_of,
+    is_archive,
+    killed_by,
+    member_flags,
+    prunable,
+)
 
 UNIT = "ckeetcd-member@{name}.service"
 RECONNECT_BACKOFF = 1.0  # seconds a failed connect is answered from memory
@@ -212,6 +225,7 @@ class SSHRuntime:
         self.hosts = dict(hosts)
         self.log = log
         self._nodes: dict[str, SSHNode] = {}
+        self.log_max_bytes = LOG_MAX_BYTES  # [maintenance] log_max_bytes (process mode)
 
     def reconfigure(self, cfg: SSHConfig, etcd: EtcdConfig) -> None:
         if cfg != self.cfg:
@@ -320,6 +334,9 @@ class SSHRuntime:
             f"set -e; umask 077; d={d}; mkdir -p \"$d/data\"; chmod 700 \"$d\" \"$d/data\"\n"
             "exec 9>>\"$d/start.lock\"; flock -w 10 9\n"
             + _RUNNING + "if [ $running = 1 ]; then echo $pid; exit 0; fi\n"
+            f"[ {self.log_max_bytes} -gt 0 ] && [ \"$(wc -c 2>/dev/null < \"$d/etcd.log\" "
+            f"|| echo 0)\" -ge {self.log_max_bytes} ] && mv -f \"$d/etcd.log\" "
+            "\"$d/etcd.log.1\" || true\n"
             f"echo '--- {stamp} start ({spec.initial_state})' >> \"$d/etcd.log\"\n"
             f"cd \"$d\"; setsid {cmd} 9>&- </dev/null >>\"$d/etcd.log\" 2>&1 &\n"
             "pid=$!\n"
@@ -354,6 +371,49 @@ class SSHRuntime:
             'mv "$d/data" "$t" && echo "$t"')
         out = r.text.strip()
         return Path(out) if out else None
+
+    async def exit_info(self, name: str) -> MemberExit:
+        """systemd: the unit's main process status and its journal; process mode: the
+        tail of etcd.log (a detached process's exit status is not kept)."""
+        node = self.node(name)
+        if self.cfg.member_service == "systemd":
+            unit = shlex.quote(UNIT.format(name=name))
+            r = await node.run(f"systemctl show -p ExecMainCode -p ExecMainStatus {unit}; "
+                               f"echo ---; journalctl -u {unit} -n {LOG_TAIL_LINES} -o cat "
+                               "--no-pager 2>/dev/null || true", check=False)
+            head, _, journal = r.text.partition("---\n")
+            props = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
+            code, status = props.get("ExecMainCode", ""), props.get("ExecMainStatus", "")
+            if code == "1" and status.isdigit():  # CLD_EXITED
+                return exit_of(int(status), journal, "")
+            if code in ("2", "3") and status.isdigit():  # CLD_KILLED, CLD_DUMPED
+                return killed_by(int(status), journal)
+            return exit_of(None, journal, f"systemd reports ExecMainCode={code or '?'}")
+        r = await node.run(self._vars(name) + f'tail -c {LOG_TAIL_BYTES} "$d/etcd.log" '
+                           "2>/dev/null || true", check=False)
+        return exit_of(None, r.text, "a detached process over SSH")
+
+    async def archives(self, name: str) -> list[Archive]:
+        # "KIB NAME" per data.* directory (du -k is POSIX); symlinks are skipped
+        r = await self.node(name).run(
+            self._vars(name) + 'cd "$d" 2>/dev/null || exit 0\n'
+            'for a in data.*; do [ -d "$a" ] && [ ! -L "$a" ] || continue\n'
+            '  echo "$(du -sk "$a" | cut -f1) $a"; done\n')
+        found = []
+        for line in r.text.splitlines():
+            kib, _, entry = line.partition(" ")
+            if is_archive(entry) and kib.isdigit():
+                found.append(Archive(entry, int(kib) * 1024))
+        return sorted(found, key=lambda a: a.name)
+
+    async def prune_archives(self, name: str, keep: int) -> list[Archive]:
+        found = await self.archives(name)
+        doomed = set(prunable([a.name for a in found], keep))  # names matched a strict pattern
+        gone = [a for a in found if a.name in doomed]
+        if gone:
+            paths = " ".join(shlex.quote(str(self.member_dir(name) / a.name)) for a in gone)
+            await self.node(name).run(f"rm -rf -- {paths}")
+        return gone
 
     async def known_members(self) -> list[str]:
         """Members with a directory on any node we know (desired or not)."""

@@ -16,6 +16,7 @@ from ckeetcd.history import History
 from ckeetcd.model import Desired, Observed, Op
 from ckeetcd.nodes import MemberRuntime
 from ckeetcd.pki import CA
+from ckeetcd.startbook import StartBook
 
 FAILPOINT_ENV = "CKEETCD_FAILPOINT"
 
@@ -43,6 +44,9 @@ class OpContext:
     # Leader election: raises unless this daemon may act for the op right now
     # (ckeetcd/election.py). Checked before every step; None = one daemon.
     fence: Callable[[Op], Awaitable[None]] | None = None
+    # Restart back-off bookkeeping (ckeetcd.startbook): starts and exits are told
+    # here. None: not kept (tests that run one op).
+    starts: StartBook | None = None
 
     def leader_client(self, exclude: int = 0) -> EtcdClient:
         """The leader's client, else any healthy voter's (never `exclude`)."""

@@ -1,16 +1,33 @@
-"""start-member / restart-member: place TLS files, start etcd on its node.
+"""start-member / restart-member: place TLS files, start etcd, watch it come up.
 
 start-member runs a new member (`--initial-cluster-state=new` at bootstrap,
 `existing` for a learner just added, on an empty data dir); restart-member
 runs a stopped member on the data it still has.
+
+The start is not "ok" merely because a process was spawned: the op watches
+the member for up to `START_WATCH` seconds and fails, with etcd's exit
+status and last log line, when the process exits before it is healthy (a
+flag value etcd refuses, corrupt data, a port taken). A member still
+starting when the watch ends (a bootstrap waiting for its peers, a long WAL
+replay) is left to the observer, which reports a later exit the same way.
+Every start is counted in the start book, whose back-off (ckeetcd.restarts)
+decide() respects: a member that keeps exiting is never restarted in a
+tight loop.
 """
 
 from __future__ import annotations
 
-from ckeetcd.model import Op
+import asyncio
+
+from ckeetcd.etcd import EtcdError
+from ckeetcd.model import MemberExit, Op
 from ckeetcd.nodes import MemberSpec
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 from ckeetcd.ops.tls import ensure_member_tls
+
+START_WATCH = 5.0  # seconds a new process is watched for an early exit
+WATCH_POLL = 0.05
+HEALTH_RPC = 0.5  # deadline of each Status call while watching
 
 
 async def run(ctx: OpContext, op: Op) -> None:
@@ -32,5 +49,50 @@ async def run(ctx: OpContext, op: Op) -> None:
             initial_cluster=op.initial_cluster,
             initial_state=op.initial_state,
         )
-        pid = await ctx.runtime.start(spec)
-        ctx.log.info("member_started", member=op.member, pid=pid, state=op.initial_state)
+        if ctx.starts is not None:
+            ctx.starts.started(op.member)  # counted before spawning: a failed spawn holds too
+        try:
+            pid = await ctx.runtime.start(spec)
+        except Exception as e:
+            if ctx.starts is not None:
+                ctx.starts.exited(op.member, MemberExit(f"not started: {type(e).__name__}: {e}"))
+            raise
+        if ctx.starts is not None:
+            ctx.starts.spawned(op.member, pid)
+    async with ctx.step(op, "watch-start", pid=pid):
+        healthy = await _watch(ctx, op, pid)
+    ctx.log.info("member_started", member=op.member, pid=pid, state=op.initial_state,
+                 healthy=healthy)
+
+
+async def _watch(ctx: OpContext, op: Op, pid: int) -> bool:
+    """True once the member is healthy, False when still starting at the deadline;
+    raises OpFailed when its process exited first."""
+    d = ctx.desired.by_name(op.member)
+    url = op.client_url or (d.client_url if d else "")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + START_WATCH
+    while True:
+        state = await ctx.runtime.inspect(op.member)
+        if state.reachable and (not state.running or state.pid != pid):
+            raise OpFailed(await _exit_reason(ctx, op.member))
+        if url and await _healthy(ctx, url):
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(WATCH_POLL)
+
+
+async def _healthy(ctx: OpContext, url: str) -> bool:
+    try:
+        return (await ctx.pool.get(url).status(timeout=HEALTH_RPC)).healthy
+    except EtcdError:
+        return False
+
+
+async def _exit_reason(ctx: OpContext, name: str) -> str:
+    info = await ctx.runtime.exit_info(name)
+    record = ctx.starts.exited(name, info) if ctx.starts is not None else {}
+    last = info.reason or "(its log says nothing)"
+    held = f"; next start not before {record['next_start']}" if record.get("next_start") else ""
+    return f"etcd exited ({info.status}) before it became healthy: {last}{held}"

@@ -1,8 +1,15 @@
-"""stop-member: stop etcd on its node, then (when asked) move its data aside."""
+"""stop-member: stop etcd on its node, then (when asked) move its data aside.
+
+Moved-aside data is kept for the newest `[maintenance] removed_data_keep`
+removals of that member; older archives are deleted in the same op.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ckeetcd.model import Op
+from ckeetcd.nodes import Archive
 from ckeetcd.ops.context import OpContext, Skip
 
 
@@ -17,9 +24,22 @@ async def run(ctx: OpContext, op: Op) -> None:
     async with ctx.step(op, "stop-process", graceful=grace > 0):
         if not await ctx.runtime.stop(op.member, timeout=grace):
             raise Skip("not running")
+        if ctx.starts is not None:
+            ctx.starts.stopped(op.member)  # on purpose: no member_exited
     if op.detail == "archive-data":
         async with ctx.step(op, "archive-data"):
             moved = await ctx.runtime.archive_data(op.member)
             if moved is None:
                 raise Skip("no data dir")
             ctx.log.info("data_archived", member=op.member, path=str(moved))
+        keep = ctx.config.maintenance.removed_data_keep
+        async with ctx.step(op, "prune-archives", keep=keep):
+            gone = await ctx.runtime.prune_archives(op.member, keep)
+            if not gone:
+                raise Skip(f"at most {keep} kept")
+            log_pruned(ctx.log, op.member, keep, gone)
+
+
+def log_pruned(log: Any, member: str, keep: int, gone: list[Archive]) -> None:
+    log.info("archives_pruned", member=member, keep=keep, removed=[a.name for a in gone],
+             freed_bytes=sum(a.bytes for a in gone))
