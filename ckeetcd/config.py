@@ -67,27 +67,27 @@ MIN_QUOTA_BYTES = 16 * 1024**2
 # Flags ckeetcd gives every member (ckeetcd.nodes.base.member_flags): the same
 # flag in [etcd] extra_args would silently win (Go's flag package keeps the last).
 ETCD_FLAGS_SET_BY_CKEETCD: dict[str, str] = {
-    "name": "[[members]] name",
-    "data-dir": "cluster.state_dir (local) or ssh.data_root",
-    "listen-client-urls": "[[members]] address and cluster.client_port",
-    "advertise-client-urls": "[[members]] address and cluster.client_port",
-    "listen-peer-urls": "[[members]] address and cluster.peer_port",
-    "initial-advertise-peer-urls": "[[members]] address and cluster.peer_port",
-    "initial-cluster": "[[members]]",
-    "initial-cluster-state": "the daemon (new or existing, per member)",
-    "initial-cluster-token": "cluster.name",
-    "cert-file": "the daemon (the cluster CA's certificates)",
-    "key-file": "the daemon (the cluster CA's certificates)",
-    "client-cert-auth": "the daemon (always true)",
-    "trusted-ca-file": "the daemon (the cluster CA)",
-    "peer-cert-file": "the daemon (the cluster CA's certificates)",
-    "peer-key-file": "the daemon (the cluster CA's certificates)",
-    "peer-client-cert-auth": "the daemon (always true)",
-    "peer-trusted-ca-file": "the daemon (the cluster CA)",
-    "heartbeat-interval": "[etcd] heartbeat_interval_ms",
-    "election-timeout": "[etcd] election_timeout_ms",
-    "logger": "the daemon (zap)",
-    "log-outputs": "the daemon (stderr, into the member's log file)",
+    "name": "from [[members]] name",
+    "data-dir": "under cluster.state_dir, or ssh.data_root on a node",
+    "listen-client-urls": "from [[members]] address and cluster.client_port",
+    "advertise-client-urls": "from [[members]] address and cluster.client_port",
+    "listen-peer-urls": "from [[members]] address and cluster.peer_port",
+    "initial-advertise-peer-urls": "from [[members]] address and cluster.peer_port",
+    "initial-cluster": "from [[members]]",
+    "initial-cluster-state": "new or existing, per member",
+    "initial-cluster-token": "from cluster.name",
+    "cert-file": "a certificate from the cluster CA",
+    "key-file": "a certificate from the cluster CA",
+    "client-cert-auth": "always true",
+    "trusted-ca-file": "the cluster CA",
+    "peer-cert-file": "a certificate from the cluster CA",
+    "peer-key-file": "a certificate from the cluster CA",
+    "peer-client-cert-auth": "always true",
+    "peer-trusted-ca-file": "the cluster CA",
+    "heartbeat-interval": "from etcd.heartbeat_interval_ms: set that key",
+    "election-timeout": "from etcd.election_timeout_ms: set that key",
+    "logger": "zap",
+    "log-outputs": "stderr, into the member's log file",
 }
 # Flags etcd knows that break a member ckeetcd runs, and why.
 ETCD_FLAGS_REFUSED: dict[str, str] = {
@@ -682,8 +682,8 @@ class _Validator:
                 continue
             flag = m.group(1)
             if flag in ETCD_FLAGS_SET_BY_CKEETCD:
-                self.bad(key, f"--{flag} is set by ckeetcd itself (from "
-                              f"{ETCD_FLAGS_SET_BY_CKEETCD[flag]}); remove it here")
+                self.bad(key, f"--{flag} is set by ckeetcd itself "
+                              f"({ETCD_FLAGS_SET_BY_CKEETCD[flag]}); remove it here")
             elif flag in ETCD_FLAGS_REFUSED:
                 self.bad(key, f"--{flag} is refused: it {ETCD_FLAGS_REFUSED[flag]}")
             elif flag == "quota-backend-bytes":
