@@ -342,8 +342,26 @@ def load_config(path: Path) -> Config:
 
 
 _AT = re.compile(r"\(at line (\d+), column \d+\)|\(at end of document\)")
-_KEY = re.compile(r"^([A-Za-z0-9_.-]+)\s*=")
-_HEADER = re.compile(r"^\[(\[?)\s*([A-Za-z0-9_.-]+)")
+# A TOML key expression: bare, "basic" or 'literal' parts joined by dots. Matched at
+# the start of a line (the rest of the line is the value or the header's end).
+_PART = r"""[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"|'[^'\n]*'"""
+_EXPR = rf"(?:{_PART})(?:[ \t]*\.[ \t]*(?:{_PART}))*"
+_KEY = re.compile(rf"({_EXPR})[ \t]*=")
+_HEADER = re.compile(rf"\[(\[?)[ \t]*({_EXPR})")
+
+
+def _key_expr(expr: str) -> str:
+    """`a."b c".d` as this module prints keys: each part bare when it can be, else
+    quoted, escaped and shortened (a key of megabytes is not echoed whole)."""
+    try:
+        node: Any = tomllib.loads(f"{expr} = 0")
+    except tomllib.TOMLDecodeError:
+        return quote(expr)
+    parts = []
+    while isinstance(node, dict) and len(node) == 1:
+        key, node = next(iter(node.items()))
+        parts.append(_key_part(key))
+    return ".".join(parts)
 
 
 def syntax_error_key(text: str, message: str) -> str:
@@ -366,7 +384,7 @@ def syntax_error_key(text: str, message: str) -> str:
         if stripped.startswith("["):
             if header is None:
                 return "-"
-            name = header.group(2)
+            name = _key_expr(header.group(2))
             if header.group(1):
                 counts[name] = counts.get(name, -1) + 1
                 name = f"{name}[{counts[name]}]"
@@ -376,7 +394,7 @@ def syntax_error_key(text: str, message: str) -> str:
             continue
         key = _KEY.match(stripped)
         if key:
-            last_key = key.group(1)
+            last_key = _key_expr(key.group(1))
         elif i == lineno and stripped.startswith("="):
             return table or "-"
     return _dot(table, last_key) if last_key else (table or "-")

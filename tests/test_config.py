@@ -657,6 +657,10 @@ SYNTAX: list[tuple[str, str, str]] = [
      "address = 10.0.0.2\n", "members[1].address"),
     ("unclosed array", '[etcd]\nextra_args = ["--a",\n  "--b"\n  x]\n', "etcd.extra_args"),
     ("table declared twice", '[cluster]\nname = "a"\n[cluster]\n', "cluster"),
+    ("quoted keys", '["cluster"]\n"name" = local\n', "cluster.name"),
+    ("quoted array of tables", '[[members]]\n[[ "members" ]]\naddress = 10\n.1\n',
+     "members[1].address"),
+    ("a key that needs quotes", '[cluster]\n"a b" . c = x\n', 'cluster."a b".c'),
 ]
 
 

@@ -45,6 +45,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {printable(message)}\n")
 
 
+def _count(text: str) -> int:
+    """A positive count in plain ASCII digits (int() would also take " 5\\n" or "5_0")."""
+    from ckeetcd.textcheck import show
+
+    if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 999999999 "
+                                         f"(got {show(text)})")
+    return int(text)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="config file (default: $CKEETCD_CONFIG, "
                                     "else /etc/ckeetcd/ckeetcd.toml)")
@@ -175,7 +185,7 @@ def _add_commands(sub: Any) -> None:
 
     p = sub.add_parser("history", help="the recorded ops and steps (newest last)")
     _common(p)
-    p.add_argument("-n", type=int, default=50, help="how many records (default 50)")
+    p.add_argument("-n", type=_count, default=50, help="how many records (default 50)")
     p.add_argument("--output", choices=["table", "json"], default="table")
     p.set_defaults(func="ckeetcd.cli.history:history")
 
