@@ -21,6 +21,9 @@ from ckeetcd.textcheck import refused_char, show
 
 def load(args: argparse.Namespace) -> Config:
     """Load the config or exit 2 printing each problem (file, key, why)."""
+    if args.config == "":
+        raise UsageError("--config: must not be empty (omit it for $CKEETCD_CONFIG, else "
+                         "/etc/ckeetcd/ckeetcd.toml)")
     path = default_config_path(args.config, os.environ)
     if args.config is None and refused_char(str(path)):
         raise UsageError(f"${CONFIG_ENV}: {show(str(path))} {refused_char(str(path))}")

@@ -272,6 +272,19 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace,
             why = refused_char(value)
             if why:
                 raise UsageError(f"{argument_name(action, argv)}: {_show(value)} {why}")
+    # A value argparse dropped (an option given twice keeps the last) is refused too.
+    for i, token in enumerate(argv):
+        if not refused_char(token):
+            continue
+        if token.startswith("-") and "=" in token:
+            name, _, token = token.partition("=")
+        elif i and argv[i - 1].startswith("-") and "=" not in argv[i - 1]:
+            name = argv[i - 1]
+        else:
+            name = f"argument {i + 1}"
+        if refused_char(name):  # the option's own name: `--re\nason=x`
+            raise UsageError(f"{_show(name)} {refused_char(name)}")
+        raise UsageError(f"{name}: {_show(token)} {refused_char(token)}")
 
 
 def _show(value: str) -> str:
