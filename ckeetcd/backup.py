@@ -40,7 +40,8 @@ from ckeetcd.model import Desired, Observed
 from ckeetcd.pki import ensure_private_dir, fsync_dir
 
 NAME_FORMAT = "etcd-%Y%m%d-%H%M%S.backup"
-NAME_RE = re.compile(r"^etcd-(\d{8}-\d{6})\.backup$")
+# fullmatch, ASCII digits: "etcd-...backup\n" or full-width digits are not our files.
+NAME_RE = re.compile(r"etcd-([0-9]{8}-[0-9]{6})\.backup")
 HASH_LEN = 32
 SECTOR = 512
 WRITE_BATCH = 1 << 20  # bytes handed to the writer thread at a time
@@ -61,7 +62,7 @@ def backup_name(now: dt.datetime) -> str:
 
 def backup_time(path: Path) -> dt.datetime | None:
     """The UTC time in a backup's name, or None when the name is not one of ours."""
-    m = NAME_RE.match(path.name)
+    m = NAME_RE.fullmatch(path.name)
     if m is None:
         return None
     return dt.datetime.strptime(m.group(1), "%Y%m%d-%H%M%S").replace(tzinfo=dt.timezone.utc)
@@ -73,7 +74,7 @@ def list_backups(folder: Path) -> list[Path]:
         entries = list(folder.iterdir())
     except FileNotFoundError:
         return []
-    return sorted(p for p in entries if NAME_RE.match(p.name) and p.is_file())
+    return sorted(p for p in entries if NAME_RE.fullmatch(p.name) and p.is_file())
 
 
 def check_folder(folder: Path) -> str:

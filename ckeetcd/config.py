@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import math
 import os
 import re
 import sys
@@ -17,9 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ckeetcd.durations import DurationError, parse_duration
-from ckeetcd.keyspace import CKEETCD_PREFIX, REGISTRY_PREFIX, prefixes_overlap
+from ckeetcd.durations import DurationError, format_duration, parse_duration
+from ckeetcd.keyspace import (
+    CKEETCD_PREFIX,
+    MAX_PREFIX_BYTES,
+    REGISTRY_PREFIX,
+    prefixes_overlap,
+)
 from ckeetcd.syspaths import character_problem, system_dir_problem
+from ckeetcd.textcheck import quote, refused_char, show
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,15 +36,75 @@ else:  # pragma: no cover
 DEFAULT_CONFIG_PATH = Path("/etc/ckeetcd/ckeetcd.toml")
 CONFIG_ENV = "CKEETCD_CONFIG"
 
+# Every pattern here is used with fullmatch(): `$` would also match before a
+# final newline, and a name "root\n" must never pass for a name.
 # etcd member and user names end up in URLs, flags, file names and cert CNs.
-NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$")
-DNS_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-HOST_RE = re.compile(r"^[A-Za-z0-9.:_-]{1,253}$")  # a DNS name or an IP address
-REMOTE_PATH_RE = re.compile(r"^[A-Za-z0-9._+/-]+$")  # goes into remote shell commands
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+DNS_LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+HOST_LABEL_RE = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+REMOTE_PATH_RE = re.compile(r"[A-Za-z0-9._+/-]+")  # goes into remote shell commands
+MAX_BACKUP_INTERVAL = 31 * 86400  # a month: longer is not a backup schedule
+MAX_BACKUPS = 10000
+# One [etcd] extra_args item: a long flag, with its value after "=" (one item per flag).
+ETCD_FLAG_RE = re.compile(r"--([A-Za-z0-9][A-Za-z0-9._-]*)(=.*)?", re.DOTALL)
 RUNTIMES = ("local", "ssh")
 MEMBER_SERVICES = ("process", "systemd")
 # A daemon certificate shorter than this would be renewed every few probes.
 MIN_DAEMON_CERT_LIFETIME = dt.timedelta(seconds=30)
+# Member certificates: renewed `member_cert_renew_before` ahead, so a shorter one
+# would be re-issued (and every member restarted) every few cycles.
+MIN_MEMBER_CERT_LIFETIME = dt.timedelta(minutes=1)
+# No leaf certificate may be asked to outlive a fresh CA (pki.CA_LIFETIME is 20 years).
+MAX_CERT_LIFETIME = dt.timedelta(days=3650)
+
+# etcd's own limits (server/embed/config.go Validate): election timeout at most
+# 50000 ms and at least 5 heartbeats; a heartbeat past 10000 ms can then never fit.
+ETCD_MAX_ELECTION_MS = 50000
+ETCD_MAX_HEARTBEAT_MS = ETCD_MAX_ELECTION_MS // 5
+# etcd's suggested maximum backend quota (it warns above it and degrades), and a
+# floor below which a member hits NOSPACE before it holds any real data.
+MAX_QUOTA_BYTES = 8 * 1024**3
+MIN_QUOTA_BYTES = 16 * 1024**2
+
+# Flags ckeetcd gives every member (ckeetcd.nodes.base.member_flags): the same
+# flag in [etcd] extra_args would silently win (Go's flag package keeps the last).
+ETCD_FLAGS_SET_BY_CKEETCD: dict[str, str] = {
+    "name": "from [[members]] name",
+    "data-dir": "under cluster.state_dir, or ssh.data_root on a node",
+    "listen-client-urls": "from [[members]] address and cluster.client_port",
+    "advertise-client-urls": "from [[members]] address and cluster.client_port",
+    "listen-peer-urls": "from [[members]] address and cluster.peer_port",
+    "initial-advertise-peer-urls": "from [[members]] address and cluster.peer_port",
+    "initial-cluster": "from [[members]]",
+    "initial-cluster-state": "new or existing, per member",
+    "initial-cluster-token": "from cluster.name",
+    "cert-file": "a certificate from the cluster CA",
+    "key-file": "a certificate from the cluster CA",
+    "client-cert-auth": "always true",
+    "trusted-ca-file": "the cluster CA",
+    "peer-cert-file": "a certificate from the cluster CA",
+    "peer-key-file": "a certificate from the cluster CA",
+    "peer-client-cert-auth": "always true",
+    "peer-trusted-ca-file": "the cluster CA",
+    "heartbeat-interval": "from etcd.heartbeat_interval_ms: set that key",
+    "election-timeout": "from etcd.election_timeout_ms: set that key",
+    "logger": "zap",
+    "log-outputs": "stderr, into the member's log file",
+}
+# Flags etcd knows that break a member ckeetcd runs, and why.
+ETCD_FLAGS_REFUSED: dict[str, str] = {
+    "h": "makes etcd print its usage and exit instead of serving",
+    "help": "makes etcd print its usage and exit instead of serving",
+    "version": "makes etcd print its version and exit instead of serving",
+    "config-file": "makes etcd ignore every other flag, ckeetcd's TLS flags included",
+    "force-new-cluster": "would reset the membership at every start "
+                         "(`ckeetcd restore` rebuilds a cluster when that is needed)",
+    "discovery": "conflicts with --initial-cluster, which ckeetcd sets",
+    "discovery-srv": "conflicts with --initial-cluster, which ckeetcd sets",
+    "auto-tls": "self-signed certificates instead of the cluster CA's",
+    "peer-auto-tls": "self-signed certificates instead of the cluster CA's",
+    "proxy": "runs a proxy instead of a member",
+}
 
 
 @dataclass(frozen=True)
@@ -280,12 +347,33 @@ def load_config(path: Path) -> Config:
     except tomllib.TOMLDecodeError as e:
         key = syntax_error_key(raw.decode("utf-8"), str(e))
         raise ConfigError([Problem(fname, key, f"TOML syntax error: {e}")]) from e
+    except ValueError as e:  # an integer of more than 4300 digits (int()'s own limit)
+        raise ConfigError([Problem(fname, "-", f"TOML value out of range: {show(str(e))}")]) \
+            from e
     return parse_config(data, path)
 
 
 _AT = re.compile(r"\(at line (\d+), column \d+\)|\(at end of document\)")
-_KEY = re.compile(r"^([A-Za-z0-9_.-]+)\s*=")
-_HEADER = re.compile(r"^\[(\[?)\s*([A-Za-z0-9_.-]+)")
+# A TOML key expression: bare, "basic" or 'literal' parts joined by dots. Matched at
+# the start of a line (the rest of the line is the value or the header's end).
+_PART = r"""[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"|'[^'\n]*'"""
+_EXPR = rf"(?:{_PART})(?:[ \t]*\.[ \t]*(?:{_PART}))*"
+_KEY = re.compile(rf"({_EXPR})[ \t]*=")
+_HEADER = re.compile(rf"\[(\[?)[ \t]*({_EXPR})")
+
+
+def _key_expr(expr: str) -> str:
+    """`a."b c".d` as this module prints keys: each part bare when it can be, else
+    quoted, escaped and shortened (a key of megabytes is not echoed whole)."""
+    try:
+        node: Any = tomllib.loads(f"{expr} = 0")
+    except tomllib.TOMLDecodeError:
+        return quote(expr)
+    parts = []
+    while isinstance(node, dict) and len(node) == 1:
+        key, node = next(iter(node.items()))
+        parts.append(_key_part(key))
+    return ".".join(parts)
 
 
 def syntax_error_key(text: str, message: str) -> str:
@@ -308,7 +396,7 @@ def syntax_error_key(text: str, message: str) -> str:
         if stripped.startswith("["):
             if header is None:
                 return "-"
-            name = header.group(2)
+            name = _key_expr(header.group(2))
             if header.group(1):
                 counts[name] = counts.get(name, -1) + 1
                 name = f"{name}[{counts[name]}]"
@@ -318,7 +406,7 @@ def syntax_error_key(text: str, message: str) -> str:
             continue
         key = _KEY.match(stripped)
         if key:
-            last_key = key.group(1)
+            last_key = _key_expr(key.group(1))
         elif i == lineno and stripped.startswith("="):
             return table or "-"
     return _dot(table, last_key) if last_key else (table or "-")
@@ -333,8 +421,9 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
     cluster = v.cluster(v.table(data, "cluster", required=True))
     members = v.members(data.get("members"), cluster.runtime if cluster else "local")
     ssh = v.ssh(v.table(data, "ssh"), members)
-    etcd = v.etcd(v.table(data, "etcd"))
-    daemon = v.daemon(v.table(data, "daemon"))
+    over_ssh = any(m.runtime == "ssh" for m in members)
+    etcd = v.etcd(v.table(data, "etcd"), env_file=over_ssh and ssh.member_service == "systemd")
+    daemon = v.daemon(v.table(data, "daemon"), election=over_ssh)
     apiserver = v.apiserver(v.table(data, "apiserver"))
     users = v.users(data.get("users"))
     rbac = v.table(data, "rbac")
@@ -380,7 +469,8 @@ class _Validator:
     def known(self, table: Mapping[str, Any], prefix: str, keys: set[str]) -> None:
         for k in table:
             if k not in keys:
-                self.bad(_dot(prefix, k), f"unknown key (known: {', '.join(sorted(keys))})")
+                self.bad(_dot(prefix, _key_part(k)),
+                         f"unknown key (known: {', '.join(sorted(keys))})")
 
     def table(self, data: Mapping[str, Any], key: str, required: bool = False) -> dict[str, Any]:
         value = data.get(key)
@@ -403,18 +493,34 @@ class _Validator:
         if not isinstance(value, str):
             self.bad(_dot(prefix, key), "must be a string")
             return None
+        why = refused_char(value)
+        if why:
+            self.bad(_dot(prefix, key), f"{show(value)} {why}")
+            return None
         return value
 
     def number(self, t: Mapping[str, Any], prefix: str, key: str, default: float,
-               minimum: float, integer: bool = False) -> float:
+               minimum: float, maximum: float, integer: bool = False, unit: str = "",
+               off: float | None = None, below_maximum: bool = False) -> float:
+        """A finite number in [minimum, maximum] (or `off`, which turns the thing off);
+        every refusal names the range."""
         value = t.get(key, default)
+        lo, hi = _num(minimum), _num(maximum)
+        span = (f"at least {lo} and below {hi}" if below_maximum else
+                f"between {lo} and {hi}") + (f" {unit}" if unit else "")
+        if off is not None:
+            span = f"{_num(off)} (off) or {span}"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (
             integer and not isinstance(value, int)
         ):
-            self.bad(_dot(prefix, key), "must be an integer" if integer else "must be a number")
+            self.bad(_dot(prefix, key), f"must be {'an integer' if integer else 'a number'}: "
+                                        f"{span}")
             return default
-        if value < minimum:
-            self.bad(_dot(prefix, key), f"must be at least {minimum:g}")
+        if off is not None and value == off:
+            return value
+        too_big = value >= maximum if below_maximum else value > maximum
+        if (isinstance(value, float) and not math.isfinite(value)) or value < minimum or too_big:
+            self.bad(_dot(prefix, key), f"must be {span} (got {show(value)})")
             return default
         return value
 
@@ -430,7 +536,13 @@ class _Validator:
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
             self.bad(_dot(prefix, key), "must be a list of strings")
             return ()
-        return tuple(value)
+        ok = True
+        for i, item in enumerate(value):
+            why = refused_char(item)
+            if why:
+                self.bad(f"{_dot(prefix, key)}[{i}]", f"{show(item)} {why}")
+                ok = False
+        return tuple(value) if ok else ()
 
     def path(self, value: str) -> Path:
         p = Path(value).expanduser()
@@ -439,8 +551,8 @@ class _Validator:
     def name(self, key: str, value: str | None) -> str | None:
         if value is None:
             return None
-        if not NAME_RE.match(value):
-            self.bad(key, f"{value!r} is not a valid name (letters, digits, '.', '_', '-'; "
+        if not NAME_RE.fullmatch(value):
+            self.bad(key, f"{show(value)} is not a valid name (letters, digits, '.', '_', '-'; "
                           "starts with a letter or digit; at most 63 characters)")
             return None
         return value
@@ -451,11 +563,8 @@ class _Validator:
         runtime = self.choice(t, "cluster", "runtime", RUNTIMES, "local")
         name = self.name("cluster.name", self.string(t, "cluster", "name"))
         state_dir = self.string(t, "cluster", "state_dir")
-        cport = int(self.number(t, "cluster", "client_port", 2379, 1, integer=True))
-        pport = int(self.number(t, "cluster", "peer_port", 2380, 1, integer=True))
-        for key, port in (("client_port", cport), ("peer_port", pport)):
-            if port > 65535:
-                self.bad(f"cluster.{key}", "must be at most 65535")
+        cport = int(self.number(t, "cluster", "client_port", 2379, 1, 65535, integer=True))
+        pport = int(self.number(t, "cluster", "peer_port", 2380, 1, 65535, integer=True))
         if cport == pport:
             self.bad("cluster.peer_port", "must differ from cluster.client_port")
         adopt = self.boolean(t, "cluster", "adopt_state_dir", False)
@@ -486,7 +595,7 @@ class _Validator:
                default: str) -> str:
         value = self.string(t, prefix, key, default)
         if value is not None and value not in allowed:
-            self.bad(_dot(prefix, key), f"{value!r} is not one of: {', '.join(allowed)}")
+            self.bad(_dot(prefix, key), f"{show(value)} is not one of: {', '.join(allowed)}")
             return default
         return value or default
 
@@ -509,16 +618,17 @@ class _Validator:
             address = self.address(f"{prefix}.address", self.string(m, prefix, "address"))
             runtime = self.choice(m, prefix, "runtime", RUNTIMES, default_runtime)
             ssh_host = self.string(m, prefix, "ssh_host", "") or ""
-            if ssh_host and not HOST_RE.match(ssh_host):
-                self.bad(f"{prefix}.ssh_host", f"{ssh_host!r} is not a host name or address")
+            if ssh_host and not _is_host(ssh_host):
+                self.bad(f"{prefix}.ssh_host", f"{show(ssh_host)} is not a host name or "
+                                               "IP address")
             if name is not None:
                 if name in names:
-                    self.bad(f"{prefix}.name", f"duplicate name {name!r} "
+                    self.bad(f"{prefix}.name", f"duplicate name {show(name)} "
                                                f"(also members[{names[name]}].name)")
                 names.setdefault(name, i)
             if address is not None:
                 if address in addresses:
-                    self.bad(f"{prefix}.address", f"duplicate address {address!r} "
+                    self.bad(f"{prefix}.address", f"duplicate address {show(address)} "
                                                   f"(also members[{addresses[address]}].address)")
                 addresses.setdefault(address, i)
             if name is not None and address is not None:
@@ -529,33 +639,37 @@ class _Validator:
     def ssh(self, t: Mapping[str, Any], members: tuple[MemberConfig, ...]) -> SSHConfig:
         d = SSHConfig()
         self.known(t, "ssh", set(d.__dataclass_fields__))
-        identity = self.string(t, "ssh", "identity_file", "") or ""
-        known_hosts = self.string(t, "ssh", "known_hosts", "") or ""
+        raw_identity = self.string(t, "ssh", "identity_file", "")
+        raw_known_hosts = self.string(t, "ssh", "known_hosts", "")
+        identity, known_hosts = raw_identity or "", raw_known_hosts or ""
         if any(m.runtime == "ssh" for m in members):
             # Key auth and strict host-key checking are not optional.
-            for key, value in (("identity_file", identity), ("known_hosts", known_hosts)):
-                if not value:
+            for key, value in (("identity_file", raw_identity), ("known_hosts", raw_known_hosts)):
+                if value == "":
                     self.bad(f"ssh.{key}", "required when a member has runtime = \"ssh\"")
-        port = int(self.number(t, "ssh", "port", d.port, 1, integer=True))
-        if port > 65535:
-            self.bad("ssh.port", "must be at most 65535")
+        port = int(self.number(t, "ssh", "port", d.port, 1, 65535, integer=True))
         data_root = self.string(t, "ssh", "data_root", d.data_root) or d.data_root
         if not data_root.startswith("/"):
             self.bad("ssh.data_root", "must be an absolute path (on the member's node)")
         binary = self.string(t, "ssh", "etcd_binary", d.etcd_binary) or d.etcd_binary
         for key, value in (("data_root", data_root), ("etcd_binary", binary)):
-            if not REMOTE_PATH_RE.match(value):
-                self.bad(f"ssh.{key}", f"{value!r}: only letters, digits and ._+-/ are allowed")
-        user = self.string(t, "ssh", "user", d.user) or d.user
-        if not NAME_RE.match(user):
-            self.bad("ssh.user", f"{user!r} is not a valid user name")
+            if not REMOTE_PATH_RE.fullmatch(value):
+                self.bad(f"ssh.{key}", f"{show(value)}: only letters, digits and ._+-/ are "
+                                       "allowed")
+        user = self.string(t, "ssh", "user", d.user)
+        if user is None:
+            user = d.user
+        elif not NAME_RE.fullmatch(user):
+            self.bad("ssh.user", f"{show(user)} is not a valid user name")
         return SSHConfig(
             user=user,
             port=port,
             identity_file=self.path(identity) if identity else None,
             known_hosts=self.path(known_hosts) if known_hosts else None,
-            connect_timeout=self.number(t, "ssh", "connect_timeout", d.connect_timeout, 0.1),
-            command_timeout=self.number(t, "ssh", "command_timeout", d.command_timeout, 0.5),
+            connect_timeout=self.number(t, "ssh", "connect_timeout", d.connect_timeout, 0.1, 300,
+                                        unit="seconds"),
+            command_timeout=self.number(t, "ssh", "command_timeout", d.command_timeout, 0.5,
+                                        3600, unit="seconds"),
             etcd_binary=binary,
             data_root=data_root.rstrip("/") or "/",
             member_service=self.choice(t, "ssh", "member_service", MEMBER_SERVICES,
@@ -568,24 +682,32 @@ class _Validator:
         try:
             ip = ipaddress.ip_address(value)
         except ValueError:
-            self.bad(key, f"{value!r} is not an IPv4 or IPv6 address")
+            self.bad(key, f"{show(value)} is not an IPv4 or IPv6 address")
             return None
-        if ip.is_unspecified or ip.is_multicast:
-            self.bad(key, f"{value!r} cannot be a member address")
+        why = member_address_problem(ip)
+        if why:
+            self.bad(key, f"{show(value)} cannot be a member address: {why}")
             return None
         return str(ip)
 
-    def etcd(self, t: Mapping[str, Any]) -> EtcdConfig:
+    def etcd(self, t: Mapping[str, Any], env_file: bool = False) -> EtcdConfig:
+        """[etcd]; `env_file`: the flags go through a systemd EnvironmentFile (SSH members
+        run as units), which cannot carry spaces or quotes."""
         keys = {"binary", "heartbeat_interval_ms", "election_timeout_ms",
                 "quota_backend_bytes", "extra_args"}
         self.known(t, "etcd", keys)
         binary = self.string(t, "etcd", "binary", "") or ""
-        hb = int(self.number(t, "etcd", "heartbeat_interval_ms", 100, 10, integer=True))
-        el = int(self.number(t, "etcd", "election_timeout_ms", 1000, 50, integer=True))
+        hb = int(self.number(t, "etcd", "heartbeat_interval_ms", 100, 10, ETCD_MAX_HEARTBEAT_MS,
+                             integer=True, unit="ms"))
+        el = int(self.number(t, "etcd", "election_timeout_ms", 1000, 50, ETCD_MAX_ELECTION_MS,
+                             integer=True, unit="ms (etcd refuses more)"))
         if el < 5 * hb:
-            self.bad("etcd.election_timeout_ms", "must be at least 5 x etcd.heartbeat_interval_ms")
-        quota = int(self.number(t, "etcd", "quota_backend_bytes", 0, 0, integer=True))
+            self.bad("etcd.election_timeout_ms", f"must be at least 5 x etcd.heartbeat_interval_ms "
+                                                 f"({5 * hb}; etcd refuses less)")
+        quota = int(self.number(t, "etcd", "quota_backend_bytes", 0, MIN_QUOTA_BYTES,
+                                MAX_QUOTA_BYTES, integer=True, unit="bytes", off=0))
         extra = self.strings(t, "etcd", "extra_args")
+        self.extra_args(extra, quota != 0, env_file)
         return EtcdConfig(
             binary=str(self.path(binary)) if "/" in binary else binary,
             heartbeat_interval_ms=hb,
@@ -594,18 +716,66 @@ class _Validator:
             extra_args=extra,
         )
 
-    def daemon(self, t: Mapping[str, Any]) -> DaemonConfig:
+    def extra_args(self, args: tuple[str, ...], quota_set: bool, env_file: bool) -> None:
+        """What can be known about [etcd] extra_args without running etcd (the flags the
+        binary knows are checked by ckeetcd.nodes.etcdprobe)."""
+        seen: dict[str, int] = {}
+        for i, arg in enumerate(args):
+            key = f"etcd.extra_args[{i}]"
+            m = ETCD_FLAG_RE.fullmatch(arg)
+            if m is None:
+                self.bad(key, f"{show(arg)} is not --flag or --flag=value (one list item "
+                              "per flag, the value after '=')")
+                continue
+            flag = m.group(1)
+            if flag in ETCD_FLAGS_SET_BY_CKEETCD:
+                self.bad(key, f"--{flag} is set by ckeetcd itself "
+                              f"({ETCD_FLAGS_SET_BY_CKEETCD[flag]}); remove it here")
+            elif flag in ETCD_FLAGS_REFUSED:
+                self.bad(key, f"--{flag} is refused: it {ETCD_FLAGS_REFUSED[flag]}")
+            elif flag == "quota-backend-bytes":
+                value = (m.group(2) or "=")[1:]
+                if quota_set:
+                    self.bad(key, "--quota-backend-bytes conflicts with "
+                                  "etcd.quota_backend_bytes; set only that key")
+                elif not (value.isascii() and value.isdigit()) or not \
+                        MIN_QUOTA_BYTES <= int(value) <= MAX_QUOTA_BYTES:
+                    self.bad(key, f"--quota-backend-bytes must be between {MIN_QUOTA_BYTES} "
+                                  f"and {MAX_QUOTA_BYTES} bytes (got {show(value)}); better: "
+                                  "set etcd.quota_backend_bytes")
+            if flag in seen:
+                self.bad(key, f"--{flag} is given twice (also etcd.extra_args[{seen[flag]}])")
+            seen.setdefault(flag, i)
+            if env_file and any(c.isspace() or c in "\"'\\$`" for c in arg):
+                self.bad(key, f"{show(arg)}: members run as systemd units (ssh.member_service = "
+                              "\"systemd\") get their flags through an EnvironmentFile, which "
+                              "cannot carry spaces, quotes, '\\', '$' or '`'")
+
+    def daemon(self, t: Mapping[str, Any], election: bool) -> DaemonConfig:
+        """[daemon]; `election`: whether leader election is on (explicitly or by an SSH
+        member), for the one cross-check it needs."""
         d = DaemonConfig()
         self.known(t, "daemon", set(d.__dataclass_fields__))
+        rpc = self.number(t, "daemon", "rpc_timeout", d.rpc_timeout, 0.05, 300, unit="seconds")
+        ttl = int(self.number(t, "daemon", "lease_ttl", d.lease_ttl, 2, 3600, integer=True,
+                              unit="seconds"))
+        elect = self.boolean(t, "daemon", "election", False) if "election" in t else None
+        if (election if elect is None else elect) and rpc * 2 > ttl:
+            self.bad("daemon.rpc_timeout", f"must be at most half of daemon.lease_ttl ({ttl}) "
+                                           "with leader election on: the leader stops acting "
+                                           "one RPC deadline before its lease could expire")
         return DaemonConfig(
-            interval=self.number(t, "daemon", "interval", d.interval, 0.1),
-            probe_interval=self.number(t, "daemon", "probe_interval", d.probe_interval, 0.05),
-            rpc_timeout=self.number(t, "daemon", "rpc_timeout", d.rpc_timeout, 0.05),
-            start_timeout=self.number(t, "daemon", "start_timeout", d.start_timeout, 1),
-            learner_timeout=self.number(t, "daemon", "learner_timeout", d.learner_timeout, 1),
+            interval=self.number(t, "daemon", "interval", d.interval, 0.1, 3600, unit="seconds"),
+            probe_interval=self.number(t, "daemon", "probe_interval", d.probe_interval, 0.05,
+                                       300, unit="seconds"),
+            rpc_timeout=rpc,
+            start_timeout=self.number(t, "daemon", "start_timeout", d.start_timeout, 1, 3600,
+                                      unit="seconds"),
+            learner_timeout=self.number(t, "daemon", "learner_timeout", d.learner_timeout, 1,
+                                        86400, unit="seconds"),
             id=self.daemon_id(t, "id"),
-            election=self.boolean(t, "daemon", "election", False) if "election" in t else None,
-            lease_ttl=int(self.number(t, "daemon", "lease_ttl", d.lease_ttl, 2, integer=True)),
+            election=elect,
+            lease_ttl=ttl,
             bootstrapper=self.daemon_id(t, "bootstrapper"),
             paused=self.boolean(t, "daemon", "paused", d.paused),
         )
@@ -619,17 +789,17 @@ class _Validator:
         host, sep, port = address.rpartition(":")
         bracketed = host.startswith("[") and host.endswith("]")
         try:
-            if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
                 raise ValueError
             ip = ipaddress.ip_address(host[1:-1] if bracketed else host)
             if (ip.version == 6) != bracketed:
                 raise ValueError
         except ValueError:
-            self.bad("metrics.address", f"{address!r} is not HOST:PORT with an IP address "
+            self.bad("metrics.address", f"{show(address)} is not HOST:PORT with an IP address "
                                         '(IPv6 in brackets), e.g. "127.0.0.1:9379"')
             return MetricsConfig(allow_remote=allow_remote)
         if not ip.is_loopback and not allow_remote:
-            self.bad("metrics.address", f"{address!r} is not a loopback address; metrics "
+            self.bad("metrics.address", f"{show(address)} is not a loopback address; metrics "
                                         "are unauthenticated: set metrics.allow_remote = true "
                                         "to listen there anyway")
             return MetricsConfig(allow_remote=allow_remote)
@@ -639,25 +809,23 @@ class _Validator:
         d = MaintenanceConfig()
         self.known(t, "maintenance", {"defrag_threshold", "min_db_size", "removed_data_keep",
                                       "log_max_bytes"})
-        threshold = self.number(t, "maintenance", "defrag_threshold", d.defrag_threshold, 0)
-        if threshold >= 1:
-            self.bad("maintenance.defrag_threshold",
-                     "must be below 1 (a share of the database size; 0 = off)")
-            threshold = d.defrag_threshold
+        threshold = self.number(t, "maintenance", "defrag_threshold", d.defrag_threshold, 0, 1,
+                                unit="(a share of the database size; 0 = off)",
+                                below_maximum=True)
         return MaintenanceConfig(
             defrag_threshold=float(threshold),
             min_db_size=int(self.number(t, "maintenance", "min_db_size", d.min_db_size, 0,
-                                        integer=True)),
+                                        MAX_QUOTA_BYTES, integer=True, unit="bytes")),
             removed_data_keep=int(self.number(t, "maintenance", "removed_data_keep",
-                                              d.removed_data_keep, 0, integer=True)),
+                                              d.removed_data_keep, 0, 1000, integer=True)),
             log_max_bytes=int(self.number(t, "maintenance", "log_max_bytes", d.log_max_bytes,
-                                          65536, integer=True)),
+                                          65536, 1 << 40, integer=True, unit="bytes")),
         )
 
     def daemon_id(self, t: Mapping[str, Any], key: str) -> str:
         value = self.string(t, "daemon", key, "") or ""
-        if value and not NAME_RE.match(value):
-            self.bad(f"daemon.{key}", f"{value!r} is not a valid name (letters, digits, "
+        if value and not NAME_RE.fullmatch(value):
+            self.bad(f"daemon.{key}", f"{show(value)} is not a valid name (letters, digits, "
                                       "'.', '_', '-')")
             return ""
         return value
@@ -677,10 +845,11 @@ class _Validator:
         name = self.string(t, "kubernetes", "name", "cke-etcd") or "cke-etcd"
         domain = self.string(t, "kubernetes", "cluster_domain", "") or ""
         for key, value in (("namespace", namespace), ("name", name)):
-            if not DNS_LABEL_RE.match(value):
-                self.bad(f"kubernetes.{key}", f"{value!r} is not a DNS-1123 label")
-        if domain and not all(DNS_LABEL_RE.match(p) for p in domain.split(".")):
-            self.bad("kubernetes.cluster_domain", f"{domain!r} is not a DNS domain")
+            if not DNS_LABEL_RE.fullmatch(value):
+                self.bad(f"kubernetes.{key}", f"{show(value)} is not a DNS-1123 label")
+        if domain and (len(domain) > 253 or
+                       not all(DNS_LABEL_RE.fullmatch(p) for p in domain.split("."))):
+            self.bad("kubernetes.cluster_domain", f"{show(domain)} is not a DNS domain")
         return KubernetesConfig(
             kubeconfig=self.path(kubeconfig) if kubeconfig else None,
             namespace=namespace, name=name, cluster_domain=domain,
@@ -691,13 +860,16 @@ class _Validator:
         folder = self.string(t, "backup", "dir", "") or ""
         return BackupConfig(
             dir=self.path(folder) if folder else None,
-            interval=self.number(t, "backup", "interval", 0.0, 0),
-            max_backups=int(self.number(t, "backup", "max_backups", 10, 1, integer=True)),
-            pre_change_keep=int(self.number(t, "backup", "pre_change_keep", 5, 1, integer=True)),
+            interval=self.number(t, "backup", "interval", 0.0, 1, MAX_BACKUP_INTERVAL,
+                                 unit="seconds", off=0),
+            max_backups=int(self.number(t, "backup", "max_backups", 10, 1, MAX_BACKUPS,
+                                        integer=True)),
+            pre_change_keep=int(self.number(t, "backup", "pre_change_keep", 5, 1, 1000,
+                                            integer=True)),
         )
 
-    def duration(self, t: Mapping[str, Any], prefix: str, key: str,
-                 default: dt.timedelta) -> dt.timedelta:
+    def duration(self, t: Mapping[str, Any], prefix: str, key: str, default: dt.timedelta,
+                 maximum: dt.timedelta = MAX_CERT_LIFETIME) -> dt.timedelta:
         value = t.get(key)
         if value is None:
             return default
@@ -707,10 +879,13 @@ class _Validator:
         try:
             d = parse_duration(value, _dot(prefix, key))
         except DurationError as e:
-            self.bad(_dot(prefix, key), str(e))
+            self.bad(_dot(prefix, key), e.reason)
             return default
         if d <= dt.timedelta(0):
             self.bad(_dot(prefix, key), "must be positive")
+            return default
+        if d > maximum:
+            self.bad(_dot(prefix, key), f"must be at most {_hours(maximum)} (got {show(value)})")
             return default
         return d
 
@@ -719,6 +894,9 @@ class _Validator:
                               "daemon_cert_lifetime"})
         d = TLSConfig()
         lifetime = self.duration(t, "tls", "member_cert_lifetime", d.member_cert_lifetime)
+        if lifetime < MIN_MEMBER_CERT_LIFETIME:
+            self.bad("tls.member_cert_lifetime",
+                     f"must be at least {int(MIN_MEMBER_CERT_LIFETIME.total_seconds())}s")
         renew = self.duration(t, "tls", "member_cert_renew_before", d.member_cert_renew_before)
         if renew >= lifetime:
             self.bad("tls.member_cert_renew_before",
@@ -745,21 +923,25 @@ class _Validator:
             name = self.name(f"{prefix}.name", self.string(u, prefix, "name"))
             pfx = self.string(u, prefix, "prefix")
             if name in ("root", "kube-apiserver"):
-                self.bad(f"{prefix}.name", f"{name!r} is managed by ckeetcd itself")
+                self.bad(f"{prefix}.name", f"{show(name)} is managed by ckeetcd itself")
                 name = None
             if pfx == "":
                 self.bad(f"{prefix}.prefix", "must not be empty")
                 pfx = None
+            elif pfx is not None and len(pfx.encode()) > MAX_PREFIX_BYTES:
+                self.bad(f"{prefix}.prefix", f"{show(pfx)} is longer than {MAX_PREFIX_BYTES} "
+                                             "bytes")
+                pfx = None
             elif pfx is not None and prefixes_overlap(pfx, REGISTRY_PREFIX):
-                self.bad(f"{prefix}.prefix", f"{pfx!r} overlaps {REGISTRY_PREFIX} "
+                self.bad(f"{prefix}.prefix", f"{show(pfx)} overlaps {REGISTRY_PREFIX} "
                                              "(only kube-apiserver may use it)")
                 pfx = None
             elif pfx is not None and prefixes_overlap(pfx, CKEETCD_PREFIX):
-                self.bad(f"{prefix}.prefix", f"{pfx!r} overlaps {CKEETCD_PREFIX} "
+                self.bad(f"{prefix}.prefix", f"{show(pfx)} overlaps {CKEETCD_PREFIX} "
                                              "(ckeetcd's own keys, root only)")
                 pfx = None
             if name is not None and name in seen:
-                self.bad(f"{prefix}.name", f"duplicate user {name!r}")
+                self.bad(f"{prefix}.name", f"duplicate user {show(name)}")
             if name is not None and pfx is not None:
                 seen.add(name)
                 out.append(UserConfig(name=name, prefix=pfx))
@@ -768,3 +950,63 @@ class _Validator:
 
 def _dot(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]{1,60}")
+
+
+def _key_part(key: str) -> str:
+    """A key from the file as it can be printed: bare if TOML allows it, else quoted
+    (escaped, shortened), e.g. `cluster."a b"`."""
+    return key if _BARE_KEY.fullmatch(key) else quote(key)
+
+
+def _num(x: float) -> str:
+    """A bound as an operator writes it: 3600, 0.05 (never 3.6e+03)."""
+    if isinstance(x, int) or (x.is_integer() and abs(x) < 1e15):
+        return str(int(x))
+    return repr(x)
+
+
+def _hours(d: dt.timedelta) -> str:
+    """A whole-hour duration in Go syntax (87600h), else format_duration's."""
+    hours, rest = divmod(d, dt.timedelta(hours=1))
+    return f"{hours}h" if not rest else format_duration(d)
+
+
+def _is_host(value: str) -> bool:
+    """An IP address or a DNS name (labels of letters, digits, '-', '_'; at most 253)."""
+    try:
+        ipaddress.ip_address(value)
+        return "%" not in value
+    except ValueError:
+        pass
+    return len(value) <= 253 and all(HOST_LABEL_RE.fullmatch(p) for p in value.split("."))
+
+
+def member_address_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why `ip` cannot be where a member listens and is reached, or None.
+
+    A member address goes into URLs, certificates (IP SANs) and every peer's
+    --initial-cluster: it must name one interface, the same from every host.
+    """
+    if ip.is_unspecified:
+        return "the unspecified address means every interface, not one member"
+    if ip.is_multicast:
+        return "a multicast address"
+    if isinstance(ip, ipaddress.IPv4Address):
+        if ip == ipaddress.IPv4Address("255.255.255.255"):
+            return "the broadcast address"
+        if ip in ipaddress.IPv4Network("0.0.0.0/8"):
+            return "0.0.0.0/8 means 'this network', it is no host's address"
+        if ip.is_reserved:
+            return "reserved (240.0.0.0/4), not routable"
+    else:
+        if ip.scope_id:
+            return "a zone index (%...) is local to one host; other members cannot use it"
+        if ip.ipv4_mapped is not None:
+            return f"an IPv4-mapped IPv6 address: write {ip.ipv4_mapped}"
+    if ip.is_link_local:
+        return ("link-local: valid on one link only, and without a zone it is ambiguous "
+                "(169.254.0.0/16, fe80::/10)")
+    return None

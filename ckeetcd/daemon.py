@@ -31,7 +31,7 @@ from ckeetcd.history import History
 from ckeetcd.keymodes import KeyModeWatch
 from ckeetcd.metrics import METRICS
 from ckeetcd.model import Decision, Desired, Observed
-from ckeetcd.nodes import LocalRuntime, MemberRuntime
+from ckeetcd.nodes import LocalRuntime, MemberRuntime, etcdprobe
 from ckeetcd.nodes.router import RoutedRuntime, make_runtime, uses_ssh
 from ckeetcd.observe import Observer
 from ckeetcd.ops import OpContext
@@ -175,6 +175,9 @@ class Daemon:
         self._ready = False  # READY=1 again once a cycle ran on what is now in force
         try:
             new = load_config(self.config.path)
+            found = etcdprobe.problems(new)  # cached: runs etcd only for a changed binary
+            if found:
+                raise ConfigError(found)
         except ConfigError as e:
             self.log.error("config_rejected", file=str(self.config.path),
                            problems=[str(p) for p in e.problems])

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from ckeetcd.textcheck import quote
+
 NANOSECOND = 1
 MICROSECOND = 1000 * NANOSECOND
 MILLISECOND = 1000 * MICROSECOND
@@ -36,14 +38,23 @@ HINT = "Go syntax, e.g. 24h, 90m, 1h30m, 500ms"
 
 
 class DurationError(ValueError):
-    """A duration that cannot be used; the message names the argument."""
+    """A duration that cannot be used; the message names the argument.
+
+    `reason` is the message without the argument, for callers (the config
+    loader) that print the key themselves.
+    """
+
+    def __init__(self, arg: str, reason: str) -> None:
+        self.arg = arg
+        self.reason = reason
+        super().__init__(f"{arg}: {reason}")
 
 
 def parse_duration_ns(text: str, arg: str = "duration") -> int:
     """Nanoseconds in `text`, exactly as Go's `time.ParseDuration` reads it."""
 
     def bad(why: str) -> DurationError:
-        return DurationError(f'{arg}: invalid duration "{text}": {why} ({HINT})')
+        return DurationError(arg, f"invalid duration {quote(text)}: {why} ({HINT})")
 
     s = text
     neg = False
@@ -68,16 +79,16 @@ def parse_duration_ns(text: str, arg: str = "duration") -> int:
                 i += 1
             frac, s = s[1:i], s[i:]
         if not whole and not frac:
-            raise bad("expected a number" + (f' before "{s}"' if s else ""))
+            raise bad("expected a number" + (f" before {quote(s, 20)}" if s else ""))
         i = 0
         while i < len(s) and s[i] != "." and s[i] not in _DIGITS:
             i += 1
         unit_name, s = s[:i], s[i:]
         if not unit_name:
-            raise bad(f'missing unit after "{whole}{"." + frac if frac else ""}"')
+            raise bad(f"missing unit after {quote(whole + ('.' + frac if frac else ''), 20)}")
         unit = UNITS.get(unit_name)
         if unit is None:
-            raise bad(f'unknown unit "{unit_name}"')
+            raise bad(f"unknown unit {quote(unit_name, 20)}")
         v = int(whole or "0")
         if v > _LIMIT // unit:
             raise too_large
@@ -118,14 +129,20 @@ def parse_duration(text: str, arg: str = "duration") -> dt.timedelta:
 
 
 def parse_ttl(text: str, arg: str = "-ttl",
-              minimum: dt.timedelta = dt.timedelta(seconds=1)) -> dt.timedelta:
-    """A lifetime: a Go duration of at least `minimum` (certificates count whole seconds)."""
+              minimum: dt.timedelta = dt.timedelta(seconds=1),
+              maximum: dt.timedelta | None = None) -> dt.timedelta:
+    """A lifetime: a Go duration of at least `minimum` and at most `maximum`
+    (certificates count whole seconds)."""
     ns = parse_duration_ns(text, arg)
     if ns <= 0:
-        raise DurationError(f'{arg}: duration "{text}" must be positive ({HINT})')
+        raise DurationError(arg, f"duration {quote(text)} must be positive ({HINT})")
     ttl = dt.timedelta(microseconds=ns // MICROSECOND)
     if ttl < minimum:
-        raise DurationError(f'{arg}: duration "{text}" is shorter than {format_duration(minimum)}')
+        raise DurationError(arg, f"duration {quote(text)} is shorter than "
+                                 f"{format_duration(minimum)}")
+    if maximum is not None and ttl > maximum:
+        raise DurationError(arg, f"duration {quote(text)} is longer than "
+                                 f"{format_duration(maximum)}")
     return ttl
 
 

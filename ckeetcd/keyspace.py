@@ -11,6 +11,8 @@ REGISTRY_PREFIX = "/registry/"
 # root only. A user who could write here could have the leader sign a root
 # certificate for them, so no user prefix may reach it.
 CKEETCD_PREFIX = "/ckeetcd/"
+# A user's key prefix: no application needs more (etcd's whole request is 1.5 MiB).
+MAX_PREFIX_BYTES = 4096
 
 
 def prefix_end(prefix: bytes) -> bytes:

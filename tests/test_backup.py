@@ -219,8 +219,8 @@ def test_local_backup_bad_input_exits_2_and_changes_nothing(
         ([f"-dir={a_file / 'sub'}"], "-dir", "cannot create"),
         ([f"-dir={a_file}"], "-dir", "not a directory"),
         (["-dir="], "-dir", "must not be empty"),
-        ([f"-dir={folder}", "-max-backups=0"], "-max-backups", "at least 1"),
-        ([f"-dir={folder}", "-max-backups=-3"], "-max-backups", "at least 1"),
+        ([f"-dir={folder}", "-max-backups=0"], "-max-backups", "between 1 and 10000"),
+        ([f"-dir={folder}", "-max-backups=-3"], "-max-backups", "between 1 and 10000"),
         ([f"-dir={folder}", "-max-backups=ten"], "-max-backups", "not an integer"),
         ([f"-dir={folder}", "-max-copies=3"], "unrecognized arguments", "-max-copies"),
     ]

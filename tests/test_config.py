@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -230,7 +232,7 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("empty state dir", base(cluster={"name": "p", "state_dir": ""}), "cluster.state_dir",
      "must not be empty"),
     ("port too big", base(cluster={"name": "p", "state_dir": "/s", "client_port": 70000}),
-     "cluster.client_port", "at most 65535"),
+     "cluster.client_port", "must be between 1 and 65535 (got 70000)"),
     ("port as string", base(cluster={"name": "p", "state_dir": "/s", "peer_port": "2380"}),
      "cluster.peer_port", "must be an integer"),
     ("same ports", base(cluster={"name": "p", "state_dir": "/s", "client_port": 2380}),
@@ -261,7 +263,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("extra_args not a list", base(etcd={"extra_args": "--foo"}), "etcd.extra_args",
      "list of strings"),
     ("unknown daemon key", base(daemon={"intervall": 1}), "daemon.intervall", "unknown key"),
-    ("zero interval", base(daemon={"interval": 0}), "daemon.interval", "at least"),
+    ("zero interval", base(daemon={"interval": 0}), "daemon.interval",
+     "must be between 0.1 and 3600 seconds (got 0)"),
     ("boolean as number", base(daemon={"probe_interval": True}), "daemon.probe_interval",
      "must be a number"),
     ("reload_command as string", base(apiserver={"reload_command": "systemctl reload x"}),
@@ -288,9 +291,9 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "HOST:PORT"),
     ("unknown metrics key", base(metrics={"port": 9379}), "metrics.port", "unknown key"),
     ("defrag threshold of 1", base(maintenance={"defrag_threshold": 1}),
-     "maintenance.defrag_threshold", "below 1"),
+     "maintenance.defrag_threshold", "at least 0 and below 1"),
     ("negative defrag threshold", base(maintenance={"defrag_threshold": -0.1}),
-     "maintenance.defrag_threshold", "at least 0"),
+     "maintenance.defrag_threshold", "at least 0 and below 1"),
     ("min_db_size not an integer", base(maintenance={"min_db_size": 1.5}),
      "maintenance.min_db_size", "must be an integer"),
     ("user prefix reaching ckeetcd's own keys",
@@ -344,6 +347,299 @@ def test_every_problem_is_reported_at_once() -> None:
     assert {"cluster.bogus", "members[1].name", "members[1].address", "daemon.interval"} <= keys
 
 
+# ---- full matches, control characters, ranges (issue 11, items 4, 5, 11) --------
+# Every string key of the schema that a value can be given for: (path to set, key named).
+def _set(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """`data` with the dotted `path` (members[0].name, ssh.user) set to `value`."""
+    *tables, last = path.split(".")
+    node: Any = data
+    for t in tables:
+        if t.endswith("]"):
+            name, index = t[:-1].split("[")
+            node = node.setdefault(name, [{}])[int(index)]
+        else:
+            node = node.setdefault(t, {})
+    node[last] = value
+    return data
+
+
+SSH_MEMBERS = {"runtime": "ssh", "identity_file": "id", "known_hosts": "kh"}
+
+
+def ssh_base() -> dict[str, Any]:
+    """base() with every member over SSH (so the [ssh] keys matter)."""
+    data = base(ssh={"identity_file": "id", "known_hosts": "kh"})
+    data["cluster"]["runtime"] = "ssh"
+    return data
+
+
+NAME_KEYS = ["cluster.name", "members[0].name", "users[0].name", "daemon.id",
+             "daemon.bootstrapper", "ssh.user"]
+STRING_KEYS = [
+    *NAME_KEYS, "cluster.state_dir", "cluster.runtime", "members[0].address", "members[0].runtime",
+    "members[0].ssh_host", "users[0].prefix", "etcd.binary", "apiserver.etcd_servers_file",
+    "kubernetes.kubeconfig", "kubernetes.namespace", "kubernetes.name",
+    "kubernetes.cluster_domain", "backup.dir", "metrics.address", "tls.member_cert_lifetime",
+    "ssh.identity_file", "ssh.known_hosts", "ssh.etcd_binary", "ssh.data_root",
+    "ssh.member_service",
+]
+GOOD = {"cluster.name": "prod", "members[0].name": "n1", "users[0].name": "app",
+        "daemon.id": "n1", "daemon.bootstrapper": "n1", "ssh.user": "root",
+        "cluster.state_dir": "/var/lib/ckeetcd", "cluster.runtime": "ssh",
+        "members[0].address": "10.0.0.1", "members[0].runtime": "ssh",
+        "members[0].ssh_host": "cp1.example.com", "users[0].prefix": "/app/",
+        "etcd.binary": "/usr/bin/etcd", "apiserver.etcd_servers_file": "/run/servers",
+        "kubernetes.kubeconfig": "/etc/kube.conf", "kubernetes.namespace": "kube-system",
+        "kubernetes.name": "cke-etcd", "kubernetes.cluster_domain": "cluster.local",
+        "backup.dir": "/var/backups", "metrics.address": "127.0.0.1:9379",
+        "tls.member_cert_lifetime": "8760h", "ssh.identity_file": "/etc/id",
+        "ssh.known_hosts": "/etc/kh", "ssh.etcd_binary": "/usr/bin/etcd",
+        "ssh.data_root": "/var/lib/m", "ssh.member_service": "process"}
+
+
+def test_the_good_values_of_the_string_table_are_good() -> None:
+    data = ssh_base()
+    data["users"] = [{"name": "app", "prefix": "/app/"}]
+    for key in STRING_KEYS:
+        _set(data, key, GOOD[key])
+    parse_config(data, CONFIG)
+
+
+def with_key(key: str, value: Any) -> dict[str, Any]:
+    data = ssh_base()
+    data["users"] = [{"name": "app", "prefix": "/app/"}]
+    return _set(data, key, value)
+
+
+@pytest.mark.parametrize("key", STRING_KEYS)
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", "\0", "\x1b[31m", "\u2028", "\u202e"],
+                         ids=["newline", "crlf", "nul", "escape", "line-separator", "bidi"])
+def test_no_string_key_takes_a_control_character(key: str, suffix: str) -> None:
+    """`$` matched before a final newline: names, hosts and paths took `node1\n`."""
+    found = problems(with_key(key, GOOD[key] + suffix))
+    assert [k for k, _ in found] == [key], found
+    [(_, message)] = found
+    assert "\n" not in message and "\0" not in message and "\x1b" not in message
+    assert "\u2028" not in message and "\u202e" not in message
+
+
+@pytest.mark.parametrize("key", NAME_KEYS)
+@pytest.mark.parametrize("value", ["x y", "-x", "a" * 64, "é", "x/y", "x:y", ""])
+def test_names_are_matched_whole(key: str, value: str) -> None:
+    if value == "" and key.startswith("daemon."):
+        return  # "" is the documented default (the host name; the first member)
+    found = problems(with_key(key, value))
+    assert key in [k for k, _ in found], found
+
+
+@pytest.mark.parametrize("item", ["--log-level=info\n", "--a=\0", "--x=\x7f"])
+def test_list_items_take_no_control_characters(item: str) -> None:
+    for key in ("etcd.extra_args", "apiserver.reload_command"):
+        found = problems(with_key(key, ["--ok", item]))
+        assert [k for k, _ in found] == [f"{key}[1]"], found
+
+
+def _numeric_keys() -> list[tuple[str, str, bool]]:
+    """(table, key, integer) of every int/float field in the schema's sections."""
+    from ckeetcd import config as c
+
+    sections = {"cluster": c.ClusterConfig, "etcd": c.EtcdConfig, "daemon": c.DaemonConfig,
+                "backup": c.BackupConfig, "ssh": c.SSHConfig,
+                "maintenance": c.MaintenanceConfig}
+    return [(table, f.name, f.type == "int") for table, cls in sections.items()
+            for f in dataclasses.fields(cls) if f.type in ("int", "float")]
+
+
+NUMERIC = _numeric_keys()
+
+
+def test_the_schema_has_the_numeric_keys_we_think() -> None:
+    assert len(NUMERIC) == 21, NUMERIC  # with maintenance.removed_data_keep, log_max_bytes
+    assert ("daemon", "lease_ttl", True) in NUMERIC
+    assert ("maintenance", "defrag_threshold", False) in NUMERIC
+
+
+def _refused(table: str, key: str, value: Any) -> str:
+    data = base(**{table: {key: value}})
+    if table == "cluster":
+        data["cluster"] = {**base()["cluster"], key: value}
+    found = [(k, m) for k, m in problems(data) if k == f"{table}.{key}"]
+    assert found, f"{table}.{key} = {value!r} was accepted"
+    return found[0][1]
+
+
+@pytest.mark.parametrize(("table", "key", "integer"), NUMERIC,
+                         ids=[f"{t}.{k}" for t, k, _ in NUMERIC])
+def test_every_number_has_a_range_named_in_the_error(table: str, key: str,
+                                                     integer: bool) -> None:
+    """NaN and inf were accepted (no cycle for 39 s, 13 snapshots in 15 s), and
+    lease_ttl = 999999999999."""
+    for value in ([999999999999, -999999999999, 10**30] if integer else
+                  [math.nan, math.inf, -math.inf, 1e300, -1e300, 999999999999]):
+        message = _refused(table, key, value)
+        assert "between" in message or "below" in message, message
+        assert "got" in message, message
+    if integer:
+        assert "must be an integer" in _refused(table, key, math.nan)
+
+
+@pytest.mark.parametrize(("table", "key", "integer"), NUMERIC,
+                         ids=[f"{t}.{k}" for t, k, _ in NUMERIC])
+def test_every_documented_range_is_the_enforced_one(table: str, key: str,
+                                                    integer: bool) -> None:
+    """example.toml names each range; the bounds in the error are accepted, and a
+    step past each is refused."""
+    message = _refused(table, key, 10**15)
+    bounds = re.search(r"(?:between|at least) (\S+) and (?:below )?(\S+)", message)
+    assert bounds, message
+    lo, hi = (float(b) for b in bounds.groups())
+    step = 1 if integer else min(0.01, lo / 2 or 0.01)
+    below_hi = "below" in message
+    data = base(**{table: {key: int(lo) if integer else lo}})
+    if table == "cluster":
+        data["cluster"] = {**base()["cluster"], key: int(lo) if integer else lo}
+        data["cluster"]["peer_port" if key == "client_port" else "client_port"] = 7
+    if (table, key) == ("etcd", "heartbeat_interval_ms"):
+        data["etcd"]["election_timeout_ms"] = 50000
+    if (table, key) == ("etcd", "election_timeout_ms"):
+        data["etcd"]["heartbeat_interval_ms"] = 10
+    parse_config(data, CONFIG)
+    top = hi - step if below_hi else hi
+    for value in (lo - step, hi + step):
+        _refused(table, key, int(value) if integer else value)
+    data = base(**{table: {key: int(top) if integer else top}})
+    if table == "cluster":
+        data["cluster"] = {**base()["cluster"], key: int(top)}
+    if (table, key) == ("etcd", "election_timeout_ms"):
+        data["etcd"]["heartbeat_interval_ms"] = 100
+    if (table, key) == ("etcd", "heartbeat_interval_ms"):
+        data["etcd"]["election_timeout_ms"] = 50000
+    if (table, key) == ("daemon", "rpc_timeout"):
+        data["daemon"]["election"] = False
+    parse_config(data, CONFIG)
+
+
+RANGES: list[tuple[str, dict[str, Any], str, str]] = [
+    ("lease_ttl huge", base(daemon={"lease_ttl": 999999999999}), "daemon.lease_ttl",
+     "must be between 2 and 3600 seconds (got 999999999999)"),
+    ("rpc_timeout NaN", base(daemon={"rpc_timeout": math.nan}), "daemon.rpc_timeout",
+     "(got nan)"),
+    ("backup interval inf", base(backup={"interval": math.inf}), "backup.interval",
+     "must be 0 (off) or between 1 and 2678400 seconds (got inf)"),
+    ("defrag threshold NaN", base(maintenance={"defrag_threshold": math.nan}),
+     "maintenance.defrag_threshold", "(got nan)"),
+    ("election timeout etcd refuses", base(etcd={"election_timeout_ms": 99999999999}),
+     "etcd.election_timeout_ms", "between 50 and 50000 ms (etcd refuses more)"),
+    ("election timeout just past etcd's limit", base(etcd={"election_timeout_ms": 50001}),
+     "etcd.election_timeout_ms", "between 50 and 50000"),
+    ("heartbeat that cannot fit", base(etcd={"heartbeat_interval_ms": 10001,
+                                             "election_timeout_ms": 50000}),
+     "etcd.heartbeat_interval_ms", "between 10 and 10000 ms"),
+    ("quota too small", base(etcd={"quota_backend_bytes": 1}), "etcd.quota_backend_bytes",
+     "0 (off) or between 16777216 and 8589934592 bytes"),
+    ("huge hex integer", base(daemon={"lease_ttl": 1 << 20000}), "daemon.lease_ttl",
+     "an integer of 20001 bits"),
+    ("rpc timeout outlasting the lease", base(daemon={"election": True, "lease_ttl": 3,
+                                                      "rpc_timeout": 2}),
+     "daemon.rpc_timeout", "at most half of daemon.lease_ttl"),
+    ("member certificate longer than 10 years", base(tls={"member_cert_lifetime": "87601h"}),
+     "tls.member_cert_lifetime", "must be at most 87600h (got '87601h')"),
+    ("daemon certificate of 100 years", base(tls={"daemon_cert_lifetime": "876000h"}),
+     "tls.daemon_cert_lifetime", "must be at most 87600h"),
+    ("member certificate of a second", base(tls={"member_cert_lifetime": "1s",
+                                                 "member_cert_renew_before": "1ms"}),
+     "tls.member_cert_lifetime", "at least 60s"),
+    ("broadcast member", with_member(0, address="255.255.255.255"), "members[0].address",
+     "the broadcast address"),
+    ("link-local IPv4 member", with_member(0, address="169.254.10.20"), "members[0].address",
+     "link-local"),
+    ("link-local IPv6 member", with_member(0, address="fe80::1"), "members[0].address",
+     "link-local"),
+    ("link-local IPv6 at the end of fe80::/10", with_member(0, address="febf::1"),
+     "members[0].address", "link-local"),
+    ("zoned IPv6 member", with_member(0, address="fe80::1%eth0"), "members[0].address",
+     "zone index"),
+    ("zoned global IPv6 member", with_member(0, address="fd00::1%2"), "members[0].address",
+     "zone index"),
+    ("class E member", with_member(0, address="240.1.2.3"), "members[0].address",
+     "reserved"),
+    ("this-network member", with_member(0, address="0.1.2.3"), "members[0].address",
+     "this network"),
+    ("IPv4-mapped member", with_member(0, address="::ffff:10.0.0.9"), "members[0].address",
+     "write 10.0.0.9"),
+    ("IPv6 unspecified member", with_member(0, address="::"), "members[0].address",
+     "unspecified"),
+    ("ssh_host with a zone", with_member(0, ssh_host="fe80::1%eth0"), "members[0].ssh_host",
+     "not a host name"),
+    ("ssh_host with an empty label", with_member(0, ssh_host="a..b"), "members[0].ssh_host",
+     "not a host name"),
+    ("ssh_host too long", with_member(0, ssh_host=".".join(["a" * 63] * 5)),
+     "members[0].ssh_host", "not a host name"),
+    ("metrics port in full-width digits", base(metrics={"address": "127.0.0.1:\uff19\uff13"}),
+     "metrics.address", "HOST:PORT"),
+    ("cluster domain with an empty label", base(kubernetes={"cluster_domain": "a..b"}),
+     "kubernetes.cluster_domain", "not a DNS domain"),
+]
+
+
+@pytest.mark.parametrize(("data", "key", "message"), [c[1:] for c in RANGES],
+                         ids=[c[0] for c in RANGES])
+def test_ranges_and_addresses(data: dict[str, Any], key: str, message: str) -> None:
+    found = problems(data)
+    assert any(k == key and message in m for k, m in found), found
+
+
+@pytest.mark.parametrize("address", ["10.0.0.9", "127.0.1.1", "fd00::9", "2001:db8::1",
+                                     "::1", "192.168.0.255", "100.64.0.1"])
+def test_ordinary_member_addresses_pass(address: str) -> None:
+    parse_config(with_member(0, address=address), CONFIG)
+
+
+def test_election_off_lets_rpc_timeout_outlast_a_lease() -> None:
+    c = parse_config(base(daemon={"lease_ttl": 3, "rpc_timeout": 2}), CONFIG)
+    assert c.daemon.rpc_timeout == 2
+
+
+def test_a_huge_value_is_echoed_short() -> None:
+    """A 50 MB cluster.name was echoed whole."""
+    for key in ("cluster.name", "members[0].address", "members[0].ssh_host", "users[0].prefix",
+                "kubernetes.namespace", "metrics.address", "tls.member_cert_lifetime",
+                "ssh.data_root", "cluster.runtime"):
+        big = "/" + "x" * 5_000_000 + " "
+        found = problems(with_key(key, big))
+        assert [k for k, _ in found] == [key], found
+        [(_, message)] = found
+        assert len(message) < 400, (key, message[:500])
+        assert "5000002 characters" in message, (key, message)
+    found = problems(base(cluster={**base()["cluster"], "k" * 1_000_000: 1}))
+    assert all(len(k) < 100 for k, _ in found), [k[:100] for k, _ in found]
+
+
+def test_unknown_keys_with_odd_characters_are_quoted() -> None:
+    found = problems(base(cluster={**base()["cluster"], "a\nb": 1, "x.y": 2}))
+    assert ('cluster."a\\nb"', found[0][1]) in found, found
+    assert any(k == 'cluster."x.y"' for k, _ in found), found
+
+
+def test_duration_errors_name_the_key_once() -> None:
+    """`tls.member_cert_lifetime: tls.member_cert_lifetime: ...`"""
+    with pytest.raises(ConfigError) as e:
+        parse_config(base(tls={"member_cert_lifetime": "10y"}), CONFIG)
+    [p] = e.value.problems
+    assert str(p).count("tls.member_cert_lifetime") == 1, str(p)
+    assert str(p) == (f'{CONFIG}: tls.member_cert_lifetime: invalid duration "10y": unknown '
+                      'unit "y" (Go syntax, e.g. 24h, 90m, 1h30m, 500ms)')
+
+
+def test_an_integer_too_long_to_convert_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[daemon]\nlease_ttl = " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    [p] = e.value.problems
+    assert p.file == str(path) and "out of range" in p.message and len(p.message) < 200
+
+
 def test_problem_text_is_file_key_why() -> None:
     with pytest.raises(ConfigError) as e:
         parse_config(with_member(2, name="n1"), CONFIG)
@@ -361,6 +657,10 @@ SYNTAX: list[tuple[str, str, str]] = [
      "address = 10.0.0.2\n", "members[1].address"),
     ("unclosed array", '[etcd]\nextra_args = ["--a",\n  "--b"\n  x]\n', "etcd.extra_args"),
     ("table declared twice", '[cluster]\nname = "a"\n[cluster]\n', "cluster"),
+    ("quoted keys", '["cluster"]\n"name" = local\n', "cluster.name"),
+    ("quoted array of tables", '[[members]]\n[[ "members" ]]\naddress = 10\n.1\n',
+     "members[1].address"),
+    ("a key that needs quotes", '[cluster]\n"a b" . c = x\n', 'cluster."a b".c'),
 ]
 
 

@@ -61,7 +61,7 @@ def test_ssh_config_defaults_and_routing() -> None:
     (ssh_config(ssh={"identity_file": "i", "known_hosts": "k", "member_service": "runit"}),
      "ssh.member_service", "not one of"),
     (ssh_config(ssh={"identity_file": "i", "known_hosts": "k", "port": 0}), "ssh.port",
-     "at least"),
+     "between 1 and 65535"),
     (ssh_config(ssh={"identity_file": "i", "known_hosts": "k", "userr": "x"}), "ssh.userr",
      "unknown key"),
     (ssh_config(members=[{"name": "a", "address": "10.0.0.1", "runtime": "docker"}]),
@@ -71,7 +71,7 @@ def test_ssh_config_defaults_and_routing() -> None:
     (ssh_config(cluster={"name": "p", "state_dir": "/s", "runtime": "k8s"}),
      "cluster.runtime", "not one of"),
     (ssh_config(daemon={"id": "a b"}), "daemon.id", "not a valid name"),
-    (ssh_config(daemon={"lease_ttl": 1}), "daemon.lease_ttl", "at least 2"),
+    (ssh_config(daemon={"lease_ttl": 1}), "daemon.lease_ttl", "between 2 and 3600"),
     (ssh_config(daemon={"lease_ttl": 2.5}), "daemon.lease_ttl", "integer"),
     (ssh_config(daemon={"election": "yes"}), "daemon.election", "true or false"),
 ])

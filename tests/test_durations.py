@@ -20,6 +20,7 @@ from ckeetcd.durations import (
     parse_duration_ns,
     parse_ttl,
 )
+from ckeetcd.textcheck import quote
 
 MAX = (1 << 63) - 1
 MIN = -(1 << 63)
@@ -113,7 +114,7 @@ def test_go_refuses(text: str, why: str) -> None:
     with pytest.raises(DurationError) as e:
         parse_duration_ns(text, "-ttl")
     msg = str(e.value)
-    assert msg.startswith(f'-ttl: invalid duration "{text}"'), msg
+    assert msg.startswith(f"-ttl: invalid duration {quote(text)}"), msg
     assert why in msg
     assert "24h" in msg  # says what would work
 

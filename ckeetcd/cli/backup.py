@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING
 from ckeetcd.cli.certs import CommandFailed, fail, load_signing_ca
 from ckeetcd.cli.common import load
 from ckeetcd.cli.errors import UsageError
+from ckeetcd.config import MAX_BACKUPS
+from ckeetcd.textcheck import show
 
 if TYPE_CHECKING:
     from ckeetcd.backup import BackupResult
@@ -34,16 +36,17 @@ if TYPE_CHECKING:
 
 
 def parse_max_backups(value: str | None) -> int | None:
-    """-max-backups: an integer >= 1 (None: the config's)."""
+    """-max-backups: an integer in 1..MAX_BACKUPS, as [backup] max_backups (None: the
+    config's). Plain ASCII digits only: int() would also take "5_0", " 5" or full-width digits."""
     if value is None:
         return None
-    try:
-        n = int(value, 10)
-    except ValueError:
-        raise UsageError(f"-max-backups: {value!r} is not an integer") from None
-    if n < 1:
-        raise UsageError(f"-max-backups: must be at least 1 (got {n})")
-    return n
+    digits = value[1:] if value[:1] in "+-" else value
+    if not (digits.isascii() and digits.isdigit()):
+        raise UsageError(f"-max-backups: {show(value)} is not an integer")
+    if value.startswith("-") or len(digits) > 6 or not 1 <= int(value) <= MAX_BACKUPS:
+        raise UsageError(f"-max-backups: must be between 1 and {MAX_BACKUPS} "
+                         f"(got {show(value)})")
+    return int(value)
 
 
 def make_folder(folder: Path) -> str:

@@ -30,6 +30,7 @@ from ckeetcd.cli.common import load
 from ckeetcd.cli.errors import UsageError
 from ckeetcd.config import NAME_RE, Config
 from ckeetcd.durations import DurationError, format_duration, parse_ttl
+from ckeetcd.textcheck import show
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 
 ROOT = "root"
 ROOT_LIFETIME = dt.timedelta(hours=2)
+# The longest -ttl: a fresh CA's whole life (pki.CA_LIFETIME, 20 years; not imported:
+# it would load cryptography.x509 into a command that must answer at once).
+MAX_TTL = dt.timedelta(days=3650 * 2)
 CA_CERT_FILE = "ca.crt"
 CA_KEY_FILE = "ca.key"
 
@@ -56,8 +60,8 @@ def check_user_name(name: str, arg: str = "USER") -> None:
     """A name etcd can hold as a user and that is safe as a file name; else UsageError."""
     if not name:
         raise UsageError(f"{arg}: must not be empty")
-    if not NAME_RE.match(name):
-        raise UsageError(f"{arg}: {name!r} is not a valid etcd user name (letters, digits, "
+    if not NAME_RE.fullmatch(name):
+        raise UsageError(f"{arg}: {show(name)} is not a valid etcd user name (letters, digits, "
                          "'.', '_', '-'; starts with a letter or digit; at most 63 characters)")
 
 
@@ -181,7 +185,7 @@ def issue(args: argparse.Namespace) -> int:
         raise UsageError("USER: certificates for 'root' come from `root-issue` "
                          f"(valid {format_duration(ROOT_LIFETIME)})")
     try:
-        lifetime = parse_ttl(args.ttl, "-ttl")
+        lifetime = parse_ttl(args.ttl, "-ttl", maximum=MAX_TTL)
     except DurationError as e:
         raise UsageError(str(e)) from None
     return _issue(args, args.user, lifetime)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ckeetcd.cli.common import load
+from ckeetcd.cli.common import load_and_probe
 
 
 def check_config(args: argparse.Namespace) -> int:
-    config = load(args)
+    config = load_and_probe(args)
     print(f"{config.path}: ok ({len(config.members)} members: "
           f"{', '.join(m.name for m in config.members)})")
     return 0

@@ -5,19 +5,50 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import NoReturn
 
-from ckeetcd.config import Config, ConfigError, default_config_path, load_config
+from ckeetcd.cli.errors import UsageError
+from ckeetcd.config import (
+    CONFIG_ENV,
+    Config,
+    ConfigError,
+    Problem,
+    default_config_path,
+    load_config,
+)
+from ckeetcd.textcheck import refused_char, show
 
 
 def load(args: argparse.Namespace) -> Config:
     """Load the config or exit 2 printing each problem (file, key, why)."""
+    if args.config == "":
+        raise UsageError("--config: must not be empty (omit it for $CKEETCD_CONFIG, else "
+                         "/etc/ckeetcd/ckeetcd.toml)")
     path = default_config_path(args.config, os.environ)
+    if args.config is None and refused_char(str(path)):
+        raise UsageError(f"${CONFIG_ENV}: {show(str(path))} {refused_char(str(path))}")
     try:
         return load_config(path)
     except ConfigError as e:
-        for p in e.problems:
-            print(f"error: {p}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _exit(e.problems)
+
+
+def load_and_probe(args: argparse.Namespace) -> Config:
+    """load(), then ask the local etcd binary about itself and [etcd] extra_args
+    (ckeetcd.nodes.etcdprobe): for `check-config` and `run`, before anything starts."""
+    from ckeetcd.nodes.etcdprobe import problems
+
+    config = load(args)
+    found = problems(config)
+    if found:
+        _exit(found)
+    return config
+
+
+def _exit(problems: list[Problem]) -> NoReturn:
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 def claimed(config: Config) -> str:

@@ -12,25 +12,47 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from ckeetcd.cli.errors import USAGE_ERROR, UsageError
 
 __all__ = ["USAGE_ERROR", "UsageError", "main"]
 
-_GO_FLAG = re.compile(r"^-([a-z][a-z0-9-]+)(=.*)?$")
+_GO_FLAG = re.compile(r"-([a-z][a-z0-9-]+)(=.*)?", re.DOTALL)  # fullmatch
 
 
 def normalize_go_flags(argv: Sequence[str]) -> list[str]:
     """`-ttl=24h` -> `--ttl=24h`; single-letter flags and values are left alone."""
     out = []
     for arg in argv:
-        m = _GO_FLAG.match(arg)
+        m = _GO_FLAG.fullmatch(arg)
         out.append(f"-{arg}" if m and len(m.group(1)) > 1 else arg)
         if arg == "--":
             out.extend(argv[len(out):])
             break
     return out
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its own errors echo arguments escaped and shortened
+    (`unrecognized arguments: ...` would print a newline, an escape sequence or
+    megabytes as given)."""
+
+    def error(self, message: str) -> NoReturn:
+        from ckeetcd.textcheck import printable
+
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {printable(message)}\n")
+
+
+def _count(text: str) -> int:
+    """A positive count in plain ASCII digits (int() would also take " 5\\n" or "5_0")."""
+    from ckeetcd.textcheck import show
+
+    if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 999999999 "
+                                         f"(got {show(text)})")
+    return int(text)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -133,7 +155,7 @@ def build_parser(prog: str = "ckeetcd", argv: Sequence[str] = ()) -> argparse.Ar
 
 
 def _build(prog: str, path: Sequence[str]) -> argparse.ArgumentParser | None:
-    parser = argparse.ArgumentParser(prog=prog, description="ckeetcd: a TLS + RBAC etcd "
+    parser = _Parser(prog=prog, description="ckeetcd: a TLS + RBAC etcd "
                                      "cluster for Kubernetes control planes, kept healthy")
     real = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub: Any = _Selective(real, path) if path else real
@@ -165,7 +187,7 @@ def _add_commands(sub: Any) -> None:
 
     p = sub.add_parser("history", help="the recorded ops and steps (newest last)")
     _common(p)
-    p.add_argument("-n", type=int, default=50, help="how many records (default 50)")
+    p.add_argument("-n", type=_count, default=50, help="how many records (default 50)")
     p.add_argument("--output", choices=["table", "json"], default="table")
     p.set_defaults(func="ckeetcd.cli.history:history")
 
@@ -219,14 +241,73 @@ def _resolve(spec: str) -> Callable[[argparse.Namespace], int]:
     return fn
 
 
+def _leaf(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command that was parsed, e.g. the one of `etcd issue`."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)),
+                   None)
+        if sub is None:
+            return parser
+        parser = sub.choices[getattr(args, sub.dest)]
+
+
+def argument_name(action: argparse.Action, argv: Sequence[str]) -> str:
+    """How the user wrote the argument: `-ttl` (Go style), `--ttl`, or USER for a positional."""
+    if not action.option_strings:
+        return str(action.metavar or action.dest.upper())
+    longest = max(action.option_strings, key=len)
+    go = longest[1:] if longest.startswith("--") else None
+    if go and any(a == go or a.startswith(go + "=") for a in argv):
+        return go
+    return longest
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                    argv: Sequence[str]) -> None:
+    """Refuse, naming the argument, any value that is not UTF-8 (surrogate escapes from
+    argv) or holds a control character: none is a name, path, duration or reason."""
+    from ckeetcd.textcheck import refused_char
+
+    for action in _leaf(parser, args)._actions:
+        value = getattr(args, action.dest, None)
+        if isinstance(value, str):
+            why = refused_char(value)
+            if why:
+                raise UsageError(f"{argument_name(action, argv)}: {_show(value)} {why}")
+    # A value argparse dropped (an option given twice keeps the last) is refused too.
+    for i, token in enumerate(argv):
+        if not refused_char(token):
+            continue
+        if token.startswith("-") and "=" in token:
+            name, _, token = token.partition("=")
+        elif i and argv[i - 1].startswith("-") and "=" not in argv[i - 1]:
+            name = argv[i - 1]
+        else:
+            name = f"argument {i + 1}"
+        if refused_char(name):  # the option's own name: `--re\nason=x`
+            raise UsageError(f"{_show(name)} {refused_char(name)}")
+        raise UsageError(f"{name}: {_show(token)} {refused_char(token)}")
+
+
+def _show(value: str) -> str:
+    from ckeetcd.textcheck import show
+
+    return show(value)
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "ckeetcd",
          process: bool | None = None) -> int:
     """Parse and run one command. `process`: this is the process's entry point
     (default: when argv comes from sys.argv), so it may rewire fd 2."""
     process = argv is None if process is None else process
-    args_in = normalize_go_flags(sys.argv[1:] if argv is None else argv)
+    raw = sys.argv[1:] if argv is None else list(argv)
+    args_in = normalize_go_flags(raw)
     parser = build_parser(prog, args_in)
     args = parser.parse_args(args_in)
+    try:
+        check_arguments(parser, args, raw)
+    except UsageError as e:
+        parser.exit(USAGE_ERROR, f"{prog}: error: {e}\n")
     from ckeetcd import logs
 
     logs.configure(args.log_format)

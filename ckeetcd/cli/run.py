@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from ckeetcd.cli.common import load
+from ckeetcd.cli.common import load_and_probe
 from ckeetcd.daemon import Daemon
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load(args)
+    config = load_and_probe(args)
     return asyncio.run(Daemon(config).run())

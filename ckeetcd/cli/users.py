@@ -36,8 +36,9 @@ from ckeetcd.cli.certs import CommandFailed, check_user_name, fail, load_signing
 from ckeetcd.cli.common import load
 from ckeetcd.cli.errors import UsageError
 from ckeetcd.config import Config
-from ckeetcd.keyspace import CKEETCD_PREFIX
+from ckeetcd.keyspace import CKEETCD_PREFIX, MAX_PREFIX_BYTES
 from ckeetcd.model import KUBE_APISERVER, Desired, DesiredUser
+from ckeetcd.textcheck import show
 
 if TYPE_CHECKING:
     from ckeetcd.etcd.client import EtcdClient, PemTLS
@@ -59,14 +60,21 @@ def check_add(user: str, prefix: str) -> None:
         raise UsageError("USER: 'root' is managed by ckeetcd itself")
     if prefix == "":
         raise UsageError("PREFIX: must not be empty")
+    if user == KUBE_APISERVER.name and prefix != KUBE_APISERVER.prefix:
+        raise UsageError(
+            f"USER: {user!r} is managed by ckeetcd itself: readwrite on "
+            f"{KUBE_APISERVER.prefix!r} only, which PREFIX {show(prefix)} would replace"
+        )
+    if len(prefix.encode()) > MAX_PREFIX_BYTES:
+        raise UsageError(f"PREFIX: {show(prefix)} is longer than {MAX_PREFIX_BYTES} bytes")
     if user != KUBE_APISERVER.name and covers_registry(prefix):
         raise UsageError(
-            f"PREFIX: {prefix!r} overlaps {KUBE_APISERVER.prefix!r}, which belongs to "
+            f"PREFIX: {show(prefix)} overlaps {KUBE_APISERVER.prefix!r}, which belongs to "
             f"{KUBE_APISERVER.name}; choose a prefix outside it (e.g. '/{user}/')"
         )
     if covers_own_keys(prefix):
         raise UsageError(
-            f"PREFIX: {prefix!r} overlaps {CKEETCD_PREFIX!r}, ckeetcd's own keys (leader "
+            f"PREFIX: {show(prefix)} overlaps {CKEETCD_PREFIX!r}, ckeetcd's own keys (leader "
             f"election, daemon certificates), root only; choose another (e.g. '/{user}/')"
         )
 
@@ -101,7 +109,8 @@ def check_add_against_config(config: Config, user: str, prefix: str) -> None:
     if user in managed and managed[user] != prefix:
         raise UsageError(
             f"PREFIX: {user!r} is declared in {config.path} with prefix "
-            f"{managed[user]!r}; the daemon would undo {prefix!r} (edit the config instead)"
+            f"{show(managed[user])}; the daemon would undo {show(prefix)} (edit the config "
+            "instead)"
         )
     if config.prune_users and user not in managed:
         raise UsageError(

@@ -64,12 +64,12 @@ class KeyValue:
 
 
 ALARM_TYPES = {"NOSPACE": rpc.NOSPACE, "CORRUPT": rpc.CORRUPT}
-_ALARM = re.compile(r"^(?:memberID:(\d+) )?alarm:([A-Z]+)\s*$")
+_ALARM = re.compile(r"(?:memberID:([0-9]+) )?alarm:([A-Z]+)")
 
 
 def parse_alarm(error: str) -> tuple[int, str] | None:
     """`memberID:123 alarm:NOSPACE` (an entry of Status errors) -> (123, "NOSPACE")."""
-    m = _ALARM.match(error.strip())
+    m = _ALARM.fullmatch(error.strip())
     return (int(m.group(1) or 0), m.group(2)) if m else None
 
 

@@ -75,7 +75,7 @@ SERVICE = "Service"
 ENDPOINTS = "Endpoints"
 SLICE = "EndpointSlice"
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # fullmatch
 
 Obj = dict[str, Any]
 
@@ -96,7 +96,7 @@ class Row:
 
     @property
     def hostname(self) -> str | None:
-        return self.name if _DNS_LABEL.match(self.name) else None
+        return self.name if _DNS_LABEL.fullmatch(self.name) else None
 
     def sort_key(self) -> tuple[int, int]:
         ip = ipaddress.ip_address(self.address)
