@@ -129,10 +129,8 @@ def parse_duration(text: str, arg: str = "duration") -> dt.timedelta:
 
 
 def parse_ttl(text: str, arg: str = "-ttl",
-              minimum: dt.timedelta = dt.timedelta(seconds=1),
-              maximum: dt.timedelta | None = None) -> dt.timedelta:
-    """A lifetime: a Go duration of at least `minimum` and at most `maximum`
-    (certificates count whole seconds)."""
+              minimum: dt.timedelta = dt.timedelta(seconds=1)) -> dt.timedelta:
+    """A lifetime: a Go duration of at least `minimum` (certificates count whole seconds)."""
     ns = parse_duration_ns(text, arg)
     if ns <= 0:
         raise DurationError(arg, f"duration {quote(text)} must be positive ({HINT})")
@@ -140,9 +138,6 @@ def parse_ttl(text: str, arg: str = "-ttl",
     if ttl < minimum:
         raise DurationError(arg, f"duration {quote(text)} is shorter than "
                                  f"{format_duration(minimum)}")
-    if maximum is not None and ttl > maximum:
-        raise DurationError(arg, f"duration {quote(text)} is longer than "
-                                 f"{format_duration(maximum)}")
     return ttl
 
 

@@ -232,7 +232,6 @@ def test_a_refused_argument_always_exits_2(workdir: Path, cmd: Command) -> None:
     (["etcd", "issue", "root\n"], "USER: 'root\\n' must not contain control characters"),
     (["etcd", "issue", "-ttl=1e999h", "app"], '-ttl: invalid duration "1e999h"'),
     (["etcd", "issue", "--ttl", "24h\x1b[2J", "app"], "--ttl: '24h\\x1b[2J'"),
-    (["etcd", "issue", "-ttl=175201h", "app"], "is longer than 175200h"),
     (["etcd", "local-backup", "-max-backups=\uff15"], "-max-backups: '\uff15' is not an integer"),
     (["etcd", "local-backup", "-max-backups=10001"], "-max-backups: must be between 1 and 10000"),
     (["history", "-n", "5\n"], "argument -n: must be a whole number"),

@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 
 ROOT = "root"
 ROOT_LIFETIME = dt.timedelta(hours=2)
-# The longest -ttl: a fresh CA's whole life (pki.CA_LIFETIME, 20 years; not imported:
-# it would load cryptography.x509 into a command that must answer at once).
-MAX_TTL = dt.timedelta(days=3650 * 2)
 CA_CERT_FILE = "ca.crt"
 CA_KEY_FILE = "ca.key"
 
@@ -185,7 +182,7 @@ def issue(args: argparse.Namespace) -> int:
         raise UsageError("USER: certificates for 'root' come from `root-issue` "
                          f"(valid {format_duration(ROOT_LIFETIME)})")
     try:
-        lifetime = parse_ttl(args.ttl, "-ttl", maximum=MAX_TTL)
+        lifetime = parse_ttl(args.ttl, "-ttl")
     except DurationError as e:
         raise UsageError(str(e)) from None
     return _issue(args, args.user, lifetime)
