@@ -819,7 +819,7 @@ class _Validator:
             removed_data_keep=int(self.number(t, "maintenance", "removed_data_keep",
                                               d.removed_data_keep, 0, 1000, integer=True)),
             log_max_bytes=int(self.number(t, "maintenance", "log_max_bytes", d.log_max_bytes,
-                                          65536, 1 << 40, integer=True, unit="bytes")),
+                                          65536, 1 << 34, integer=True, unit="bytes")),
         )
 
     def daemon_id(self, t: Mapping[str, Any], key: str) -> str:

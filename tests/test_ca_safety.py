@@ -371,7 +371,7 @@ def test_ca_import_of_a_bad_file_exits_2_and_writes_nothing(
             path.write_text(content)
         assert main(["ca", "import", str(path), "--config", str(target.path)]) == 2, name
         err = capsys.readouterr().err
-        assert f"FILE {path}: " in err, (name, err)
+        assert f"FILE: {path}: " in err, (name, err)
         assert not target.cluster.state_dir.exists(), name
 
 

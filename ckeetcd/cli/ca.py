@@ -62,11 +62,11 @@ def ca_import(args: argparse.Namespace) -> int:
     try:
         raw = Path(args.file).read_bytes()
     except OSError as e:
-        return _error(f"FILE {args.file}: cannot read: {e.strerror or e}", USAGE_ERROR)
+        return _error(f"FILE: {args.file}: cannot read: {e.strerror or e}", USAGE_ERROR)
     try:
         data = parse_bundle(raw, config.cluster.name)
     except CATransferError as e:
-        return _error(f"FILE {args.file}: {e}", USAGE_ERROR)
+        return _error(f"FILE: {args.file}: {e}", USAGE_ERROR)
     refused = claimed(config)
     if refused:
         return _error(refused, USAGE_ERROR)
