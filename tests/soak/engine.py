@@ -42,9 +42,11 @@ SOAK_USER, SOAK_PREFIX = "soak", "/soak/"
 POLL = 0.05
 
 
-def soak_extra(root: Path) -> str:
-    """Config sections a soak cluster needs: the servers file and the soak user."""
-    return (f'[apiserver]\netcd_servers_file = "{root / "etcd-servers"}"\n\n'
+def soak_extra(root: Path, etcd_binary: str = "") -> str:
+    """Config sections a soak cluster needs: the servers file and the soak user (and
+    `[etcd] binary` when given: the soak can run any etcd)."""
+    etcd = f'[etcd]\nbinary = "{etcd_binary}"\n\n' if etcd_binary else ""
+    return (f'{etcd}[apiserver]\netcd_servers_file = "{root / "etcd-servers"}"\n\n'
             f'[[users]]\nname = "{SOAK_USER}"\nprefix = "{SOAK_PREFIX}"\n')
 
 
@@ -74,10 +76,12 @@ class Report:
     log: checker.LogVerdict
     rbac_diff: list[str]
     final: list[str]            # final-state problems (members, copies, processes)
+    diverged: list[str] = field(default_factory=list)  # members' copies differed after a fault
     figures: dict[str, Any] = field(default_factory=dict)
 
     def problems(self) -> list[str]:
         return [*self.failures, *self.writes.violations, *self.order.violations,
+                *(f"members diverged {d}" for d in self.diverged),
                 *(f"unexplained daemon error: {e}" for e in self.log.unexplained),
                 *(f"RBAC changed: {d}" for d in self.rbac_diff), *self.final]
 
@@ -88,7 +92,9 @@ class Report:
             "faults": len(self.faults),
             "operations": self.figures.get("operations"),
             "acknowledged_puts": w.acked,
-            "lost": len(w.lost) + len(w.wrong_value) + len(w.wrong_revision),
+            "lost": len(w.lost) + len(w.wrong_value),
+            "acknowledged_with_wrong_revision": len(w.wrong_revision),
+            "member_divergences": len(self.diverged),
             "definite_failures_present": len(w.failed_present),
             "indeterminate_puts": {"total": w.indeterminate, "present": w.indeterminate_present,
                                    "absent": w.indeterminate - w.indeterminate_present},
@@ -105,10 +111,13 @@ class Report:
         s = self.summary()
         ops = s["operations"] or {}
         lines = [
-            f"soak seed {self.seed}: {len(self.faults)} faults",
+            f"soak seed {self.seed}: {len(self.faults)} faults, etcd "
+            f"{self.figures.get('etcd_versions')}",
             f"puts {ops.get('put')}, reads {ops.get('read')}",
             f"lost {s['lost']}, stale reads {s['stale_reads']}, reads not matching the store "
-            f"{s['read_count_mismatches']}, definite failures present "
+            f"{s['read_count_mismatches']}, wrong revisions acknowledged "
+            f"{s['acknowledged_with_wrong_revision']}, member divergences "
+            f"{s['member_divergences']}, definite failures present "
             f"{s['definite_failures_present']}, indeterminate {s['indeterminate_puts']}",
             f"quiet baseline: {self.figures.get('quiet')}",
             figures.table(self.figures.get("per_fault", {})),
@@ -132,6 +141,7 @@ class Soak:
                            random.Random(options.seed), daemon_env)
         self.faults: list[FaultRecord] = []
         self.failures: list[str] = []
+        self.diverged: list[str] = []  # members whose copy differs (checked after each fault)
         self.workload: subprocess.Popen[bytes] | None = None
         self._tail = HistoryTail(self.history_path)
         self._last_ack = 0.0
@@ -210,6 +220,9 @@ class Soak:
         rec = FaultRecord(f.kind, details, start, ended, steady, wall,
                           wall + (steady - start), resumed)
         self.faults.append(rec)
+        diverged = self.divergence()
+        if diverged:
+            self.diverged.append(f"after {f.kind} at {start:.3f} ({details}): {diverged}")
         if self.options.prune_archives:
             self.prune_archives()
         return rec
@@ -245,6 +258,19 @@ class Soak:
         if set(listed) != set(urls.values()):
             return f"servers file lists {listed}"
         return None
+
+    def divergence(self) -> str | None:
+        """Whether every member holds the same key space: etcd's HashKV of each, at the
+        lowest revision any of them has (what etcd's own corruption check compares)."""
+        urls = {n: self.world.url(n) for n in self.world.names}
+        revs = {n: st.revision for n, u in urls.items() if (st := self.probe.status(u))}
+        if len(revs) != len(urls):
+            return None  # a member stopped answering: the next steady wait will say so
+        at = min(revs.values())
+        hashes = {n: self.probe.hash_kv(u, at) for n, u in urls.items()}
+        if len(set(hashes.values())) == 1:
+            return None
+        return f"HashKV at revision {at} differs: {hashes} (revisions {revs})"
 
     def wait_steady(self, timeout: float) -> float:
         deadline = time.monotonic() + timeout
@@ -354,10 +380,12 @@ class Soak:
         report = Report(self.options.seed, self.faults, self.failures,
                         checker.check_writes(history, stored),
                         checker.check_order(history, stored),
-                        checker.check_log(lines, windows), rbac_diff, final)
+                        checker.check_log(lines, windows), rbac_diff, final, self.diverged)
         acks = figures.ack_times(history)
         q0, q1 = self._quiet
         report.figures = {
+            "etcd_versions": sorted({st.version for n in self.world.names
+                                     if (st := self.probe.status(self.world.url(n)))}),
             "operations": figures.counts(history),
             "quiet": {"seconds": round(q1 - q0, 1),
                       "longest_write_gap_s": round(figures.longest_gap(acks, q0, q1), 3),

@@ -34,6 +34,8 @@ class Status:
     leader: int
     raft_index: int
     errors: tuple[str, ...]
+    revision: int = 0  # the member's own store revision (header.revision)
+    version: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,17 @@ class Probe:
                                                                 timeout=self.timeout)
         except grpc.RpcError:
             return None
-        return Status(r.header.member_id, r.leader, r.raftIndex, tuple(r.errors))
+        return Status(r.header.member_id, r.leader, r.raftIndex, tuple(r.errors),
+                      int(r.header.revision), str(r.version))
+
+    def hash_kv(self, url: str, revision: int, timeout: float = 10.0) -> int | None:
+        """etcd's hash of the member's whole key space at `revision` (None: no answer)."""
+        try:
+            r = rpc.MaintenanceStub(self._channel(url)).HashKV(
+                rpc.HashKVRequest(revision=revision), timeout=timeout)
+        except grpc.RpcError:
+            return None
+        return int(r.hash)
 
     def read_prefix(self, url: str, prefix: str, serializable: bool = False,
                     revision: int = 0, timeout: float = 30.0) -> tuple[int, list[KV]]:
