@@ -204,10 +204,10 @@ class Soak:
 
     def step(self, f: Fault) -> FaultRecord | None:
         time.sleep(self.options.gap)  # the workload alone for a moment: stalls stay apart
-        leader = self.world.leader()
+        details: dict[str, Any] = {"leader": self.world.leader()}
         start, wall = time.monotonic(), time.time()
         try:
-            details = {"leader": leader, **f.begin(self.world)}
+            details.update(f.begin(self.world))
             if f.hold:
                 time.sleep(f.hold)  # the fault's own duration (a hang)
             f.end(self.world)
@@ -215,7 +215,7 @@ class Soak:
             steady = self.wait_steady(self.options.steady_timeout)
             resumed = self.wait_resumed(steady, self.options.steady_timeout)
         except (FaultError, SoakFailure) as e:
-            self.failures.append(f"{f.kind} at {start:.3f}: {e}")
+            self.failures.append(f"{f.kind} at {start:.3f} ({details}): {e}")
             return None
         rec = FaultRecord(f.kind, details, start, ended, steady, wall,
                           wall + (steady - start), resumed)
@@ -336,16 +336,18 @@ class Soak:
         for n, u in zip(self.world.names, urls, strict=True):
             deadline = time.monotonic() + 30
             while True:
+                error = ""
                 try:
                     _, copy = self.probe.read_prefix(u, SOAK_PREFIX, serializable=True)
                     got = {kv.key: (kv.value, kv.mod_revision) for kv in copy}
                 except grpc.RpcError as e:
-                    got = {"<error>": (str(e), 0)}
+                    got, error = {}, f"{e.code().name}: {e.details()}"
                 if got == want:
                     break
                 if time.monotonic() > deadline:
                     diff = len(set(got.items()) ^ set(want.items()))
-                    problems.append(f"{n}'s copy of {SOAK_PREFIX} differs ({diff} entries)")
+                    problems.append(f"{n} could not be read: {error}" if error else
+                                    f"{n}'s copy of {SOAK_PREFIX} differs ({diff} entries)")
                     break
                 time.sleep(POLL)
         return ({kv.key: checker.Stored(kv.value, kv.mod_revision, kv.create_revision,
