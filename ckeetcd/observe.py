@@ -214,7 +214,7 @@ class Observer:
         if self.ca_pem is None:
             return
         now = dt.datetime.now(dt.timezone.utc)
-        names = ("ca.crt", "server.crt", "peer.crt")
+        names = ("ca.crt", "server.crt", "peer.crt", "server.key", "peer.key")
         ca_pem = self.ca_pem
 
         async def problem(d: DesiredMember) -> str | None:
@@ -222,7 +222,7 @@ class Observer:
                 got = await asyncio.gather(*(self.runtime.read_tls(d.name, f) for f in names))
             except OSError:
                 return None
-            expiry = [_not_after(pem) for pem in got[1:]]
+            expiry = [_not_after(pem) for pem in got[1:3]]
             if known := [t for t in expiry if t is not None]:
                 self._cert_expiry[d.name] = min(known)
             return member_tls_problem(dict(zip(names, got, strict=True)), ca_pem, d.address,

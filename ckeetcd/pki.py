@@ -425,6 +425,17 @@ def cert_sans(cert_pem: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return ips, tuple(san.get_values_for_type(x509.DNSName))
 
 
+def key_matches(cert_pem: bytes, key_pem: bytes) -> bool:
+    """Whether `key_pem` is the private key of the certificate `cert_pem`."""
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except (ValueError, TypeError):
+        return False
+    raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return key.public_key().public_bytes(*raw) == cert.public_key().public_bytes(*raw)
+
+
 def cert_ips(cert_pem: bytes) -> tuple[str, ...]:
     return cert_sans(cert_pem)[0]
 
@@ -437,12 +448,25 @@ def member_tls_problem(
     renew_before: dt.timedelta,
     now: dt.datetime,
 ) -> str:
-    """Why a member's installed TLS files must be (re)issued; "" when they are fine."""
+    """Why a member's installed TLS files must be (re)issued; "" when they are fine.
+
+    When `files` has the keys too ("server.key", "peer.key"), each must be there
+    and match its certificate: the files are written one by one, so a daemon
+    killed while installing them can leave a set whose certificates look fine.
+    """
     server, peer, ca = files.get("server.crt"), files.get("peer.crt"), files.get("ca.crt")
     if server is None or peer is None or ca is None:
         return "missing"
     if ca != ca_pem:
         return "signed by another CA"
+    for cert, key_name in ((server, "server.key"), (peer, "peer.key")):
+        if key_name not in files:
+            continue
+        key = files[key_name]
+        if key is None:
+            return "missing"
+        if not key_matches(cert, key):
+            return f"{key_name} does not match its certificate"
     want_ips = set(member_ips(address))
     ips, names = cert_sans(server)
     if set(ips) != want_ips or set(names) != set(dns):

@@ -90,3 +90,29 @@ def test_swap_survives_daemon_killed_after(cluster: Cluster, failpoint: str) -> 
     r = cluster.etcdctl("member", "list")
     assert "m3" not in r.stdout
     assert cluster.member_pid("m3") is None
+
+
+@pytest.mark.parametrize("damage", ["peer.key missing", "peer.key of another pair"])
+def test_member_restarts_after_a_crash_left_its_tls_files_partial(cluster: Cluster,
+                                                                  damage: str) -> None:
+    """A daemon killed inside install-tls leaves some of a member's five TLS files new and
+    some missing or old (the soak found one killed after peer.crt, before peer.key). The
+    certificates alone look fine; the next daemon must re-issue the set, not start etcd
+    on it forever (etcd exits at once: "open .../peer.key: no such file or directory").
+    """
+    import os
+
+    cluster.stop_daemon()
+    pid = cluster.member_pid("m3")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: cluster.member_pid("m3") is None, 20, "m3 gone")
+    tls = cluster.state_dir / "members" / "m3" / "tls"
+    if damage == "peer.key missing":
+        (tls / "peer.key").unlink()
+    else:  # a crash between a new key and its new certificate
+        (tls / "peer.key").write_bytes((tls / "server.key").read_bytes())
+    cluster.start_daemon()
+    cluster.wait_healthy(["m1", "m2", "m3"], timeout=60)
+    assert (tls / "peer.key").stat().st_mode & 0o777 == 0o600
+    assert (tls / "peer.key").read_bytes() != (tls / "server.key").read_bytes()

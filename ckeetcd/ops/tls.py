@@ -7,7 +7,8 @@ import datetime as dt
 from ckeetcd.ops.context import OpContext, OpFailed
 from ckeetcd.pki import member_tls_files, member_tls_problem
 
-TLS_CHECKED = ("ca.crt", "server.crt", "peer.crt")
+# the keys too: a set a killed daemon left half-written must not pass as fine
+TLS_CHECKED = ("ca.crt", "server.crt", "peer.crt", "server.key", "peer.key")
 
 
 async def member_tls_state(ctx: OpContext, name: str) -> str:

@@ -1,0 +1,183 @@
+"""The soak's checker and figures on hand-made histories: each anomaly is caught.
+
+Pure: no etcd. tests/test_soak.py runs the checker on a real soak.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from tests.soak import checker, figures
+from tests.soak.checker import Stored, Window
+from tests.soak.history import FAILED, INDETERMINATE, OK, OpRecord, classify
+from tests.soak.nemesis import FAULT_KINDS, schedule
+
+
+def put(client: str, start: float, end: float, key: str, rev: int = 0,
+        outcome: str = OK) -> OpRecord:
+    return OpRecord(client, "put", start, end, outcome, key=key, value=f"v-{key}",
+                    revision=rev if outcome == OK else 0)
+
+
+def read(client: str, start: float, end: float, rev: int, count: int,
+         outcome: str = OK) -> OpRecord:
+    return OpRecord(client, "read", start, end, outcome, revision=rev, count=count)
+
+
+def stored(*items: tuple[str, int]) -> dict[str, Stored]:
+    return {k: Stored(f"v-{k}", rev, rev, 1) for k, rev in items}
+
+
+@pytest.mark.parametrize(("code", "details", "want"), [
+    ("OK", "", OK),
+    ("PERMISSION_DENIED", "etcdserver: permission denied", FAILED),
+    ("RESOURCE_EXHAUSTED", "etcdserver: mvcc: database space exceeded", FAILED),
+    ("INVALID_ARGUMENT", "etcdserver: request is too large", FAILED),
+    ("UNAVAILABLE", "failed to connect to all addresses; last error: UNKNOWN", FAILED),
+    ("UNAVAILABLE", "etcdserver: rpc not supported for learner", FAILED),
+    ("UNKNOWN", "raft proposal dropped", FAILED),
+    # may have been applied: indeterminate
+    ("DEADLINE_EXCEEDED", "Deadline Exceeded", INDETERMINATE),
+    ("UNAVAILABLE", "Stream removed (recvmsg:Connection reset by peer (104))", INDETERMINATE),
+    ("UNAVAILABLE", "etcdserver: request timed out", INDETERMINATE),
+    ("UNAVAILABLE", "etcdserver: leader changed", INDETERMINATE),
+    ("UNAVAILABLE", "etcdserver: request timed out, possibly due to previous leader failure",
+     INDETERMINATE),
+    ("CANCELLED", "", INDETERMINATE),
+    ("UNKNOWN", "something new", INDETERMINATE),
+])
+def test_classify(code: str, details: str, want: str) -> None:
+    assert classify(code, details) == want
+
+
+def test_writes_all_good() -> None:
+    h = [put("w0", 0, 1, "a", 2), put("w0", 1, 2, "b", outcome=FAILED),
+         put("w0", 2, 3, "c", outcome=INDETERMINATE), put("w0", 3, 4, "d", outcome=INDETERMINATE)]
+    v = checker.check_writes(h, stored(("a", 2), ("c", 3)))
+    assert v.violations == []
+    assert (v.acked, v.failed, v.indeterminate, v.indeterminate_present) == (1, 1, 2, 1)
+
+
+@pytest.mark.parametrize(("history", "store", "field"), [
+    ([put("w0", 0, 1, "a", 2)], stored(), "lost"),
+    ([put("w0", 0, 1, "a", 2)], {"a": Stored("other", 2, 2, 1)}, "wrong_value"),
+    ([put("w0", 0, 1, "a", 2)], stored(("a", 3)), "wrong_revision"),
+    ([put("w0", 0, 1, "a", outcome=FAILED)], stored(("a", 2)), "failed_present"),
+    ([], stored(("ghost", 2)), "unknown_present"),
+    ([put("w0", 0, 1, "a", 2)], {"a": Stored("v-a", 2, 2, 2)}, "rewritten"),
+])
+def test_writes_anomalies(history: list[OpRecord], store: dict[str, Stored], field: str) -> None:
+    v = checker.check_writes(history, store)
+    assert getattr(v, field) != []
+    assert any(s.startswith(field) for s in v.violations)
+
+
+def test_order_all_good() -> None:
+    h = [put("w0", 0.0, 0.1, "a", 2), read("r0", 0.05, 0.2, 2, 1),
+         put("w1", 0.15, 0.3, "b", 3), read("r0", 0.3, 0.4, 3, 2),
+         read("r1", 0.25, 0.35, 2, 1)]  # overlaps b's put: may or may not see it
+    v = checker.check_order(h, stored(("a", 2), ("b", 3)))
+    assert v.violations == [] and v.reads == 3
+
+
+@pytest.mark.parametrize(("history", "field"), [
+    # a reader goes back in time
+    ([put("w0", 0, 0.1, "a", 2), put("w0", 0.2, 0.3, "b", 3),
+      read("r0", 0.4, 0.5, 3, 2), read("r0", 0.6, 0.7, 2, 1)], "client_regressions"),
+    # a read that starts after b's put was acknowledged does not see it
+    ([put("w0", 0, 0.1, "a", 2), put("w0", 0.2, 0.3, "b", 3),
+      read("r1", 0.4, 0.5, 2, 1)], "realtime_violations"),
+    # a read's count does not match the store at its revision
+    ([put("w0", 0, 0.1, "a", 2), put("w0", 0.2, 0.3, "b", 3),
+      read("r1", 0.4, 0.5, 3, 1)], "count_mismatches"),
+])
+def test_order_anomalies(history: list[OpRecord], field: str) -> None:
+    v = checker.check_order(history, stored(("a", 2), ("b", 3)))
+    assert getattr(v, field) != [], v
+    assert any(s.startswith(field) for s in v.violations)
+
+
+def test_indeterminate_put_applied_after_its_client_gave_up_is_fine() -> None:
+    # b timed out at 0.5; applied later (revision 4) than a put that started after
+    h = [put("w0", 0.0, 0.5, "b", outcome=INDETERMINATE), put("w1", 0.6, 0.7, "c", 3),
+         read("r0", 0.8, 0.9, 4, 2)]
+    v = checker.check_order(h, stored(("c", 3), ("b", 4)))
+    assert v.violations == []
+
+
+def test_indeterminate_put_applied_before_it_started_is_caught() -> None:
+    h = [put("w1", 0.0, 0.1, "c", 5), put("w0", 0.2, 0.5, "b", outcome=INDETERMINATE)]
+    v = checker.check_order(h, stored(("c", 5), ("b", 4)))
+    assert v.realtime_violations != []
+
+
+@pytest.mark.parametrize(("acks", "window", "want"), [
+    ([1.0, 2.0, 5.0, 6.0], (3.0, 4.0), 3.0),   # one gap spans the window
+    ([1.0, 2.0, 5.0, 6.0], (2.5, 5.5), 3.0),
+    ([1.0, 2.0, 5.0, 6.0], (5.5, 5.8), 1.0),
+    ([1.0, 2.0, 5.0, 6.0], (0.0, 1.5), 1.0),   # before the first ack: from the first
+    ([1.0, 1.1, 1.2], (1.15, 1.16), 0.1),
+    ([], (0.0, 1.0), 0.0),
+])
+def test_longest_gap(acks: list[float], window: tuple[float, float], want: float) -> None:
+    assert figures.longest_gap(acks, *window) == pytest.approx(want)
+
+
+QUORUM_LOST = {"event": "quorum_lost", "level": "error", "timestamp": "2026-01-01T00:00:10Z"}
+T10 = 1767225610.0  # 2026-01-01T00:00:10Z
+
+
+@pytest.mark.parametrize(("event", "windows", "want"), [
+    (QUORUM_LOST, [Window(("kill-quorum", ""), T10 - 1, T10 + 1)], "kill-quorum"),
+    (QUORUM_LOST, [Window(("swap-under-fault", "kill-quorum"), T10 - 1, T10)], "kill-quorum"),
+    (QUORUM_LOST, [Window(("kill-quorum", ""), T10 - 1, T10 - checker.LATE - 1)], None),
+    (QUORUM_LOST, [Window(("kill-leader", ""), T10 - 1, T10 + 1)], None),
+    (QUORUM_LOST, [], None),
+    ({**QUORUM_LOST, "exception": "Traceback ..."}, [Window(("kill-quorum", ""), T10 - 1,
+                                                           T10 + 1)], None),
+])
+def test_explained_errors(event: dict[str, str], windows: list[Window], want: str | None,
+                          ) -> None:
+    assert checker.explain(event, windows) == want
+
+
+def test_log_check_lists_every_error_and_tracebacks() -> None:
+    lines = ['{"event": "cycle", "level": "info", "timestamp": "2026-01-01T00:00:10Z"}',
+             '{"event": "quorum_lost", "level": "error", "timestamp": "2026-01-01T00:00:10Z"}',
+             '{"event": "side_task_failed", "level": "error", "timestamp": "2026-01-01T00:00:10Z"}',
+             "Traceback (most recent call last):", ""]
+    v = checker.check_log(lines, [Window(("kill-quorum", ""), T10 - 1, T10 + 1)])
+    assert [e["event"] for e in v.errors] == ["quorum_lost", "side_task_failed", "raw"]
+    assert [e["event"] for e in v.unexplained] == ["side_task_failed", "raw"]
+
+
+def test_rbac_diff() -> None:
+    before = {"user soak": "User: soak\nRoles: soak\n", "role soak": "/soak/"}
+    assert checker.check_rbac(before, dict(before)) == []
+    assert checker.check_rbac(before, {"user soak": before["user soak"]}) != []
+
+
+def test_schedule_is_balanced_and_seeded() -> None:
+    kinds = [f.kind for f in schedule(random.Random(7), 2 * len(FAULT_KINDS) + 3)]
+    counts = Counter(kinds)
+    assert set(counts) == set(FAULT_KINDS)
+    assert max(counts.values()) - min(counts.values()) <= 1
+    assert kinds == [f.kind for f in schedule(random.Random(7), len(kinds))]
+    assert kinds != [f.kind for f in schedule(random.Random(8), len(kinds))]
+
+
+def test_targets() -> None:
+    kinds = {"kill-follower": {"write_stall_s": {"n": 2, "max": 0.05}},
+             "hang-follower": {"write_stall_s": {"n": 2, "max": 0.2}},
+             "kill-leader": {"write_stall_s": {"n": 2, "max": 1.4}},
+             "swap": {"write_stall_s": {"n": 2, "max": 0.1}},
+             "daemon-killed-mid-swap": {"write_stall_s": {"n": 2, "max": 0.12}}}
+    t = figures.targets(kinds, 1.0, lost=0, stale=0, failures=0, noise=0.03)
+    assert {k: v["met"] for k, v in t.items()} == {
+        "no_acknowledged_write_lost": True, "no_stale_read": True,
+        "every_fault_recovered": True, "kill-follower_stall_max": True,
+        "hang-follower_stall_max": False, "kill-leader_stall_max": True,
+        "daemon-killed-mid-swap_stall_max": True}
