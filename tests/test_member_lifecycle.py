@@ -178,8 +178,14 @@ def test_a_bootstrap_whose_etcd_exits_backs_off_and_forms_once_fixed(
         make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
     """An etcd that refuses to start (here a wrapper that exits 3, as etcd does on a flag
     value it rejects): every member backs off, none is started in a tight loop."""
+    # It parses flags like etcd (check-config, run and reload ask the binary whether
+    # its flags parse: ckeetcd.nodes.etcdprobe), then refuses to start, as etcd does
+    # on what no flag check can see (a damaged data dir, a port already taken).
+    real = resolve_etcd_binary("")
     etcd = tmp_path / "etcd"
-    etcd.write_text("#!/bin/sh\necho 'error: this etcd refuses to start' >&2\nexit 3\n")
+    etcd.write_text("#!/bin/sh\n"
+                    f'case " $* " in *" --ckeetcd-probe-1 "*) exec "{real}" "$@";; esac\n'
+                    "echo 'error: this etcd refuses to start' >&2\nexit 3\n")
     etcd.chmod(0o755)
     c = make_cluster(extra=f'[etcd]\nbinary = "{etcd}"\n')
     c.start_daemon()
@@ -195,7 +201,6 @@ def test_a_bootstrap_whose_etcd_exits_backs_off_and_forms_once_fixed(
     for name in ("m2", "m3"):  # each member has its own back-off, none runs free
         assert len(_starts_of(c, name, 0)) <= len(starts) + 1
 
-    real = resolve_etcd_binary("")
     fixed = tmp_path / "etcd.new"
     fixed.write_text(f'#!/bin/sh\nexec "{real}" "$@"\n')
     fixed.chmod(0o755)
