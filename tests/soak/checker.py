@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -198,8 +199,6 @@ class Window:
 
 def parse_log_line(line: str) -> dict[str, Any] | None:
     """A JSON event, a non-JSON line as {"event": "raw", "line": ...}, or None if blank."""
-    import json
-
     if not line.strip():
         return None
     try:

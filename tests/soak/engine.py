@@ -29,6 +29,7 @@ from typing import Any
 
 import grpc
 
+from ckeetcd.pki import write_private
 from tests.harness import Cluster, ckecli
 from tests.soak import checker, figures
 from tests.soak.figures import FaultRecord
@@ -172,8 +173,7 @@ class Soak:
         (certs / "ca.crt").write_text(bundle["ca_certificate"])
         (certs / f"{SOAK_USER}.crt").write_text(bundle["certificate"])
         key = certs / f"{SOAK_USER}.key"
-        key.touch(mode=0o600)
-        key.write_text(bundle["private_key"])
+        write_private(key, bundle["private_key"].encode())  # 0600 from its first byte
         self._rbac_before = self.rbac()
         if f"{SOAK_PREFIX}" not in self._rbac_before.get(f"role {SOAK_USER}", ""):
             raise SoakFailure(f"role {SOAK_USER} lacks {SOAK_PREFIX}: {self._rbac_before}")
