@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import posixpath
 
+from ckeetcd.textcheck import refused_char
+
 # The file system hierarchy's shared folders (FHS 3.0 and what distributions add).
 SYSTEM_DIRS = frozenset({
     "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
@@ -36,12 +38,9 @@ def normalize(path: str) -> str:
 
 
 def character_problem(path: str) -> str:
-    """Why `path` cannot name a folder at all (NUL) or safely (control characters)."""
-    if "\x00" in path:
-        return "must not contain a NUL character"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
-        return "must not contain control characters (newline, tab, ...)"
-    return ""
+    """Why `path` cannot name a folder safely (NUL, control or format characters, bytes
+    that are not UTF-8): the one rule of ckeetcd.textcheck, "" when it can."""
+    return refused_char(path) or ""
 
 
 def system_dir_problem(path: str, homes: tuple[str, ...] = ()) -> str:
