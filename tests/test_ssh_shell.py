@@ -10,8 +10,8 @@ import asyncio
 import subprocess
 from pathlib import Path
 
-from ckeetcd.config import EtcdConfig, SSHConfig
-from ckeetcd.model import MemberExit
+from ckeetcd.core.config import EtcdConfig, SSHConfig
+from ckeetcd.core.model import MemberExit
 from ckeetcd.nodes.base import MemberSpec
 from ckeetcd.nodes.ssh import Result, SSHError, SSHNode, SSHRuntime
 

@@ -1,4 +1,4 @@
-"""CA, member and client certificates (ECDSA P-256), written with safe modes.
+"""The cluster CA (ECDSA P-256): made once, loaded, never replaced; it issues every leaf.
 
 The CA lives in `<state_dir>/pki` (0700); every private key is 0600 and is
 written atomically, so a crash never leaves a half key behind. With
@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import ipaddress
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +18,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ckeetcd.support.files import ensure_private_dir, write_atomic, write_new
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
@@ -134,77 +134,6 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a secret atomically with mode 0600 from its first byte."""
-    write_atomic(path, data, 0o600)
-
-
-def _staged(folder: Path, name: str, data: bytes, mode: int) -> str:
-    """A fsynced temp file with `data` and `mode` in `folder`; returns its path."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`."""
-    ensure_private_dir(path.parent)
-    tmp = _staged(path.parent, path.name, data, mode)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_new(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a file that must not exist yet, atomically: FileExistsError (and nothing
-    changed) when it does. For the CA, which must never be overwritten."""
-    ensure_private_dir(path.parent)
-    tmp = _staged(path.parent, path.name, data, mode)
-    try:
-        os.link(tmp, path)  # fails if `path` exists, unlike a rename
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in `path` durable (fsync the folder itself)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def ensure_private_dir(path: Path) -> None:
-    """Create `path` and its missing parents with mode 0700; leave existing folders alone.
-
-    A folder that exists may be shared (a backup target, /etc/kubernetes, a
-    mount point): its mode is its owner's business, so it is never chmod-ed.
-    """
-    missing = []
-    p = path
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir(mode=0o700)
-        except FileExistsError:
-            continue  # made meanwhile by someone else: not ours to chmod
-        d.chmod(0o700)  # mkdir's mode went through the umask
 
 
 class CAError(ValueError):
@@ -375,105 +304,3 @@ def ca_action(f: CAFacts) -> str:
     if not f.bootstrapper:
         return CA_MISSING
     return CA_KEY_MISSING if f.cluster else CA_CREATE
-
-
-def member_ips(address: str) -> tuple[str, ...]:
-    """IP SANs of a member cert.
-
-    On loopback etcd checks a peer cert against the connection's source
-    address, which is 127.0.0.1 whatever the member's own 127.x address.
-    """
-    ip = ipaddress.ip_address(address)
-    if ip.is_loopback and ip.version == 4 and address != "127.0.0.1":
-        return (address, "127.0.0.1")
-    return (address,)
-
-
-def not_after(cert_pem: bytes) -> dt.datetime:
-    return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
-
-
-def write_cert_key(cert_path: Path, key_path: Path, pair: CertKey) -> None:
-    write_private(key_path, pair.key_pem)
-    write_atomic(cert_path, pair.cert_pem)
-
-
-def member_tls_files(ca: CA, name: str, address: str,
-                     lifetime: dt.timedelta = MEMBER_LIFETIME,
-                     dns: tuple[str, ...] = ("localhost",)) -> dict[str, bytes]:
-    """ca.crt plus server and peer pairs for one member, both usable either way."""
-    ips = member_ips(address)
-    server = ca.issue(name, lifetime, server=True, client=True, ips=ips, dns=dns)
-    peer = ca.issue(name, lifetime, server=True, client=True, ips=ips)
-    return {
-        "ca.crt": ca.cert_pem,
-        "server.crt": server.cert_pem,
-        "server.key": server.key_pem,
-        "peer.crt": peer.cert_pem,
-        "peer.key": peer.key_pem,
-    }
-
-
-def cert_sans(cert_pem: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(IP SANs, DNS SANs) of a PEM certificate."""
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return (), ()
-    ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
-    return ips, tuple(san.get_values_for_type(x509.DNSName))
-
-
-def key_matches(cert_pem: bytes, key_pem: bytes) -> bool:
-    """Whether `key_pem` is the private key of the certificate `cert_pem`."""
-    try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-        cert = x509.load_pem_x509_certificate(cert_pem)
-    except (ValueError, TypeError):
-        return False
-    raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    return key.public_key().public_bytes(*raw) == cert.public_key().public_bytes(*raw)
-
-
-def cert_ips(cert_pem: bytes) -> tuple[str, ...]:
-    return cert_sans(cert_pem)[0]
-
-
-def member_tls_problem(
-    files: dict[str, bytes | None],
-    ca_pem: bytes,
-    address: str,
-    dns: tuple[str, ...],
-    renew_before: dt.timedelta,
-    now: dt.datetime,
-) -> str:
-    """Why a member's installed TLS files must be (re)issued; "" when they are fine.
-
-    When `files` has the keys too ("server.key", "peer.key"), each must be there
-    and match its certificate: the files are written one by one, so a daemon
-    killed while installing them can leave a set whose certificates look fine.
-    """
-    server, peer, ca = files.get("server.crt"), files.get("peer.crt"), files.get("ca.crt")
-    if server is None or peer is None or ca is None:
-        return "missing"
-    if ca != ca_pem:
-        return "signed by another CA"
-    for cert, key_name in ((server, "server.key"), (peer, "peer.key")):
-        if key_name not in files:
-            continue
-        key = files[key_name]
-        if key is None:
-            return "missing"
-        if not key_matches(cert, key):
-            return f"{key_name} does not match its certificate"
-    want_ips = set(member_ips(address))
-    ips, names = cert_sans(server)
-    if set(ips) != want_ips or set(names) != set(dns):
-        return "server SANs differ"
-    if set(cert_ips(peer)) != want_ips:
-        return "peer SANs differ"
-    left = min(not_after(server), not_after(peer)) - now
-    if left <= renew_before:
-        return f"expires in {int(left.total_seconds())}s"
-    return ""
