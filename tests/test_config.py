@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 
 from ckeetcd.core.config import (
     CONFIG_ENV,
@@ -24,7 +25,6 @@ from ckeetcd.core.config import (
     ConfigError,
     load_config,
     parse_config,
-    tomllib,
 )
 
 CONFIG = Path("/srv/ckeetcd/conf/ckeetcd.toml")
