@@ -2,7 +2,7 @@
 
 Each cluster is bootstrapped by the daemon, which is then stopped so nothing
 changes under the measurement. In this process, as the daemon does
-(ckeetcd.loop.daemon.make_env: a ClientPool of cached TLS channels and an
+(ckeetcd.loop.env.make_env: a ClientPool of cached TLS channels and an
 Observer), we time `Observer.observe(desired)` + `decide(desired, observed)`:
 
 - probe: observe(deep=False), what runs every probe_interval;
@@ -31,7 +31,7 @@ from _common import Cadence, bench_cluster, stop_daemon, summary, write_result
 from ckeetcd.core.decide import decide
 from ckeetcd.core.model import Desired
 from ckeetcd.etcd.rbac import ROOT, rbac_in_place
-from ckeetcd.loop.daemon import make_env
+from ckeetcd.loop.env import make_env
 
 TARGET_MS = 20.0
 WARMUP = 20

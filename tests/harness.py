@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from ckeetcd.core.config import EtcdConfig, load_config
 from ckeetcd.core.model import Desired, Observed
 from ckeetcd.etcd import EtcdClient
-from ckeetcd.loop.daemon import make_env
+from ckeetcd.loop.env import make_env
 from ckeetcd.nodes import LocalRuntime, resolve_etcd_binary
 from ckeetcd.pki import TLSFiles, load_ca
 from ckeetcd.support.files import write_atomic, write_private

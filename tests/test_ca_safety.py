@@ -28,8 +28,8 @@ from cryptography import x509
 
 from ckeetcd.cli.main import main
 from ckeetcd.core.config import Config, load_config
-from ckeetcd.loop.daemon import daemon_ca
 from ckeetcd.loop.daemonca import EXIT_REFUSED
+from ckeetcd.loop.startup import daemon_ca
 from ckeetcd.pki import (
     CA_CERT_MISSING,
     CA_CREATE,

@@ -13,7 +13,8 @@ from pathlib import Path
 from ckeetcd.core.config import EtcdConfig, SSHConfig
 from ckeetcd.core.model import MemberExit
 from ckeetcd.nodes.base import MemberSpec
-from ckeetcd.nodes.ssh import Result, SSHError, SSHNode, SSHRuntime
+from ckeetcd.nodes.ssh import SSHRuntime
+from ckeetcd.nodes.sshnode import Result, SSHError, SSHNode
 
 HOST = "10.0.0.1"
 

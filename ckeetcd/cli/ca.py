@@ -22,14 +22,13 @@ def _error(message: str, status: int) -> int:
 
 
 def ca_export(args: argparse.Namespace) -> int:
-    from ckeetcd.loop.daemon import pki_dir
     from ckeetcd.loop.daemonca import CARefused, open_ca
     from ckeetcd.pki import ca_paths
     from ckeetcd.pki.catransfer import export_bundle
     from ckeetcd.support.files import write_private
 
     config = load(args)
-    cert_path, key_path = ca_paths(pki_dir(config))
+    cert_path, key_path = ca_paths(config.cluster.pki_dir)
     if cert_path.exists() and not key_path.exists():
         return _error(f"{key_path} missing: this host cannot export the CA "
                       "(export it where the key is)", 1)
@@ -55,7 +54,6 @@ def ca_export(args: argparse.Namespace) -> int:
 
 
 def ca_import(args: argparse.Namespace) -> int:
-    from ckeetcd.loop.daemon import pki_dir
     from ckeetcd.pki.catransfer import CATransferError, DifferentCA, import_bundle, parse_bundle
     from ckeetcd.tasks.daemoncert import daemon_tls
 
@@ -73,10 +71,10 @@ def ca_import(args: argparse.Namespace) -> int:
         return _error(refused, USAGE_ERROR)
     tls = daemon_tls(config)
     try:
-        what = import_bundle(data, pki_dir(config), tls.cert, tls.key, force=args.force)
+        what = import_bundle(data, config.cluster.pki_dir, tls.cert, tls.key, force=args.force)
     except DifferentCA as e:
         return _error(str(e), USAGE_ERROR)
     except OSError as e:
-        return _error(f"{e.filename or pki_dir(config)}: cannot write: {e.strerror or e}", 1)
-    print(f"imported {what} into {pki_dir(config)}")
+        return _error(f"{e.filename or config.cluster.pki_dir}: cannot write: {e.strerror or e}", 1)
+    print(f"imported {what} into {config.cluster.pki_dir}")
     return 0

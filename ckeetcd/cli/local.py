@@ -22,7 +22,7 @@ from ckeetcd.nodes import LocalRuntime
 
 def stop_members(args: argparse.Namespace) -> int:
     from ckeetcd.coordination.pause import read_pause
-    from ckeetcd.loop.daemon import LOCK_FILE, acquire_state_lock, lock_holder
+    from ckeetcd.support.statelock import LOCK_FILE, acquire_state_lock, lock_holder
 
     config = load(args)
     runtime = LocalRuntime(config.cluster.state_dir, config.etcd)

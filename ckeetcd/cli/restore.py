@@ -68,8 +68,8 @@ def restore(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace, config: Config, snapshot: Path) -> int:
-    from ckeetcd.loop.daemon import LOCK_FILE, acquire_state_lock
     from ckeetcd.procedures.restore import inside_data_dirs
+    from ckeetcd.support.statelock import LOCK_FILE, acquire_state_lock
 
     state = config.cluster.state_dir
     if not state.is_dir():
@@ -124,7 +124,7 @@ async def _check(config: Config, snapshot: Path,
 
 async def _prepare(config: Config, info: SnapshotInfo, cluster: ClusterState,
                    force: bool) -> Plan:
-    from ckeetcd.loop.daemon import make_env
+    from ckeetcd.loop.env import make_env
     from ckeetcd.procedures.restore import make_plan
 
     if cluster.has_quorum and not force:
@@ -139,7 +139,7 @@ async def _prepare(config: Config, info: SnapshotInfo, cluster: ClusterState,
 
 
 async def _execute(config: Config, plan: Plan, ca: CA, tls: PemTLS) -> int:
-    from ckeetcd.loop.daemon import make_env
+    from ckeetcd.loop.env import make_env
     from ckeetcd.procedures.restore import RestoreFailed, Restorer
     from ckeetcd.support import logs
     from ckeetcd.support.history import History

@@ -11,7 +11,7 @@ from typing import Any
 from ckeetcd.cli.common import load
 from ckeetcd.core.config import Config
 from ckeetcd.core.model import Desired, Observed
-from ckeetcd.loop.daemon import make_env
+from ckeetcd.loop.env import make_env
 from ckeetcd.support.startbook import StartBook, iso
 from ckeetcd.tasks.daemoncert import daemon_tls
 from ckeetcd.tasks.keymodes import status_view

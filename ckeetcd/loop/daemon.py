@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +21,21 @@ from ckeetcd.coordination.election import Leadership
 from ckeetcd.core.config import Config, ConfigError, load_config
 from ckeetcd.core.decide import decide
 from ckeetcd.core.model import Decision, Desired, Observed
-from ckeetcd.etcd import ClientPool
-from ckeetcd.loop.daemonca import EXIT_REFUSED, CARefused, open_ca
-from ckeetcd.loop.observe import Observer
+from ckeetcd.loop.daemonca import EXIT_REFUSED
+from ckeetcd.loop.env import Env, make_env
 from ckeetcd.loop.runner import run_ops
 from ckeetcd.loop.sidetasks import SideTask, build_side_tasks, stop_all, supervise
-from ckeetcd.nodes import LocalRuntime, MemberRuntime, etcdprobe
-from ckeetcd.nodes.router import RoutedRuntime, make_runtime, uses_ssh
+from ckeetcd.loop.startup import can_lead, claim, daemon_ca, prune_archives
+from ckeetcd.nodes import LocalRuntime, etcdprobe
+from ckeetcd.nodes.router import RoutedRuntime
 from ckeetcd.ops import OpContext
 from ckeetcd.ops.context import FAILPOINT_ENV
-from ckeetcd.ops.stop_member import log_pruned
-from ckeetcd.pki import CA, ca_paths, load_ca
+from ckeetcd.pki import CA
 from ckeetcd.support import logs
 from ckeetcd.support.filewatch import FileWatch
 from ckeetcd.support.history import History
 from ckeetcd.support.sdnotify import Notifier
-from ckeetcd.support.startbook import StartBook
-from ckeetcd.support.statedir import StateDirError, claim_state_dir
-from ckeetcd.tasks.daemoncert import daemon_tls
+from ckeetcd.support.statelock import acquire_state_lock, lock_holder
 from ckeetcd.tasks.keymodes import KeyModeWatch
 from ckeetcd.tasks.metrics import METRICS
 
@@ -59,62 +54,6 @@ WATCHED_SLICE = 1.0  # with inotify: only the watchdog needs the loop to look up
 # While ops run, the watchdog keeps being pinged for at most this long; an op
 # (a defragmentation, a snapshot) still running then counts as hung.
 OPS_WATCHDOG_BUDGET = 1800.0
-
-
-def pki_dir(config: Config) -> Path:
-    return config.cluster.pki_dir
-
-
-def ensure_daemon_pki(config: Config) -> CA:
-    """CA and the daemon's own root client certificate (renewed at 1/3 life left);
-    CARefused when the CA must not be used or made (see ckeetcd.loop.daemonca)."""
-    return open_ca(config)[0]
-
-
-@dataclass
-class Env:
-    """The edges a cycle acts through."""
-
-    config: Config
-    runtime: MemberRuntime
-    pool: ClientPool
-    observer: Observer
-    log: Any = None
-
-    def reconfigure(self, config: Config) -> None:
-        """Apply a reloaded config in place: channels (shared with side tasks) stay open."""
-        self.config = config
-        if isinstance(self.runtime, RoutedRuntime):
-            self.runtime.reconfigure(config)
-        elif isinstance(self.runtime, LocalRuntime):
-            self.runtime.etcd = config.etcd
-            self.runtime.log_max_bytes = config.maintenance.log_max_bytes
-            if uses_ssh(config):  # a member moved to SSH: route from now on
-                self.runtime = RoutedRuntime(config, self.log, local=self.runtime)
-                self.observer.runtime = self.runtime
-        self.pool.timeout = config.daemon.rpc_timeout
-        self.observer.servers_file = config.apiserver.etcd_servers_file
-        self.observer.probe_timeout = min(config.daemon.rpc_timeout, 1.0)
-        self.observer.renew_before = config.tls.member_cert_renew_before
-
-    async def close(self) -> None:
-        await self.pool.close()
-        if isinstance(self.runtime, RoutedRuntime):
-            await self.runtime.close()
-
-
-def make_env(config: Config, readonly: bool = False, log: Any = None,
-             history: History | None = None) -> Env:
-    runtime = make_runtime(config, log)
-    pool = ClientPool(daemon_tls(config), config.daemon.rpc_timeout)
-    ca_file = pki_dir(config) / "ca.crt"
-    book = StartBook(config.cluster.state_dir, log, history, readonly=readonly)
-    observer = Observer(runtime, pool, config.cluster.state_dir,
-                        config.apiserver.etcd_servers_file,
-                        probe_timeout=min(config.daemon.rpc_timeout, 1.0), readonly=readonly,
-                        ca_pem=ca_file.read_bytes() if ca_file.exists() else None,
-                        renew_before=config.tls.member_cert_renew_before, book=book)
-    return Env(config, runtime, pool, observer, log)
 
 
 def health_signature(observed: Observed) -> tuple[Any, ...]:
@@ -376,57 +315,6 @@ class Daemon:
                 return
 
 
-async def prune_archives(env: Env, config: Config, history: History, log: Any) -> None:
-    """Once at start: removed members' archives beyond `removed_data_keep`, on every node
-    (at removal time the stop-member op prunes too). In the background: a node that is
-    slow to answer must not hold the first cycle."""
-    keep = config.maintenance.removed_data_keep
-    try:
-        names = await env.runtime.known_members()
-    except OSError as e:
-        log.warning("archives_prune_failed", error=str(e))
-        return
-    for name in names:
-        try:
-            gone = await env.runtime.prune_archives(name, keep)
-        except OSError as e:
-            log.warning("archives_prune_failed", member=name, error=str(e))
-            continue
-        if gone:
-            log_pruned(log, name, keep, gone)
-            history.record(event="archives-pruned", member=name, keep=keep,
-                           removed=[a.name for a in gone],
-                           freed_bytes=sum(a.bytes for a in gone))
-
-
-LOCK_FILE = "daemon.lock"
-
-
-def acquire_state_lock(state_dir: Path) -> int | None:
-    """Hold an exclusive flock on the state dir: one acting daemon per state dir.
-
-    The kernel drops the lock when the process dies (even by SIGKILL), so a
-    crashed daemon never blocks its successor. Returns the fd, or None if held.
-    """
-    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    return fd
-
-
-def lock_holder(state_dir: Path) -> str:
-    """The PID the lock file names (its holder, while it is held)."""
-    try:
-        return (state_dir / LOCK_FILE).read_text().strip()
-    except OSError:
-        return "?"
-
-
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
@@ -434,46 +322,3 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def can_lead(config: Config) -> bool:
-    """Leading means issuing certificates: only a daemon holding the CA key can."""
-    return ca_paths(pki_dir(config))[1].exists()
-
-
-def daemon_ca(config: Config, log: Any) -> CA | None:
-    """The CA for this daemon; None (logged) when it has none and must not make one.
-
-    See ckeetcd.loop.daemonca: a CA is made only on a true first start (by the
-    bootstrapper); one that vanished is reported, never replaced. Other
-    daemons of an election get it with `ckeetcd ca import`. A daemon that has
-    the CA certificate and its own client certificate but not the CA key (a
-    `--no-key` import) can follow, never lead.
-    """
-    try:
-        ca, notes = open_ca(config)
-    except CARefused as e:
-        log.error(e.event, **e.fields)
-        return None
-    log_notes(log, notes)
-    return ca
-
-
-def log_notes(log: Any, notes: Any) -> None:
-    for level, event, fields in notes:
-        getattr(log, level)(event, **fields)
-
-
-def claim(config: Config, log: Any) -> bool:
-    """Take the state dir (ckeetcd.support.statedir); False (logged) when it must not be used."""
-    try:
-        taken = claim_state_dir(config.cluster.state_dir, config.cluster.name,
-                                adopt=config.cluster.adopt_state_dir)
-    except StateDirError as e:
-        log.error("state_dir_refused", file=str(config.path), key="cluster.state_dir",
-                  state_dir=str(config.cluster.state_dir), error=str(e))
-        return False
-    log_notes(log, taken.notes)
-    return True
-
-
-def load_ca_for(config: Config) -> CA:
-    return load_ca(pki_dir(config))

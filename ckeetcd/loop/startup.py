@@ -1,0 +1,88 @@
+"""What a daemon settles before its first cycle: its state dir, its CA, old archives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ckeetcd.core.config import Config
+from ckeetcd.loop.daemonca import CARefused, open_ca
+from ckeetcd.loop.env import Env
+from ckeetcd.ops.stop_member import log_pruned
+from ckeetcd.pki import CA, ca_paths, load_ca
+from ckeetcd.support.history import History
+from ckeetcd.support.statedir import StateDirError, claim_state_dir
+
+
+def ensure_daemon_pki(config: Config) -> CA:
+    """CA and the daemon's own root client certificate (renewed at 1/3 life left);
+    CARefused when the CA must not be used or made (see ckeetcd.loop.daemonca)."""
+    return open_ca(config)[0]
+
+
+def can_lead(config: Config) -> bool:
+    """Leading means issuing certificates: only a daemon holding the CA key can."""
+    return ca_paths(config.cluster.pki_dir)[1].exists()
+
+
+def daemon_ca(config: Config, log: Any) -> CA | None:
+    """The CA for this daemon; None (logged) when it has none and must not make one.
+
+    See ckeetcd.loop.daemonca: a CA is made only on a true first start (by the
+    bootstrapper); one that vanished is reported, never replaced. Other
+    daemons of an election get it with `ckeetcd ca import`. A daemon that has
+    the CA certificate and its own client certificate but not the CA key (a
+    `--no-key` import) can follow, never lead.
+    """
+    try:
+        ca, notes = open_ca(config)
+    except CARefused as e:
+        log.error(e.event, **e.fields)
+        return None
+    log_notes(log, notes)
+    return ca
+
+
+def log_notes(log: Any, notes: Any) -> None:
+    for level, event, fields in notes:
+        getattr(log, level)(event, **fields)
+
+
+def claim(config: Config, log: Any) -> bool:
+    """Take the state dir (ckeetcd.support.statedir); False (logged) when it must not be used."""
+    try:
+        taken = claim_state_dir(config.cluster.state_dir, config.cluster.name,
+                                adopt=config.cluster.adopt_state_dir)
+    except StateDirError as e:
+        log.error("state_dir_refused", file=str(config.path), key="cluster.state_dir",
+                  state_dir=str(config.cluster.state_dir), error=str(e))
+        return False
+    log_notes(log, taken.notes)
+    return True
+
+
+def load_ca_for(config: Config) -> CA:
+    return load_ca(config.cluster.pki_dir)
+
+
+async def prune_archives(env: Env, config: Config, history: History, log: Any) -> None:
+    """Once at start: removed members' archives beyond `removed_data_keep`, on every node
+    (at removal time the stop-member op prunes too). In the background: a node that is
+    slow to answer must not hold the first cycle."""
+    keep = config.maintenance.removed_data_keep
+    try:
+        names = await env.runtime.known_members()
+    except OSError as e:
+        log.warning("archives_prune_failed", error=str(e))
+        return
+    for name in names:
+        try:
+            gone = await env.runtime.prune_archives(name, keep)
+        except OSError as e:
+            log.warning("archives_prune_failed", member=name, error=str(e))
+            continue
+        if gone:
+            log_pruned(log, name, keep, gone)
+            history.record(event="archives-pruned", member=name, keep=keep,
+                           removed=[a.name for a in gone],
+                           freed_bytes=sum(a.bytes for a in gone))
+
