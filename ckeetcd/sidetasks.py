@@ -28,7 +28,7 @@ from ckeetcd.election import daemon_id
 from ckeetcd.metrics import MetricsTask
 from ckeetcd.model import Desired, Observed
 from ckeetcd.polling import Backoff, Poll
-from ckeetcd.restore import QuorumWatch
+from ckeetcd.quorumwatch import QuorumWatch
 
 
 class Supervised(Protocol):
