@@ -58,7 +58,7 @@ from _common import (
     write_result,
 )
 
-from ckeetcd.backup import take_backup
+from ckeetcd.tasks.backup import take_backup
 from ckeetcd.nodes.local import _proc_start_time, resolve_etcdutl_binary
 
 BIN = Path(sys.executable).parent

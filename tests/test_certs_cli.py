@@ -20,7 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from ckeetcd.pki import TLSFiles, ensure_ca, load_ca, write_atomic, write_private
+from ckeetcd.pki import TLSFiles, ensure_ca, load_ca
+from ckeetcd.support.files import write_atomic, write_private
 from tests.harness import BIN, Cluster, ckecli, cli_env, running_cluster, tls_refused, wait_for
 
 pytestmark = pytest.mark.etcd

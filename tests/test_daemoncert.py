@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ckeetcd.catransfer import CATransferError, PublicCA
-from ckeetcd.daemoncert import key_of, make_request, renew_due, sign_request
+from ckeetcd.pki.catransfer import CATransferError, PublicCA
+from ckeetcd.tasks.daemoncert import key_of, make_request, renew_due, sign_request
 from ckeetcd.pki import ensure_ca, not_after
 
 DAY = dt.timedelta(days=1)

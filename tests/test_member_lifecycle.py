@@ -12,9 +12,9 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from ckeetcd import restarts
-from ckeetcd.config import EtcdConfig
-from ckeetcd.history import History
+from ckeetcd.core import restarts
+from ckeetcd.core.config import EtcdConfig
+from ckeetcd.support.history import History
 from ckeetcd.nodes import LocalRuntime, MemberSpec
 from ckeetcd.nodes.local import resolve_etcd_binary
 from tests.harness import Cluster, wait_for

@@ -1,4 +1,4 @@
-"""The one poll loop (ckeetcd.polling) on a stepped clock: no real sleeps."""
+"""The one poll loop (ckeetcd.support.polling) on a stepped clock: no real sleeps."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from ckeetcd.polling import Backoff, Poll, retry
+from ckeetcd.support.polling import Backoff, Poll, retry
 
 
 @dataclass

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from ckeetcd.daemon import load_ca_for, make_env
-from ckeetcd.history import History
-from ckeetcd.model import Desired, Op
+from ckeetcd.loop.startup import load_ca_for
+from ckeetcd.loop.env import make_env
+from ckeetcd.support.history import History
+from ckeetcd.core.model import Desired, Op
 from ckeetcd.ops import OPS, OpContext, Skip
-from ckeetcd.steps import StepRecorder
+from ckeetcd.ops.steps import StepRecorder
 from tests.harness import Cluster, ListLog, wait_for
 
 COMPACT = Op("compact")

@@ -2,6 +2,6 @@
 
 from ckeetcd.etcd.client import EtcdClient, EtcdError, KeyValue
 from ckeetcd.etcd.pool import ClientPool
-from ckeetcd.keyspace import prefix_end
+from ckeetcd.core.keyspace import prefix_end
 
 __all__ = ["ClientPool", "EtcdClient", "EtcdError", "KeyValue", "prefix_end"]

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ckeetcd.config import EtcdConfig, SSHConfig
-from ckeetcd.model import MemberExit, Runtime
+from ckeetcd.core.config import EtcdConfig, SSHConfig
+from ckeetcd.core.model import MemberExit, Runtime
 from ckeetcd.nodes.base import (
     LOG_MAX_BYTES,
     LOG_TAIL_BYTES,
@@ -50,7 +50,7 @@ from ckeetcd.nodes.base import (
     member_flags,
     prunable,
 )
-from ckeetcd.polling import Backoff, Poll
+from ckeetcd.support.polling import Backoff, Poll
 
 UNIT = "ckeetcd-member@{name}.service"
 RECONNECT_BACKOFF = 1.0  # seconds a failed connect is answered from memory

@@ -7,10 +7,10 @@ its peers; that is retried with backoff inside the step's budget.
 from __future__ import annotations
 
 from ckeetcd.etcd import EtcdError
-from ckeetcd.model import Op
+from ckeetcd.core.model import Op
 from ckeetcd.ops.context import OpContext, OpFailed
 from ckeetcd.ops.snapshot import pre_change_snapshot
-from ckeetcd.polling import Backoff, Poll, retry
+from ckeetcd.support.polling import Backoff, Poll, retry
 
 RETRY_BUDGET = 15.0
 RETRY_BACKOFF = Backoff(0.1, factor=2, cap=1.0)

@@ -1,4 +1,4 @@
-"""What an op needs to act; its steps are recorded by ckeetcd.steps."""
+"""What an op needs to act; its steps are recorded by ckeetcd.ops.steps."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ckeetcd.config import Config
+from ckeetcd.core.config import Config
 from ckeetcd.etcd import ClientPool, EtcdClient
-from ckeetcd.history import History
-from ckeetcd.model import Desired, Observed, Op
+from ckeetcd.support.history import History
+from ckeetcd.core.model import Desired, Observed, Op
 from ckeetcd.nodes import MemberRuntime
 from ckeetcd.pki import CA
-from ckeetcd.startbook import StartBook
-from ckeetcd.steps import FAILPOINT_ENV, Skip, Step, StepRecorder
+from ckeetcd.support.startbook import StartBook
+from ckeetcd.ops.steps import FAILPOINT_ENV, Skip, Step, StepRecorder
 
 __all__ = ["FAILPOINT_ENV", "OpContext", "OpFailed", "Skip", "Step"]
 
@@ -38,9 +38,9 @@ class OpContext:
     cycle: int = 0
     failpoint: str = field(default_factory=lambda: os.environ.get(FAILPOINT_ENV, ""))
     # Leader election: raises unless this daemon may act for the op right now
-    # (ckeetcd/election.py). Checked before every step; None = one daemon.
+    # (ckeetcd/coordination/election.py). Checked before every step; None = one daemon.
     fence: Callable[[Op], Awaitable[None]] | None = None
-    # Restart back-off bookkeeping (ckeetcd.startbook): starts and exits are told
+    # Restart back-off bookkeeping (ckeetcd.support.startbook): starts and exits are told
     # here. None: not kept (tests that run one op).
     starts: StartBook | None = None
 
@@ -61,7 +61,7 @@ class OpContext:
                             fence=fence, failpoint=self.failpoint)
 
     def step(self, op: Op, name: str, **extra: Any) -> contextlib.AbstractAsyncContextManager[Step]:
-        """Log and record one step of `op` (ckeetcd.steps); a Skip inside ends it as skipped."""
+        """Log and record one step of `op` (ckeetcd.ops.steps); a Skip inside ends it as skipped."""
         return self.steps(op).step(name, **extra)
 
     async def skip(self, op: Op, name: str, reason: str, **extra: Any) -> Step:

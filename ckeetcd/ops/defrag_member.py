@@ -19,9 +19,9 @@ import asyncio
 import contextlib
 
 from ckeetcd.etcd import EtcdError
-from ckeetcd.model import Health, Op
+from ckeetcd.core.model import Health, Op
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
-from ckeetcd.polling import Backoff, Poll
+from ckeetcd.support.polling import Backoff, Poll
 
 DEFRAG_TIMEOUT = 600.0
 HEALTHY_AGAIN = 30.0

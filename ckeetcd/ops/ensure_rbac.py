@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ckeetcd.etcd.rbac import ensure_rbac
-from ckeetcd.model import Op
+from ckeetcd.core.model import Op
 from ckeetcd.ops.context import OpContext, Skip
 
 

@@ -8,9 +8,9 @@ with backoff inside the budget, then left to the next cycle.
 from __future__ import annotations
 
 from ckeetcd.etcd import EtcdError
-from ckeetcd.model import Op
+from ckeetcd.core.model import Op
 from ckeetcd.ops.context import OpContext, Skip
-from ckeetcd.polling import Backoff, Poll, retry
+from ckeetcd.support.polling import Backoff, Poll, retry
 
 RETRY_BUDGET = 20.0
 RETRY_BACKOFF = Backoff(0.05, factor=2, cap=1.0)

@@ -12,10 +12,10 @@ import contextlib
 import ssl
 from urllib.parse import urlsplit
 
-from ckeetcd.model import Op
+from ckeetcd.core.model import Op
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 from ckeetcd.ops.tls import ensure_member_tls, member_tls_state
-from ckeetcd.polling import Backoff, Poll
+from ckeetcd.support.polling import Backoff, Poll
 
 SERVE_DEADLINE = 10.0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from ckeetcd.etcd import snapshot
-from ckeetcd.model import Op
+from ckeetcd.core.model import Op
 from ckeetcd.ops.context import OpContext
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import grpc
 
-from ckeetcd.pki import write_private
+from ckeetcd.support.files import write_private
 from tests.harness import Cluster, ckecli
 from tests.soak import checker, figures
 from tests.soak.figures import FaultRecord

@@ -1,0 +1,290 @@
+"""What we want, what we see, what we do: plain frozen values, no I/O.
+
+Desired members are matched to live members by peer URL: it is unique per
+address, and a member that was added but never started has no name yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from ckeetcd.core.config import Config, MemberConfig
+
+
+@dataclass(frozen=True)
+class DesiredMember:
+    name: str
+    address: str
+    client_url: str
+    peer_url: str
+
+
+@dataclass(frozen=True)
+class DesiredUser:
+    name: str
+    prefix: str
+
+
+KUBE_APISERVER = DesiredUser("kube-apiserver", "/registry/")
+
+
+@dataclass(frozen=True)
+class Desired:
+    cluster_name: str
+    members: tuple[DesiredMember, ...]
+    users: tuple[DesiredUser, ...] = (KUBE_APISERVER,)
+    prune_users: bool = False
+    learner_timeout: float = 60.0
+    apiserver_file: bool = False
+    member_dns: tuple[str, ...] = ("localhost",)  # DNS SANs of member server certs
+    paused: bool = False  # [daemon] paused: no automatic changes
+    defrag_threshold: float = 0.0  # scheduled defrag above this free share (0 = off)
+    defrag_min_db_size: int = 0  # ... of databases at least this big (bytes)
+
+    def by_peer_url(self, peer_url: str) -> DesiredMember | None:
+        return next((m for m in self.members if m.peer_url == peer_url), None)
+
+    def by_name(self, name: str) -> DesiredMember | None:
+        return next((m for m in self.members if m.name == name), None)
+
+    @staticmethod
+    def from_config(config: Config) -> Desired:
+        def member(m: MemberConfig) -> DesiredMember:
+            return DesiredMember(m.name, m.address, config.client_url(m), config.peer_url(m))
+
+        extra = tuple(
+            DesiredUser(u.name, u.prefix) for u in config.users if u.name != KUBE_APISERVER.name
+        )
+        users = (KUBE_APISERVER, *extra)
+        return Desired(
+            cluster_name=config.cluster.name,
+            members=tuple(member(m) for m in config.members),
+            users=users,
+            prune_users=config.prune_users,
+            learner_timeout=config.daemon.learner_timeout,
+            apiserver_file=config.apiserver.etcd_servers_file is not None,
+            member_dns=member_dns_names(config),
+            paused=config.daemon.paused,
+            defrag_threshold=config.maintenance.defrag_threshold,
+            defrag_min_db_size=config.maintenance.min_db_size,
+        )
+
+
+def member_dns_names(config: Config) -> tuple[str, ...]:
+    """DNS SANs for member server certs: localhost, plus the Service names when published."""
+    names = ["localhost"]
+    k = config.kubernetes
+    if k is not None:
+        names += [k.name, f"{k.name}.{k.namespace}", f"{k.name}.{k.namespace}.svc"]
+        if k.cluster_domain:
+            names.append(f"{k.name}.{k.namespace}.svc.{k.cluster_domain}")
+    return tuple(names)
+
+
+@dataclass(frozen=True)
+class LiveMember:
+    """One entry of etcd's member list."""
+
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    learner: bool = False
+
+    @property
+    def peer_url(self) -> str:
+        return self.peer_urls[0] if self.peer_urls else ""
+
+    @property
+    def started(self) -> bool:
+        """The member has run and published itself: etcd fills in its client URLs.
+
+        Not its name: a member of the bootstrap initial cluster carries its name
+        from the start (etcd 3.5), only one added by MemberAdd lacks it.
+        """
+        return bool(self.client_urls)
+
+
+@dataclass(frozen=True)
+class Health:
+    """What a member's own Status RPC said (or why it said nothing)."""
+
+    healthy: bool
+    member_id: int = 0
+    leader_id: int = 0
+    raft_index: int = 0
+    raft_term: int = 0
+    db_size: int = 0
+    learner: bool = False
+    version: str = ""
+    error: str = ""
+    db_size_in_use: int = 0
+    raft_applied_index: int = 0
+    alarms: tuple[tuple[int, str], ...] = ()  # (member ID, "NOSPACE"/"CORRUPT"), cluster-wide
+
+    @property
+    def fragmentation(self) -> float:
+        """Share of the database file that is free pages (0 when unknown)."""
+        if self.db_size <= 0 or self.db_size_in_use <= 0:
+            return 0.0
+        return max(0.0, 1.0 - self.db_size_in_use / self.db_size)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The member process on its node, as the node runtime sees it."""
+
+    reachable: bool = True
+    running: bool = False
+    has_data: bool = False
+    pid: int | None = None
+    error: str = ""
+    tls_problem: str = ""  # why the member's certificates need renewing ("" = fine)
+    restoring: str = ""  # the restore-in-progress marker in its member dir ("" = none)
+    # Restart back-off (ckeetcd.core.restarts): while `held_until` (wall-clock time,
+    # 0 = not held) is ahead, the member is not started again; `starts` in
+    # its current streak, `last_exit` how its etcd ended last ("" = unknown).
+    held_until: float = 0.0
+    starts: int = 0
+    last_exit: str = ""
+
+
+@dataclass(frozen=True)
+class MemberExit:
+    """How a member's etcd process ended, as far as its node can tell."""
+
+    status: str  # "exit status 1", "killed by signal 9 (SIGKILL)", "unknown (...)"
+    code: int | None = None
+    signal: int | None = None
+    log_tail: tuple[str, ...] = ()  # the last lines etcd wrote in this run
+    reason: str = ""  # the line of its log that best says why ("" = none found)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One immutable snapshot of the cluster, gathered at one moment.
+
+    `members` is None when no endpoint answered MemberList. `health` is keyed by
+    member ID, `runtimes` by member name. `learner_ages` gives, per learner
+    ID, how long (seconds) the observer has seen it as a learner. `formed`
+    says a cluster was seen healthy before (so no member may bootstrap anew);
+    `published` is what the etcd servers file lists (None: no such file kept).
+    `alarms` are the active etcd alarms as (member ID, "NOSPACE"/"CORRUPT");
+    `paused` says why automatic changes are paused by command ("" = not);
+    `cert_expiry` is, per member name, when its server or peer certificate
+    expires first (Unix time; members whose files could be read).
+    """
+
+    members: tuple[LiveMember, ...] | None
+    health: Mapping[int, Health] = field(default_factory=lambda: MappingProxyType({}))
+    runtimes: Mapping[str, Runtime] = field(default_factory=lambda: MappingProxyType({}))
+    alarms: tuple[tuple[int, str], ...] = ()
+    rbac_ready: bool | None = None
+    learner_ages: Mapping[int, float] = field(default_factory=lambda: MappingProxyType({}))
+    formed: bool = False
+    published: tuple[str, ...] | None = None
+    paused: str = ""
+    cert_expiry: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    # ---- named predicates used by the ladder -------------------------------
+    def runtime(self, name: str) -> Runtime:
+        return self.runtimes.get(name, Runtime(reachable=False))
+
+    def is_healthy(self, member: LiveMember) -> bool:
+        h = self.health.get(member.id)
+        return bool(h and h.healthy)
+
+    def live_by_peer_url(self, peer_url: str) -> LiveMember | None:
+        return next((m for m in self.members or () if peer_url in m.peer_urls), None)
+
+    def voters(self) -> tuple[LiveMember, ...]:
+        return tuple(m for m in self.members or () if not m.learner)
+
+    def learners(self) -> tuple[LiveMember, ...]:
+        return tuple(m for m in self.members or () if m.learner)
+
+    def healthy_voters(self) -> tuple[LiveMember, ...]:
+        return tuple(m for m in self.voters() if self.is_healthy(m))
+
+    def leader_id(self) -> int:
+        """The leader most healthy members agree on (0 when none)."""
+        votes: dict[int, int] = {}
+        for h in self.health.values():
+            if h.healthy and h.leader_id:
+                votes[h.leader_id] = votes.get(h.leader_id, 0) + 1
+        return max(votes, key=lambda k: votes[k]) if votes else 0
+
+    def has_quorum(self) -> bool:
+        voters = self.voters()
+        return bool(voters) and len(self.healthy_voters()) >= quorum(len(voters))
+
+    def all_healthy(self) -> bool:
+        return self.members is not None and all(self.is_healthy(m) for m in self.members)
+
+    def has_alarm(self, alarm: str) -> bool:
+        return any(a == alarm for _, a in self.alarms)
+
+
+def quorum(voters: int) -> int:
+    """Votes needed for a decision in a raft group of `voters` members."""
+    return voters // 2 + 1
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation the runner carries out; `kind` is the kebab-case op name.
+
+    `initial_cluster` (name=peer_url pairs) is filled for start-member and
+    bootstrap; `member_id` for ops on a live member.
+    """
+
+    kind: str
+    member: str = ""
+    member_id: int = 0
+    peer_url: str = ""
+    client_url: str = ""
+    initial_cluster: tuple[tuple[str, str], ...] = ()
+    initial_state: str = ""
+    endpoints: tuple[str, ...] = ()
+    detail: str = ""
+
+    def targets(self) -> str:
+        return self.member or ",".join(self.endpoints)
+
+
+@dataclass(frozen=True)
+class Decision:
+    phase: str
+    ops: tuple[Op, ...] = ()
+    reason: str = ""
+
+
+TIMEOUT_CODES = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE"})
+
+
+def election_hint(observed: Observed, ops: tuple[Op, ...], failed: int, code: str) -> str:
+    """Why op `failed` of `ops` may have timed out for no fault of its own: a raft
+    election (etcd holds requests until it has a leader again). "" when the
+    observation gives no such reason or the error was not a timeout.
+
+    An operator seeing a bare DEADLINE_EXCEEDED would chase a fault that is not
+    there; this says when the cycle's own plan or the cluster explains it.
+    """
+    if code not in TIMEOUT_CODES or observed.members is None:
+        return ""
+    names = {m.id: m.name or f"{m.id:x}" for m in observed.members}
+    leader = observed.leader_id()
+    if not leader:
+        return ("no healthy member reported a raft leader when this cycle observed: an "
+                "election was in progress; the op is decided again once it ends")
+    stopped = [op for op in ops[:failed] if op.kind == "stop-member" and op.member_id == leader]
+    if stopped or (ops[failed].kind == "remove-member" and ops[failed].member_id == leader):
+        return (f"this plan took down the raft leader {names.get(leader, '?')}: an election "
+                "was in progress; the op is decided again once it ends")
+    seen = {h.leader_id for h in observed.health.values() if h.healthy and h.leader_id}
+    if len(seen) > 1:
+        return ("healthy members disagreed on the raft leader when this cycle observed: an "
+                "election was in progress; the op is decided again once it ends")
+    return ""

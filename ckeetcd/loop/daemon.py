@@ -1,0 +1,479 @@
+"""The daemon: observe -> decide -> run, forever, woken by events.
+
+A probe runs every `probe_interval`; a cycle (decide + run + one summary log
+line) starts at once when the config, the member list or member health
+changes, after ops ran, and at least every `interval`. SIGTERM/SIGINT stop
+it between steps; SIGHUP or an edited config file reload it (a bad new
+config is reported and the last good one stays in force).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ckeetcd.support import logs
+from ckeetcd.core.config import Config, ConfigError, load_config
+from ckeetcd.loop.daemonca import EXIT_REFUSED, CARefused, open_ca
+from ckeetcd.tasks.daemoncert import daemon_tls
+from ckeetcd.core.decide import decide
+from ckeetcd.coordination.election import Leadership
+from ckeetcd.etcd import ClientPool
+from ckeetcd.support.filewatch import FileWatch
+from ckeetcd.support.history import History
+from ckeetcd.tasks.keymodes import KeyModeWatch
+from ckeetcd.tasks.metrics import METRICS
+from ckeetcd.core.model import Decision, Desired, Observed
+from ckeetcd.nodes import LocalRuntime, MemberRuntime, etcdprobe
+from ckeetcd.nodes.router import RoutedRuntime, make_runtime, uses_ssh
+from ckeetcd.loop.observe import Observer
+from ckeetcd.ops import OpContext
+from ckeetcd.ops.context import FAILPOINT_ENV
+from ckeetcd.ops.stop_member import log_pruned
+from ckeetcd.pki import CA, ca_paths, load_ca
+from ckeetcd.loop.runner import run_ops
+from ckeetcd.support.sdnotify import Notifier
+from ckeetcd.loop.sidetasks import SideTask, build_side_tasks, stop_all, supervise
+from ckeetcd.support.startbook import StartBook
+from ckeetcd.support.statedir import StateDirError, claim_state_dir
+
+EXIT_CONFIG = 2  # the config or its state dir must be fixed; nothing was changed
+
+# Phases where nothing is in flight; in any other the loop polls faster.
+SETTLED_PHASES = frozenset({"steady", "degraded", "no-quorum", "paused", "corrupt", "restoring",
+                            "config-drift", "backoff"})
+TRANSITION_POLL = 0.1
+# After a change, an unsettled-looking phase (degraded, no-quorum) is polled
+# fast for this long before the loop falls back to the probe cadence.
+SETTLE_WINDOW = 10.0
+CONFIG_POLL = 0.1  # a stat() of the config file when inotify is unavailable
+CONFIG_SETTLE = 0.05  # a changed config must hold still this long before it is read
+WATCHED_SLICE = 1.0  # with inotify: only the watchdog needs the loop to look up
+# While ops run, the watchdog keeps being pinged for at most this long; an op
+# (a defragmentation, a snapshot) still running then counts as hung.
+OPS_WATCHDOG_BUDGET = 1800.0
+
+
+def pki_dir(config: Config) -> Path:
+    return config.cluster.pki_dir
+
+
+def ensure_daemon_pki(config: Config) -> CA:
+    """CA and the daemon's own root client certificate (renewed at 1/3 life left);
+    CARefused when the CA must not be used or made (see ckeetcd.loop.daemonca)."""
+    return open_ca(config)[0]
+
+
+@dataclass
+class Env:
+    """The edges a cycle acts through."""
+
+    config: Config
+    runtime: MemberRuntime
+    pool: ClientPool
+    observer: Observer
+    log: Any = None
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded config in place: channels (shared with side tasks) stay open."""
+        self.config = config
+        if isinstance(self.runtime, RoutedRuntime):
+            self.runtime.reconfigure(config)
+        elif isinstance(self.runtime, LocalRuntime):
+            self.runtime.etcd = config.etcd
+            self.runtime.log_max_bytes = config.maintenance.log_max_bytes
+            if uses_ssh(config):  # a member moved to SSH: route from now on
+                self.runtime = RoutedRuntime(config, self.log, local=self.runtime)
+                self.observer.runtime = self.runtime
+        self.pool.timeout = config.daemon.rpc_timeout
+        self.observer.servers_file = config.apiserver.etcd_servers_file
+        self.observer.probe_timeout = min(config.daemon.rpc_timeout, 1.0)
+        self.observer.renew_before = config.tls.member_cert_renew_before
+
+    async def close(self) -> None:
+        await self.pool.close()
+        if isinstance(self.runtime, RoutedRuntime):
+            await self.runtime.close()
+
+
+def make_env(config: Config, readonly: bool = False, log: Any = None,
+             history: History | None = None) -> Env:
+    runtime = make_runtime(config, log)
+    pool = ClientPool(daemon_tls(config), config.daemon.rpc_timeout)
+    ca_file = pki_dir(config) / "ca.crt"
+    book = StartBook(config.cluster.state_dir, log, history, readonly=readonly)
+    observer = Observer(runtime, pool, config.cluster.state_dir,
+                        config.apiserver.etcd_servers_file,
+                        probe_timeout=min(config.daemon.rpc_timeout, 1.0), readonly=readonly,
+                        ca_pem=ca_file.read_bytes() if ca_file.exists() else None,
+                        renew_before=config.tls.member_cert_renew_before, book=book)
+    return Env(config, runtime, pool, observer, log)
+
+
+def health_signature(observed: Observed) -> tuple[Any, ...]:
+    """What, when it changes, must start a cycle at once."""
+    members = tuple(
+        (m.id, m.learner, observed.is_healthy(m)) for m in observed.members or ()
+    )
+    runtimes = tuple(sorted((n, r.running, r.has_data, r.reachable)
+                            for n, r in observed.runtimes.items()))
+    return (observed.members is None, members, runtimes, observed.leader_id())
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.log = logs.get()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._reload_requested = False
+        self._config_mtime = _mtime(config.path)
+        self._config_watched = False
+        self.cycle = 0
+        self.notify = Notifier.from_env()  # systemd: READY, RELOADING, STOPPING, WATCHDOG
+        self._ready = False  # READY=1 sent (after the first cycle, again after reloads)
+
+    # ---- signals and reload --------------------------------------------------
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            self.notify.stopping()
+        self._stop.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    def _config_changing(self) -> bool:
+        return _mtime(self.config.path) != self._config_mtime
+
+    async def _settle_config(self) -> None:
+        """Let a writer finish: read the file only once its mtime held still for a
+        moment (an editor writing in place is seen truncated otherwise)."""
+        last = _mtime(self.config.path)
+        for _ in range(20):  # at most ~1 s
+            await asyncio.sleep(CONFIG_SETTLE)
+            now = _mtime(self.config.path)
+            if now == last:
+                return
+            last = now
+
+    def _maybe_reload(self) -> bool:
+        mtime = _mtime(self.config.path)
+        if not self._reload_requested and mtime == self._config_mtime:
+            return False
+        self._reload_requested = False
+        self._config_mtime = mtime
+        self.notify.reloading()
+        self._ready = False  # READY=1 again once a cycle ran on what is now in force
+        try:
+            new = load_config(self.config.path)
+            found = etcdprobe.problems(new)  # cached: runs etcd only for a changed binary
+            if found:
+                raise ConfigError(found)
+        except ConfigError as e:
+            self.log.error("config_rejected", file=str(self.config.path),
+                           problems=[str(p) for p in e.problems])
+            return False
+        if new.cluster != self.config.cluster:
+            self.log.error("config_rejected", file=str(self.config.path),
+                           problems=["[cluster] cannot change while running; restart the daemon"])
+            return False
+        changed = new != self.config
+        self.config = new
+        self.log.info("config_reloaded", file=str(new.path), changed=changed,
+                      members=[m.name for m in new.members])
+        return changed
+
+    # ---- the loop ------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        if not claim(self.config, self.log):
+            return EXIT_CONFIG
+        lock = acquire_state_lock(self.config.cluster.state_dir)
+        if lock is None:
+            self.log.error("state_dir_locked", state_dir=str(self.config.cluster.state_dir),
+                           holder=lock_holder(self.config.cluster.state_dir))
+            return 1
+        ca = daemon_ca(self.config, self.log)  # under the lock: one CA, made once
+        if ca is None:
+            os.close(lock)
+            return EXIT_REFUSED
+        keys = KeyModeWatch(self.config.cluster.state_dir, self.log)
+        keys.check()
+        history = History(self.config.cluster.state_dir, self.config.maintenance.log_max_bytes)
+        env = make_env(self.config, log=self.log, history=history)
+        watch = FileWatch(self.config.path, self._wake.set)
+        self._config_watched = watch.start()
+        local = env.runtime.local if isinstance(env.runtime, RoutedRuntime) else env.runtime
+        if isinstance(local, LocalRuntime):
+            local.on_exit = lambda name: self._wake.set()  # a member died: repair now
+        self.leadership = Leadership(self.config, env.pool, self.log,
+                                     can_lead=can_lead(self.config))
+        side: list[SideTask] = build_side_tasks(
+            self.config, {"pool": env.pool, "log": self.log, "history": history, "ca": ca,
+                          "runtime": env.runtime, "may_act": self.leadership.may_act})
+        running = [asyncio.create_task(supervise(t, self.log), name=t.name) for t in side]
+        # supervised like a side task: an unexpected error must not end the campaign
+        running.append(asyncio.create_task(supervise(self.leadership, self.log),
+                                           name="election"))
+        running.append(asyncio.create_task(prune_archives(env, self.config, history, self.log),
+                                           name="prune-archives"))
+        self.log.info("daemon_started", config=str(self.config.path),
+                      cluster=self.config.cluster.name,
+                      members=[m.name for m in self.config.members])
+        last_sig: tuple[Any, ...] | None = None
+        last_phase = ""
+        last_full = 0.0
+        last_change = 0.0
+        ran_ops = False
+        backoff = 0.0
+        try:
+            while not self._stop.is_set():
+                await self._failpoint_hang()
+                # Cleared before looking, never after: a member that dies or a
+                # config written while this cycle runs wakes the next one at once.
+                self._wake.clear()
+                if self._config_changing():
+                    await self._settle_config()
+                if self._maybe_reload():
+                    env.reconfigure(self.config)
+                    history.max_bytes = self.config.maintenance.log_max_bytes
+                    self.leadership.reconfigure(self.config)
+                    last_full = 0.0
+                desired = Desired.from_config(self.config)
+                now = time.monotonic()
+                full = now - last_full >= self.config.daemon.interval
+                if full:
+                    keys.check()  # a stat per key: opened-up keys are put back to 0600
+                observed = await env.observer.observe(desired, deep=full or ran_ops)
+                if isinstance(env.runtime, RoutedRuntime):
+                    env.runtime.learn(observed.members)  # where leaving members live
+                sig = health_signature(observed)
+                decision = self.leadership.filter(observed, decide(desired, observed))
+                for task in side:  # after filter: leader-only tasks follow the role
+                    task.offer(self.config, desired, observed)
+                if side:
+                    await asyncio.sleep(0)  # let side tasks publish before ops hold the loop
+                if sig != last_sig:
+                    self._log_health(observed)
+                changed = sig != last_sig or decision.phase != last_phase \
+                    or self.leadership.role_changed()
+                if full or ran_ops or changed or decision.ops:
+                    self.cycle += 1
+                    last_full = now if full else last_full
+                    ran_ops, ok = await self._cycle(env, ca, history, desired, observed,
+                                                    decision)
+                    METRICS.cycle_finished(decision.phase, time.monotonic() - now)
+                    # A failed op is decided again, but not in a tight loop.
+                    backoff = 0.0 if ok else min(max(backoff * 2, 0.2),
+                                                 self.config.daemon.interval)
+                if changed or ran_ops:
+                    last_change = now
+                last_sig, last_phase = sig, decision.phase
+                self._notify_cycle(decision)
+                if os.environ.get(FAILPOINT_ENV, "") == "loop-slow":  # tests: a long tail
+                    await asyncio.sleep(1.0)
+                pause = self.config.daemon.probe_interval
+                if ran_ops:
+                    pause = 0.05  # follow up on what the ops changed
+                elif decision.phase not in SETTLED_PHASES or (
+                    decision.phase != "steady" and now - last_change < SETTLE_WINDOW
+                ):
+                    # waiting for etcd, not for time: a member starting, an
+                    # election, a cluster just formed (no-quorum for a moment)
+                    pause = min(pause, TRANSITION_POLL)
+                held = [r.held_until for r in observed.runtimes.values()
+                        if r.held_until and not r.running]
+                if held:  # wake when the first member's restart hold ends
+                    pause = min(pause, max(min(held) - time.time(), TRANSITION_POLL))
+                await self._sleep(max(pause, backoff))
+        finally:
+            watch.stop()
+            await stop_all(running)
+            await self.leadership.resign()
+            await env.close()
+            os.close(lock)
+            self.log.info("daemon_stopped", cycles=self.cycle)
+        return 0
+
+    async def _cycle(self, env: Env, ca: CA, history: History, desired: Desired,
+                     observed: Observed, decision: Decision) -> tuple[bool, bool]:
+        """Run the decision's ops and log the cycle; returns (ran ops, all ok)."""
+        start = time.monotonic()
+        ok = True
+        if decision.ops:
+            ctx = OpContext(config=self.config, desired=desired, observed=observed,
+                            runtime=env.runtime, pool=env.pool, ca=ca, history=history,
+                            log=self.log, cycle=self.cycle, fence=self.leadership.fence,
+                            starts=env.observer.book)
+            async with self.notify.busy(OPS_WATCHDOG_BUDGET):
+                ok = await run_ops(ctx, decision)
+        self.log.info(
+            "cycle", cycle=self.cycle, phase=decision.phase, reason=decision.reason,
+            role=self.leadership.role,
+            ops=[f"{op.kind}:{op.targets()}" for op in decision.ops],
+            outcome="ok" if ok else "error",
+            healthy=len([m for m in observed.members or () if observed.is_healthy(m)]),
+            members=len(observed.members or ()),
+            duration=round(time.monotonic() - start, 4),
+        )
+        return bool(decision.ops), ok
+
+    def _notify_cycle(self, decision: Decision) -> None:
+        """systemd: READY=1 once a cycle is done (first, after a reload), STATUS, WATCHDOG."""
+        status = f"{decision.phase}: {decision.reason}" if decision.reason else decision.phase
+        if not self._ready:
+            self._ready = True
+            self.notify.ready(status)
+        else:
+            self.notify.status(status)
+        self.notify.ping()
+
+    async def _failpoint_hang(self) -> None:
+        """Failpoint `CKEETCD_FAILPOINT=loop-hang:N` (after cycle N) or `loop-hang:FILE`
+        (once FILE exists): the control loop stops (the event loop, side tasks and
+        metrics go on), as a hung loop would, until SIGTERM."""
+        point = os.environ.get(FAILPOINT_ENV, "")
+        if not point.startswith("loop-hang:"):
+            return
+        arg = point.split(":", 1)[1]
+        if (self.cycle >= int(arg)) if arg.isdigit() else Path(arg).exists():
+            self.log.warning("failpoint", point="loop-hang", cycle=self.cycle)
+            await self._stop.wait()
+
+    def _log_health(self, observed: Observed) -> None:
+        members = [
+            {"name": m.name, "id": f"{m.id:x}", "healthy": observed.is_healthy(m),
+             "learner": m.learner, "leader": m.id == observed.leader_id()}
+            for m in observed.members or ()
+        ]
+        self.log.info("health", reachable=observed.members is not None,
+                      quorum=observed.has_quorum(), members=members)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early on a signal, a member's exit or a config change
+        (also one that came while the cycle ran: the loop clears the event)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (left := deadline - loop.time()) > 0:
+            self.notify.ping()
+            # with inotify the config wakes us itself; without, poll its mtime
+            slice_ = WATCHED_SLICE if self._config_watched else CONFIG_POLL
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(left, slice_))
+            if self._wake.is_set() or _mtime(self.config.path) != self._config_mtime:
+                return
+
+
+async def prune_archives(env: Env, config: Config, history: History, log: Any) -> None:
+    """Once at start: removed members' archives beyond `removed_data_keep`, on every node
+    (at removal time the stop-member op prunes too). In the background: a node that is
+    slow to answer must not hold the first cycle."""
+    keep = config.maintenance.removed_data_keep
+    try:
+        names = await env.runtime.known_members()
+    except OSError as e:
+        log.warning("archives_prune_failed", error=str(e))
+        return
+    for name in names:
+        try:
+            gone = await env.runtime.prune_archives(name, keep)
+        except OSError as e:
+            log.warning("archives_prune_failed", member=name, error=str(e))
+            continue
+        if gone:
+            log_pruned(log, name, keep, gone)
+            history.record(event="archives-pruned", member=name, keep=keep,
+                           removed=[a.name for a in gone],
+                           freed_bytes=sum(a.bytes for a in gone))
+
+
+LOCK_FILE = "daemon.lock"
+
+
+def acquire_state_lock(state_dir: Path) -> int | None:
+    """Hold an exclusive flock on the state dir: one acting daemon per state dir.
+
+    The kernel drops the lock when the process dies (even by SIGKILL), so a
+    crashed daemon never blocks its successor. Returns the fd, or None if held.
+    """
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def lock_holder(state_dir: Path) -> str:
+    """The PID the lock file names (its holder, while it is held)."""
+    try:
+        return (state_dir / LOCK_FILE).read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def can_lead(config: Config) -> bool:
+    """Leading means issuing certificates: only a daemon holding the CA key can."""
+    return ca_paths(pki_dir(config))[1].exists()
+
+
+def daemon_ca(config: Config, log: Any) -> CA | None:
+    """The CA for this daemon; None (logged) when it has none and must not make one.
+
+    See ckeetcd.loop.daemonca: a CA is made only on a true first start (by the
+    bootstrapper); one that vanished is reported, never replaced. Other
+    daemons of an election get it with `ckeetcd ca import`. A daemon that has
+    the CA certificate and its own client certificate but not the CA key (a
+    `--no-key` import) can follow, never lead.
+    """
+    try:
+        ca, notes = open_ca(config)
+    except CARefused as e:
+        log.error(e.event, **e.fields)
+        return None
+    log_notes(log, notes)
+    return ca
+
+
+def log_notes(log: Any, notes: Any) -> None:
+    for level, event, fields in notes:
+        getattr(log, level)(event, **fields)
+
+
+def claim(config: Config, log: Any) -> bool:
+    """Take the state dir (ckeetcd.support.statedir); False (logged) when it must not be used."""
+    try:
+        taken = claim_state_dir(config.cluster.state_dir, config.cluster.name,
+                                adopt=config.cluster.adopt_state_dir)
+    except StateDirError as e:
+        log.error("state_dir_refused", file=str(config.path), key="cluster.state_dir",
+                  state_dir=str(config.cluster.state_dir), error=str(e))
+        return False
+    log_notes(log, taken.notes)
+    return True
+
+
+def load_ca_for(config: Config) -> CA:
+    return load_ca(pki_dir(config))
