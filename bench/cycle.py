@@ -27,11 +27,11 @@ import time
 from typing import Any
 
 from _common import Cadence, bench_cluster, stop_daemon, summary, write_result
-
 from ckeetcd.loop.env import make_env
+
 from ckeetcd.core.decide import decide
-from ckeetcd.etcd.rbac import ROOT, rbac_in_place
 from ckeetcd.core.model import Desired
+from ckeetcd.etcd.rbac import ROOT, rbac_in_place
 
 TARGET_MS = 20.0
 WARMUP = 20

@@ -22,14 +22,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ckeetcd.core.config import EtcdConfig, load_config
 from ckeetcd.loop.env import make_env
-from ckeetcd.tasks.daemoncert import daemon_tls
-from ckeetcd.etcd import EtcdClient
+from ckeetcd.support.files import write_atomic, write_private
+
+from ckeetcd.core.config import EtcdConfig, load_config
 from ckeetcd.core.model import Desired, Observed
+from ckeetcd.etcd import EtcdClient
 from ckeetcd.nodes import LocalRuntime, resolve_etcd_binary
 from ckeetcd.pki import TLSFiles, load_ca
-from ckeetcd.support.files import write_atomic, write_private
+from ckeetcd.tasks.daemoncert import daemon_tls
 
 T = TypeVar("T")
 _blocks = itertools.count()

@@ -23,6 +23,9 @@ from typing import Any
 
 import pytest
 
+from ckeetcd.core.config import load_config
+from ckeetcd.etcd.snapshot import verify
+from ckeetcd.nodes.local import resolve_etcdutl_binary
 from ckeetcd.tasks.backup import (
     NAME_RE,
     _HashingFile,
@@ -31,9 +34,6 @@ from ckeetcd.tasks.backup import (
     rotate,
     save_verified,
 )
-from ckeetcd.core.config import load_config
-from ckeetcd.etcd.snapshot import verify
-from ckeetcd.nodes.local import resolve_etcdutl_binary
 from tests.harness import Cluster, wait_for
 
 pytestmark = pytest.mark.etcd

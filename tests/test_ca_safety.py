@@ -24,11 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from ckeetcd.loop.startup import daemon_ca
 from cryptography import x509
 
 from ckeetcd.cli.main import main
 from ckeetcd.core.config import Config, load_config
-from ckeetcd.loop.startup import daemon_ca
 from ckeetcd.loop.daemonca import EXIT_REFUSED
 from ckeetcd.pki import (
     CA_CERT_MISSING,

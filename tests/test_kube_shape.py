@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from ckeetcd.core.config import KubernetesConfig
+from ckeetcd.core.model import Desired, DesiredMember, Health, LiveMember, Observed
 from ckeetcd.kube import shape
 from ckeetcd.kube.shape import ENDPOINTS, SERVICE, SLICE, Row
-from ckeetcd.core.model import Desired, DesiredMember, Health, LiveMember, Observed
 from tests.builders import cluster, desired, live
 
 KUBE = KubernetesConfig()

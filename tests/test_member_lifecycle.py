@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ckeetcd.core import restarts
 from ckeetcd.core.config import EtcdConfig
-from ckeetcd.support.history import History
 from ckeetcd.nodes import LocalRuntime, MemberSpec
 from ckeetcd.nodes.local import resolve_etcd_binary
+from ckeetcd.support.history import History
 from tests.harness import Cluster, wait_for
 
 NAMES = ["m1", "m2", "m3"]

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from ckeetcd.core import restarts
 from ckeetcd.core.decide import decide
 from ckeetcd.core.model import Desired, MemberExit, Observed, Runtime
-from ckeetcd.nodes.base import exit_of, exit_reason, is_archive, log_tail, prunable
 from ckeetcd.core.restarts import Starts
+from ckeetcd.nodes.base import exit_of, exit_reason, is_archive, log_tail, prunable
 from ckeetcd.support.startbook import StartBook, iso
 from tests.builders import DEAD, HEALTHY, IDLE, cluster, desired, steps
 from tests.harness import ListLog

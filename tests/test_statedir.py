@@ -24,8 +24,8 @@ import pytest
 
 from ckeetcd.cli.main import main
 from ckeetcd.core.config import ConfigError, load_config, parse_config
-from ckeetcd.support.statedir import MARKER, Facts, StateDirError, claim_state_dir, verdict
 from ckeetcd.core.syspaths import system_dir_problem
+from ckeetcd.support.statedir import MARKER, Facts, StateDirError, claim_state_dir, verdict
 from tests.harness import Cluster, wait_for
 
 HOME = "/home/alice"

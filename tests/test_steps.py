@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from ckeetcd.loop.startup import load_ca_for
 from ckeetcd.loop.env import make_env
-from ckeetcd.support.history import History
+from ckeetcd.loop.startup import load_ca_for
+
 from ckeetcd.core.model import Desired, Op
 from ckeetcd.ops import OPS, OpContext, Skip
 from ckeetcd.ops.steps import StepRecorder
+from ckeetcd.support.history import History
 from tests.harness import Cluster, ListLog, wait_for
 
 COMPACT = Op("compact")

@@ -22,10 +22,10 @@ def _error(message: str, status: int) -> int:
 
 
 def ca_export(args: argparse.Namespace) -> int:
-    from ckeetcd.pki.catransfer import export_bundle
     from ckeetcd.loop.daemon import pki_dir
     from ckeetcd.loop.daemonca import CARefused, open_ca
     from ckeetcd.pki import ca_paths
+    from ckeetcd.pki.catransfer import export_bundle
     from ckeetcd.support.files import write_private
 
     config = load(args)
@@ -55,8 +55,8 @@ def ca_export(args: argparse.Namespace) -> int:
 
 
 def ca_import(args: argparse.Namespace) -> int:
-    from ckeetcd.pki.catransfer import CATransferError, DifferentCA, import_bundle, parse_bundle
     from ckeetcd.loop.daemon import pki_dir
+    from ckeetcd.pki.catransfer import CATransferError, DifferentCA, import_bundle, parse_bundle
     from ckeetcd.tasks.daemoncert import daemon_tls
 
     config = load(args)

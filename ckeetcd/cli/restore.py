@@ -69,8 +69,8 @@ def restore(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace, config: Config, snapshot: Path) -> int:
-    from ckeetcd.support.statelock import LOCK_FILE, acquire_state_lock
     from ckeetcd.procedures.restore_checks import inside_data_dirs
+    from ckeetcd.support.statelock import LOCK_FILE, acquire_state_lock
 
     state = config.cluster.state_dir
     if not state.is_dir():
@@ -140,10 +140,10 @@ async def _prepare(config: Config, info: SnapshotInfo, cluster: ClusterState,
 
 
 async def _execute(config: Config, plan: Plan, ca: CA, tls: PemTLS) -> int:
-    from ckeetcd.support import logs
     from ckeetcd.loop.env import make_env
-    from ckeetcd.support.history import History
     from ckeetcd.procedures.restore import RestoreFailed, Restorer
+    from ckeetcd.support import logs
+    from ckeetcd.support.history import History
 
     start = time.monotonic()
     history = History(config.cluster.state_dir, config.maintenance.log_max_bytes)

@@ -44,9 +44,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ckeetcd.core.config import Config, KubernetesConfig
+from ckeetcd.core.model import Desired, Observed
 from ckeetcd.kube import shape
 from ckeetcd.kube.shape import ENDPOINTS, SERVICE, SLICE, Obj, Objects
-from ckeetcd.core.model import Desired, Observed
 
 CONFLICT_RETRIES = 5
 BACKOFF_START = 0.25

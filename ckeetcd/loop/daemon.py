@@ -19,30 +19,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ckeetcd.support import logs
-from ckeetcd.core.config import Config, ConfigError, load_config
-from ckeetcd.loop.daemonca import EXIT_REFUSED, CARefused, open_ca
-from ckeetcd.tasks.daemoncert import daemon_tls
-from ckeetcd.core.decide import decide
 from ckeetcd.coordination.election import Leadership
-from ckeetcd.etcd import ClientPool
-from ckeetcd.support.filewatch import FileWatch
-from ckeetcd.support.history import History
-from ckeetcd.tasks.keymodes import KeyModeWatch
-from ckeetcd.tasks.metrics import METRICS
+from ckeetcd.core.config import Config, ConfigError, load_config
+from ckeetcd.core.decide import decide
 from ckeetcd.core.model import Decision, Desired, Observed
+from ckeetcd.etcd import ClientPool
+from ckeetcd.loop.daemonca import EXIT_REFUSED, CARefused, open_ca
+from ckeetcd.loop.observe import Observer
+from ckeetcd.loop.runner import run_ops
+from ckeetcd.loop.sidetasks import SideTask, build_side_tasks, stop_all, supervise
 from ckeetcd.nodes import LocalRuntime, MemberRuntime, etcdprobe
 from ckeetcd.nodes.router import RoutedRuntime, make_runtime, uses_ssh
-from ckeetcd.loop.observe import Observer
 from ckeetcd.ops import OpContext
 from ckeetcd.ops.context import FAILPOINT_ENV
 from ckeetcd.ops.stop_member import log_pruned
 from ckeetcd.pki import CA, ca_paths, load_ca
-from ckeetcd.loop.runner import run_ops
+from ckeetcd.support import logs
+from ckeetcd.support.filewatch import FileWatch
+from ckeetcd.support.history import History
 from ckeetcd.support.sdnotify import Notifier
-from ckeetcd.loop.sidetasks import SideTask, build_side_tasks, stop_all, supervise
 from ckeetcd.support.startbook import StartBook
 from ckeetcd.support.statedir import StateDirError, claim_state_dir
+from ckeetcd.tasks.daemoncert import daemon_tls
+from ckeetcd.tasks.keymodes import KeyModeWatch
+from ckeetcd.tasks.metrics import METRICS
 
 EXIT_CONFIG = 2  # the config or its state dir must be fixed; nothing was changed
 

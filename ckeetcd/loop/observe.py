@@ -16,8 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
-from ckeetcd.etcd import ClientPool, EtcdError
-from ckeetcd.etcd.rbac import rbac_in_place
+from ckeetcd.coordination.pause import read_pause
 from ckeetcd.core.model import (
     Desired,
     DesiredMember,
@@ -27,8 +26,9 @@ from ckeetcd.core.model import (
     Observed,
     Runtime,
 )
+from ckeetcd.etcd import ClientPool, EtcdError
+from ckeetcd.etcd.rbac import rbac_in_place
 from ckeetcd.nodes import MemberRuntime
-from ckeetcd.coordination.pause import read_pause
 from ckeetcd.pki import member_tls_problem, not_after
 from ckeetcd.support.startbook import StartBook
 

@@ -19,16 +19,16 @@ import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ckeetcd.coordination.election import daemon_id
+from ckeetcd.core.config import Config
+from ckeetcd.core.model import Desired, Observed
+from ckeetcd.pki.catransfer import PublicCA
+from ckeetcd.procedures.quorumwatch import QuorumWatch
+from ckeetcd.support.polling import Backoff, Poll
 from ckeetcd.tasks.alerts import AlertWatch
 from ckeetcd.tasks.backup import ScheduledBackups, backup_time, default_dir, list_backups
-from ckeetcd.pki.catransfer import PublicCA
-from ckeetcd.core.config import Config
 from ckeetcd.tasks.daemoncert import DaemonCertRenewal, RequestSigner
-from ckeetcd.coordination.election import daemon_id
 from ckeetcd.tasks.metrics import MetricsTask
-from ckeetcd.core.model import Desired, Observed
-from ckeetcd.support.polling import Backoff, Poll
-from ckeetcd.procedures.quorumwatch import QuorumWatch
 
 
 class Supervised(Protocol):

@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 from ckeetcd.core.config import Config, Problem
-from ckeetcd.nodes.local import resolve_etcd_binary
 from ckeetcd.core.textcheck import printable
+from ckeetcd.nodes.local import resolve_etcd_binary
 
 SENTINELS = ("--ckeetcd-probe-1", "--ckeetcd-probe-2")
 TIMEOUT = 5.0

@@ -6,8 +6,8 @@ its peers; that is retried with backoff inside the step's budget.
 
 from __future__ import annotations
 
-from ckeetcd.etcd import EtcdError
 from ckeetcd.core.model import Op
+from ckeetcd.etcd import EtcdError
 from ckeetcd.ops.context import OpContext, OpFailed
 from ckeetcd.ops.snapshot import pre_change_snapshot
 from ckeetcd.support.polling import Backoff, Poll, retry

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ckeetcd.core.config import Config
-from ckeetcd.etcd import ClientPool, EtcdClient
-from ckeetcd.support.history import History
 from ckeetcd.core.model import Desired, Observed, Op
+from ckeetcd.etcd import ClientPool, EtcdClient
 from ckeetcd.nodes import MemberRuntime
-from ckeetcd.pki import CA
-from ckeetcd.support.startbook import StartBook
 from ckeetcd.ops.steps import FAILPOINT_ENV, Skip, Step, StepRecorder
+from ckeetcd.pki import CA
+from ckeetcd.support.history import History
+from ckeetcd.support.startbook import StartBook
 
 __all__ = ["FAILPOINT_ENV", "OpContext", "OpFailed", "Skip", "Step"]
 

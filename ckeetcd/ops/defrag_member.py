@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from ckeetcd.etcd import EtcdError
 from ckeetcd.core.model import Health, Op
+from ckeetcd.etcd import EtcdError
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 from ckeetcd.support.polling import Backoff, Poll
 

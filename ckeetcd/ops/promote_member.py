@@ -7,8 +7,8 @@ with backoff inside the budget, then left to the next cycle.
 
 from __future__ import annotations
 
-from ckeetcd.etcd import EtcdError
 from ckeetcd.core.model import Op
+from ckeetcd.etcd import EtcdError
 from ckeetcd.ops.context import OpContext, Skip
 from ckeetcd.support.polling import Backoff, Poll, retry
 

@@ -17,8 +17,8 @@ tight loop.
 
 from __future__ import annotations
 
-from ckeetcd.etcd import EtcdError
 from ckeetcd.core.model import MemberExit, Op
+from ckeetcd.etcd import EtcdError
 from ckeetcd.nodes import MemberSpec
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 from ckeetcd.ops.tls import ensure_member_tls

@@ -23,12 +23,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ckeetcd.support.files import ensure_private_dir, write_atomic, write_new, write_private
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ckeetcd.pki import CA, CAError, CertKey, ca_paths, check_ca_cert, expect_key, read_ca_cert
-from ckeetcd.support.files import ensure_private_dir, write_atomic, write_new, write_private
 
 FORMAT = "ckeetcd-ca/1"
 

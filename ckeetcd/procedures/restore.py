@@ -46,15 +46,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ckeetcd.core.config import Config
+from ckeetcd.core.model import Desired, Health
 from ckeetcd.etcd.client import EtcdClient, EtcdError, PemTLS
 from ckeetcd.etcd.rbac import ensure_rbac, rbac_in_place
-from ckeetcd.support.history import History
-from ckeetcd.core.model import Desired, Health
 from ckeetcd.nodes.base import RESTORE_MARKER, MemberRuntime, MemberSpec
-from ckeetcd.pki import CA, member_tls_files, member_tls_problem
-from ckeetcd.support.polling import Backoff, Poll
-from ckeetcd.procedures.restore_checks import ClusterState, SnapshotInfo, file_identity
 from ckeetcd.ops.steps import StepRecorder
+from ckeetcd.pki import CA, member_tls_files, member_tls_problem
+from ckeetcd.procedures.restore_checks import ClusterState, SnapshotInfo, file_identity
+from ckeetcd.support.history import History
+from ckeetcd.support.polling import Backoff, Poll
 
 OP = "restore-cluster"
 ARCHIVE_LABEL = "before-restore"

@@ -22,9 +22,9 @@ from types import MappingProxyType
 from typing import Any
 
 from ckeetcd.core.config import Config
+from ckeetcd.core.model import Health, Observed, quorum
 from ckeetcd.etcd.client import EtcdClient, EtcdError, PemTLS
 from ckeetcd.etcd.snapshot import HASH_LEN, SnapshotError, verify
-from ckeetcd.core.model import Health, Observed, quorum
 
 SECTOR = 512
 BOLT_MAGIC = 0xED0CDAED

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ckeetcd.core import restarts
-from ckeetcd.support.history import History
 from ckeetcd.core.model import MemberExit, Runtime
-from ckeetcd.support.files import write_atomic
 from ckeetcd.core.restarts import Starts
+from ckeetcd.support.files import write_atomic
+from ckeetcd.support.history import History
 
 STARTS_FILE = "starts.json"
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ckeetcd.support.files import ensure_private_dir, write_private
 from ckeetcd.core.syspaths import character_problem, system_dir_problem
+from ckeetcd.support.files import ensure_private_dir, write_private
 
 MARKER = ".ckeetcd-state"
 MARKER_FORMAT = "ckeetcd-state/1"

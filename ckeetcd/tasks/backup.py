@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from ckeetcd.core.config import Config
-from ckeetcd.etcd.client import EtcdClient
 from ckeetcd.core.model import Desired, Observed
+from ckeetcd.etcd.client import EtcdClient
 from ckeetcd.support.files import ensure_private_dir, fsync_dir
 
 NAME_FORMAT = "etcd-%Y%m%d-%H%M%S.backup"
