@@ -28,6 +28,9 @@ from tests.test_backup import created_name, etcdutl_status, fill
 pytestmark = pytest.mark.etcd
 
 NAMES = ["m1", "m2", "m3"]
+RESTORE_STEPS = ["mark-restoring", "stop-members", "archive-data", "install-tls",
+                 "restore-data", "start-members", "wait-healthy", "ensure-rbac",
+                 "unmark-restoring"]
 
 
 def backup(cluster: Cluster, folder: Path) -> Path:
@@ -231,6 +234,11 @@ def test_disaster_drill(make_cluster: Callable[..., Cluster], tmp_path: Path) ->
                .splitlines()]
     ends = [h for h in history if h.get("event") == "restore-end"]
     assert ends and ends[-1]["outcome"] == "ok"
+    # Recorded as the ops' steps are: each one begun, then ended, in order, naming the members.
+    steps = [(h["event"], h["step"], h.get("outcome"), h["targets"]) for h in history
+             if h.get("op") == "restore-cluster" and h["event"] in ("step-begin", "step-end")]
+    assert steps == [(event, step, outcome, "m1,m2,m3") for step in RESTORE_STEPS
+                     for event, outcome in (("step-begin", None), ("step-end", "ok"))]
 
     # The daemon, started again, finds a healthy cluster and reconciles as usual.
     mark = c.mark()

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from ckeetcd.core.config import Config
     from ckeetcd.etcd.client import PemTLS
     from ckeetcd.pki import CA
-    from ckeetcd.procedures.restore import ClusterState, Plan, SnapshotInfo
+    from ckeetcd.procedures.restore import Plan
+    from ckeetcd.procedures.restore_checks import ClusterState, SnapshotInfo
 
 RESTORE_ROOT_LIFETIME = dt.timedelta(hours=1)
 
@@ -68,7 +69,7 @@ def restore(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace, config: Config, snapshot: Path) -> int:
-    from ckeetcd.procedures.restore import inside_data_dirs
+    from ckeetcd.procedures.restore_checks import inside_data_dirs
     from ckeetcd.support.statelock import LOCK_FILE, acquire_state_lock
 
     state = config.cluster.state_dir
@@ -105,7 +106,7 @@ def _restore(args: argparse.Namespace, config: Config, snapshot: Path) -> int:
 async def _check(config: Config, snapshot: Path,
                  tls: PemTLS) -> tuple[SnapshotInfo, ClusterState]:
     from ckeetcd.nodes.local import resolve_etcdutl_binary
-    from ckeetcd.procedures.restore import RestoreRefused, check_snapshot, probe_cluster
+    from ckeetcd.procedures.restore_checks import RestoreRefused, check_snapshot, probe_cluster
 
     try:
         etcdutl = resolve_etcdutl_binary(config.etcd.binary)

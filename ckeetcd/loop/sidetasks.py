@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -22,7 +23,8 @@ from ckeetcd.coordination.election import daemon_id
 from ckeetcd.core.config import Config
 from ckeetcd.core.model import Desired, Observed
 from ckeetcd.pki.catransfer import PublicCA
-from ckeetcd.procedures.restore import QuorumWatch
+from ckeetcd.procedures.quorumwatch import QuorumWatch
+from ckeetcd.support.polling import Backoff, Poll
 from ckeetcd.tasks.alerts import AlertWatch
 from ckeetcd.tasks.backup import ScheduledBackups, backup_time, default_dir, list_backups
 from ckeetcd.tasks.daemoncert import DaemonCertRenewal, RequestSigner
@@ -134,8 +136,7 @@ class LeaderOnly:
 
 async def supervise(task: Supervised, log: Any, max_backoff: float = 30.0) -> None:
     """Run `task` forever; restart it with backoff when it fails."""
-    backoff = 0.5
-    while True:
+    async for _ in Poll(math.inf, Backoff(0.5, factor=2, cap=max_backoff)):
         try:
             await task.run()
             return
@@ -143,8 +144,6 @@ async def supervise(task: Supervised, log: Any, max_backoff: float = 30.0) -> No
             raise
         except Exception as e:
             log.error("side_task_failed", task=task.name, error=f"{type(e).__name__}: {e}")
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff)
 
 
 async def stop_all(running: list[asyncio.Task[None]]) -> None:

@@ -36,8 +36,10 @@ from ckeetcd.nodes.base import (
     prunable,
 )
 from ckeetcd.support.files import ensure_private_dir, fsync_dir, write_atomic, write_private
+from ckeetcd.support.polling import Backoff, Poll
 
 ETCD_BINARY_ENV = "CKEETCD_ETCD_BINARY"
+STOP_POLL = Backoff(0.02)  # how often a stopping member's pid is looked at
 
 
 def resolve_etcd_binary(configured: str) -> str:
@@ -288,17 +290,21 @@ class LocalRuntime:
         if pid is None:
             return False
         os.kill(pid, signal.SIGTERM if timeout > 0 else signal.SIGKILL)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._live_pid(name) == pid:
-            if loop.time() > deadline:
+        while not await self._gone(name, pid, timeout):
+            with contextlib.suppress(ProcessLookupError):  # gone just now
                 os.kill(pid, signal.SIGKILL)
-                deadline = loop.time() + 5
-            await asyncio.sleep(0.02)
+            timeout = 5.0  # and again every 5 s until the kernel lets it go
         self._pidfile(name).unlink(missing_ok=True)
         self._reap(name)
         self._exit_codes.pop(name, None)  # stopped on purpose: not an exit to report
         return True
+
+    async def _gone(self, name: str, pid: int, within: float) -> bool:
+        """Whether `name`'s process `pid` is gone within `within` seconds."""
+        async for _ in Poll(within, STOP_POLL):
+            if self._live_pid(name) != pid:
+                return True
+        return False
 
     async def archive_data(self, name: str, label: str = "removed") -> Path | None:
         """Move the data dir aside as `data.LABEL-STAMP` (never delete it); None when none."""

@@ -45,8 +45,10 @@ from ckeetcd.nodes.base import (
     prunable,
 )
 from ckeetcd.nodes.sshnode import SSHError, SSHNode
+from ckeetcd.support.polling import Backoff, Poll
 
 UNIT = "ckeetcd-member@{name}.service"
+UNIT_START = 10.0  # seconds a unit started with --no-block has to show its etcd running
 ENV_DIR = "/etc/ckeetcd"
 
 
@@ -186,12 +188,11 @@ class SSHRuntime:
             await node.run(f"umask 077; mkdir -p {d}/data && chmod 700 {d} {d}/data && "
                            f"echo '--- {stamp} start ({spec.initial_state})' >> {d}/etcd.log && "
                            f"systemctl start --no-block {unit}")
-            for _ in range(100):
+            async for _ in Poll(UNIT_START, Backoff(0.05)):
                 state = await self.inspect(spec.name)
                 if state.running and state.pid:
                     return state.pid
-                await asyncio.sleep(0.05)
-            raise SSHError(node.host, "command", f"{unit} did not start")
+            raise SSHError(node.host, "command", f"{unit} did not start within {UNIT_START:g}s")
         cmd = " ".join(shlex.quote(a) for a in self.command_line(spec))
         # Under a lock, and only if not running by then: two daemons may start the
         # same member at once (the bootstrapper and the member's own node, without

@@ -1,12 +1,11 @@
-"""What an op needs to act, and the step recorder every op uses."""
+"""What an op needs to act; its steps are recorded by ckeetcd.ops.steps."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,19 +13,16 @@ from ckeetcd.core.config import Config
 from ckeetcd.core.model import Desired, Observed, Op
 from ckeetcd.etcd import ClientPool, EtcdClient
 from ckeetcd.nodes import MemberRuntime
+from ckeetcd.ops.steps import FAILPOINT_ENV, Skip, Step, StepRecorder
 from ckeetcd.pki import CA
 from ckeetcd.support.history import History
 from ckeetcd.support.startbook import StartBook
 
-FAILPOINT_ENV = "CKEETCD_FAILPOINT"
+__all__ = ["FAILPOINT_ENV", "OpContext", "OpFailed", "Skip", "Step"]
 
 
 class OpFailed(Exception):
     """A step could not do its job; the next cycle decides again."""
-
-
-class Skip(Exception):
-    """A step's precondition no longer holds: nothing to do."""
 
 
 @dataclass
@@ -58,29 +54,16 @@ class OpContext:
             raise OpFailed("no healthy voter to talk to")
         return self.pool.get(voters[0].client_urls[0])
 
-    @contextlib.asynccontextmanager
-    async def step(self, op: Op, name: str, **extra: Any) -> AsyncIterator[None]:
-        """Log and record one step; a Skip inside ends the step as skipped."""
-        start = time.monotonic()
-        base = {"op": op.kind, "step": name, "targets": op.targets(), **extra}
-        self.history.record(cycle=self.cycle, event="step-begin", **base)
-        outcome, error = "ok", ""
-        try:
-            if self.fence is not None:
-                await self.fence(op)
-            yield
-        except Skip as e:
-            outcome, error = "skipped", str(e)
-        except Exception as e:
-            outcome, error = "error", f"{type(e).__name__}: {e}"
-            raise
-        finally:
-            duration = round(time.monotonic() - start, 4)
-            self.history.record(cycle=self.cycle, event="step-end", outcome=outcome,
-                                duration=duration, error=error, **base)
-            level = self.log.warning if outcome == "error" else self.log.info
-            level("op_step", outcome=outcome, duration=duration,
-                  **({"error": error} if error else {}), **base)
-        if self.failpoint and self.failpoint in (f"{op.kind}:{name}", "*"):
-            self.log.warning("failpoint", op=op.kind, step=name)
-            os.kill(os.getpid(), signal.SIGKILL)
+    def steps(self, op: Op) -> StepRecorder:
+        """The recorder of `op`'s steps: this cycle, the fence before every step."""
+        fence = None if self.fence is None else functools.partial(self.fence, op)
+        return StepRecorder(self.history, self.log, op.kind, op.targets(), cycle=self.cycle,
+                            fence=fence, failpoint=self.failpoint)
+
+    def step(self, op: Op, name: str, **extra: Any) -> contextlib.AbstractAsyncContextManager[Step]:
+        """Log and record one step of `op` (ckeetcd.ops.steps); a Skip inside ends it as skipped."""
+        return self.steps(op).step(name, **extra)
+
+    async def skip(self, op: Op, name: str, reason: str, **extra: Any) -> Step:
+        """Record a step of `op` that found nothing to do."""
+        return await self.steps(op).skip(name, reason, **extra)

@@ -16,10 +16,12 @@ one always runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from ckeetcd.core.model import Health, Op
 from ckeetcd.etcd import EtcdError
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
+from ckeetcd.support.polling import Backoff, Poll
 
 DEFRAG_TIMEOUT = 600.0
 HEALTHY_AGAIN = 30.0
@@ -43,8 +45,7 @@ async def member_statuses(ctx: OpContext) -> dict[str, Health]:
 
 
 async def run(ctx: OpContext, op: Op) -> None:
-    skipped = False
-    async with ctx.step(op, "check-health", reason=op.detail):
+    async with ctx.step(op, "check-health", reason=op.detail) as check:
         statuses = await member_statuses(ctx)
         sick = sorted(n for n, h in statuses.items() if not h.healthy)
         if sick:
@@ -55,36 +56,28 @@ async def run(ctx: OpContext, op: Op) -> None:
             raise OpFailed(f"{op.member} is not a member")
         threshold = ctx.config.maintenance.defrag_threshold
         if op.detail == "fragmented" and mine.fragmentation <= threshold:
-            skipped = True
             raise Skip(f"{mine.fragmentation:.0%} free, not above {threshold:.0%}")
-    if skipped:
+    if check.skipped:
         return
     client = ctx.pool.get(op.client_url)
     committed = max(h.raft_index for h in statuses.values())
     async with ctx.step(op, "wait-applied", index=committed):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + CATCH_UP
-        while (mine := await client.status()).raft_applied_index < committed:
-            if loop.time() > deadline:
-                raise OpFailed(f"{op.member} applied only {mine.raft_applied_index} of "
-                               f"{committed} after {CATCH_UP:g}s")
-            await asyncio.sleep(0.05)
+        async for _ in Poll(CATCH_UP, Backoff(0.05)):
+            if (mine := await client.status()).raft_applied_index >= committed:
+                break
+        else:
+            raise OpFailed(f"{op.member} applied only {mine.raft_applied_index} of "
+                           f"{committed} after {CATCH_UP:g}s")
     async with ctx.step(op, "defragment", db_size=mine.db_size,
                         db_size_in_use=mine.db_size_in_use):
         await client.defragment(timeout=DEFRAG_TIMEOUT)
     async with ctx.step(op, "wait-healthy"):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + HEALTHY_AGAIN
-        while True:
-            try:
-                after = await client.status()
-                if after.healthy:
+        async for _ in Poll(HEALTHY_AGAIN, Backoff(0.1)):
+            with contextlib.suppress(EtcdError):
+                if (after := await client.status()).healthy:
                     break
-            except EtcdError:
-                pass
-            if loop.time() > deadline:
-                raise OpFailed(f"{op.member} not healthy {HEALTHY_AGAIN:g}s after defragmenting")
-            await asyncio.sleep(0.1)
+        else:
+            raise OpFailed(f"{op.member} not healthy {HEALTHY_AGAIN:g}s after defragmenting")
     ctx.log.info("defragmented", member=op.member, reason=op.detail,
                  db_size_before=mine.db_size, db_size=after.db_size,
                  db_size_in_use=after.db_size_in_use)

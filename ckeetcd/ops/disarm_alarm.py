@@ -32,11 +32,9 @@ def backend_quota(config: Config) -> int:
 
 
 async def run(ctx: OpContext, op: Op) -> None:
-    skipped = False
     client = ctx.leader_client()
-    async with ctx.step(op, "check-space", alarm=op.detail):
+    async with ctx.step(op, "check-space", alarm=op.detail) as check:
         if not [a for a in await client.alarms() if a[1] == op.detail]:
-            skipped = True
             raise Skip(f"no {op.detail} alarm")
         if op.detail == "NOSPACE":
             quota = backend_quota(ctx.config)
@@ -46,7 +44,7 @@ async def run(ctx: OpContext, op: Op) -> None:
                 raise OpFailed(f"still within {MIN_HEADROOM:.0%} of the {quota}-byte quota "
                                f"after compaction and defragmentation: {', '.join(full)}; "
                                "delete data or raise [etcd] quota_backend_bytes")
-    if skipped:
+    if check.skipped:
         return
     async with ctx.step(op, "disarm", alarm=op.detail):
         alarms = [a for a in await client.alarms() if a[1] == op.detail]

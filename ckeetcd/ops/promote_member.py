@@ -7,13 +7,17 @@ with backoff inside the budget, then left to the next cycle.
 
 from __future__ import annotations
 
-import asyncio
-
 from ckeetcd.core.model import Op
 from ckeetcd.etcd import EtcdError
 from ckeetcd.ops.context import OpContext, Skip
+from ckeetcd.support.polling import Backoff, Poll, retry
 
 RETRY_BUDGET = 20.0
+RETRY_BACKOFF = Backoff(0.05, factor=2, cap=1.0)
+
+
+def _too_early(e: Exception) -> bool:
+    return isinstance(e, EtcdError) and e.code == "FAILED_PRECONDITION"
 
 
 async def run(ctx: OpContext, op: Op) -> None:
@@ -24,15 +28,5 @@ async def run(ctx: OpContext, op: Op) -> None:
             raise Skip("no longer a member")
         if not member.learner:
             raise Skip("already a voter")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + RETRY_BUDGET
-        delay = 0.05
-        while True:
-            try:
-                await client.member_promote(op.member_id)
-                return
-            except EtcdError as e:
-                if e.code != "FAILED_PRECONDITION" or loop.time() + delay > deadline:
-                    raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        await retry(lambda: client.member_promote(op.member_id),
+                    Poll(RETRY_BUDGET, RETRY_BACKOFF), _too_early)

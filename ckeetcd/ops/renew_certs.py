@@ -8,12 +8,14 @@ on: no request fails. The op waits until the member serves the new cert.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from urllib.parse import urlsplit
 
 from ckeetcd.core.model import Op
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 from ckeetcd.ops.tls import ensure_member_tls, member_tls_state
+from ckeetcd.support.polling import Backoff, Poll
 
 SERVE_DEADLINE = 10.0
 
@@ -35,15 +37,13 @@ async def served_cert(ctx: OpContext, url: str) -> bytes:
 
 
 async def run(ctx: OpContext, op: Op) -> None:
-    needed = True
-    async with ctx.step(op, "install-tls"):
+    async with ctx.step(op, "install-tls") as install:
         # The observation that asked for this may be old (certificate files are
         # read on full observations only): look again before replacing anything.
         if not await member_tls_state(ctx, op.member):
-            needed = False
             raise Skip("its certificates are fine now")
         await ensure_member_tls(ctx, op.member, force=True)
-    if not needed:
+    if install.skipped:
         return
     async with ctx.step(op, "verify-served"):
         from cryptography import x509
@@ -52,15 +52,9 @@ async def run(ctx: OpContext, op: Op) -> None:
         if installed is None:
             raise OpFailed("no server.crt after install")
         want = x509.load_pem_x509_certificate(installed).serial_number
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SERVE_DEADLINE
-        while True:
-            try:
+        async for _ in Poll(SERVE_DEADLINE, Backoff(0.1)):
+            with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
                 got = x509.load_der_x509_certificate(await served_cert(ctx, op.client_url))
                 if got.serial_number == want:
                     return
-            except (OSError, TimeoutError, ssl.SSLError):
-                pass
-            if loop.time() > deadline:
-                raise OpFailed(f"{op.member} still serves its old certificate")
-            await asyncio.sleep(0.1)
+        raise OpFailed(f"{op.member} still serves its old certificate")

@@ -17,13 +17,12 @@ tight loop.
 
 from __future__ import annotations
 
-import asyncio
-
 from ckeetcd.core.model import MemberExit, Op
 from ckeetcd.etcd import EtcdError
 from ckeetcd.nodes import MemberSpec
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 from ckeetcd.ops.tls import ensure_member_tls
+from ckeetcd.support.polling import Backoff, Poll
 
 START_WATCH = 5.0  # seconds a new process is watched for an early exit
 WATCH_POLL = 0.05
@@ -70,17 +69,13 @@ async def _watch(ctx: OpContext, op: Op, pid: int) -> bool:
     raises OpFailed when its process exited first."""
     d = ctx.desired.by_name(op.member)
     url = op.client_url or (d.client_url if d else "")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + START_WATCH
-    while True:
+    async for _ in Poll(START_WATCH, Backoff(WATCH_POLL)):
         state = await ctx.runtime.inspect(op.member)
         if state.reachable and (not state.running or state.pid != pid):
             raise OpFailed(await _exit_reason(ctx, op.member))
         if url and await _healthy(ctx, url):
             return True
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(WATCH_POLL)
+    return False
 
 
 async def _healthy(ctx: OpContext, url: str) -> bool:

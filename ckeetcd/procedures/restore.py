@@ -1,17 +1,11 @@
 """Rebuild the cluster from a snapshot: after quorum loss, or when the data is unusable.
 
-Checks first, and refuses (`RestoreRefused`, nothing changed) when any fails:
-
-- the snapshot: a regular, readable file; with etcd's SHA-256 trailer (what
-  the Snapshot RPC, `etcdctl snapshot save` and `local-backup` write) the
-  hash must match; a bare database copied from a data dir (no trailer) must
-  at least have a valid bbolt meta page and be as long as that page says;
-  either way `etcdutl snapshot status` must read it;
-- the cluster: it must have lost quorum (status of every desired member, as
-  `ckeetcd status` computes it), unless forced.
-
-Then, in order, each step logged as an `op_step` event of op `restore-cluster`
-and recorded in the history:
+Checks first (ckeetcd.procedures.restore_checks), and refuses (`RestoreRefused`,
+nothing changed) when the snapshot is not one etcd can restore, or when the
+cluster still has quorum, unless forced. Then the plan (what will be done,
+for the operator to confirm) and, in order, these steps, each logged as an
+`op_step` event of op `restore-cluster` and recorded in the history by the
+ops' step recorder (ckeetcd.ops.steps):
 
 0. mark-restoring: a `RESTORING` marker (who, since when, which file) in every
    member dir, on every node: any daemon that sees one keeps its hands off
@@ -44,236 +38,31 @@ moves half-restored data aside too).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-import json
 import os
-import signal
 import socket
-import struct
-import subprocess
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from ckeetcd.core.config import Config
-from ckeetcd.core.model import Desired, Health, Observed, quorum
+from ckeetcd.core.model import Desired, Health
 from ckeetcd.etcd.client import EtcdClient, EtcdError, PemTLS
 from ckeetcd.etcd.rbac import ensure_rbac, rbac_in_place
-from ckeetcd.etcd.snapshot import HASH_LEN, SnapshotError, verify
 from ckeetcd.nodes.base import RESTORE_MARKER, MemberRuntime, MemberSpec
-from ckeetcd.ops.context import FAILPOINT_ENV
+from ckeetcd.ops.steps import StepRecorder
 from ckeetcd.pki import CA, member_tls_files, member_tls_problem
+from ckeetcd.procedures.restore_checks import ClusterState, SnapshotInfo, file_identity
 from ckeetcd.support.history import History
+from ckeetcd.support.polling import Backoff, Poll
 
 OP = "restore-cluster"
 ARCHIVE_LABEL = "before-restore"
 HEALTH_POLL = 0.05
-SECTOR = 512
-BOLT_MAGIC = 0xED0CDAED
-# bbolt meta: magic version pageSize flags | root seq | freelist | pgid | txid | checksum
-_META = struct.Struct("<IIII QQ Q Q Q Q")
-
-
-class RestoreRefused(Exception):
-    """The restore will not run; nothing was changed."""
 
 
 class RestoreFailed(Exception):
     """The restore stopped partway; the message says what state things are in."""
-
-
-# ---- the snapshot ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    path: Path
-    size: int
-    hashed: bool  # carries etcd's SHA-256 trailer (checked); False: a bare bbolt file
-    identity: tuple[int, ...] = ()  # device, inode, size, mtime when checked
-    revision: int = 0
-    total_keys: int = 0
-    total_size: int = 0
-    hash: int = 0
-
-    def describe(self) -> str:
-        check = "SHA-256 verified" if self.hashed else \
-            "NO integrity hash (a database file copied from a data dir)"
-        return (f"{self.path} ({self.size} bytes, revision {self.revision}, "
-                f"{self.total_keys} keys; {check})")
-
-
-def _fnv64a(data: bytes) -> int:
-    h = 0xCBF29CE484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
-def _meta(head: bytes, offset: int) -> tuple[int, int, int] | None:
-    """(page size, high-water page id, txid) of a valid bbolt meta page at `offset`."""
-    raw = head[offset + 16: offset + 16 + _META.size]  # after the 16-byte page header
-    if len(raw) < _META.size:
-        return None
-    magic, _ver, psize, _flags, _root, _seq, _free, pgid, txid, checksum = _META.unpack(raw)
-    if magic != BOLT_MAGIC or checksum != _fnv64a(raw[:-8]) or psize < SECTOR:
-        return None
-    return psize, pgid, txid
-
-
-def bolt_min_size(head: bytes) -> int:
-    """The length a bbolt file must have, per its newest valid meta page; ValueError if none.
-
-    `head` is the start of the file (at least two pages). Meta pages 0 and 1
-    each carry a checksum; the one with the higher txid is current, and its
-    high-water mark (pgid) times the page size is the file's minimum length.
-    """
-    first = _meta(head, 0)
-    metas = [m for m in (first, _meta(head, first[0] if first else 4096)) if m]
-    if not metas:
-        raise ValueError("no valid bbolt meta page (not an etcd database)")
-    psize, pgid, _ = max(metas, key=lambda m: m[2])
-    return pgid * psize
-
-
-def _check_structure(path: Path, size: int) -> bool:
-    """Cheap checks of the file's shape; True when it carries etcd's SHA-256 trailer."""
-    if size == 0:
-        raise RestoreRefused(f"{path}: empty file")
-    hashed = size % SECTOR == HASH_LEN
-    if not hashed and size % SECTOR != 0:
-        raise RestoreRefused(
-            f"{path}: truncated or not a snapshot: {size} bytes is not whole {SECTOR}-byte "
-            f"sectors (plus etcd's {HASH_LEN}-byte SHA-256 trailer)")
-    with open(path, "rb") as f:
-        head = f.read(2 * 65536)
-    try:
-        need = bolt_min_size(head)
-    except ValueError as e:
-        raise RestoreRefused(f"{path}: {e}") from None
-    if size - (HASH_LEN if hashed else 0) < need:
-        raise RestoreRefused(f"{path}: truncated: the database needs {need} bytes, the file "
-                             f"has {size - (HASH_LEN if hashed else 0)}")
-    return hashed
-
-
-def _check_hash(path: Path) -> None:
-    try:
-        verify(path)
-    except SnapshotError as e:
-        raise RestoreRefused(f"{e}: the file is corrupted or truncated") from None
-
-
-async def _etcdutl_status(path: Path, etcdutl: str) -> dict[str, Any]:
-    proc = await asyncio.create_subprocess_exec(
-        etcdutl, "snapshot", "status", "-w", "json", str(path),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
-        lines = err.decode(errors="replace").strip().splitlines()
-        raise RestoreRefused(f"{path}: etcdutl snapshot status failed: "
-                             f"{lines[-1] if lines else f'exit {proc.returncode}'}")
-    try:
-        status: dict[str, Any] = json.loads(out)
-    except ValueError:
-        raise RestoreRefused(f"{path}: etcdutl snapshot status: unreadable answer") from None
-    return status
-
-
-def file_identity(path: Path) -> tuple[int, ...]:
-    st = path.stat()
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-async def check_snapshot(path: Path, etcdutl: str) -> SnapshotInfo:
-    """Refuse a missing, unreadable, truncated or corrupted snapshot; describe a good one.
-
-    The SHA-256 check (a thread) and `etcdutl snapshot status` (a process)
-    run at once; the hash's verdict is reported first when both object.
-    """
-    try:
-        st = path.stat()
-        identity = file_identity(path)
-    except FileNotFoundError:
-        raise RestoreRefused(f"{path}: no such file") from None
-    except OSError as e:
-        raise RestoreRefused(f"{path}: {e.strerror or e}") from None
-    if not path.is_file():
-        raise RestoreRefused(f"{path}: not a regular file")
-    try:
-        hashed = _check_structure(path, st.st_size)
-        checks = await asyncio.gather(
-            asyncio.to_thread(_check_hash, path) if hashed else asyncio.sleep(0),
-            _etcdutl_status(path, etcdutl), return_exceptions=True)
-    except OSError as e:
-        raise RestoreRefused(f"{path}: cannot read: {e.strerror or e}") from None
-    for outcome in checks:
-        if isinstance(outcome, OSError):
-            raise RestoreRefused(f"{path}: cannot read: {outcome.strerror or outcome}")
-        if isinstance(outcome, BaseException):
-            raise outcome
-    status = checks[1]
-    assert isinstance(status, dict)
-    return SnapshotInfo(path=path, size=st.st_size, hashed=hashed, identity=identity,
-                        revision=int(status.get("revision", 0)),
-                        total_keys=int(status.get("totalKey", 0)),
-                        total_size=int(status.get("totalSize", 0)),
-                        hash=int(status.get("hash", 0)))
-
-
-# ---- the cluster -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClusterState:
-    observed: Observed
-    answering: tuple[str, ...]  # desired members whose Status RPC answered
-
-    @property
-    def has_quorum(self) -> bool:
-        return self.observed.has_quorum()
-
-    def describe(self) -> str:
-        obs = self.observed
-        if obs.members is None:
-            return "no member answers"
-        voters, healthy = len(obs.voters()), len(obs.healthy_voters())
-        return (f"{healthy} of {voters} voters healthy (quorum needs {quorum(voters)}); "
-                f"answering: {', '.join(self.answering) or 'none'}")
-
-
-async def probe_cluster(config: Config, tls: PemTLS) -> ClusterState:
-    """Status of every desired member at once, plus a member list: does quorum hold?"""
-    timeout = config.daemon.rpc_timeout
-    clients = {m.name: EtcdClient(config.client_url(m), tls, timeout=timeout)
-               for m in config.members}
-    try:
-        async def status(c: EtcdClient) -> Health:
-            try:
-                return await c.status(timeout=timeout)
-            except EtcdError as e:
-                return Health(healthy=False, error=f"{e.code}: {e.details}")
-
-        healths = dict(zip(clients, await asyncio.gather(*(status(c) for c in
-                                                           clients.values())), strict=True))
-        members = None
-        for name, h in sorted(healths.items(), key=lambda kv: not kv[1].healthy):
-            if h.member_id:
-                with contextlib.suppress(EtcdError):
-                    members = await clients[name].member_list()
-                    break
-        by_id = {h.member_id: h for h in healths.values() if h.member_id}
-        health = {m.id: by_id.get(m.id, Health(healthy=False, error="no answer"))
-                  for m in members or ()}
-        observed = Observed(members=members, health=MappingProxyType(health))
-        return ClusterState(observed, tuple(n for n, h in healths.items() if h.member_id))
-    finally:
-        for c in clients.values():
-            await c.close()
 
 
 # ---- the plan ----------------------------------------------------------------------
@@ -337,16 +126,6 @@ async def make_plan(config: Config, runtime: MemberRuntime, snapshot: SnapshotIn
     return Plan(config, snapshot, cluster, tuple(names), running, tuple(with_data))
 
 
-def inside_data_dirs(snapshot: Path, state_dir: Path) -> bool:
-    """Whether `snapshot` lies in a member data dir (which the restore moves away)."""
-    members = (state_dir / "members").resolve()
-    try:
-        rel = snapshot.resolve().relative_to(members)
-    except ValueError:
-        return False
-    return len(rel.parts) > 1 and rel.parts[1] == "data"
-
-
 # ---- doing it ----------------------------------------------------------------------
 
 
@@ -361,29 +140,11 @@ class Restorer:
     log: Any
     say: Callable[[str], None]
     history: History | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    steps: StepRecorder = field(init=False)
 
-    @contextlib.asynccontextmanager
-    async def step(self, name: str, **extra: Any) -> AsyncIterator[None]:
-        start = time.monotonic()
-        outcome, error = "ok", ""
-        try:
-            yield
-        except BaseException as e:
-            outcome, error = "error", f"{type(e).__name__}: {e}"
-            raise
-        finally:
-            duration = round(time.monotonic() - start, 4)
-            self.timings[name] = duration
-            fields = {"op": OP, "step": name, "outcome": outcome, "duration": duration,
-                      **({"error": error} if error else {}), **extra}
-            (self.log.warning if error else self.log.info)("op_step", **fields)
-            if self.history is not None:
-                self.history.record(event="step-end", targets=",".join(self.plan.local_members),
-                                    **fields)
-            if os.environ.get(FAILPOINT_ENV, "") == f"{OP}:{name}":  # tests: die right here
-                self.log.warning("failpoint", op=OP, step=name)
-                os.kill(os.getpid(), signal.SIGKILL)
+    def __post_init__(self) -> None:
+        # the ops' recorder: the same step-begin/step-end records and op_step lines
+        self.steps = StepRecorder(self.history, self.log, OP, ",".join(self.plan.local_members))
 
     async def run(self) -> None:
         try:
@@ -406,26 +167,26 @@ class Restorer:
     async def _rebuild(self, desired: Desired) -> None:
         plan = self.plan
         marked = sorted(set(plan.local_members) | {d.name for d in desired.members})
-        async with self.step("mark-restoring"):
+        async with self.steps.step("mark-restoring"):
             note = self.marker_note()
             for name in marked:
                 await self.runtime.mark_restoring(name, note)
-        async with self.step("stop-members"):
+        async with self.steps.step("stop-members"):
             for name in plan.local_members:
                 if await self.runtime.stop(name):
                     self.say(f"stopped {name}")
-        async with self.step("archive-data"):
+        async with self.steps.step("archive-data"):
             for name in plan.local_members:
                 moved = await self.runtime.archive_data(name, ARCHIVE_LABEL)
                 if moved is not None:
                     self.say(f"moved the data of {name} aside to {moved}")
-        async with self.step("install-tls"):
+        async with self.steps.step("install-tls"):
             await self._ensure_tls(desired)
         specs = [MemberSpec(name=d.name, client_url=d.client_url, peer_url=d.peer_url,
                             cluster_token=desired.cluster_name,
                             initial_cluster=plan.initial_cluster(), initial_state="new")
                  for d in desired.members]
-        async with self.step("restore-data", snapshot=str(plan.snapshot.path)):
+        async with self.steps.step("restore-data", snapshot=str(plan.snapshot.path)):
             # Checked once already (the hash, when there is one): etcdutl need not hash the
             # same file once per member again, as long as it is still that file.
             if file_identity(plan.snapshot.path) != plan.snapshot.identity:
@@ -437,18 +198,18 @@ class Restorer:
                 if isinstance(outcome, BaseException):
                     raise outcome
             self.say(f"restored the snapshot for {', '.join(s.name for s in specs)}")
-        async with self.step("start-members"):
+        async with self.steps.step("start-members"):
             for s in specs:
                 pid = await self.runtime.start(s)
                 self.say(f"started {s.name} (pid {pid})")
-        async with self.step("wait-healthy"):
+        async with self.steps.step("wait-healthy"):
             leader = await self._wait_healthy(desired, plan.config.daemon.start_timeout)
             self.say(f"cluster healthy: {len(desired.members)} voters, leader {leader}")
-        async with self.step("ensure-rbac"):
+        async with self.steps.step("ensure-rbac"):
             changes = await self._rbac(desired, leader)
             self.say("users, roles and auth: " + (", ".join(changes) if changes else
                                                   "as restored (no change)"))
-        async with self.step("unmark-restoring"):
+        async with self.steps.step("unmark-restoring"):
             for name in marked:
                 await self.runtime.mark_restoring(name, None)
 
@@ -472,9 +233,8 @@ class Restorer:
         Fresh channels every round: a channel to a member that is not listening
         yet backs off its reconnects (up to a second), which would only add delay.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
+        last = ""
+        async for _ in Poll(timeout, Backoff(HEALTH_POLL)):
             clients = {d.client_url: EtcdClient(d.client_url, self.tls, timeout=1.0)
                        for d in desired.members}
             try:
@@ -484,9 +244,7 @@ class Restorer:
                     await c.close()
             if leader:
                 return leader
-            if loop.time() > deadline:
-                raise RestoreFailed(f"members not healthy after {timeout:g}s: {last}")
-            await asyncio.sleep(HEALTH_POLL)
+        raise RestoreFailed(f"members not healthy after {timeout:g}s: {last}")
 
     async def _health_round(self, desired: Desired,
                             clients: dict[str, EtcdClient]) -> tuple[str, str]:
@@ -520,44 +278,3 @@ class Restorer:
                 raise RestoreFailed("users, roles or auth still differ after ensure-rbac")
             return changes
 
-
-# ---- the daemon's side of it -------------------------------------------------------
-
-
-class QuorumWatch:
-    """Side task: log `quorum_lost` when a formed cluster loses quorum, `quorum_restored` after.
-
-    The decision ladder already refuses everything but restarts of stopped
-    members that still have data (phase "no-quorum"), so the daemon does not
-    thrash; this makes the state loud once, on the transition, with what the
-    operator can do about it. `ckeetcd status --output json` shows `"quorum"`.
-    """
-
-    name = "quorum-watch"
-
-    def __init__(self, log: Any) -> None:
-        self.log = log
-        self.had: bool | None = None
-
-    def offer(self, config: Config, desired: Desired, observed: Observed) -> None:
-        if not observed.formed:
-            return  # bootstrapping: no quorum yet is expected
-        has = observed.has_quorum()
-        if has == self.had:
-            return
-        voters, healthy = len(observed.voters()), len(observed.healthy_voters())
-        if not has:
-            self.log.error(
-                "quorum_lost", healthy_voters=healthy, voters=voters,
-                reachable=observed.members is not None,
-                stopped_with_data=sorted(n for n, r in observed.runtimes.items()
-                                         if r.reachable and not r.running and r.has_data),
-                action="waiting: only stopped members that still have data are restarted",
-                hint="if members lost their data: stop the daemon, then "
-                     "`ckeetcd restore --from BACKUP`")
-        elif self.had is False:
-            self.log.info("quorum_restored", healthy_voters=healthy, voters=voters)
-        self.had = has
-
-    async def run(self) -> None:
-        await asyncio.Event().wait()  # all the work is in offer()

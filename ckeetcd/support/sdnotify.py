@@ -22,6 +22,8 @@ import socket
 import time
 from collections.abc import AsyncIterator, MutableMapping
 
+from ckeetcd.support.polling import Backoff, Poll
+
 
 class Notifier:
     def __init__(self, address: str | None, watchdog_usec: int | None = None) -> None:
@@ -108,10 +110,8 @@ class Notifier:
             return
 
         async def keepalive() -> None:
-            deadline = time.monotonic() + budget
-            while time.monotonic() < deadline:
+            async for _ in Poll(budget, Backoff(interval / 2)):
                 self.ping()
-                await asyncio.sleep(interval / 2)
 
         task = asyncio.create_task(keepalive(), name="watchdog-keepalive")
         try:
