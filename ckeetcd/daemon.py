@@ -29,6 +29,7 @@ from ckeetcd.etcd import ClientPool
 from ckeetcd.filewatch import FileWatch
 from ckeetcd.history import History
 from ckeetcd.keymodes import KeyModeWatch
+from ckeetcd.kinds import SETTLED_PHASES, Phase
 from ckeetcd.metrics import METRICS
 from ckeetcd.model import Decision, Desired, Observed
 from ckeetcd.nodes import LocalRuntime, MemberRuntime, etcdprobe
@@ -46,9 +47,6 @@ from ckeetcd.statedir import StateDirError, claim_state_dir
 
 EXIT_CONFIG = 2  # the config or its state dir must be fixed; nothing was changed
 
-# Phases where nothing is in flight; in any other the loop polls faster.
-SETTLED_PHASES = frozenset({"steady", "degraded", "no-quorum", "paused", "corrupt", "restoring",
-                            "config-drift", "backoff"})
 TRANSITION_POLL = 0.1
 # After a change, an unsettled-looking phase (degraded, no-quorum) is polled
 # fast for this long before the loop falls back to the probe cadence.
@@ -288,7 +286,7 @@ class Daemon:
                 if ran_ops:
                     pause = 0.05  # follow up on what the ops changed
                 elif decision.phase not in SETTLED_PHASES or (
-                    decision.phase != "steady" and now - last_change < SETTLE_WINDOW
+                    decision.phase != Phase.STEADY and now - last_change < SETTLE_WINDOW
                 ):
                     # waiting for etcd, not for time: a member starting, an
                     # election, a cluster just formed (no-quorum for a moment)

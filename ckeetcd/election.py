@@ -57,14 +57,11 @@ from typing import Any
 from ckeetcd.config import Config
 from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.etcd import lease as leases
+from ckeetcd.kinds import NODE_LOCAL_OPS, SELF_HEAL_OP
 from ckeetcd.model import Decision, Observed, Op
 from ckeetcd.presence import Presence, hold_membership_changes, membership_of
 
 LEADER_KEY = b"/ckeetcd/leader"
-# Ops that touch only this node (its etcd servers file): every daemon runs them.
-NODE_LOCAL_OPS = frozenset({"stop-apiserver-traffic", "publish-endpoints"})
-# Without quorum a follower may still run this for a member of its own node.
-SELF_HEAL_OP = "restart-member"
 
 
 class NotLeader(Exception):

@@ -25,14 +25,13 @@ from typing import Any
 from ckeetcd.config import Config
 from ckeetcd.etcd import EtcdError
 from ckeetcd.etcd import lease as leases
+from ckeetcd.kinds import MEMBERSHIP_OPS, Phase
 from ckeetcd.model import Decision
 
 PREFIX = b"/ckeetcd/daemons/"
 # An edit reaches the daemons a moment apart: changes are held at once, but the
 # warning waits this long, so a config rolled out everywhere does not raise it.
 DRIFT_GRACE = 5.0
-MEMBERSHIP_OPS = frozenset({"stop-member", "remove-member", "add-member", "start-member",
-                            "promote-member"})
 
 Membership = tuple[tuple[str, str], ...]
 
@@ -59,7 +58,7 @@ def hold_membership_changes(decision: Decision, mine: Membership,
             return decision
         why = f"daemons {', '.join(differ)} ask for other members than this one"
     kept = tuple(op for op in decision.ops if op.kind not in MEMBERSHIP_OPS)
-    return Decision("config-drift", kept,
+    return Decision(Phase.CONFIG_DRIFT, kept,
                     f"membership changes held: {why} (wanted: {decision.reason})")
 
 

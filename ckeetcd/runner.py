@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from ckeetcd.kinds import STARTS
 from ckeetcd.metrics import METRICS
 from ckeetcd.model import Decision, Op, election_hint
 from ckeetcd.ops import OPS, OpContext
-
-STARTS = frozenset({"start-member", "restart-member"})
 
 
 async def run_ops(ctx: OpContext, decision: Decision) -> bool:

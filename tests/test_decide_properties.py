@@ -23,7 +23,18 @@ from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 
 from ckeetcd.decide import decide
-from ckeetcd.model import Decision, Desired, Health, LiveMember, Observed, Op, Runtime, quorum
+from ckeetcd.kinds import OpKind
+from ckeetcd.model import (
+    Decision,
+    Desired,
+    Health,
+    LiveMember,
+    Observed,
+    Op,
+    Runtime,
+    StartMember,
+    quorum,
+)
 from tests.builders import (
     DEAD,
     HEALTHY,
@@ -293,7 +304,7 @@ def check_decision(d: Desired, o: Observed, dec: Decision) -> None:
             dm = d.by_name(op.member)
             assert m is not None and dm is not None and dm.peer_url == m.peer_url
             r = o.runtime(op.member)
-            assert r.reachable and r.running and r.tls_problem and op.detail == r.tls_problem
+            assert r.reachable and r.running and r.tls_problem and op.problem == r.tls_problem
             assert op.client_url == dm.client_url
         elif op.kind == "ensure-rbac":
             assert o.rbac_ready is False and has_quorum
@@ -342,7 +353,7 @@ def check_decision(d: Desired, o: Observed, dec: Decision) -> None:
             assert op.member, "stop-member without a node"
             r = o.runtime(op.member)
             assert r.reachable
-            assert op.detail == "archive-data"
+            assert op.archive_data
             leaving = [x for x in ops if x.kind == "remove-member" and x.member == op.member]
             joining = [x for x in after if x.kind == "add-member" and x.member == op.member]
             assert leaving or joining, "a stop that neither removes nor re-adds"
@@ -513,7 +524,7 @@ def worlds(draw: st.DrawFn) -> tuple[Desired, World]:
     w.rbac = draw(st.booleans())
     if draw(often(2)):  # not formed: some members may have been started already
         for n in draw(st.lists(st.sampled_from(names), unique=True)):
-            w.apply(Op("start-member", member=n, peer_url=peer_url(n),
+            w.apply(StartMember(kind=OpKind.START_MEMBER, member=n, peer_url=peer_url(n),
                        initial_cluster=tuple((x.name, x.peer_url) for x in d.members),
                        initial_state="new"))
             if draw(often(2)):

@@ -11,15 +11,16 @@ from ckeetcd.daemoncert import daemon_tls
 from ckeetcd.election import LEADER_KEY, Leadership, NotLeader
 from ckeetcd.etcd import ClientPool
 from ckeetcd.etcd import lease as leases
-from ckeetcd.model import Decision, Op
+from ckeetcd.kinds import OpKind, Phase
+from ckeetcd.model import AddMember, Decision, ServersFile
 from tests.harness import Cluster, ListLog
 
 
 def test_one_leader_and_a_deposed_leader_cannot_act(cluster: Cluster) -> None:
     base = cluster.config
     _, observed = cluster.observe()
-    decision = Decision("member-add", (Op("add-member", member="x"),
-                                       Op("publish-endpoints", endpoints=("u",))))
+    decision = Decision(Phase.MEMBER_ADD, (
+        AddMember(member="x"), ServersFile(kind=OpKind.PUBLISH_ENDPOINTS, endpoints=("u",))))
 
     async def go() -> None:
         pool = ClientPool(daemon_tls(base), 2.0)

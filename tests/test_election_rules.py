@@ -10,7 +10,8 @@ from ckeetcd import presence as presence_module
 from ckeetcd.config import Config, load_config
 from ckeetcd.decide import decide
 from ckeetcd.election import Leadership, members_of_this_host
-from ckeetcd.model import Decision, Observed, Op
+from ckeetcd.kinds import OpKind
+from ckeetcd.model import OP_TYPES, Decision, Observed
 from ckeetcd.presence import Membership, Presence, hold_membership_changes
 from tests.builders import cluster, desired
 from tests.harness import ListLog
@@ -68,7 +69,8 @@ NEW: Membership = (("h1", "https://10.0.0.1:2380"), ("h2", "https://10.0.0.2:238
 
 
 def decision_of(*kinds: str) -> Decision:
-    return Decision("member-remove", tuple(Op(k, member="h3") for k in kinds), "swap h3 for h4")
+    return Decision("member-remove", tuple(OP_TYPES[OpKind(k)](kind=OpKind(k), member="h3")
+                                             for k in kinds), "swap h3 for h4")
 
 
 @pytest.mark.parametrize("what, decision, peers, kinds, phase", [

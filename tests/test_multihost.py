@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ckeetcd.backup import list_backups
-from ckeetcd.election import NODE_LOCAL_OPS
+from ckeetcd.kinds import MEMBERSHIP_OPS, NODE_LOCAL_OPS
 from ckeetcd.pki import not_after
-from ckeetcd.presence import MEMBERSHIP_OPS
 from tests.harness import wait_for, wait_ok_ops
 from tests.multihost import PY, MultiCluster
 from tests.netns import Lab

@@ -8,7 +8,7 @@ before, `wait-applied` waits until this member applied everything the
 cluster had committed (a member that was down catches up first, and a
 compaction just made is in its backend), and `wait-healthy` waits for it
 to answer again before the next op may touch another member. A scheduled
-defragmentation (detail "fragmented") is skipped when the fresh
+defragmentation (reason "fragmented") is skipped when the fresh
 fragmentation is no longer above [maintenance] defrag_threshold; a NOSPACE
 one always runs.
 """
@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 
 from ckeetcd.etcd import EtcdError
-from ckeetcd.model import Health, Op
+from ckeetcd.kinds import Reason
+from ckeetcd.model import DefragMember, Health
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 
 DEFRAG_TIMEOUT = 600.0
@@ -42,9 +43,9 @@ async def member_statuses(ctx: OpContext) -> dict[str, Health]:
     return {m.name or f"{m.id:x}": h for m, h in zip(members, found, strict=True)}
 
 
-async def run(ctx: OpContext, op: Op) -> None:
+async def run(ctx: OpContext, op: DefragMember) -> None:
     skipped = False
-    async with ctx.step(op, "check-health", reason=op.detail):
+    async with ctx.step(op, "check-health", reason=op.reason):
         statuses = await member_statuses(ctx)
         sick = sorted(n for n, h in statuses.items() if not h.healthy)
         if sick:
@@ -54,7 +55,7 @@ async def run(ctx: OpContext, op: Op) -> None:
         if mine is None:
             raise OpFailed(f"{op.member} is not a member")
         threshold = ctx.config.maintenance.defrag_threshold
-        if op.detail == "fragmented" and mine.fragmentation <= threshold:
+        if op.reason == Reason.FRAGMENTED and mine.fragmentation <= threshold:
             skipped = True
             raise Skip(f"{mine.fragmentation:.0%} free, not above {threshold:.0%}")
     if skipped:
@@ -85,6 +86,6 @@ async def run(ctx: OpContext, op: Op) -> None:
             if loop.time() > deadline:
                 raise OpFailed(f"{op.member} not healthy {HEALTHY_AGAIN:g}s after defragmenting")
             await asyncio.sleep(0.1)
-    ctx.log.info("defragmented", member=op.member, reason=op.detail,
+    ctx.log.info("defragmented", member=op.member, reason=op.reason,
                  db_size_before=mine.db_size, db_size=after.db_size,
                  db_size_in_use=after.db_size_in_use)
