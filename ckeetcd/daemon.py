@@ -1,4 +1,4 @@
-"""The daemon: observe -> decide -> run, forever, woken by events.
+"""The daemon: observe -> plan -> run, forever, woken by events.
 
 A probe runs every `probe_interval`; a cycle (decide + run + one summary log
 line) starts at once when the config, the member list or member health
@@ -23,7 +23,6 @@ from ckeetcd import logs
 from ckeetcd.config import Config, ConfigError, load_config
 from ckeetcd.daemonca import EXIT_REFUSED, CARefused, open_ca
 from ckeetcd.daemoncert import daemon_tls
-from ckeetcd.decide import decide
 from ckeetcd.election import Leadership
 from ckeetcd.etcd import ClientPool
 from ckeetcd.filewatch import FileWatch
@@ -39,6 +38,7 @@ from ckeetcd.ops import OpContext
 from ckeetcd.ops.context import FAILPOINT_ENV
 from ckeetcd.ops.stop_member import log_pruned
 from ckeetcd.pki import CA, ca_paths, load_ca
+from ckeetcd.planner import plan
 from ckeetcd.runner import run_ops
 from ckeetcd.sdnotify import Notifier
 from ckeetcd.sidetasks import SideTask, build_side_tasks, stop_all, supervise
@@ -258,8 +258,9 @@ class Daemon:
                 if isinstance(env.runtime, RoutedRuntime):
                     env.runtime.learn(observed.members)  # where leaving members live
                 sig = health_signature(observed)
-                decision = self.leadership.filter(observed, decide(desired, observed))
-                for task in side:  # after filter: leader-only tasks follow the role
+                decision = plan(desired, observed, self.leadership.standing())
+                self.leadership.see(observed, decision.role)
+                for task in side:  # after the plan: leader-only tasks follow the role
                     task.offer(self.config, desired, observed)
                 if side:
                     await asyncio.sleep(0)  # let side tasks publish before ops hold the loop
@@ -319,7 +320,7 @@ class Daemon:
                 ok = await run_ops(ctx, decision)
         self.log.info(
             "cycle", cycle=self.cycle, phase=decision.phase, reason=decision.reason,
-            role=self.leadership.role,
+            role=decision.role,
             ops=[f"{op.kind}:{op.targets()}" for op in decision.ops],
             outcome="ok" if ok else "error",
             healthy=len([m for m in observed.members or () if observed.is_healthy(m)]),

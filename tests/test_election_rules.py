@@ -8,11 +8,11 @@ import pytest
 
 from ckeetcd import presence as presence_module
 from ckeetcd.config import Config, load_config
-from ckeetcd.decide import decide
 from ckeetcd.election import Leadership, members_of_this_host
 from ckeetcd.kinds import OpKind
 from ckeetcd.model import OP_TYPES, Decision, Observed
-from ckeetcd.presence import Membership, Presence, hold_membership_changes
+from ckeetcd.planner import Membership, hold_membership_changes, plan
+from ckeetcd.presence import Presence
 from tests.builders import cluster, desired
 from tests.harness import ListLog
 
@@ -39,8 +39,8 @@ def follower_ops(tmp_path: Path, observed: Observed, own: str = "m2") -> list[tu
     """The ops the daemon of `own`'s node (not the bootstrapper m1) may run."""
     addresses = {n: "127.0.0.1" if n == own else f"192.0.2.{i}" for i, n in enumerate(M3, 1)}
     leadership = Leadership(config(tmp_path, own, addresses), pool=None, log=ListLog())
-    decision = leadership.filter(observed, decide(desired(M3), observed))
-    assert leadership.role == "follower"
+    decision = plan(desired(M3), observed, leadership.standing())
+    assert decision.role == "follower"
     return [(op.kind, op.member) for op in decision.ops]
 
 
