@@ -2,7 +2,9 @@
 
 Numbered rungs, checked in order; the first that applies returns. No I/O, no
 clock, no memory of earlier cycles: the same snapshot always gives the same
-ops, so a daemon killed between two steps simply decides again.
+ops, so a daemon killed between two steps simply decides again. This is the
+cluster's whole plan; ckeetcd.planner.plan() makes it this daemon's (role
+rules, drift hold, its own invariants checked), and is what the loop calls.
 
 Invariants every returned op list keeps (tests/test_decide_properties.py):
   1. at most one membership change (one add-member or one remove-member, never
