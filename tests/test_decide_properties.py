@@ -1,6 +1,6 @@
 """Property tests for plan(): invariants over random states, and interrupted plans.
 
-Everything runs on the output of the one planning function (ckeetcd.planner.plan),
+Everything runs on the output of the one planning function (ckeetcd.core.planner.plan),
 for random standings too: single, leader, follower and bootstrapper roles, and
 drift between the daemons' configs.
 
@@ -29,8 +29,15 @@ from types import MappingProxyType
 from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 
-from ckeetcd.kinds import MEMBER_LIST_CHANGES, MEMBERSHIP_OPS, NODE_LOCAL_OPS, OpKind, Phase, Role
-from ckeetcd.model import (
+from ckeetcd.core.kinds import (
+    MEMBER_LIST_CHANGES,
+    MEMBERSHIP_OPS,
+    NODE_LOCAL_OPS,
+    OpKind,
+    Phase,
+    Role,
+)
+from ckeetcd.core.model import (
     Decision,
     Desired,
     Health,
@@ -41,7 +48,7 @@ from ckeetcd.model import (
     StartMember,
     quorum,
 )
-from ckeetcd.planner import ALONE, Membership, Standing, membership, plan
+from ckeetcd.core.planner import ALONE, Membership, Standing, membership, plan
 from tests.builders import (
     DEAD,
     HEALTHY,

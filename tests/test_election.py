@@ -7,13 +7,13 @@ import dataclasses
 
 import pytest
 
-from ckeetcd.daemoncert import daemon_tls
-from ckeetcd.election import LEADER_KEY, Leadership, NotLeader
+from ckeetcd.coordination.election import LEADER_KEY, Leadership, NotLeader
+from ckeetcd.core.kinds import OpKind, Phase
+from ckeetcd.core.model import AddMember, Decision, Desired, ServersFile
+from ckeetcd.core.planner import for_role, membership, role_of
 from ckeetcd.etcd import ClientPool
 from ckeetcd.etcd import lease as leases
-from ckeetcd.kinds import OpKind, Phase
-from ckeetcd.model import AddMember, Decision, Desired, ServersFile
-from ckeetcd.planner import for_role, membership, role_of
+from ckeetcd.tasks.daemoncert import daemon_tls
 from tests.harness import Cluster, ListLog
 
 

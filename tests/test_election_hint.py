@@ -8,12 +8,20 @@ from types import MappingProxyType
 
 import pytest
 
+from ckeetcd.core.kinds import Phase
+from ckeetcd.core.model import (
+    AddMember,
+    Decision,
+    Observed,
+    Op,
+    RemoveMember,
+    StopMember,
+    election_hint,
+)
 from ckeetcd.etcd.client import EtcdError
-from ckeetcd.history import History
-from ckeetcd.kinds import Phase
-from ckeetcd.model import AddMember, Decision, Observed, Op, RemoveMember, StopMember, election_hint
+from ckeetcd.loop.runner import run_ops
 from ckeetcd.ops import OPS, OpContext
-from ckeetcd.runner import run_ops
+from ckeetcd.support.history import History
 from tests.builders import cluster, mid
 from tests.harness import ListLog
 

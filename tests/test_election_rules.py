@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from ckeetcd import presence as presence_module
-from ckeetcd.config import Config, load_config
-from ckeetcd.election import Leadership, members_of_this_host
-from ckeetcd.kinds import OpKind
-from ckeetcd.model import OP_TYPES, Decision, Observed
-from ckeetcd.planner import Membership, hold_membership_changes, plan
-from ckeetcd.presence import Presence
+from ckeetcd.coordination import presence as presence_module
+from ckeetcd.coordination.election import Leadership, members_of_this_host
+from ckeetcd.coordination.presence import Presence
+from ckeetcd.core.config import Config, load_config
+from ckeetcd.core.kinds import OpKind
+from ckeetcd.core.model import OP_TYPES, Decision, Observed
+from ckeetcd.core.planner import Membership, hold_membership_changes, plan
 from tests.builders import cluster, desired
 from tests.harness import ListLog
 
@@ -121,9 +121,10 @@ def test_drift_is_reported_only_when_it_outlasts_a_rollout(
 
 
 def test_ckeetcds_own_keys_all_live_under_the_reserved_prefix() -> None:
-    from ckeetcd import daemoncert, presence
-    from ckeetcd.election import LEADER_KEY
-    from ckeetcd.keyspace import CKEETCD_PREFIX
+    from ckeetcd.coordination import presence
+    from ckeetcd.coordination.election import LEADER_KEY
+    from ckeetcd.core.keyspace import CKEETCD_PREFIX
+    from ckeetcd.tasks import daemoncert
 
     for key in (LEADER_KEY, presence.PREFIX, daemoncert.CSR_PREFIX, daemoncert.CERT_PREFIX):
         assert key.startswith(CKEETCD_PREFIX.encode()), key

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ckeetcd.backup import list_backups
-from ckeetcd.kinds import MEMBERSHIP_OPS, NODE_LOCAL_OPS
+from ckeetcd.core.kinds import MEMBERSHIP_OPS, NODE_LOCAL_OPS
 from ckeetcd.pki import not_after
+from ckeetcd.tasks.backup import list_backups
 from tests.harness import wait_for, wait_ok_ops
 from tests.multihost import PY, MultiCluster
 from tests.netns import Lab

@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from ckeetcd.kinds import MEMBERSHIP_OPS, NODE_LOCAL_OPS, OpKind, Phase, Reason
-from ckeetcd.metrics import PHASES
-from ckeetcd.model import (
+from ckeetcd.core.kinds import MEMBERSHIP_OPS, NODE_LOCAL_OPS, OpKind, Phase, Reason
+from ckeetcd.core.model import (
     OP_TYPES,
     DefragMember,
     DisarmAlarm,
@@ -20,6 +19,7 @@ from ckeetcd.model import (
     StopMember,
 )
 from ckeetcd.ops import OPS
+from ckeetcd.tasks.metrics import PHASES
 
 # What the logs, the history, `ckeetcd plan` and the metrics said before the enums
 # (CONTRACT.md names the replacement ops; the rest are documented in the guide).

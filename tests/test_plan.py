@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from ckeetcd import planner
-from ckeetcd.decide import decide
-from ckeetcd.kinds import OpKind, Phase, Role
-from ckeetcd.model import (
+from ckeetcd.core import planner
+from ckeetcd.core.decide import decide
+from ckeetcd.core.kinds import OpKind, Phase, Role
+from ckeetcd.core.model import (
     AddMember,
     Decision,
     Desired,
@@ -23,7 +23,7 @@ from ckeetcd.model import (
     StartMember,
     StopMember,
 )
-from ckeetcd.planner import ALONE, Standing, membership, plan, violations
+from ckeetcd.core.planner import ALONE, Standing, membership, plan, violations
 from tests.builders import cluster, desired, mid, steps
 
 M3 = ["m1", "m2", "m3"]

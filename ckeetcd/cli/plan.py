@@ -8,7 +8,7 @@ import json
 
 from ckeetcd.cli.common import load
 from ckeetcd.cli.status import gather
-from ckeetcd.planner import plan as plan_ops
+from ckeetcd.core.planner import plan as plan_ops
 
 
 def plan(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """One module per operation; each op is a few idempotent, recorded steps.
 
 `OPS` maps every op kind to its runner; each runner is bound to the op type
-of its kind (ckeetcd.model.OP_TYPES), so it reads named fields, and an op of
+of its kind (ckeetcd.core.model.OP_TYPES), so it reads named fields, and an op of
 another type is refused before any step runs.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from ckeetcd.kinds import OpKind
-from ckeetcd.model import (
+from ckeetcd.core.kinds import OpKind
+from ckeetcd.core.model import (
     OP_TYPES,
     AddMember,
     Compact,

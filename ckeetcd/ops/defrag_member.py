@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 
+from ckeetcd.core.kinds import Reason
+from ckeetcd.core.model import DefragMember, Health
 from ckeetcd.etcd import EtcdError
-from ckeetcd.kinds import Reason
-from ckeetcd.model import DefragMember, Health
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 
 DEFRAG_TIMEOUT = 600.0

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ckeetcd.kinds import STARTS
-from ckeetcd.metrics import METRICS
-from ckeetcd.model import Decision, Op, election_hint
+from ckeetcd.core.kinds import STARTS
+from ckeetcd.core.model import Decision, Op, election_hint
 from ckeetcd.ops import OPS, OpContext
+from ckeetcd.tasks.metrics import METRICS
 
 
 async def run_ops(ctx: OpContext, decision: Decision) -> bool:

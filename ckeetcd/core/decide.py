@@ -3,7 +3,7 @@
 Numbered rungs, checked in order; the first that applies returns. No I/O, no
 clock, no memory of earlier cycles: the same snapshot always gives the same
 ops, so a daemon killed between two steps simply decides again. This is the
-cluster's whole plan; ckeetcd.planner.plan() makes it this daemon's (role
+cluster's whole plan; ckeetcd.core.planner.plan() makes it this daemon's (role
 rules, drift hold, its own invariants checked), and is what the loop calls.
 
 Invariants every returned op list keeps (tests/test_decide_properties.py):
@@ -36,7 +36,7 @@ Invariants every returned op list keeps (tests/test_decide_properties.py):
      leader last; NOSPACE is cleared by compact, defragment every member,
      then disarm-alarm, in that order, in one decision;
  11. no start, restart or add of a member whose restarts are held
-     (`Runtime.held_until`, the back-off of ckeetcd.restarts): a member that
+     (`Runtime.held_until`, the back-off of ckeetcd.core.restarts): a member that
      keeps exiting is never started in a tight loop, whatever else holds.
      With nothing else to do the phase is "backoff" and the reason says
      until when.
@@ -46,8 +46,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ckeetcd.kinds import NODE_LOCAL_OPS, OpKind, Phase, Reason
-from ckeetcd.model import (
+from ckeetcd.core.kinds import NODE_LOCAL_OPS, OpKind, Phase, Reason
+from ckeetcd.core.model import (
     AddMember,
     Compact,
     Decision,

@@ -54,7 +54,7 @@ class Phase(StrEnum):
 
 
 class Role(StrEnum):
-    """What this daemon may do (ckeetcd.election): the `role` of the cycle line."""
+    """What this daemon may do (ckeetcd.coordination.election): the `role` of the cycle line."""
 
     SINGLE = "single"  # no election: the only daemon
     LEADER = "leader"

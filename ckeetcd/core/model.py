@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import ClassVar, Literal
 
-from ckeetcd.config import Config, MemberConfig
-from ckeetcd.kinds import NODE_LOCAL_OPS, OpKind, Phase, Reason, Role
+from ckeetcd.core.config import Config, MemberConfig
+from ckeetcd.core.kinds import NODE_LOCAL_OPS, OpKind, Phase, Reason, Role
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ class Runtime:
     error: str = ""
     tls_problem: str = ""  # why the member's certificates need renewing ("" = fine)
     restoring: str = ""  # the restore-in-progress marker in its member dir ("" = none)
-    # Restart back-off (ckeetcd.restarts): while `held_until` (wall-clock time,
+    # Restart back-off (ckeetcd.core.restarts): while `held_until` (wall-clock time,
     # 0 = not held) is ahead, the member is not started again; `starts` in
     # its current streak, `last_exit` how its etcd ended last ("" = unknown).
     held_until: float = 0.0

@@ -1,7 +1,7 @@
 """Leader election among the daemons of one cluster, and the fence on every step.
 
 This module keeps the campaign (lease, leader key, presence) and the fence.
-What each role may run is decided by the one pure plan (ckeetcd.planner),
+What each role may run is decided by the one pure plan (ckeetcd.core.planner),
 from the `Standing` this module gives it; the loop hands the role back
 (`see`) for the fence and the `role_changed` event.
 
@@ -59,13 +59,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ckeetcd.config import Config
+from ckeetcd.coordination.presence import Presence, membership_of
+from ckeetcd.core.config import Config
+from ckeetcd.core.kinds import NODE_LOCAL_OPS, Role
+from ckeetcd.core.model import Observed, Op
+from ckeetcd.core.planner import ALONE, Standing, self_heal
 from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.etcd import lease as leases
-from ckeetcd.kinds import NODE_LOCAL_OPS, Role
-from ckeetcd.model import Observed, Op
-from ckeetcd.planner import ALONE, Standing, self_heal
-from ckeetcd.presence import Presence, membership_of
 
 LEADER_KEY = b"/ckeetcd/leader"
 

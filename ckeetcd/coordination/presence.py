@@ -6,7 +6,7 @@ member back for the old), and the next handover could swap it again. So each
 daemon keeps `/ckeetcd/daemons/<id>` = the desired members of its config, on
 a lease of its own (the key goes when the daemon dies), and the leader makes
 no membership change (stop, remove, add, start, promote) while any live
-daemon asks for other members (ckeetcd.planner holds them): phase
+daemon asks for other members (ckeetcd.core.planner holds them): phase
 `config-drift`, event `config_drift` naming who wants what, `config_agreed`
 once they match. Repairs that change
 no membership (restarts, certificates, RBAC, alarms, apiserver traffic) go on.
@@ -23,11 +23,11 @@ import json
 import time
 from typing import Any
 
-from ckeetcd.config import Config
+from ckeetcd.core.config import Config
+from ckeetcd.core.model import Desired
+from ckeetcd.core.planner import Membership, membership
 from ckeetcd.etcd import EtcdError
 from ckeetcd.etcd import lease as leases
-from ckeetcd.model import Desired
-from ckeetcd.planner import Membership, membership
 
 PREFIX = b"/ckeetcd/daemons/"
 # An edit reaches the daemons a moment apart: changes are held at once, but the

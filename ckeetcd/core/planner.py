@@ -9,7 +9,7 @@ daemon does about it now, in one place:
    `[daemon] bootstrapper` that holds the CA key, else follower;
 2. the role rules: a follower keeps only node-local ops (the etcd servers
    file) and, without quorum, restarts of its own node's members;
-3. the drift hold (ckeetcd.presence): a leader makes no membership change
+3. the drift hold (ckeetcd.coordination.presence): a leader makes no membership change
    while a live daemon's config asks for other members, or before it has
    read theirs in this term (phase "config-drift");
 4. its own invariants, checked on the result before it is returned (as
@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from ckeetcd.decide import decide
-from ckeetcd.kinds import (
+from ckeetcd.core.decide import decide
+from ckeetcd.core.kinds import (
     MEMBER_LIST_CHANGES,
     MEMBERSHIP_OPS,
     NODE_LOCAL_OPS,
@@ -37,14 +37,14 @@ from ckeetcd.kinds import (
     Phase,
     Role,
 )
-from ckeetcd.model import Decision, Desired, Observed, Op, quorum
+from ckeetcd.core.model import Decision, Desired, Observed, Op, quorum
 
 Membership = tuple[tuple[str, str], ...]  # (name, peer URL) of each desired member, sorted
 
 
 @dataclass(frozen=True)
 class Standing:
-    """What the election knows about this daemon when it plans (ckeetcd.election)."""
+    """What the election knows about this daemon when it plans (ckeetcd.coordination.election)."""
 
     elected: bool = False  # [daemon] election is on; False: the only daemon, acts alone
     leading: bool = False  # holds the leader key, its lease surely alive past one RPC
