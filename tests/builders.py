@@ -32,6 +32,7 @@ from ckeetcd.core.model import (
     Observed,
     Op,
     Runtime,
+    ServersFile,
 )
 
 _NAME = re.compile(r"^([a-z]+)(\d+)$")
@@ -210,7 +211,8 @@ def cluster(
 # ---- reading decisions -------------------------------------------------------
 def steps(decision: Decision) -> list[tuple[str, str]]:
     """(kind, member) per op; traffic ops show their endpoints' names instead."""
-    return [(op.kind, op.member or names_of(op.endpoints)) for op in decision.ops]
+    return [(op.kind, names_of(op.endpoints) if isinstance(op, ServersFile) else op.member)
+            for op in decision.ops]
 
 
 def names_of(urls: Iterable[str]) -> str:

@@ -167,7 +167,7 @@ class World:
 
     # ---- ops ------------------------------------------------------------------
     def apply(self, op: Op) -> None:
-        self.log.append(f"{op.kind} {op.member or ','.join(op.endpoints)}")
+        self.log.append(f"{op.kind} {op.targets()}")
         getattr(self, "_" + op.kind.replace("-", "_"))(op)
 
     def _node(self, name: str) -> Node:
@@ -230,7 +230,7 @@ class World:
     def _stop_member(self, op: Op) -> None:
         node = self._node(op.member)
         node.running = False
-        if op.detail == "archive-data":
+        if op.archive_data:
             node.data = None
 
     def _remove_member(self, op: Op) -> None:
@@ -297,7 +297,7 @@ class World:
         ids = {m.id for m in self.members or ()}
         if not self.compacted or not ids <= self.defragged:
             raise Violation("disarmed before compacting and defragmenting every member")
-        self.alarms.discard(op.detail)
+        self.alarms.discard(op.alarm)
         self.compacted = False
 
     def _ensure_rbac(self, op: Op) -> None:

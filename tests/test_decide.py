@@ -469,11 +469,11 @@ def test_defrag_ops_name_the_member_its_id_and_why() -> None:
     nospace = decide(desired(M3), cluster(M3, alarms=NOSPACE))
     for op in nospace.ops:
         if op.kind == DEFRAG:
-            assert (op.member_id, op.client_url, op.detail) == (
+            assert (op.member_id, op.client_url, op.reason) == (
                 mid(op.member), client_url(op.member), "nospace")
-    assert (nospace.ops[0].detail, nospace.ops[-1].detail) == ("nospace", "NOSPACE")
+    assert (nospace.ops[0].reason, nospace.ops[-1].alarm) == ("nospace", "NOSPACE")
     scheduled = decide(desired(M3, **FRAG), cluster(M3, db={"m2": (1000, 100)}))
-    assert scheduled.ops[0].detail == "fragmented" and "90%" in scheduled.reason
+    assert scheduled.ops[0].reason == "fragmented" and "90%" in scheduled.reason
 
 
 # ---- op fields that matter to the runner -------------------------------------
@@ -528,7 +528,7 @@ def test_out_of_band_unstarted_members_get_unique_names_in_the_initial_cluster()
 
 def test_renewal_carries_what_the_op_needs() -> None:
     op = decide(desired(M3), cluster(M3, runtimes={"m2": EXPIRING})).ops[0]
-    assert (op.member_id, op.client_url, op.detail) == (mid("m2"), client_url("m2"),
+    assert (op.member_id, op.client_url, op.problem) == (mid("m2"), client_url("m2"),
                                                         "expires in 3600s")
 
 
@@ -545,7 +545,7 @@ def test_remove_and_promote_carry_member_ids() -> None:
 def test_stops_that_leave_the_cluster_archive_data() -> None:
     for o in (cluster(M3, extra=["x9"]), cluster(["m1", "x9"])):
         d = desired(M3) if o.members and len(o.members) == 4 else desired(["m1"])
-        assert op_for(decide(d, o), "stop-member").detail == "archive-data"
+        assert op_for(decide(d, o), "stop-member").archive_data
 
 
 def test_decide_is_deterministic_and_leaves_its_inputs_alone() -> None:

@@ -1,12 +1,19 @@
-"""Property tests for decide(): invariants over random states, and interrupted plans.
+"""Property tests for plan(): invariants over random states, and interrupted plans.
 
-1. For random (often inconsistent) desired/observed pairs, every decision keeps
-   the safety rules (`check_decision` below spells them out one by one).
+Everything runs on the output of the one planning function (ckeetcd.core.planner.plan),
+for random standings too: single, leader, follower and bootstrapper roles, and
+drift between the daemons' configs.
+
+1. For random (often inconsistent) desired/observed pairs and standings, every
+   decision keeps the safety rules and the role and drift rules
+   (`check_decision` below spells them out one by one).
 2. From random recoverable states of a simulated cluster (tests/sim.py), the
    daemon decides, runs only a random prefix of the ops (it was killed between
    steps), and decides again: it must reach exactly the desired members as
    healthy voters, without ever breaking quorum once quorum was there, and
-   without ever having two learners.
+   without ever having two learners; meanwhile leadership lapses for some
+   rounds, another daemon's config drifts for a while, and a follower daemon
+   plans and runs its own share on the same cluster.
 3. Alarms, pause and defragmentation: paused or CORRUPT means no op at all; a
    member is defragmented only while every member is healthy (so never while
    another one is down or being defragmented), once per decision, the leader
@@ -22,8 +29,26 @@ from types import MappingProxyType
 from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 
-from ckeetcd.core.decide import decide
-from ckeetcd.core.model import Decision, Desired, Health, LiveMember, Observed, Op, Runtime, quorum
+from ckeetcd.core.kinds import (
+    MEMBER_LIST_CHANGES,
+    MEMBERSHIP_OPS,
+    NODE_LOCAL_OPS,
+    OpKind,
+    Phase,
+    Role,
+)
+from ckeetcd.core.model import (
+    Decision,
+    Desired,
+    Health,
+    LiveMember,
+    Observed,
+    Op,
+    Runtime,
+    StartMember,
+    quorum,
+)
+from ckeetcd.core.planner import ALONE, Membership, Standing, membership, plan
 from tests.builders import (
     DEAD,
     HEALTHY,
@@ -40,15 +65,11 @@ from tests.sim import Member, Node, OpFailed, World
 NAMES = [f"m{i}" for i in range(1, 8)]
 EXTRAS = ["x8", "x9"]
 POOL = NAMES + EXTRAS
-KINDS = {"start-member", "restart-member", "stop-member", "remove-member", "add-member",
-         "promote-member", "ensure-rbac", "stop-apiserver-traffic", "publish-endpoints",
-         "renew-member-certs", "compact", "defrag-member", "disarm-alarm"}
-PHASES = {"bootstrap", "repair", "certs", "no-quorum", "rbac", "member-add", "promote",
-          "member-remove", "publish", "degraded", "steady", "corrupt", "paused", "nospace",
-          "defrag", "backoff"}
-MAINTENANCE = {"compact", "defrag-member", "disarm-alarm"}
-CHANGES = {"add-member", "remove-member", "promote-member"}
-TRAFFIC = {"stop-apiserver-traffic", "publish-endpoints"}
+KINDS = set(OpKind)  # tests/test_optypes.py pins their strings
+PHASES = set(Phase) - {Phase.RESTORING, Phase.REFUSED}  # no restore marker drawn; never refused
+MAINTENANCE = {OpKind.COMPACT, OpKind.DEFRAG_MEMBER, OpKind.DISARM_ALARM}
+CHANGES = MEMBER_LIST_CHANGES
+TRAFFIC = NODE_LOCAL_OPS
 
 FAST = settings(max_examples=1000, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -241,19 +262,72 @@ states = st.one_of(cluster_states(), change_states(), raw_states(),
                    with_extras(settled_states()))
 
 
-def check_decision(d: Desired, o: Observed, dec: Decision) -> None:
-    """Every safety rule a single decision must keep, whatever the snapshot."""
+# ---- random standings (what the election knows when the daemon plans) ----------
+@st.composite
+def standings(draw: st.DrawFn, d: Desired) -> Standing:
+    """Any role: alone, leading or not, the bootstrapper or not, with the other
+    daemons agreeing, drifting, or not read yet."""
+    if draw(often(3)):
+        return ALONE
+    mine = membership(d)
+    stale = membership(desired(draw(st.lists(st.sampled_from(POOL), min_size=1, max_size=4,
+                                             unique=True))))
+    peers = draw(st.sampled_from([None, {}, {"b": mine}, {"b": mine, "c": stale}]))
+    return Standing(elected=True, leading=draw(st.booleans()),
+                    bootstrapper=draw(st.booleans()), peers=peers,
+                    own_members=frozenset(draw(st.lists(st.sampled_from(POOL), max_size=2))))
+
+
+def role_rule(s: Standing, o: Observed) -> Role:
+    """Who may act, spelled out apart from the planner's own code."""
+    if not s.elected:
+        return Role.SINGLE
+    if o.voters() and len(o.healthy_voters()) >= quorum(len(o.voters())):
+        return Role.LEADER if s.leading else Role.FOLLOWER
+    return Role.BOOTSTRAPPER if s.bootstrapper else Role.FOLLOWER
+
+
+def _drifts(mine: Membership, s: Standing) -> bool:
+    return s.peers is None or any(want != mine for want in s.peers.values())
+
+
+def check_roles(d: Desired, o: Observed, dec: Decision, s: Standing) -> None:
+    """The role and drift rules: a follower runs only its node's share, a leader
+    makes no membership change while the daemons' configs disagree."""
+    assert dec.role == role_rule(s, o)
+    kinds = [op.kind for op in dec.ops]
+    if dec.role == Role.FOLLOWER:
+        for op in dec.ops:
+            assert op.kind in TRAFFIC or (
+                op.kind == OpKind.RESTART_MEMBER and op.member in s.own_members
+                and not o.has_quorum()), f"a follower runs {op.kind}:{op.targets()}"
+    if dec.role == Role.LEADER and _drifts(membership(d), s):
+        assert not set(kinds) & MEMBERSHIP_OPS, kinds
+    if dec.phase == Phase.CONFIG_DRIFT:
+        assert dec.role == Role.LEADER and _drifts(membership(d), s)
+        assert "membership changes held" in dec.reason
+    alone = plan(d, o)
+    if dec.role in (Role.SINGLE, Role.BOOTSTRAPPER):
+        assert dec.ops == alone.ops and dec.phase == alone.phase
+    else:  # any role only ever drops ops of the whole plan, in their order
+        kept = iter(alone.ops)
+        assert all(op in kept for op in dec.ops), "an op the cluster's plan does not have"
+
+
+def check_decision(d: Desired, o: Observed, dec: Decision, s: Standing = ALONE) -> None:
+    """Every safety rule a single decision must keep, whatever the snapshot and role."""
     ops = dec.ops
     kinds = [op.kind for op in ops]
     assert set(kinds) <= KINDS, kinds
-    assert dec.phase in PHASES
+    assert dec.phase in PHASES, dec
+    check_roles(d, o, dec, s)
     assert dec.phase != "steady" or not ops
     assert len(set(ops)) == len(ops), "duplicate op"
     # Rule 1: at most one membership change (add, remove or promote), never two.
     assert sum(k in CHANGES for k in kinds) <= 1, kinds
     assert sum(k in TRAFFIC for k in kinds) <= 1, kinds
     assert kinds.count("renew-member-certs") <= 1, "certificates renewed on two members"
-    assert decide(d, o) == dec, "not deterministic"
+    assert plan(d, o, s) == dec, "not deterministic"
     # Rule 9: hands off while paused or after a CORRUPT alarm.
     if o.has_alarm("CORRUPT"):
         assert dec.phase == "corrupt" and not ops
@@ -293,7 +367,7 @@ def check_decision(d: Desired, o: Observed, dec: Decision) -> None:
             dm = d.by_name(op.member)
             assert m is not None and dm is not None and dm.peer_url == m.peer_url
             r = o.runtime(op.member)
-            assert r.reachable and r.running and r.tls_problem and op.detail == r.tls_problem
+            assert r.reachable and r.running and r.tls_problem and op.problem == r.tls_problem
             assert op.client_url == dm.client_url
         elif op.kind == "ensure-rbac":
             assert o.rbac_ready is False and has_quorum
@@ -342,7 +416,7 @@ def check_decision(d: Desired, o: Observed, dec: Decision) -> None:
             assert op.member, "stop-member without a node"
             r = o.runtime(op.member)
             assert r.reachable
-            assert op.detail == "archive-data"
+            assert op.archive_data
             leaving = [x for x in ops if x.kind == "remove-member" and x.member == op.member]
             joining = [x for x in after if x.kind == "add-member" and x.member == op.member]
             assert leaving or joining, "a stop that neither removes nor re-adds"
@@ -495,12 +569,15 @@ def _check_quorum_walk(o: Observed, ops: Sequence[Op]) -> None:
 
 
 @FAST
-@given(states)
-def test_every_decision_keeps_the_safety_rules(state: tuple[Desired, Observed]) -> None:
+@given(states, st.data())
+def test_every_decision_keeps_the_safety_rules(state: tuple[Desired, Observed],
+                                               data: st.DataObject) -> None:
     d, o = state
-    decision = decide(d, o)
+    s = data.draw(standings(d), label="standing")
+    decision = plan(d, o, s)
     event(f"phase {decision.phase}")
-    check_decision(d, o, decision)
+    event(f"role {decision.role}")
+    check_decision(d, o, decision, s)
 
 
 # ---- interrupted plans in the simulator ---------------------------------------
@@ -513,7 +590,7 @@ def worlds(draw: st.DrawFn) -> tuple[Desired, World]:
     w.rbac = draw(st.booleans())
     if draw(often(2)):  # not formed: some members may have been started already
         for n in draw(st.lists(st.sampled_from(names), unique=True)):
-            w.apply(Op("start-member", member=n, peer_url=peer_url(n),
+            w.apply(StartMember(kind=OpKind.START_MEMBER, member=n, peer_url=peer_url(n),
                        initial_cluster=tuple((x.name, x.peer_url) for x in d.members),
                        initial_state="new"))
             if draw(often(2)):
@@ -583,7 +660,18 @@ def _recoverable(d: Desired, w: World) -> int:
     )
 
 
-ROUNDS = 60
+ROUNDS = 80  # 60 were enough alone; lapses and drift below waste up to 20 more
+
+
+def _run(w: World, ops: Sequence[Op], k: int, had_quorum: bool, who: str) -> None:
+    for op in ops[:k]:
+        try:
+            w.apply(op)
+        except OpFailed as e:
+            note(f"  {who}: {op.kind} failed: {e}")
+            break
+        if had_quorum:
+            assert w.quorum_ok(), f"quorum broken by {who}'s {op.kind} {op.targets()}"
 
 
 @settings(max_examples=300, deadline=None,
@@ -591,16 +679,29 @@ ROUNDS = 60
 @given(worlds(), st.data())
 def test_interrupted_plans_converge_without_breaking_quorum(
         start: tuple[Desired, World], data: st.DataObject) -> None:
+    """Daemon a (the bootstrapper, usually the leader) and daemon b (a follower on
+    one node) plan on the same cluster each round. a's lease lapses in some rounds,
+    and another daemon's config differs (or is unread) for the first rounds."""
     d, w = start
     had_quorum = w.quorum_ok()
     learners_at_start = sum(m.learner for m in w.members or ())
     interrupts = data.draw(st.integers(0, 8), label="interruptions")
+    elected = data.draw(st.booleans(), label="election on")
+    lapses = data.draw(st.sets(st.integers(0, 20), max_size=4), label="rounds a is not leading")
+    drift_until = data.draw(st.integers(0, 12), label="configs agree from round")
+    mine = membership(d)
+    stale = data.draw(st.sampled_from([None, membership(desired(["m1", "x9"]))]),
+                      label="drifting config (None: not read yet)")
+    own = frozenset({data.draw(st.sampled_from(POOL), label="b's node")})
     for rnd in range(ROUNDS):
         o = w.observe()
-        decision = decide(d, o)
-        check_decision(d, o, decision)
+        peers = {"c": mine} if rnd >= drift_until else None if stale is None else {"c": stale}
+        a = Standing(elected=True, leading=rnd not in lapses, bootstrapper=True,
+                     peers=peers) if elected else ALONE
+        decision = plan(d, o, a)
+        check_decision(d, o, decision, a)
         event(f"phase {decision.phase}")
-        if not decision.ops and w.converged(d):
+        if not decision.ops and w.converged(d) and decision.role != Role.FOLLOWER:
             assert decision.phase == "steady", decision
             event(f"converged in {min(rnd, 10)}{'+' if rnd >= 10 else ''} rounds")
             return
@@ -609,16 +710,18 @@ def test_interrupted_plans_converge_without_breaking_quorum(
         if interrupts and ops:
             interrupts -= 1
             k = data.draw(st.integers(0, len(ops) - 1), label=f"round {rnd}: ops run")
-        note(f"round {rnd}: {decision.phase} {[f'{op.kind}:{op.targets()}' for op in ops]}"
-             f" ran {k}")
-        for op in ops[:k]:
-            try:
-                w.apply(op)
-            except OpFailed as e:
-                note(f"  {op.kind} failed: {e}")
-                break
-            if had_quorum:
-                assert w.quorum_ok(), f"quorum broken by {op.kind} {op.targets()}"
+        note(f"round {rnd}: {decision.role} {decision.phase} "
+             f"{[f'{op.kind}:{op.targets()}' for op in ops]} ran {k}")
+        _run(w, ops, k, had_quorum, "a")
+        if elected:  # b's servers file is its own (not modelled): only its restarts act
+            b = Standing(elected=True, own_members=own, peers={"a": mine})
+            ob = w.observe()  # b looks a moment later, after a's ops
+            followed = plan(d, ob, b)
+            check_decision(d, ob, followed, b)
+            mine_ops = [op for op in followed.ops if op.kind not in TRAFFIC]
+            if mine_ops:
+                note(f"  b: {[f'{op.kind}:{op.targets()}' for op in mine_ops]}")
+            _run(w, mine_ops, len(mine_ops), had_quorum, "b")
         w.tick()
         had_quorum = had_quorum or w.quorum_ok()
         assert sum(m.learner for m in w.members or ()) <= max(1, learners_at_start)

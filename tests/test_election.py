@@ -8,7 +8,9 @@ import dataclasses
 import pytest
 
 from ckeetcd.coordination.election import LEADER_KEY, Leadership, NotLeader
-from ckeetcd.core.model import Decision, Op
+from ckeetcd.core.kinds import OpKind, Phase
+from ckeetcd.core.model import AddMember, Decision, Desired, ServersFile
+from ckeetcd.core.planner import for_role, membership, role_of
 from ckeetcd.etcd import ClientPool
 from ckeetcd.etcd import lease as leases
 from ckeetcd.tasks.daemoncert import daemon_tls
@@ -17,9 +19,10 @@ from tests.harness import Cluster, ListLog
 
 def test_one_leader_and_a_deposed_leader_cannot_act(cluster: Cluster) -> None:
     base = cluster.config
+    desired = Desired.from_config(base)
     _, observed = cluster.observe()
-    decision = Decision("member-add", (Op("add-member", member="x"),
-                                       Op("publish-endpoints", endpoints=("u",))))
+    decision = Decision(Phase.MEMBER_ADD, (
+        AddMember(member="x"), ServersFile(kind=OpKind.PUBLISH_ENDPOINTS, endpoints=("u",))))
 
     async def go() -> None:
         pool = ClientPool(daemon_tls(base), 2.0)
@@ -30,8 +33,8 @@ def test_one_leader_and_a_deposed_leader_cannot_act(cluster: Cluster) -> None:
             made.append(Leadership(cfg, pool, ListLog()))
         a, b = made
         try:
-            for x in (a, b):
-                x.filter(observed, decision)  # learns endpoints and that quorum holds
+            for x in (a, b):  # learns endpoints and that quorum holds
+                x.see(observed, role_of(x.standing(), observed))
             await a._campaign()
             await b._campaign()
             assert a.leading() and not b.leading()
@@ -41,8 +44,13 @@ def test_one_leader_and_a_deposed_leader_cannot_act(cluster: Cluster) -> None:
                 await x.presence.refresh(pool.get(url), 3, x.membership, x.leading())
             assert a.presence.peers == {"b": b.membership}
             # roles: the follower keeps only node-local ops
-            assert a.filter(observed, decision) == decision and a.role == "leader"
-            assert [op.kind for op in b.filter(observed, decision).ops] == ["publish-endpoints"]
+            for x in (a, b):
+                x.see(observed, role_of(x.standing(), observed))
+            mine = membership(desired)
+            led = for_role(decision, a.role, a.standing(), observed, mine)
+            assert led == dataclasses.replace(decision, role="leader") and a.role == "leader"
+            followed = for_role(decision, b.role, b.standing(), observed, mine)
+            assert [op.kind for op in followed.ops] == ["publish-endpoints"]
             await a.fence(decision.ops[0])  # passes
             with pytest.raises(NotLeader):
                 await b.fence(decision.ops[0])

@@ -8,7 +8,16 @@ from types import MappingProxyType
 
 import pytest
 
-from ckeetcd.core.model import Decision, Observed, Op, election_hint
+from ckeetcd.core.kinds import Phase
+from ckeetcd.core.model import (
+    AddMember,
+    Decision,
+    Observed,
+    Op,
+    RemoveMember,
+    StopMember,
+    election_hint,
+)
 from ckeetcd.etcd.client import EtcdError
 from ckeetcd.loop.runner import run_ops
 from ckeetcd.ops import OPS, OpContext
@@ -28,11 +37,11 @@ def split_leader(obs: Observed) -> Observed:
     return dataclasses.replace(obs, health=MappingProxyType(health))
 
 
-STOP_M1 = Op("stop-member", member="m1", member_id=mid("m1"))
-STOP_M3 = Op("stop-member", member="m3", member_id=mid("m3"))
-REMOVE_M1 = Op("remove-member", member="m1", member_id=mid("m1"))
-REMOVE_M3 = Op("remove-member", member="m3", member_id=mid("m3"))
-ADD = Op("add-member", member="m4")
+STOP_M1 = StopMember(member="m1", member_id=mid("m1"))
+STOP_M3 = StopMember(member="m3", member_id=mid("m3"))
+REMOVE_M1 = RemoveMember(member="m1", member_id=mid("m1"))
+REMOVE_M3 = RemoveMember(member="m3", member_id=mid("m3"))
+ADD = AddMember(member="m4")
 
 
 @pytest.mark.parametrize(("name", "observed", "ops", "failed", "code", "says"), [
@@ -74,7 +83,7 @@ async def test_the_runner_logs_and_records_the_hint(tmp_path: Path,
     log, history = ListLog(), History(tmp_path)
     ctx = OpContext(config=None, desired=None, observed=cluster(voters=["m1", "m2", "m3"]),  # type: ignore[arg-type]
                     runtime=None, pool=None, ca=None, history=history, log=log)  # type: ignore[arg-type]
-    ok = await run_ops(ctx, Decision("replacing", (STOP_M1, REMOVE_M1)))
+    ok = await run_ops(ctx, Decision(Phase.MEMBER_REMOVE, (STOP_M1, REMOVE_M1)))
     assert ok is False
     failed = [e for e in log.named("op") if e["outcome"] == "error"]
     assert failed and "took down the raft leader m1" in failed[0]["hint"]

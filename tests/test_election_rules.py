@@ -8,10 +8,11 @@ import pytest
 
 from ckeetcd.coordination import presence as presence_module
 from ckeetcd.coordination.election import Leadership, members_of_this_host
-from ckeetcd.coordination.presence import Membership, Presence, hold_membership_changes
+from ckeetcd.coordination.presence import Presence
 from ckeetcd.core.config import Config, load_config
-from ckeetcd.core.decide import decide
-from ckeetcd.core.model import Decision, Observed, Op
+from ckeetcd.core.kinds import OpKind
+from ckeetcd.core.model import OP_TYPES, Decision, Observed
+from ckeetcd.core.planner import Membership, hold_membership_changes, plan
 from tests.builders import cluster, desired
 from tests.harness import ListLog
 
@@ -38,8 +39,8 @@ def follower_ops(tmp_path: Path, observed: Observed, own: str = "m2") -> list[tu
     """The ops the daemon of `own`'s node (not the bootstrapper m1) may run."""
     addresses = {n: "127.0.0.1" if n == own else f"192.0.2.{i}" for i, n in enumerate(M3, 1)}
     leadership = Leadership(config(tmp_path, own, addresses), pool=None, log=ListLog())
-    decision = leadership.filter(observed, decide(desired(M3), observed))
-    assert leadership.role == "follower"
+    decision = plan(desired(M3), observed, leadership.standing())
+    assert decision.role == "follower"
     return [(op.kind, op.member) for op in decision.ops]
 
 
@@ -68,7 +69,8 @@ NEW: Membership = (("h1", "https://10.0.0.1:2380"), ("h2", "https://10.0.0.2:238
 
 
 def decision_of(*kinds: str) -> Decision:
-    return Decision("member-remove", tuple(Op(k, member="h3") for k in kinds), "swap h3 for h4")
+    return Decision("member-remove", tuple(OP_TYPES[OpKind(k)](kind=OpKind(k), member="h3")
+                                             for k in kinds), "swap h3 for h4")
 
 
 @pytest.mark.parametrize("what, decision, peers, kinds, phase", [

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ckeetcd.coordination.election import NODE_LOCAL_OPS
-from ckeetcd.coordination.presence import MEMBERSHIP_OPS
+from ckeetcd.core.kinds import MEMBERSHIP_OPS, NODE_LOCAL_OPS
 from ckeetcd.pki import not_after
 from ckeetcd.tasks.backup import list_backups
 from tests.harness import wait_for, wait_ok_ops

@@ -10,7 +10,18 @@ from typing import Any
 
 import pytest
 
-from ckeetcd.core.model import Desired, Op
+from ckeetcd.core.kinds import Reason
+from ckeetcd.core.model import (
+    AddMember,
+    Compact,
+    DefragMember,
+    Desired,
+    DisarmAlarm,
+    EnsureRbac,
+    Op,
+    RemoveMember,
+    RenewCerts,
+)
 from ckeetcd.loop.env import make_env
 from ckeetcd.loop.startup import load_ca_for
 from ckeetcd.ops import OPS, OpContext, Skip
@@ -18,7 +29,7 @@ from ckeetcd.ops.steps import StepRecorder
 from ckeetcd.support.history import History
 from tests.harness import Cluster, ListLog, wait_for
 
-COMPACT = Op("compact")
+COMPACT = Compact()
 
 
 def context(tmp_path: Path, **kw: Any) -> tuple[OpContext, ListLog, History]:
@@ -49,7 +60,7 @@ async def test_a_skip_ends_the_step_as_skipped_and_the_op_sees_it(tmp_path: Path
 
 async def test_a_step_with_nothing_to_do_is_recorded_without_a_block(tmp_path: Path) -> None:
     ctx, _, history = context(tmp_path)
-    op = Op("remove-member", member="m4", member_id=0x42)
+    op = RemoveMember(member="m4", member_id=0x42)
     step = await ctx.skip(op, "member-remove", "no longer a member", member_id="42")
     assert step.skipped
     assert steps_of(history) == [
@@ -150,12 +161,12 @@ def test_ops_stop_at_a_skipped_check(make_cluster: Callable[..., Cluster],
                             history=history, log=log, failpoint="")
             [m1] = observed.members or ()
             url = m1.client_urls[0]
-            for op in (Op("add-member", member="m1", peer_url=m1.peer_urls[0]),
-                       Op("remove-member", member="m9", member_id=0x99),
-                       Op("disarm-alarm", detail="NOSPACE"),
-                       Op("renew-member-certs", member="m1", client_url=url),
-                       Op("ensure-rbac"),
-                       Op("defrag-member", member="m1", client_url=url, detail="fragmented")):
+            for op in (AddMember(member="m1", peer_url=m1.peer_urls[0]),
+                       RemoveMember(member="m9", member_id=0x99),
+                       DisarmAlarm(alarm="NOSPACE"),
+                       RenewCerts(member="m1", client_url=url),
+                       EnsureRbac(),
+                       DefragMember(member="m1", client_url=url, reason=Reason.FRAGMENTED)):
                 await OPS[op.kind](ctx, op)
         finally:
             await env.close()

@@ -8,13 +8,13 @@ import json
 
 from ckeetcd.cli.common import load
 from ckeetcd.cli.status import gather
-from ckeetcd.core.decide import decide
+from ckeetcd.core.planner import plan as plan_ops
 
 
 def plan(args: argparse.Namespace) -> int:
     config = load(args)
     desired, observed = asyncio.run(gather(config))
-    decision = decide(desired, observed)
+    decision = plan_ops(desired, observed)  # as one daemon would: the cluster's whole plan
     if args.output == "json":
         print(json.dumps({"phase": decision.phase, "reason": decision.reason,
                           "ops": [{"op": o.kind, "targets": o.targets()} for o in decision.ops]}))

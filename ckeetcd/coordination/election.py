@@ -1,5 +1,10 @@
 """Leader election among the daemons of one cluster, and the fence on every step.
 
+This module keeps the campaign (lease, leader key, presence) and the fence.
+What each role may run is decided by the one pure plan (ckeetcd.core.planner),
+from the `Standing` this module gives it; the loop hands the role back
+(`see`) for the fence and the `role_changed` event.
+
 Several daemons (one per control-plane node, same config) observe the same
 cluster; only one may change it. They elect a leader through the managed
 cluster itself:
@@ -54,17 +59,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ckeetcd.coordination.presence import Presence, hold_membership_changes, membership_of
+from ckeetcd.coordination.presence import Presence, membership_of
 from ckeetcd.core.config import Config
-from ckeetcd.core.model import Decision, Observed, Op
+from ckeetcd.core.kinds import NODE_LOCAL_OPS, Role
+from ckeetcd.core.model import Observed, Op
+from ckeetcd.core.planner import ALONE, Standing, self_heal
 from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.etcd import lease as leases
 
 LEADER_KEY = b"/ckeetcd/leader"
-# Ops that touch only this node (its etcd servers file): every daemon runs them.
-NODE_LOCAL_OPS = frozenset({"stop-apiserver-traffic", "publish-endpoints"})
-# Without quorum a follower may still run this for a member of its own node.
-SELF_HEAL_OP = "restart-member"
 
 
 class NotLeader(Exception):
@@ -103,7 +106,7 @@ class Leadership:
         self.id = daemon_id(config)
         self.value = json.dumps({"id": self.id, "host": socket.gethostname(),
                                  "pid": os.getpid(), "since": round(time.time(), 3)}).encode()
-        self.role = "single"
+        self.role = Role.SINGLE
         self.holder = ""  # id of the leader as last seen ("" = none or unknown)
         self._claim: leases.Claim | None = None
         self._expires = 0.0  # our lease is surely alive until this clock() reading
@@ -144,37 +147,26 @@ class Leadership:
         return changed
 
     # ---- the loop's view --------------------------------------------------------
-    def filter(self, observed: Observed, decision: Decision) -> Decision:
-        """The part of `decision` this daemon may run now, and its role."""
+    def standing(self) -> Standing:
+        """What plan() needs to know about this daemon now (reads the clock once)."""
         if not self.enabled:
-            self._set_role("single")
-            return decision
+            return ALONE
+        return Standing(elected=True, leading=self.leading(),
+                        bootstrapper=self.id == self.bootstrapper and self.can_lead,
+                        own_members=self.own_members, peers=self.presence.peers)
+
+    def see(self, observed: Observed, role: Role) -> None:
+        """Take in the cycle's observation and the role plan() gave: the campaign
+        needs the quorum and healthy endpoints, the fence and the log the role."""
         self._quorum = observed.has_quorum()
         leader = observed.leader_id()
         voters = sorted(observed.healthy_voters(), key=lambda m: m.id != leader)
         urls = [m.client_urls[0] for m in voters if m.client_urls]
         if urls:
             self._endpoints = urls
-        if self._quorum:
-            role = "leader" if self.leading() else "follower"
-        elif self.id == self.bootstrapper and self.can_lead:
-            role = "bootstrapper"
-        else:
-            role = "follower"
         self._set_role(role)
-        if role == "follower":
-            ops = tuple(op for op in decision.ops
-                        if op.kind in NODE_LOCAL_OPS or self._self_heal(op))
-            return Decision(decision.phase, ops, decision.reason)
-        if role == "leader":
-            return hold_membership_changes(decision, self.membership, self.presence.peers)
-        return decision
 
-    def _self_heal(self, op: Op) -> bool:
-        """A restart of this node's own member while there is no quorum to lead by."""
-        return not self._quorum and op.kind == SELF_HEAL_OP and op.member in self.own_members
-
-    def _set_role(self, role: str) -> None:
+    def _set_role(self, role: Role) -> None:
         if role != self.role:
             self.log.info("role_changed", daemon=self.id, role=role, previous=self.role,
                           term=self.term, leader=self.holder or None)
@@ -183,12 +175,12 @@ class Leadership:
 
     async def fence(self, op: Op) -> None:
         """Raise NotLeader unless this daemon may act for `op` right now."""
-        if not self.enabled or op.kind in NODE_LOCAL_OPS or self.role == "bootstrapper":
+        if not self.enabled or op.kind in NODE_LOCAL_OPS or self.role == Role.BOOTSTRAPPER:
             return
-        if self.role == "follower" and self._self_heal(op):
+        if self.role == Role.FOLLOWER and self_heal(op, self.own_members, self._quorum):
             return
         held = self._claim
-        if held is None or self.role != "leader":
+        if held is None or self.role != Role.LEADER:
             raise NotLeader(f"{self.id} is not the leader (leader: {self.holder or 'none'})")
         if self.clock() + self.rpc_timeout >= self._expires:
             raise NotLeader(f"{self.id}: lease {held.lease:x} may expire before this step ends")

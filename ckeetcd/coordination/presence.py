@@ -6,8 +6,9 @@ member back for the old), and the next handover could swap it again. So each
 daemon keeps `/ckeetcd/daemons/<id>` = the desired members of its config, on
 a lease of its own (the key goes when the daemon dies), and the leader makes
 no membership change (stop, remove, add, start, promote) while any live
-daemon asks for other members: phase `config-drift`, event `config_drift`
-naming who wants what, `config_agreed` once they match. Repairs that change
+daemon asks for other members (ckeetcd.core.planner holds them): phase
+`config-drift`, event `config_drift` naming who wants what, `config_agreed`
+once they match. Repairs that change
 no membership (restarts, certificates, RBAC, alarms, apiserver traffic) go on.
 
 A daemon that is down is not asked; once it is back with a stale copy, the
@@ -23,7 +24,8 @@ import time
 from typing import Any
 
 from ckeetcd.core.config import Config
-from ckeetcd.core.model import Decision
+from ckeetcd.core.model import Desired
+from ckeetcd.core.planner import Membership, membership
 from ckeetcd.etcd import EtcdError
 from ckeetcd.etcd import lease as leases
 
@@ -31,36 +33,11 @@ PREFIX = b"/ckeetcd/daemons/"
 # An edit reaches the daemons a moment apart: changes are held at once, but the
 # warning waits this long, so a config rolled out everywhere does not raise it.
 DRIFT_GRACE = 5.0
-MEMBERSHIP_OPS = frozenset({"stop-member", "remove-member", "add-member", "start-member",
-                            "promote-member"})
-
-Membership = tuple[tuple[str, str], ...]
 
 
 def membership_of(config: Config) -> Membership:
     """(name, peer URL) of every desired member, sorted: what daemons must agree on."""
-    return tuple(sorted((m.name, config.peer_url(m)) for m in config.members))
-
-
-def hold_membership_changes(decision: Decision, mine: Membership,
-                            peers: dict[str, Membership] | None) -> Decision:
-    """`decision` without membership ops while live daemons disagree (pure).
-
-    `peers` is None until the leader has read the other daemons' keys in this
-    term: then it holds too.
-    """
-    if not any(op.kind in MEMBERSHIP_OPS for op in decision.ops):
-        return decision
-    if peers is None:
-        why = "not yet read what the other daemons' configs ask for"
-    else:
-        differ = sorted(d for d, want in peers.items() if want != mine)
-        if not differ:
-            return decision
-        why = f"daemons {', '.join(differ)} ask for other members than this one"
-    kept = tuple(op for op in decision.ops if op.kind not in MEMBERSHIP_OPS)
-    return Decision("config-drift", kept,
-                    f"membership changes held: {why} (wanted: {decision.reason})")
+    return membership(Desired.from_config(config))
 
 
 def _names(m: Membership) -> list[str]:

@@ -2,7 +2,9 @@
 
 Numbered rungs, checked in order; the first that applies returns. No I/O, no
 clock, no memory of earlier cycles: the same snapshot always gives the same
-ops, so a daemon killed between two steps simply decides again.
+ops, so a daemon killed between two steps simply decides again. This is the
+cluster's whole plan; ckeetcd.core.planner.plan() makes it this daemon's (role
+rules, drift hold, its own invariants checked), and is what the loop calls.
 
 Invariants every returned op list keeps (tests/test_decide_properties.py):
   1. at most one membership change (one add-member or one remove-member, never
@@ -44,19 +46,31 @@ from __future__ import annotations
 
 import datetime as dt
 
+from ckeetcd.core.kinds import NODE_LOCAL_OPS, OpKind, Phase, Reason
 from ckeetcd.core.model import (
+    AddMember,
+    Compact,
     Decision,
+    DefragMember,
     Desired,
     DesiredMember,
+    DisarmAlarm,
+    EnsureRbac,
     LiveMember,
     Observed,
     Op,
+    PromoteMember,
+    RemoveMember,
+    RenewCerts,
     Runtime,
+    ServersFile,
+    StartMember,
+    StopMember,
     quorum,
 )
 
-TRAFFIC_STOP = "stop-apiserver-traffic"
-PUBLISH = "publish-endpoints"
+TRAFFIC_STOP = OpKind.STOP_APISERVER_TRAFFIC
+PUBLISH = OpKind.PUBLISH_ENDPOINTS
 _UNREACHABLE = Runtime(reachable=False)
 
 
@@ -67,24 +81,24 @@ def decide(desired: Desired, observed: Observed) -> Decision:
     marked = sorted((name, r.restoring) for name, r in observed.runtimes.items() if r.restoring)
     if marked:
         names = ", ".join(n for n, _ in marked)
-        return Decision("restoring", (), f"a restore is at work on {names} ({marked[0][1]}): "
+        return Decision(Phase.RESTORING, (), f"a restore is at work on {names} ({marked[0][1]}): "
                                          "hands off until it ends")
     if observed.has_alarm("CORRUPT"):
         ids = sorted({f"{i:x}" for i, a in observed.alarms if a == "CORRUPT"})
-        return Decision("corrupt", (), f"CORRUPT alarm ({', '.join(ids)}): automatic changes "
+        return Decision(Phase.CORRUPT, (), f"CORRUPT alarm ({', '.join(ids)}): automatic changes "
                                        "stopped; check the members and disarm by hand")
     if desired.paused or observed.paused:
         why = "[daemon] paused = true" if desired.paused else observed.paused
-        return Decision("paused", (), f"paused ({why}): observing only")
+        return Decision(Phase.PAUSED, (), f"paused ({why}): observing only")
     decision = _with_holds(observed, _ladder(desired, observed))
-    if observed.members is None or any(op.kind in (TRAFFIC_STOP, PUBLISH)
+    if observed.members is None or any(op.kind in NODE_LOCAL_OPS
                                        for op in decision.ops):
         return decision
     traffic = _traffic_op(desired, observed, TRAFFIC_STOP)
     if traffic is None or set(traffic.endpoints) >= set(observed.published or ()):
         return decision
-    if decision.phase == "steady":  # only the servers file is off: it lists too much
-        return Decision("publish", (traffic,), "etcd servers file lists members to cut")
+    if decision.phase == Phase.STEADY:  # only the servers file is off: it lists too much
+        return Decision(Phase.PUBLISH, (traffic,), "etcd servers file lists members to cut")
     return Decision(decision.phase, (traffic, *decision.ops), decision.reason)
 
 
@@ -104,14 +118,14 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
                      if desired.by_peer_url(m.peer_url) is None and m.started
                      and not m.learner and _can_restart(observed, m.name)]
     if restarts:
-        return Decision("repair", tuple(restarts), "restart stopped members on their data")
+        return Decision(Phase.REPAIR, tuple(restarts), "restart stopped members on their data")
 
     # 2. A desired voter that never started (a bootstrap member that missed the
     #    start, or one added out-of-band): start it on an empty data dir.
     for m in members:
         d = desired.by_peer_url(m.peer_url)
         if d and not m.started and not m.learner and _fresh(observed.runtime(d.name)):
-            return Decision("repair", (_start_existing(d, members),),
+            return Decision(Phase.REPAIR, (_start_existing(d, members),),
                             f"start voter {d.name} that is a member but never started")
 
     # 3. A running member whose certificates are missing, wrong or expiring gets
@@ -121,14 +135,14 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
         d = desired.by_peer_url(m.peer_url)
         r = observed.runtime(d.name) if d else _UNREACHABLE
         if d and r.reachable and r.running and r.tls_problem:
-            return Decision("certs", (
-                Op("renew-member-certs", member=d.name, member_id=m.id, peer_url=d.peer_url,
-                   client_url=d.client_url, detail=r.tls_problem),
+            return Decision(Phase.CERTS, (
+                RenewCerts(member=d.name, member_id=m.id, peer_url=d.peer_url,
+                           client_url=d.client_url, problem=r.tls_problem),
             ), f"renew certificates of {d.name} in place: {r.tls_problem}")
 
     # 4. Without quorum nothing else is safe: wait for the operator or a restart.
     if not observed.has_quorum():
-        return Decision("no-quorum", (), "healthy voters below quorum; only restarts allowed")
+        return Decision(Phase.NO_QUORUM, (), "healthy voters below quorum; only restarts allowed")
 
     # 4b. NOSPACE: etcd takes only reads and deletes. Compact to the current
     #     revision, defragment every member one at a time (followers first, the
@@ -136,14 +150,14 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
     #     being defragmented blocks). Otherwise the repairs below go first.
     nospace = observed.has_alarm("NOSPACE")
     if nospace and observed.all_healthy():
-        defrags = tuple(_defrag(desired, m, "nospace") for m in _defrag_order(observed))
-        return Decision("nospace", (Op("compact", detail="nospace"), *defrags,
-                                    Op("disarm-alarm", detail="NOSPACE")),
+        defrags = tuple(_defrag(desired, m, Reason.NOSPACE) for m in _defrag_order(observed))
+        return Decision(Phase.NOSPACE, (Compact(reason=Reason.NOSPACE), *defrags,
+                                        DisarmAlarm(alarm="NOSPACE")),
                         "NOSPACE alarm: compact, defragment each member, disarm")
 
     # 5. RBAC once the cluster serves: root, kube-apiserver, auth on.
     if observed.rbac_ready is False:
-        return Decision("rbac", (Op("ensure-rbac"),), "users, roles and auth")
+        return Decision(Phase.RBAC, (EnsureRbac(),), "users, roles and auth")
 
     # 6. At most one learner: drop one the config does not name, else finish
     #    the learner (start, promote) or drop it when it stalls.
@@ -171,10 +185,10 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
     # 9. Publish healthy voters to kube-apiservers (cutting any is done by decide()).
     publish = _traffic_op(desired, observed, PUBLISH)
     if publish is not None and set(publish.endpoints) >= set(observed.published or ()):
-        return Decision("publish", (publish,), "etcd servers file lacks healthy voters")
+        return Decision(Phase.PUBLISH, (publish,), "etcd servers file lacks healthy voters")
 
     if not observed.all_healthy():
-        return Decision("degraded", (), "some members unhealthy; waiting" + (
+        return Decision(Phase.DEGRADED, (), "some members unhealthy; waiting" + (
             " (NOSPACE alarm: defragmentation waits for every member)" if nospace else ""))
 
     # 10. Scheduled defragmentation: the most fragmented big database, one member
@@ -186,9 +200,9 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
                and h.fragmentation > desired.defrag_threshold]
         if due:
             frag = observed.health[due[0].id].fragmentation
-            return Decision("defrag", (_defrag(desired, due[0], "fragmented"),),
+            return Decision(Phase.DEFRAG, (_defrag(desired, due[0], Reason.FRAGMENTED),),
                             f"{_name(desired, due[0])}: {frag:.0%} of its database is free")
-    return Decision("steady")
+    return Decision(Phase.STEADY)
 
 
 # ---- rung helpers ----------------------------------------------------------
@@ -202,7 +216,7 @@ def _with_holds(observed: Observed, decision: Decision) -> Decision:
     reason = f"{said}; {decision.reason}" if decision.reason else said
     if decision.ops:
         return Decision(decision.phase, decision.ops, reason)
-    return Decision("backoff", (), reason)
+    return Decision(Phase.BACKOFF, (), reason)
 
 
 def _hold(name: str, r: Runtime) -> str:
@@ -218,9 +232,9 @@ def _defrag_order(observed: Observed) -> list[LiveMember]:
     return sorted(observed.members or (), key=lambda m: m.id == leader)
 
 
-def _defrag(desired: Desired, m: LiveMember, why: str) -> Op:
-    return Op("defrag-member", member=_name(desired, m), member_id=m.id, peer_url=m.peer_url,
-              client_url=m.client_urls[0] if m.client_urls else "", detail=why)
+def _defrag(desired: Desired, m: LiveMember, why: Reason) -> Op:
+    return DefragMember(member=_name(desired, m), member_id=m.id, peer_url=m.peer_url,
+                        client_url=m.client_urls[0] if m.client_urls else "", reason=why)
 
 
 def _no_member_list(desired: Desired, observed: Observed) -> Decision:
@@ -232,24 +246,25 @@ def _no_member_list(desired: Desired, observed: Observed) -> Decision:
         everyone = all(r.reachable for r in runtimes)
         initial = tuple((d.name, d.peer_url) for d in desired.members)
         ops = tuple(
-            Op("start-member", member=d.name, peer_url=d.peer_url, client_url=d.client_url,
-               initial_cluster=initial, initial_state="new")
+            StartMember(kind=OpKind.START_MEMBER, member=d.name, peer_url=d.peer_url,
+                        client_url=d.client_url, initial_cluster=initial, initial_state="new")
             for d, r in zip(desired.members, runtimes, strict=True)
             if r.reachable and not r.running and not r.held_until and (everyone or r.has_data)
         )
         why = "no member has formed a cluster yet"
-        return Decision("bootstrap", ops, why if everyone else
+        return Decision(Phase.BOOTSTRAP, ops, why if everyone else
                         f"{why}; waiting for every node to be reachable")
     restarts = tuple(
-        Op("restart-member", member=d.name, peer_url=d.peer_url, client_url=d.client_url,
-           initial_cluster=tuple((x.name, x.peer_url) for x in desired.members),
-           initial_state="existing")
+        StartMember(kind=OpKind.RESTART_MEMBER, member=d.name, peer_url=d.peer_url,
+                    client_url=d.client_url,
+                    initial_cluster=tuple((x.name, x.peer_url) for x in desired.members),
+                    initial_state="existing")
         for d, r in zip(desired.members, runtimes, strict=True)
         if _can_restart_runtime(r)
     )
     if restarts:
-        return Decision("no-quorum", restarts, "no member answers; restart stopped members")
-    return Decision("no-quorum", (), "no member answers; waiting for the operator")
+        return Decision(Phase.NO_QUORUM, restarts, "no member answers; restart stopped members")
+    return Decision(Phase.NO_QUORUM, (), "no member answers; waiting for the operator")
 
 
 def _handle_learner(desired: Desired, observed: Observed, learner: LiveMember) -> Decision:
@@ -260,26 +275,26 @@ def _handle_learner(desired: Desired, observed: Observed, learner: LiveMember) -
     if d is None or age > desired.learner_timeout or _wiped(learner, runtime):
         why = ("not in the config" if d is None
                else "lost its data" if _wiped(learner, runtime) else "did not catch up in time")
-        ops = [Op("remove-member", member=name, member_id=learner.id, peer_url=learner.peer_url)]
+        ops: list[Op] = [RemoveMember(member=name, member_id=learner.id,
+                                      peer_url=learner.peer_url)]
         if name and runtime.reachable and (runtime.running or runtime.has_data):
-            ops.append(Op("stop-member", member=name, member_id=learner.id,
-                          detail="archive-data"))
-        return Decision("member-remove", tuple(ops),
+            ops.append(StopMember(member=name, member_id=learner.id, archive_data=True))
+        return Decision(Phase.MEMBER_REMOVE, tuple(ops),
                         f"learner {name or format(learner.id, 'x')} {why}")
     if not runtime.reachable:
-        return Decision("member-add", (), f"learner {d.name}: node unreachable")
+        return Decision(Phase.MEMBER_ADD, (), f"learner {d.name}: node unreachable")
     if not runtime.running and runtime.held_until:
-        return Decision("backoff", (), f"learner {d.name} not started yet")
+        return Decision(Phase.BACKOFF, (), f"learner {d.name} not started yet")
     if not runtime.running:
-        return Decision("member-add", (_start_existing(d, observed.members or ()),),
+        return Decision(Phase.MEMBER_ADD, (_start_existing(d, observed.members or ()),),
                         f"start learner {d.name}")
     if not (learner.started and observed.is_healthy(learner)):
-        return Decision("member-add", (), f"learner {d.name} starting")
+        return Decision(Phase.MEMBER_ADD, (), f"learner {d.name} starting")
     voters, healthy = len(observed.voters()), len(observed.healthy_voters())
     if healthy + 1 < quorum(voters + 1):
-        return Decision("degraded", (), f"promoting {d.name} now would break quorum")
-    return Decision("promote", (
-        Op("promote-member", member=d.name, member_id=learner.id, peer_url=d.peer_url),
+        return Decision(Phase.DEGRADED, (), f"promoting {d.name} now would break quorum")
+    return Decision(Phase.PROMOTE, (
+        PromoteMember(member=d.name, member_id=learner.id, peer_url=d.peer_url),
     ), f"promote learner {d.name}")
 
 
@@ -299,8 +314,8 @@ def _remove(desired: Desired, observed: Observed, m: LiveMember) -> Decision | N
     traffic = _traffic_op(desired, observed, TRAFFIC_STOP, exclude=m.id)
     if traffic is not None:
         ops.append(traffic)
-    stop = Op("stop-member", member=name, member_id=m.id, detail="archive-data")
-    remove = Op("remove-member", member=name, member_id=m.id, peer_url=m.peer_url)
+    stop = StopMember(member=name, member_id=m.id, archive_data=True)
+    remove = RemoveMember(member=name, member_id=m.id, peer_url=m.peer_url)
     # Stop before remove (the seed's order) unless stopping a healthy voter
     # first would itself break quorum of the current voting set.
     stopping_breaks_quorum = m in healthy and len(healthy) - 1 < quorum(len(voters))
@@ -311,29 +326,29 @@ def _remove(desired: Desired, observed: Observed, m: LiveMember) -> Decision | N
     else:
         ops += [stop, remove]
     why = "wiped; re-add fresh" if d else "not in the config"
-    return Decision("member-remove", tuple(ops), f"member {name or format(m.id, 'x')} {why}")
+    return Decision(Phase.MEMBER_REMOVE, tuple(ops), f"member {name or format(m.id, 'x')} {why}")
 
 
 def _add(observed: Observed, d: DesiredMember) -> Decision:
     if not observed.all_healthy():
-        return Decision("degraded", (), f"not adding {d.name} while members are unhealthy")
+        return Decision(Phase.DEGRADED, (), f"not adding {d.name} while members are unhealthy")
     runtime = observed.runtime(d.name)
     if not runtime.reachable:
-        return Decision("member-add", (), f"not adding {d.name}: node unreachable")
+        return Decision(Phase.MEMBER_ADD, (), f"not adding {d.name}: node unreachable")
     if runtime.held_until:  # the add would start it
-        return Decision("backoff", (), f"not adding {d.name} yet")
+        return Decision(Phase.BACKOFF, (), f"not adding {d.name} yet")
     ops: list[Op] = []
     if runtime.running or runtime.has_data:
-        ops.append(Op("stop-member", member=d.name, detail="archive-data"))
-    ops.append(Op("add-member", member=d.name, peer_url=d.peer_url, client_url=d.client_url))
+        ops.append(StopMember(member=d.name, archive_data=True))
+    ops.append(AddMember(member=d.name, peer_url=d.peer_url, client_url=d.client_url))
     ops.append(_start_existing(d, observed.members or ()))
-    return Decision("member-add", tuple(ops), f"add {d.name} as a learner")
+    return Decision(Phase.MEMBER_ADD, tuple(ops), f"add {d.name} as a learner")
 
 
 def _restart(members: tuple[LiveMember, ...], name: str, m: LiveMember) -> Op:
-    return Op("restart-member", member=name, member_id=m.id, peer_url=m.peer_url,
-              client_url=m.client_urls[0] if m.client_urls else "",
-              initial_cluster=_initial_cluster(members), initial_state="existing")
+    return StartMember(kind=OpKind.RESTART_MEMBER, member=name, member_id=m.id,
+                       peer_url=m.peer_url, client_url=m.client_urls[0] if m.client_urls else "",
+                       initial_cluster=_initial_cluster(members), initial_state="existing")
 
 
 def _start_existing(d: DesiredMember, members: tuple[LiveMember, ...]) -> Op:
@@ -342,9 +357,9 @@ def _start_existing(d: DesiredMember, members: tuple[LiveMember, ...]) -> Op:
     initial = _initial_cluster(members, me.id if me else 0, d.name)
     if me is None:
         initial = (*initial, (d.name, d.peer_url))
-    return Op("start-member", member=d.name, member_id=me.id if me else 0,
-              peer_url=d.peer_url, client_url=d.client_url,
-              initial_cluster=initial, initial_state="existing")
+    return StartMember(kind=OpKind.START_MEMBER, member=d.name, member_id=me.id if me else 0,
+                       peer_url=d.peer_url, client_url=d.client_url,
+                       initial_cluster=initial, initial_state="existing")
 
 
 def _initial_cluster(members: tuple[LiveMember, ...], me: int = 0,
@@ -395,11 +410,12 @@ def _traffic_target(desired: Desired, observed: Observed, exclude: int = 0) -> t
     return tuple(urls)
 
 
-def _traffic_op(desired: Desired, observed: Observed, kind: str, exclude: int = 0) -> Op | None:
+def _traffic_op(desired: Desired, observed: Observed, kind: OpKind,
+                exclude: int = 0) -> ServersFile | None:
     """The servers-file write that makes it list the healthy desired voters, if any differ."""
     if not desired.apiserver_file or observed.published is None:
         return None
     target = _traffic_target(desired, observed, exclude)
     if not target or set(target) == set(observed.published):
         return None
-    return Op(kind, endpoints=target)
+    return ServersFile(kind=kind, endpoints=target)

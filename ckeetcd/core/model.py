@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import ClassVar, Literal
 
 from ckeetcd.core.config import Config, MemberConfig
+from ckeetcd.core.kinds import NODE_LOCAL_OPS, OpKind, Phase, Reason, Role
 
 
 @dataclass(frozen=True)
@@ -232,33 +234,143 @@ def quorum(voters: int) -> int:
     return voters // 2 + 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Op:
-    """One operation the runner carries out; `kind` is the kebab-case op name.
+    """One operation the runner carries out; `kind` is its kebab-case name.
 
-    `initial_cluster` (name=peer_url pairs) is filled for start-member and
-    bootstrap; `member_id` for ops on a live member.
+    The base holds what every op is about (a member, by node name, ID and
+    URLs, all optional); each op family below adds its own named fields and
+    says which kinds it carries (`KINDS`), so an op can only be built with
+    the fields its kind needs. The base itself builds none.
     """
 
-    kind: str
+    KINDS: ClassVar[frozenset[OpKind]] = frozenset()
+
+    kind: OpKind
     member: str = ""
     member_id: int = 0
     peer_url: str = ""
     client_url: str = ""
-    initial_cluster: tuple[tuple[str, str], ...] = ()
-    initial_state: str = ""
-    endpoints: tuple[str, ...] = ()
-    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise TypeError(f"{type(self).__name__} cannot carry op {self.kind!s}")
 
     def targets(self) -> str:
-        return self.member or ",".join(self.endpoints)
+        return self.member
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartMember(Op):
+    """start-member (new, or joining on an empty data dir) or restart-member (on its data).
+
+    `initial_cluster` holds the name=peer_url pairs etcd is started with.
+    """
+
+    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.START_MEMBER,
+                                                    OpKind.RESTART_MEMBER})
+    initial_cluster: tuple[tuple[str, str], ...] = ()
+    initial_state: Literal["new", "existing"] = "existing"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopMember(Op):
+    """stop-member; `archive_data`: then move its data aside (it leaves, or is re-added)."""
+
+    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.STOP_MEMBER})
+    kind: OpKind = OpKind.STOP_MEMBER
+    archive_data: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddMember(Op):
+    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.ADD_MEMBER})
+    kind: OpKind = OpKind.ADD_MEMBER
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoveMember(Op):
+    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.REMOVE_MEMBER})
+    kind: OpKind = OpKind.REMOVE_MEMBER
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromoteMember(Op):
+    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.PROMOTE_MEMBER})
+    kind: OpKind = OpKind.PROMOTE_MEMBER
+
+
+@dataclass(frozen=True, kw_only=True)
+class RenewCerts(Op):
+    """renew-member-certs; `problem` says why its certificates must be replaced."""
+
+    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.RENEW_MEMBER_CERTS})
+    kind: OpKind = OpKind.RENEW_MEMBER_CERTS
+    problem: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnsureRbac(Op):
+    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.ENSURE_RBAC})
+    kind: OpKind = OpKind.ENSURE_RBAC
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServersFile(Op):
+    """stop-apiserver-traffic or publish-endpoints: write these client URLs to the
+    etcd servers file (node-local)."""
+
+    KINDS: ClassVar[frozenset[OpKind]] = NODE_LOCAL_OPS
+    endpoints: tuple[str, ...] = ()
+
+    def targets(self) -> str:
+        return ",".join(self.endpoints)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Compact(Op):
+    """compact the key-value history; `reason` is logged with it."""
+
+    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.COMPACT})
+    kind: OpKind = OpKind.COMPACT
+    reason: Reason = Reason.NOSPACE
+
+
+@dataclass(frozen=True, kw_only=True)
+class DefragMember(Op):
+    """defrag-member; a `fragmented` one is skipped once it no longer is, a `nospace` one
+    always runs."""
+
+    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.DEFRAG_MEMBER})
+    kind: OpKind = OpKind.DEFRAG_MEMBER
+    reason: Reason = Reason.FRAGMENTED
+
+
+@dataclass(frozen=True, kw_only=True)
+class DisarmAlarm(Op):
+    """disarm-alarm of this etcd alarm type ("NOSPACE") for every member that raised it."""
+
+    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.DISARM_ALARM})
+    kind: OpKind = OpKind.DISARM_ALARM
+    alarm: str = "NOSPACE"
+
+
+OP_TYPES: Mapping[OpKind, type[Op]] = MappingProxyType({
+    kind: cls for cls in (StartMember, StopMember, AddMember, RemoveMember, PromoteMember,
+                          RenewCerts, EnsureRbac, ServersFile, Compact, DefragMember,
+                          DisarmAlarm)
+    for kind in cls.KINDS
+})
 
 
 @dataclass(frozen=True)
 class Decision:
-    phase: str
+    """What to do now: a phase, ops in order, why, and the role they were planned for."""
+
+    phase: Phase
     ops: tuple[Op, ...] = ()
     reason: str = ""
+    role: Role = Role.SINGLE
 
 
 TIMEOUT_CODES = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE"})
@@ -279,8 +391,9 @@ def election_hint(observed: Observed, ops: tuple[Op, ...], failed: int, code: st
     if not leader:
         return ("no healthy member reported a raft leader when this cycle observed: an "
                 "election was in progress; the op is decided again once it ends")
-    stopped = [op for op in ops[:failed] if op.kind == "stop-member" and op.member_id == leader]
-    if stopped or (ops[failed].kind == "remove-member" and ops[failed].member_id == leader):
+    stopped = [op for op in ops[:failed]
+               if op.kind == OpKind.STOP_MEMBER and op.member_id == leader]
+    if stopped or (ops[failed].kind == OpKind.REMOVE_MEMBER and ops[failed].member_id == leader):
         return (f"this plan took down the raft leader {names.get(leader, '?')}: an election "
                 "was in progress; the op is decided again once it ends")
     seen = {h.leader_id for h in observed.health.values() if h.healthy and h.leader_id}

@@ -1,4 +1,4 @@
-"""The daemon: observe -> decide -> run, forever, woken by events.
+"""The daemon: observe -> plan -> run, forever, woken by events.
 
 A probe runs every `probe_interval`; a cycle (decide + run + one summary log
 line) starts at once when the config, the member list or member health
@@ -19,8 +19,9 @@ from typing import Any
 
 from ckeetcd.coordination.election import Leadership
 from ckeetcd.core.config import Config, ConfigError, load_config
-from ckeetcd.core.decide import decide
+from ckeetcd.core.kinds import SETTLED_PHASES, Phase
 from ckeetcd.core.model import Decision, Desired, Observed
+from ckeetcd.core.planner import plan
 from ckeetcd.loop.daemonca import EXIT_REFUSED
 from ckeetcd.loop.env import Env, make_env
 from ckeetcd.loop.runner import run_ops
@@ -41,9 +42,6 @@ from ckeetcd.tasks.metrics import METRICS
 
 EXIT_CONFIG = 2  # the config or its state dir must be fixed; nothing was changed
 
-# Phases where nothing is in flight; in any other the loop polls faster.
-SETTLED_PHASES = frozenset({"steady", "degraded", "no-quorum", "paused", "corrupt", "restoring",
-                            "config-drift", "backoff"})
 TRANSITION_POLL = 0.1
 # After a change, an unsettled-looking phase (degraded, no-quorum) is polled
 # fast for this long before the loop falls back to the probe cadence.
@@ -199,8 +197,9 @@ class Daemon:
                 if isinstance(env.runtime, RoutedRuntime):
                     env.runtime.learn(observed.members)  # where leaving members live
                 sig = health_signature(observed)
-                decision = self.leadership.filter(observed, decide(desired, observed))
-                for task in side:  # after filter: leader-only tasks follow the role
+                decision = plan(desired, observed, self.leadership.standing())
+                self.leadership.see(observed, decision.role)
+                for task in side:  # after the plan: leader-only tasks follow the role
                     task.offer(self.config, desired, observed)
                 if side:
                     await asyncio.sleep(0)  # let side tasks publish before ops hold the loop
@@ -227,7 +226,7 @@ class Daemon:
                 if ran_ops:
                     pause = 0.05  # follow up on what the ops changed
                 elif decision.phase not in SETTLED_PHASES or (
-                    decision.phase != "steady" and now - last_change < SETTLE_WINDOW
+                    decision.phase != Phase.STEADY and now - last_change < SETTLE_WINDOW
                 ):
                     # waiting for etcd, not for time: a member starting, an
                     # election, a cluster just formed (no-quorum for a moment)
@@ -260,7 +259,7 @@ class Daemon:
                 ok = await run_ops(ctx, decision)
         self.log.info(
             "cycle", cycle=self.cycle, phase=decision.phase, reason=decision.reason,
-            role=self.leadership.role,
+            role=decision.role,
             ops=[f"{op.kind}:{op.targets()}" for op in decision.ops],
             outcome="ok" if ok else "error",
             healthy=len([m for m in observed.members or () if observed.is_healthy(m)]),

@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from ckeetcd.core.kinds import STARTS
 from ckeetcd.core.model import Decision, Op, election_hint
 from ckeetcd.ops import OPS, OpContext
 from ckeetcd.tasks.metrics import METRICS
-
-STARTS = frozenset({"start-member", "restart-member"})
 
 
 async def run_ops(ctx: OpContext, decision: Decision) -> bool:

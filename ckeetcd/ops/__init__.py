@@ -1,10 +1,31 @@
-"""One module per operation; each op is a few idempotent, recorded steps."""
+"""One module per operation; each op is a few idempotent, recorded steps.
+
+`OPS` maps every op kind to its runner; each runner is bound to the op type
+of its kind (ckeetcd.core.model.OP_TYPES), so it reads named fields, and an op of
+another type is refused before any step runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from ckeetcd.core.model import Op
+from ckeetcd.core.kinds import OpKind
+from ckeetcd.core.model import (
+    OP_TYPES,
+    AddMember,
+    Compact,
+    DefragMember,
+    DisarmAlarm,
+    EnsureRbac,
+    Op,
+    PromoteMember,
+    RemoveMember,
+    RenewCerts,
+    ServersFile,
+    StartMember,
+    StopMember,
+)
 from ckeetcd.ops import (
     add_member,
     apiserver_traffic,
@@ -21,21 +42,44 @@ from ckeetcd.ops import (
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 
 OpFn = Callable[[OpContext, Op], Awaitable[None]]
+T = TypeVar("T", bound=Op)
 
-OPS: dict[str, OpFn] = {
-    "start-member": start_member.run,
-    "restart-member": start_member.run,
-    "stop-member": stop_member.run,
-    "remove-member": remove_member.run,
-    "add-member": add_member.run,
-    "promote-member": promote_member.run,
-    "ensure-rbac": ensure_rbac.run,
-    "renew-member-certs": renew_certs.run,
-    "stop-apiserver-traffic": apiserver_traffic.run,
-    "publish-endpoints": apiserver_traffic.run,
-    "compact": compact.run,
-    "defrag-member": defrag_member.run,
-    "disarm-alarm": disarm_alarm.run,
-}
+
+def _bound(kind: OpKind, cls: type[T], fn: Callable[[OpContext, T], Awaitable[None]]) -> OpFn:
+    """`fn` as a runner of any Op: it refuses an op that is not a `cls`."""
+    if OP_TYPES[kind] is not cls:
+        raise TypeError(f"{kind!s} ops are {OP_TYPES[kind].__name__}, not {cls.__name__}")
+
+    async def run(ctx: OpContext, op: Op) -> None:
+        if not isinstance(op, cls):
+            raise TypeError(f"{op.kind!s}: expected a {cls.__name__}, got {type(op).__name__}")
+        await fn(ctx, op)
+
+    return run
+
+
+def _runners() -> dict[OpKind, OpFn]:
+    return {
+        OpKind.START_MEMBER: _bound(OpKind.START_MEMBER, StartMember, start_member.run),
+        OpKind.RESTART_MEMBER: _bound(OpKind.RESTART_MEMBER, StartMember, start_member.run),
+        OpKind.STOP_MEMBER: _bound(OpKind.STOP_MEMBER, StopMember, stop_member.run),
+        OpKind.REMOVE_MEMBER: _bound(OpKind.REMOVE_MEMBER, RemoveMember, remove_member.run),
+        OpKind.ADD_MEMBER: _bound(OpKind.ADD_MEMBER, AddMember, add_member.run),
+        OpKind.PROMOTE_MEMBER: _bound(OpKind.PROMOTE_MEMBER, PromoteMember,
+                                      promote_member.run),
+        OpKind.ENSURE_RBAC: _bound(OpKind.ENSURE_RBAC, EnsureRbac, ensure_rbac.run),
+        OpKind.RENEW_MEMBER_CERTS: _bound(OpKind.RENEW_MEMBER_CERTS, RenewCerts,
+                                          renew_certs.run),
+        OpKind.STOP_APISERVER_TRAFFIC: _bound(OpKind.STOP_APISERVER_TRAFFIC, ServersFile,
+                                              apiserver_traffic.run),
+        OpKind.PUBLISH_ENDPOINTS: _bound(OpKind.PUBLISH_ENDPOINTS, ServersFile,
+                                         apiserver_traffic.run),
+        OpKind.COMPACT: _bound(OpKind.COMPACT, Compact, compact.run),
+        OpKind.DEFRAG_MEMBER: _bound(OpKind.DEFRAG_MEMBER, DefragMember, defrag_member.run),
+        OpKind.DISARM_ALARM: _bound(OpKind.DISARM_ALARM, DisarmAlarm, disarm_alarm.run),
+    }
+
+
+OPS: dict[OpKind, OpFn] = _runners()  # tests/test_optypes.py: one runner per kind
 
 __all__ = ["OPS", "OpContext", "OpFailed", "Skip"]

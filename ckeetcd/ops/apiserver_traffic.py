@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 
-from ckeetcd.core.model import Op
+from ckeetcd.core.model import ServersFile
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 from ckeetcd.support.files import write_atomic
 
 RELOAD_TIMEOUT = 60.0
 
 
-async def run(ctx: OpContext, op: Op) -> None:
+async def run(ctx: OpContext, op: ServersFile) -> None:
     path = ctx.config.apiserver.etcd_servers_file
     if path is None:
         raise OpFailed("[apiserver] etcd_servers_file is not set")

@@ -8,14 +8,14 @@ a revision that is already compacted is a Skip: the op is safe to repeat.
 
 from __future__ import annotations
 
-from ckeetcd.core.model import Op
+from ckeetcd.core.model import Compact
 from ckeetcd.etcd import EtcdError
 from ckeetcd.ops.context import OpContext, Skip
 
 COMPACT_TIMEOUT = 120.0
 
 
-async def run(ctx: OpContext, op: Op) -> None:
+async def run(ctx: OpContext, op: Compact) -> None:
     async with ctx.step(op, "compact"):
         client = ctx.leader_client()
         revision = await client.revision()
@@ -25,4 +25,4 @@ async def run(ctx: OpContext, op: Op) -> None:
             if "required revision has been compacted" in e.details:
                 raise Skip(f"already compacted at revision {revision}") from None
             raise
-        ctx.log.info("compacted", revision=revision, reason=op.detail)
+        ctx.log.info("compacted", revision=revision, reason=op.reason)

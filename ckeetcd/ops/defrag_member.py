@@ -8,7 +8,7 @@ before, `wait-applied` waits until this member applied everything the
 cluster had committed (a member that was down catches up first, and a
 compaction just made is in its backend), and `wait-healthy` waits for it
 to answer again before the next op may touch another member. A scheduled
-defragmentation (detail "fragmented") is skipped when the fresh
+defragmentation (reason "fragmented") is skipped when the fresh
 fragmentation is no longer above [maintenance] defrag_threshold; a NOSPACE
 one always runs.
 """
@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from ckeetcd.core.model import Health, Op
+from ckeetcd.core.kinds import Reason
+from ckeetcd.core.model import DefragMember, Health
 from ckeetcd.etcd import EtcdError
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 from ckeetcd.support.polling import Backoff, Poll
@@ -44,8 +45,8 @@ async def member_statuses(ctx: OpContext) -> dict[str, Health]:
     return {m.name or f"{m.id:x}": h for m, h in zip(members, found, strict=True)}
 
 
-async def run(ctx: OpContext, op: Op) -> None:
-    async with ctx.step(op, "check-health", reason=op.detail) as check:
+async def run(ctx: OpContext, op: DefragMember) -> None:
+    async with ctx.step(op, "check-health", reason=op.reason) as check:
         statuses = await member_statuses(ctx)
         sick = sorted(n for n, h in statuses.items() if not h.healthy)
         if sick:
@@ -55,7 +56,7 @@ async def run(ctx: OpContext, op: Op) -> None:
         if mine is None:
             raise OpFailed(f"{op.member} is not a member")
         threshold = ctx.config.maintenance.defrag_threshold
-        if op.detail == "fragmented" and mine.fragmentation <= threshold:
+        if op.reason == Reason.FRAGMENTED and mine.fragmentation <= threshold:
             raise Skip(f"{mine.fragmentation:.0%} free, not above {threshold:.0%}")
     if check.skipped:
         return
@@ -78,6 +79,6 @@ async def run(ctx: OpContext, op: Op) -> None:
                     break
         else:
             raise OpFailed(f"{op.member} not healthy {HEALTHY_AGAIN:g}s after defragmenting")
-    ctx.log.info("defragmented", member=op.member, reason=op.detail,
+    ctx.log.info("defragmented", member=op.member, reason=op.reason,
                  db_size_before=mine.db_size, db_size=after.db_size,
                  db_size_in_use=after.db_size_in_use)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 
 from ckeetcd.core.config import Config
-from ckeetcd.core.model import Op
+from ckeetcd.core.model import DisarmAlarm
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 from ckeetcd.ops.defrag_member import member_statuses
 
@@ -31,12 +31,12 @@ def backend_quota(config: Config) -> int:
     return quota or DEFAULT_QUOTA
 
 
-async def run(ctx: OpContext, op: Op) -> None:
+async def run(ctx: OpContext, op: DisarmAlarm) -> None:
     client = ctx.leader_client()
-    async with ctx.step(op, "check-space", alarm=op.detail) as check:
-        if not [a for a in await client.alarms() if a[1] == op.detail]:
-            raise Skip(f"no {op.detail} alarm")
-        if op.detail == "NOSPACE":
+    async with ctx.step(op, "check-space", alarm=op.alarm) as check:
+        if not [a for a in await client.alarms() if a[1] == op.alarm]:
+            raise Skip(f"no {op.alarm} alarm")
+        if op.alarm == "NOSPACE":
             quota = backend_quota(ctx.config)
             full = sorted(f"{n} ({h.db_size} bytes)" for n, h in (await member_statuses(ctx))
                           .items() if h.db_size > quota * (1 - MIN_HEADROOM))
@@ -46,9 +46,9 @@ async def run(ctx: OpContext, op: Op) -> None:
                                "delete data or raise [etcd] quota_backend_bytes")
     if check.skipped:
         return
-    async with ctx.step(op, "disarm", alarm=op.detail):
-        alarms = [a for a in await client.alarms() if a[1] == op.detail]
+    async with ctx.step(op, "disarm", alarm=op.alarm):
+        alarms = [a for a in await client.alarms() if a[1] == op.alarm]
         for member_id, alarm in alarms:
             await client.alarm("DEACTIVATE", member_id, alarm)
-        ctx.log.info("alarm_disarmed", alarm=op.detail,
+        ctx.log.info("alarm_disarmed", alarm=op.alarm,
                      members=[f"{member_id:x}" for member_id, _ in alarms])

@@ -17,7 +17,8 @@ tight loop.
 
 from __future__ import annotations
 
-from ckeetcd.core.model import MemberExit, Op
+from ckeetcd.core.kinds import OpKind
+from ckeetcd.core.model import MemberExit, StartMember
 from ckeetcd.etcd import EtcdError
 from ckeetcd.nodes import MemberSpec
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
@@ -29,7 +30,7 @@ WATCH_POLL = 0.05
 HEALTH_RPC = 0.5  # deadline of each Status call while watching
 
 
-async def run(ctx: OpContext, op: Op) -> None:
+async def run(ctx: OpContext, op: StartMember) -> None:
     async with ctx.step(op, "install-tls"):
         await ensure_member_tls(ctx, op.member)
     async with ctx.step(op, "start-process"):
@@ -38,7 +39,7 @@ async def run(ctx: OpContext, op: Op) -> None:
             raise OpFailed(f"node of {op.member} unreachable: {state.error}")
         if state.running:
             raise Skip(f"already running (pid {state.pid})")
-        if op.kind == "start-member" and op.initial_state == "existing" and state.has_data:
+        if op.kind == OpKind.START_MEMBER and op.initial_state == "existing" and state.has_data:
             raise OpFailed(f"{op.member} has data; a joining member needs an empty data dir")
         spec = MemberSpec(
             name=op.member,
@@ -64,7 +65,7 @@ async def run(ctx: OpContext, op: Op) -> None:
                  healthy=healthy)
 
 
-async def _watch(ctx: OpContext, op: Op, pid: int) -> bool:
+async def _watch(ctx: OpContext, op: StartMember, pid: int) -> bool:
     """True once the member is healthy, False when still starting at the deadline;
     raises OpFailed when its process exited first."""
     d = ctx.desired.by_name(op.member)

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ckeetcd.core.model import Op
+from ckeetcd.core.model import StopMember
 from ckeetcd.nodes import Archive
 from ckeetcd.ops.context import OpContext, Skip
 
 
-async def run(ctx: OpContext, op: Op) -> None:
+async def run(ctx: OpContext, op: StopMember) -> None:
     # A leaving member that is not the leader gains nothing from etcd's ~1 s
     # graceful stop: its data is kept (moved aside) and the WAL is fsynced. A
     # leader gets SIGTERM so it hands leadership over instead of costing an
     # election timeout.
-    leaving = op.detail == "archive-data"
+    leaving = op.archive_data
     is_leader = op.member_id != 0 and op.member_id == ctx.observed.leader_id()
     grace = 0.0 if leaving and not is_leader else 10.0
     async with ctx.step(op, "stop-process", graceful=grace > 0):
@@ -26,7 +26,7 @@ async def run(ctx: OpContext, op: Op) -> None:
             raise Skip("not running")
         if ctx.starts is not None:
             ctx.starts.stopped(op.member)  # on purpose: no member_exited
-    if op.detail == "archive-data":
+    if op.archive_data:
         async with ctx.step(op, "archive-data"):
             moved = await ctx.runtime.archive_data(op.member)
             if moved is None:

@@ -29,13 +29,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_wsgi_server
 
 from ckeetcd.core.config import Config
+from ckeetcd.core.kinds import Phase
 from ckeetcd.core.model import Desired, Observed
 
 MEMBER_STATES = ("healthy", "unhealthy", "learner")
 ALARMS = ("NOSPACE", "CORRUPT")
-PHASES = ("bootstrap", "repair", "certs", "no-quorum", "rbac", "member-add", "promote",
-          "member-remove", "publish", "degraded", "steady", "nospace", "defrag", "corrupt",
-          "paused", "restoring", "config-drift")
+PHASES = tuple(Phase)
 OP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 CYCLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 
