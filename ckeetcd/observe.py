@@ -72,6 +72,8 @@ class Observer:
         self._known_names: tuple[str, ...] = ()
         self._rbac_ready: bool | None = None
         self._rbac_verified: tuple[object, ...] | None = None
+        self._cluster_version = ""
+        self._versions_seen: tuple[tuple[int, str], ...] | None = None
 
     @property
     def formed(self) -> bool:
@@ -125,8 +127,9 @@ class Observer:
             if members is not None and (deep or self._rbac_ready is not True):
                 self._rbac_ready = await self._check_rbac(desired, members, health)
 
-        runtimes, _, extra_alarms, _ = await asyncio.gather(
-            runtimes_now(), tls(), more_alarms(), rbac())
+        runtimes, _, extra_alarms, _, cluster_version = await asyncio.gather(
+            runtimes_now(), tls(), more_alarms(), rbac(), self._cluster_version_now(
+                members, health, deep))
         alarms |= extra_alarms
         runtimes = [replace(r, tls_problem=self._tls_problems.get(n, "")) if r.reachable else r
                     for n, r in zip(names, runtimes, strict=True)]
@@ -148,7 +151,32 @@ class Observer:
             alarms=tuple(sorted(alarms)),
             paused=read_pause(self.state_dir),
             cert_expiry=MappingProxyType(dict(self._cert_expiry)),
+            cluster_version=cluster_version,
         )
+
+    async def _cluster_version_now(self, members: tuple[LiveMember, ...] | None,
+                                   health: dict[int, Health], deep: bool) -> str:
+        """etcd's cluster version (`/version` of one healthy member). Asked again on deep
+        observations, when any member's version changed, and while it is behind the
+        members' (etcd raises it a few seconds after the last member is upgraded)."""
+        if members is None:
+            return self._cluster_version
+        seen = tuple(sorted((i, h.version) for i, h in health.items() if h.healthy))
+        lines = {v.rsplit(".", 1)[0] for _, v in seen if v}
+        settled = self._cluster_version.rsplit(".", 1)[0] in lines and len(lines) == 1
+        if not deep and seen == self._versions_seen and settled:
+            return self._cluster_version
+        for m in members:
+            if health[m.id].healthy and m.client_urls:
+                try:
+                    got = await self.pool.get(m.client_urls[0]).version(self.probe_timeout)
+                except EtcdError:
+                    continue
+                cv = got.get("etcdcluster", "")
+                self._cluster_version = "" if cv == "not_decided" else cv
+                self._versions_seen = seen
+                break
+        return self._cluster_version
 
     async def _book_keeping(self, desired: Desired, members: tuple[LiveMember, ...] | None,
                             health: dict[int, Health], names: list[str],

@@ -27,6 +27,7 @@ from ckeetcd.election import daemon_id
 from ckeetcd.metrics import MetricsTask
 from ckeetcd.model import Desired, Observed
 from ckeetcd.restore import QuorumWatch
+from ckeetcd.versionwatch import VersionWatch
 
 
 class Supervised(Protocol):
@@ -61,6 +62,7 @@ def build_side_tasks(config: Config, deps: dict[str, Any]) -> list[SideTask]:
                             lambda c: ScheduledBackups(c, deps["pool"], log), may_act, log))
     tasks.append(QuorumWatch(deps["log"]))  # logs quorum_lost / quorum_restored
     tasks.append(AlertWatch(deps["log"]))  # logs alarm_raised/cleared, paused/resumed
+    tasks.append(VersionWatch(deps["log"]))  # etcd versions, known-bad releases, auth hold
     tasks.append(MetricsTask(config, deps["log"], backup_scan=newest_backup))
     return tasks
 
