@@ -286,3 +286,20 @@ def auth_hold(member_versions: Iterable[tuple[str, str]], cluster_version: str =
     return (f"members run more than one etcd minor ({shown}{cluster}): no auth change is "
             f"written until all run one minor (auth WAL entries changed format in 3.5, "
             f"{AUTH_WAL}; {GUIDE_3_5})")
+
+
+def auth_status_safe(member_versions: Iterable[tuple[str, str]], cluster_version: str) -> bool:
+    """Whether an AuthStatus RPC may be sent: only once etcd's cluster version is 3.5
+    or later and no member that answered runs an older minor.
+
+    etcd 3.5 serves AuthStatus through raft (an InternalRaftRequest 3.4 does not
+    know), and a 3.4 member that applies such an entry panics ("not implemented",
+    in applierV3backend.Apply; seen here with 3.4.23 and 3.5.30, like etcd #12987);
+    the entry stays in the log, so it panics again on every restart on 3.4. The
+    cluster version is the lowest minor of all members, down ones included.
+    """
+    cv = parse_version(cluster_version)
+    if cv is None or cv.minor_line < (3, 5):
+        return False
+    versions = [parse_version(v) for _, v in member_versions]
+    return all(v is None or v.minor_line >= (3, 5) for v in versions)

@@ -18,6 +18,7 @@ from types import MappingProxyType
 
 from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.etcd.rbac import rbac_in_place
+from ckeetcd.etcdversions import auth_status_safe
 from ckeetcd.model import (
     Desired,
     DesiredMember,
@@ -123,13 +124,16 @@ class Observer:
                 return await self._alarms(members, health)
             return set()
 
+        versions = asyncio.ensure_future(self._cluster_version_now(members, health, deep))
+
         async def rbac() -> None:
             if members is not None and (deep or self._rbac_ready is not True):
-                self._rbac_ready = await self._check_rbac(desired, members, health)
+                safe = auth_status_safe([(f"{i:x}", h.version) for i, h in health.items()
+                                         if h.healthy], await versions)
+                self._rbac_ready = await self._check_rbac(desired, members, health, safe)
 
         runtimes, _, extra_alarms, _, cluster_version = await asyncio.gather(
-            runtimes_now(), tls(), more_alarms(), rbac(), self._cluster_version_now(
-                members, health, deep))
+            runtimes_now(), tls(), more_alarms(), rbac(), versions)
         alarms |= extra_alarms
         runtimes = [replace(r, tls_problem=self._tls_problems.get(n, "")) if r.reachable else r
                     for n, r in zip(names, runtimes, strict=True)]
@@ -268,7 +272,7 @@ class Observer:
         return {i: now - t for i, t in self._learner_seen.items()}
 
     async def _check_rbac(self, desired: Desired, members: tuple[LiveMember, ...],
-                          health: dict[int, Health]) -> bool | None:
+                          health: dict[int, Health], auth_status: bool) -> bool | None:
         healthy = [m for m in members if health[m.id].healthy and m.client_urls and not m.learner]
         if not healthy:
             return self._rbac_ready
@@ -276,11 +280,12 @@ class Observer:
         try:
             # One AuthStatus instead of a read per user and role when nothing
             # changed since the last check that passed (for the same desires).
-            auth = await client.auth_revision()
+            # AuthStatus only where no 3.4 member can be hurt by it (auth_status_safe)
+            auth = await client.auth_revision() if auth_status else None
             key = (auth, desired.users, desired.prune_users) if auth else None
             if key is not None and key == self._rbac_verified:
                 return True
-            ok = await rbac_in_place(client, desired)
+            ok = await rbac_in_place(client, desired, auth_status)
             self._rbac_verified = key if ok else None
             return ok
         except EtcdError:

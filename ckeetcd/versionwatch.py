@@ -20,7 +20,7 @@ import asyncio
 from typing import Any
 
 from ckeetcd.config import Config
-from ckeetcd.etcdversions import known_bad, parse_version
+from ckeetcd.etcdversions import bad_release_warning, known_bad, parse_version
 from ckeetcd.model import Desired, Observed
 
 
@@ -43,12 +43,13 @@ class VersionWatch:
                 self.versions[member] = version
                 self.log.info("etcd_version", member=member, version=version,
                               cluster_version=cv or None)
-            for bad in known_bad(parse_version(version)):
-                if (member, version) not in self.warned:
-                    self.warned.add((member, version))
-                    self.log.warning("etcd_known_bad_release", member=member, version=version,
-                                     problem=bad.problem, reference=bad.reference,
-                                     fixed_in=bad.fixed_in)
+            bad = known_bad(parse_version(version))
+            if bad and (member, version) not in self.warned:
+                self.warned.add((member, version))
+                self.log.warning("etcd_known_bad_release", member=member, version=version,
+                                 problem=bad_release_warning(parse_version(version)),
+                                 references=[b.reference for b in bad],
+                                 fixed_in=bad[0].fixed_in)
         if cv and cv != self.cluster_version:
             self.log.info("etcd_cluster_version", version=cv,
                           before=self.cluster_version or None)

@@ -19,6 +19,7 @@ from ckeetcd.etcdversions import (
     UpgradeFacts,
     Version,
     auth_hold,
+    auth_status_safe,
     bad_release_warning,
     binary_version,
     cluster_path,
@@ -210,3 +211,18 @@ def test_auth_hold(members: list[tuple[str, str]], cluster: str, held: bool,
     assert bool(why) is held, why
     for w in words:
         assert w in why, (w, why)
+
+
+@pytest.mark.parametrize(("members", "cluster", "safe"), [
+    ([("a", "3.5.30"), ("b", "3.5.30")], "3.5.0", True),
+    ([("a", "3.5.30"), ("b", "3.6.0")], "3.5.0", True),
+    ([("a", "3.4.23"), ("b", "3.5.30")], "3.4.0", False),
+    ([("b", "3.5.30"), ("c", "3.5.30")], "3.4.0", False),  # a 3.4 member is down
+    ([("a", "3.4.23")], "3.4.0", False),
+    ([("a", "3.5.30")], "", False),  # cluster version unknown: cannot rule a 3.4 member out
+    ([("a", "3.5.30")], "not_decided", False),
+    ([("a", "3.4.23"), ("b", "3.5.30")], "3.5.0", False),  # cannot happen; still refused
+])
+def test_auth_status_is_sent_only_when_no_34_member_can_apply_it(
+        members: list[tuple[str, str]], cluster: str, safe: bool) -> None:
+    assert auth_status_safe(members, cluster) is safe
