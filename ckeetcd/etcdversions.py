@@ -281,7 +281,7 @@ def auth_hold(member_versions: Iterable[tuple[str, str]], cluster_version: str =
         lines.add(cv.minor_line)
     if len(lines) < 2:
         return ""
-    shown = "; ".join(", ".join(seen[k]) for k in sorted(seen))
+    shown = "; ".join(", ".join(sorted(seen[k])) for k in sorted(seen))
     cluster = f"; cluster version {cv.line}" if cv is not None else ""
     return (f"members run more than one etcd minor ({shown}{cluster}): no auth change is "
             f"written until all run one minor (auth WAL entries changed format in 3.5, "
