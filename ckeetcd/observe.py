@@ -18,7 +18,7 @@ from types import MappingProxyType
 
 from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.etcd.rbac import rbac_in_place
-from ckeetcd.etcdversions import auth_status_safe
+from ckeetcd.etcdversions import auth_status_safe, parse_version
 from ckeetcd.model import (
     Desired,
     DesiredMember,
@@ -166,8 +166,9 @@ class Observer:
         if members is None:
             return self._cluster_version
         seen = tuple(sorted((i, h.version) for i, h in health.items() if h.healthy))
-        lines = {v.rsplit(".", 1)[0] for _, v in seen if v}
-        settled = self._cluster_version.rsplit(".", 1)[0] in lines and len(lines) == 1
+        lines = {v.minor_line for _, text in seen if (v := parse_version(text)) is not None}
+        known = parse_version(self._cluster_version)
+        settled = known is not None and lines == {known.minor_line}
         if not deep and seen == self._versions_seen and settled:
             return self._cluster_version
         for m in members:

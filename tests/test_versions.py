@@ -220,3 +220,30 @@ def test_mixed_34_and_35_members_hold_every_auth_change_until_one_minor(
         assert after["roles"][role] == before["roles"][role]
     r = ckecli(c.config_path, "user-add", "app1", "/app1/")
     assert r.returncode == 0, r.stderr
+
+
+E3516 = ROOT / ".etcd" / "3.5.16" / "etcd"
+# (binary the member runs, its version, the cluster version, a binary check-config asks
+# about, what it must say)
+MATRIX = [
+    (E34, "3.4.23", "3.4.0", E35, "version change: allowed: 3.4.23 -> 3.5.30: one minor up"),
+    (E3516, "3.5.16", "3.5.0", E34, "refused: 3.5.16 -> 3.4.23 is a minor downgrade"),
+]
+
+
+@pytest.mark.parametrize(("binary", "version", "cluster", "other", "says"), MATRIX,
+                         ids=[m[1] for m in MATRIX])
+def test_versions_seen_across_releases(make_cluster: Callable[..., Cluster], binary: Path,
+                                       version: str, cluster: str, other: Path,
+                                       says: str) -> None:
+    if not (binary.exists() and other.exists()):
+        pytest.skip("scripts/fetch-etcd 3.4.23 3.5.16 3.5.30 first")
+    c = make_cluster(["m1"])
+    c.start_daemon(env=pinned(binary))
+    c.wait_healthy(["m1"])
+    s = status_json(c)
+    assert s["members"][0]["version"] == version and s["cluster_version"] == cluster
+    assert s["members"][0]["version_warning"] is None and s["auth_hold"] is None
+    r = c.cli("check-config", env=pinned(other))
+    assert says in r.stdout + r.stderr, r.stdout + r.stderr
+    assert r.returncode == (2 if "refused" in says else 0)
