@@ -24,8 +24,9 @@ from ckeetcd.nodes.local import _distro_binary
 from tests.harness import Cluster, ckecli, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-E34 = ROOT / ".etcd" / "3.4.23" / "etcd"
-E35 = ROOT / ".etcd" / "3.5.30" / "etcd"
+ETCD_DIR = Path(os.environ.get("CKEETCD_ETCD_DIR", ROOT / ".etcd"))  # scripts/fetch-etcd's
+E34 = ETCD_DIR / "3.4.23" / "etcd"
+E35 = ETCD_DIR / "3.5.30" / "etcd"
 DISTRO = _distro_binary("etcd")
 NAMES = ["m1", "m2", "m3"]
 
@@ -222,7 +223,7 @@ def test_mixed_34_and_35_members_hold_every_auth_change_until_one_minor(
     assert r.returncode == 0, r.stderr
 
 
-E3516 = ROOT / ".etcd" / "3.5.16" / "etcd"
+E3516 = ETCD_DIR / "3.5.16" / "etcd"
 # (binary the member runs, its version, the cluster version, a binary check-config asks
 # about, what it must say)
 MATRIX = [
