@@ -1,4 +1,4 @@
-"""The version rules of ckeetcd.etcdversions, table by table (pure: no etcd needed,
+"""The version rules of ckeetcd.core.etcdversions, table by table (pure: no etcd needed,
 except the `--version` outputs, which are asked of the real binaries when present)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ckeetcd.etcdversions import (
+from ckeetcd.core.etcdversions import (
     GUIDE_3_5,
     GUIDE_3_6,
     GUIDE_3_7,

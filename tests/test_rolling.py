@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
-from ckeetcd.model import Health, LiveMember, Observed
-from ckeetcd.rolling import (
+from ckeetcd.core.model import Health, LiveMember, Observed
+from ckeetcd.core.rolling import (
     MAX_LAG,
     Done,
     MoveLeader,

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from ckeetcd.metrics import Metrics
 from ckeetcd.nodes.local import _distro_binary
+from ckeetcd.tasks.metrics import Metrics
 from tests.harness import Cluster, ckecli, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

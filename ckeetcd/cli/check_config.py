@@ -3,7 +3,7 @@
 Where members run on this machine, it also says which etcd version the
 configured binary is (`etcd --version`) and, when the members answer, whether
 etcd supports moving them from the versions they run to that one
-(ckeetcd.etcdversions.upgrade_path): a refused change is a problem of
+(ckeetcd.core.etcdversions.upgrade_path): a refused change is a problem of
 `etcd.binary` (exit 2); a known-bad release is a warning.
 """
 
@@ -14,7 +14,7 @@ import asyncio
 import sys
 
 from ckeetcd.cli.common import load_and_probe
-from ckeetcd.config import Config, Problem
+from ckeetcd.core.config import Config, Problem
 
 
 def check_config(args: argparse.Namespace) -> int:
@@ -31,7 +31,7 @@ def check_config(args: argparse.Namespace) -> int:
 def version_check(config: Config) -> Problem | None:
     """Print the binary's version and what etcd says about moving the members to it;
     the refusal as a problem of `etcd.binary` (None when allowed or not knowable)."""
-    from ckeetcd.etcdversions import (
+    from ckeetcd.core.etcdversions import (
         Refused,
         bad_release_warning,
         cluster_path,

@@ -9,9 +9,9 @@ from typing import Any
 
 from ckeetcd.cli.common import load
 from ckeetcd.cli.status import gather
-from ckeetcd.decide import decide
-from ckeetcd.etcdversions import bad_release_warning, parse_version
-from ckeetcd.model import Observed
+from ckeetcd.core.decide import decide
+from ckeetcd.core.etcdversions import bad_release_warning, parse_version
+from ckeetcd.core.model import Observed
 
 
 def versions_view(observed: Observed) -> dict[str, Any]:

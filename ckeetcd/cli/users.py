@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING
 from ckeetcd.cli.certs import CommandFailed, check_user_name, fail, load_signing_ca
 from ckeetcd.cli.common import load
 from ckeetcd.cli.errors import UsageError
-from ckeetcd.config import Config
-from ckeetcd.keyspace import CKEETCD_PREFIX, MAX_PREFIX_BYTES
-from ckeetcd.model import KUBE_APISERVER, Desired, DesiredUser
-from ckeetcd.textcheck import show
+from ckeetcd.core.config import Config
+from ckeetcd.core.keyspace import CKEETCD_PREFIX, MAX_PREFIX_BYTES
+from ckeetcd.core.model import KUBE_APISERVER, Desired, DesiredUser
+from ckeetcd.core.textcheck import show
 
 if TYPE_CHECKING:
     from ckeetcd.etcd.client import EtcdClient, PemTLS
@@ -222,10 +222,10 @@ async def connect(config: Config, tls: PemTLS) -> EtcdClient:
 
 async def auth_hold_now(client: EtcdClient, tls: PemTLS, timeout: float) -> str:
     """Why no auth change may be written now ("" = none), from every member's Status
-    and the cluster version (ckeetcd.etcdversions.auth_hold): a member that does
+    and the cluster version (ckeetcd.core.etcdversions.auth_hold): a member that does
     not answer is covered by the cluster version, which stays at its minor."""
+    from ckeetcd.core.etcdversions import auth_hold
     from ckeetcd.etcd.client import EtcdClient, EtcdError
-    from ckeetcd.etcdversions import auth_hold
 
     members = await client.member_list()
 

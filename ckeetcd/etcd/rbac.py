@@ -11,9 +11,9 @@ import asyncio
 
 from aetcd import rpc
 
+from ckeetcd.core.keyspace import key_range, prefix_end, prefixes_overlap, ranges_overlap
+from ckeetcd.core.model import Desired, DesiredUser
 from ckeetcd.etcd.client import EtcdClient
-from ckeetcd.keyspace import key_range, prefix_end, prefixes_overlap, ranges_overlap
-from ckeetcd.model import Desired, DesiredUser
 
 ROOT = "root"
 
@@ -35,7 +35,7 @@ async def rbac_in_place(client: EtcdClient, desired: Desired, auth_status: bool 
 
     The checks are independent reads, asked concurrently: this runs on every
     deep observation. `auth_status` False: AuthStatus is not sent (while 3.4
-    members may be in the cluster, ckeetcd.etcdversions.auth_status_safe), and
+    members may be in the cluster, ckeetcd.core.etcdversions.auth_status_safe), and
     auth counts as on (3.4 cannot say either).
     """
 

@@ -7,8 +7,8 @@ user, role, permission or prune is written mid-upgrade (Observed.auth_hold).
 
 from __future__ import annotations
 
+from ckeetcd.core.model import Op
 from ckeetcd.etcd.rbac import ensure_rbac
-from ckeetcd.model import Op
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 
 

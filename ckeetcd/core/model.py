@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ckeetcd.config import Config, MemberConfig
-from ckeetcd.etcdversions import auth_hold
+from ckeetcd.core.config import Config, MemberConfig
+from ckeetcd.core.etcdversions import auth_hold
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class Runtime:
     error: str = ""
     tls_problem: str = ""  # why the member's certificates need renewing ("" = fine)
     restoring: str = ""  # the restore-in-progress marker in its member dir ("" = none)
-    # Restart back-off (ckeetcd.restarts): while `held_until` (wall-clock time,
+    # Restart back-off (ckeetcd.core.restarts): while `held_until` (wall-clock time,
     # 0 = not held) is ahead, the member is not started again; `starts` in
     # its current streak, `last_exit` how its etcd ended last ("" = unknown).
     held_until: float = 0.0
@@ -236,7 +236,7 @@ class Observed:
                      if (h := self.health.get(m.id)) is not None and h.healthy and h.version)
 
     def auth_hold(self) -> str:
-        """Why no auth change may be written now ("" = none): ckeetcd.etcdversions.auth_hold."""
+        """Why no auth change may be written now ("" = none): ckeetcd.core.etcdversions.auth_hold."""
         return auth_hold(self.member_versions(), self.cluster_version)
 
 

@@ -6,7 +6,7 @@ auth hold changes, and warn once per member and version about a known-bad releas
 - `etcd_cluster_version` (info): etcd's cluster version changed (it rises once
   every member runs the new minor);
 - `etcd_known_bad_release` (warning): a member runs a release of
-  ckeetcd.etcdversions.KNOWN_BAD, with the problem and the upstream reference;
+  ckeetcd.core.etcdversions.KNOWN_BAD, with the problem and the upstream reference;
   again only if that member later runs another bad release;
 - `auth_held` (warning) / `auth_hold_ended` (info): members run more than one
   minor, so no auth change is written (ensure-rbac and user pruning wait).
@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ckeetcd.config import Config
-from ckeetcd.etcdversions import bad_release_warning, known_bad, parse_version
-from ckeetcd.model import Desired, Observed
+from ckeetcd.core.config import Config
+from ckeetcd.core.etcdversions import bad_release_warning, known_bad, parse_version
+from ckeetcd.core.model import Desired, Observed
 
 
 class VersionWatch:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ckeetcd.model import LiveMember, Observed
+from ckeetcd.core.model import LiveMember, Observed
 
 MAX_LAG = 100  # entries an applied index may trail the leader's and still count as caught up
 
