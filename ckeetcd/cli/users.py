@@ -220,6 +220,38 @@ async def connect(config: Config, tls: PemTLS) -> EtcdClient:
     return chosen
 
 
+async def auth_hold_now(client: EtcdClient, tls: PemTLS, timeout: float) -> str:
+    """Why no auth change may be written now ("" = none), from every member's Status
+    and the cluster version (ckeetcd.core.etcdversions.auth_hold): a member that does
+    not answer is covered by the cluster version, which stays at its minor."""
+    from ckeetcd.core.etcdversions import auth_hold
+    from ckeetcd.etcd.client import EtcdClient, EtcdError
+
+    members = await client.member_list()
+
+    async def version_of(url: str) -> str:
+        if url == client.endpoint:
+            return (await client.status(timeout=timeout)).version
+        async with EtcdClient(url, tls, timeout=timeout) as other:
+            return (await other.status(timeout=timeout)).version
+
+    async def one(url: str) -> str:
+        try:
+            return await version_of(url)
+        except EtcdError:
+            return ""
+
+    urls = [m.client_urls[0] if m.client_urls else "" for m in members]
+    versions = await asyncio.gather(*(one(u) for u in urls if u))
+    named = [(m.name or f"{m.id:x}", v) for m, v in
+             zip([m for m, u in zip(members, urls, strict=True) if u], versions, strict=True)]
+    try:
+        cluster = (await client.version(timeout)).get("etcdcluster", "")
+    except EtcdError:
+        cluster = ""
+    return auth_hold(named, cluster)
+
+
 def _run(config: Config, job: str, user: str, prefix: str = "",
          replace: bool = False) -> tuple[list[str], str]:
     """Sign the CLI's root certificate, connect, and add or remove `user`.
@@ -235,6 +267,9 @@ def _run(config: Config, job: str, user: str, prefix: str = "",
     async def go() -> tuple[list[str], str]:
         client = await connect(config, tls)
         try:
+            hold = await auth_hold_now(client, tls, config.daemon.rpc_timeout)
+            if hold:
+                raise CommandFailed(f"refused, nothing changed: {hold}")
             if job == "add":
                 wanted = DesiredUser(user, prefix)
                 have = await client.role_get(user)

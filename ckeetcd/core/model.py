@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import ClassVar, Literal
 
 from ckeetcd.core.config import Config, MemberConfig
+from ckeetcd.core.etcdversions import auth_hold
 from ckeetcd.core.kinds import NODE_LOCAL_OPS, OpKind, Phase, Reason, Role
 
 
@@ -177,6 +178,8 @@ class Observed:
     `paused` says why automatic changes are paused by command ("" = not);
     `cert_expiry` is, per member name, when its server or peer certificate
     expires first (Unix time; members whose files could be read).
+    `cluster_version` is etcd's `etcdcluster` ("3.5.0"; "" when unknown); each
+    member's own version is in its Health (Status).
     """
 
     members: tuple[LiveMember, ...] | None
@@ -189,6 +192,7 @@ class Observed:
     published: tuple[str, ...] | None = None
     paused: str = ""
     cert_expiry: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    cluster_version: str = ""
 
     # ---- named predicates used by the ladder -------------------------------
     def runtime(self, name: str) -> Runtime:
@@ -227,6 +231,15 @@ class Observed:
 
     def has_alarm(self, alarm: str) -> bool:
         return any(a == alarm for _, a in self.alarms)
+
+    def member_versions(self) -> tuple[tuple[str, str], ...]:
+        """(member name or hex ID, server version) of the members that answered Status."""
+        return tuple((m.name or f"{m.id:x}", h.version) for m in self.members or ()
+                     if (h := self.health.get(m.id)) is not None and h.healthy and h.version)
+
+    def auth_hold(self) -> str:
+        """Why no auth change may be written now ("" = none); see etcdversions.auth_hold."""
+        return auth_hold(self.member_versions(), self.cluster_version)
 
 
 def quorum(voters: int) -> int:

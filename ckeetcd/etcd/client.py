@@ -86,7 +86,7 @@ class EtcdClient:
     def __init__(self, endpoint: str, tls: TLSFiles | PemTLS, timeout: float = 2.0) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        pem = tls if isinstance(tls, PemTLS) else PemTLS.read(tls)
+        pem = self.pem = tls if isinstance(tls, PemTLS) else PemTLS.read(tls)
         creds = grpc.ssl_channel_credentials(
             root_certificates=pem.ca, private_key=pem.key, certificate_chain=pem.cert
         )
@@ -143,6 +143,13 @@ class EtcdClient:
             raft_applied_index=r.raftAppliedIndex,  # type: ignore[attr-defined]
             alarms=tuple(sorted({a for _, a in parsed if a is not None})),
         )
+
+    async def version(self, timeout: float | None = None) -> dict[str, str]:
+        """etcd's `/version` (server and cluster version), over HTTPS: no RPC says
+        the cluster version (ckeetcd.etcd.versionurl)."""
+        from ckeetcd.etcd.versionurl import fetch_version
+
+        return await fetch_version(self.endpoint, self.pem, timeout or self.timeout)
 
     async def revision(self) -> int:
         """The store's current revision, as this member sees it."""

@@ -30,11 +30,13 @@ async def user_in_place(client: EtcdClient, user: DesiredUser) -> bool:
     return roles is not None and user.name in roles and perms == wanted_perms(user)
 
 
-async def rbac_in_place(client: EtcdClient, desired: Desired) -> bool:
+async def rbac_in_place(client: EtcdClient, desired: Desired, auth_status: bool = True) -> bool:
     """True when root, every desired user and auth are as they should be.
 
     The checks are independent reads, asked concurrently: this runs on every
-    deep observation.
+    deep observation. `auth_status` False: AuthStatus is not sent (while 3.4
+    members may be in the cluster, ckeetcd.core.etcdversions.auth_status_safe), and
+    auth counts as on (3.4 cannot say either).
     """
 
     async def root_ok() -> bool:
@@ -48,7 +50,7 @@ async def rbac_in_place(client: EtcdClient, desired: Desired) -> bool:
         return not set(await client.user_list()) - managed
 
     async def auth_on() -> bool:
-        return await client.auth_enabled() is not False
+        return not auth_status or await client.auth_enabled() is not False
 
     checks = [auth_on(), root_ok(), no_strays(), *(user_in_place(client, u) for u in desired.users)]
     return all(await asyncio.gather(*checks))

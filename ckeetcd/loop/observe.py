@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from ckeetcd.coordination.pause import read_pause
+from ckeetcd.core.etcdversions import auth_status_safe, parse_version
 from ckeetcd.core.model import (
     Desired,
     DesiredMember,
@@ -72,6 +73,8 @@ class Observer:
         self._known_names: tuple[str, ...] = ()
         self._rbac_ready: bool | None = None
         self._rbac_verified: tuple[object, ...] | None = None
+        self._cluster_version = ""
+        self._versions_seen: tuple[tuple[int, str], ...] | None = None
 
     @property
     def formed(self) -> bool:
@@ -121,12 +124,16 @@ class Observer:
                 return await self._alarms(members, health)
             return set()
 
+        versions = asyncio.ensure_future(self._cluster_version_now(members, health, deep))
+
         async def rbac() -> None:
             if members is not None and (deep or self._rbac_ready is not True):
-                self._rbac_ready = await self._check_rbac(desired, members, health)
+                safe = auth_status_safe([(f"{i:x}", h.version) for i, h in health.items()
+                                         if h.healthy], await versions)
+                self._rbac_ready = await self._check_rbac(desired, members, health, safe)
 
-        runtimes, _, extra_alarms, _ = await asyncio.gather(
-            runtimes_now(), tls(), more_alarms(), rbac())
+        runtimes, _, extra_alarms, _, cluster_version = await asyncio.gather(
+            runtimes_now(), tls(), more_alarms(), rbac(), versions)
         alarms |= extra_alarms
         runtimes = [replace(r, tls_problem=self._tls_problems.get(n, "")) if r.reachable else r
                     for n, r in zip(names, runtimes, strict=True)]
@@ -148,7 +155,33 @@ class Observer:
             alarms=tuple(sorted(alarms)),
             paused=read_pause(self.state_dir),
             cert_expiry=MappingProxyType(dict(self._cert_expiry)),
+            cluster_version=cluster_version,
         )
+
+    async def _cluster_version_now(self, members: tuple[LiveMember, ...] | None,
+                                   health: dict[int, Health], deep: bool) -> str:
+        """etcd's cluster version (`/version` of one healthy member). Asked again on deep
+        observations, when any member's version changed, and while it is behind the
+        members' (etcd raises it a few seconds after the last member is upgraded)."""
+        if members is None:
+            return self._cluster_version
+        seen = tuple(sorted((i, h.version) for i, h in health.items() if h.healthy))
+        lines = {v.minor_line for _, text in seen if (v := parse_version(text)) is not None}
+        known = parse_version(self._cluster_version)
+        settled = known is not None and lines == {known.minor_line}
+        if not deep and seen == self._versions_seen and settled:
+            return self._cluster_version
+        for m in members:
+            if health[m.id].healthy and m.client_urls:
+                try:
+                    got = await self.pool.get(m.client_urls[0]).version(self.probe_timeout)
+                except EtcdError:
+                    continue
+                cv = got.get("etcdcluster", "")
+                self._cluster_version = "" if cv == "not_decided" else cv
+                self._versions_seen = seen
+                break
+        return self._cluster_version
 
     async def _book_keeping(self, desired: Desired, members: tuple[LiveMember, ...] | None,
                             health: dict[int, Health], names: list[str],
@@ -240,7 +273,7 @@ class Observer:
         return {i: now - t for i, t in self._learner_seen.items()}
 
     async def _check_rbac(self, desired: Desired, members: tuple[LiveMember, ...],
-                          health: dict[int, Health]) -> bool | None:
+                          health: dict[int, Health], auth_status: bool) -> bool | None:
         healthy = [m for m in members if health[m.id].healthy and m.client_urls and not m.learner]
         if not healthy:
             return self._rbac_ready
@@ -248,11 +281,12 @@ class Observer:
         try:
             # One AuthStatus instead of a read per user and role when nothing
             # changed since the last check that passed (for the same desires).
-            auth = await client.auth_revision()
+            # AuthStatus only where no 3.4 member can be hurt by it (auth_status_safe)
+            auth = await client.auth_revision() if auth_status else None
             key = (auth, desired.users, desired.prune_users) if auth else None
             if key is not None and key == self._rbac_verified:
                 return True
-            ok = await rbac_in_place(client, desired)
+            ok = await rbac_in_place(client, desired, auth_status)
             self._rbac_verified = key if ok else None
             return ok
         except EtcdError:

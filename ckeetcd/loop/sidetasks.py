@@ -29,6 +29,7 @@ from ckeetcd.tasks.alerts import AlertWatch
 from ckeetcd.tasks.backup import ScheduledBackups, backup_time, default_dir, list_backups
 from ckeetcd.tasks.daemoncert import DaemonCertRenewal, RequestSigner
 from ckeetcd.tasks.metrics import MetricsTask
+from ckeetcd.tasks.versionwatch import VersionWatch
 
 
 class Supervised(Protocol):
@@ -63,6 +64,7 @@ def build_side_tasks(config: Config, deps: dict[str, Any]) -> list[SideTask]:
                             lambda c: ScheduledBackups(c, deps["pool"], log), may_act, log))
     tasks.append(QuorumWatch(deps["log"]))  # logs quorum_lost / quorum_restored
     tasks.append(AlertWatch(deps["log"]))  # logs alarm_raised/cleared, paused/resumed
+    tasks.append(VersionWatch(deps["log"]))  # etcd versions, known-bad releases, auth hold
     tasks.append(MetricsTask(config, deps["log"], backup_scan=newest_backup))
     return tasks
 

@@ -17,7 +17,8 @@ all?), each with a short deadline, no stdin, a clean environment and at most
 64 KiB of output read; results are cached per binary (path, inode, size,
 mtime) and argument, so a reload re-runs nothing. Members over SSH run the
 binary of their node, which is not probed here: they get the static checks
-of ckeetcd.core.config only.
+of ckeetcd.core.config only. `etcd --version` (without the sentinels) tells
+check-config which version that binary is (binary_version_of).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 from ckeetcd.core.config import Config, Problem
+from ckeetcd.core.etcdversions import Version, binary_version
 from ckeetcd.core.textcheck import printable
 from ckeetcd.nodes.local import resolve_etcd_binary
 
@@ -40,6 +42,7 @@ _UNKNOWN = "flag provided but not defined: -"
 
 BinaryId = tuple[str, int, int, int, int]
 _cache: dict[tuple[BinaryId, str | None], str | None] = {}
+_versions: dict[BinaryId, Version | None] = {}
 
 
 def interpret(output: str, arg: str | None) -> str | None:
@@ -66,21 +69,10 @@ def interpret(output: str, arg: str | None) -> str | None:
 def problems(config: Config) -> list[Problem]:
     """What the local etcd binary says about the config's extra_args (and about
     itself); [] when no member runs on this machine."""
-    if not any(m.runtime == "local" for m in config.members):
-        return []
-    file = str(config.path)
-    try:
-        binary = resolve_etcd_binary(config.etcd.binary)
-    except FileNotFoundError as e:
-        return [Problem(file, "etcd.binary", str(e))]
-    found = binary if "/" in binary else shutil.which(binary)
-    if not found:
-        return [Problem(file, "etcd.binary", f"{binary!r} is not on PATH")]
-    try:
-        st = Path(found).stat()
-    except OSError as e:
-        return [Problem(file, "etcd.binary", f"{found}: {e.strerror or e}")]
-    ident: BinaryId = (found, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    ident, refused = _binary(config)
+    if ident is None:
+        return [refused] if refused else []
+    file, found = str(config.path), ident[0]
     why = _verdict(ident, None)
     if why:
         return [Problem(file, "etcd.binary", f"{found} {why}")]
@@ -90,6 +82,42 @@ def problems(config: Config) -> list[Problem]:
         if why:
             out.append(Problem(file, f"etcd.extra_args[{i}]", f"{why} (asked {found})"))
     return out
+
+
+def binary_version_of(config: Config) -> tuple[str, Version | None] | None:
+    """(path, version) of the local etcd binary members would run, from its
+    `--version`; None when no member runs here or the binary cannot be found
+    (problems() says why). The version is None when it does not say one."""
+    ident, _ = _binary(config)
+    if ident is None:
+        return None
+    if ident not in _versions:
+        try:
+            out = ask(ident[0], ["--version"], sentinels=False)
+        except OSError:
+            return ident[0], None
+        _versions[ident] = binary_version(out)
+    return ident[0], _versions[ident]
+
+
+def _binary(config: Config) -> tuple[BinaryId | None, Problem | None]:
+    """The identity of the local binary, or why there is none (no problem when no
+    member runs on this machine)."""
+    if not any(m.runtime == "local" for m in config.members):
+        return None, None
+    file = str(config.path)
+    try:
+        binary = resolve_etcd_binary(config.etcd.binary)
+    except FileNotFoundError as e:
+        return None, Problem(file, "etcd.binary", str(e))
+    found = binary if "/" in binary else shutil.which(binary)
+    if not found:
+        return None, Problem(file, "etcd.binary", f"{binary!r} is not on PATH")
+    try:
+        st = Path(found).stat()
+    except OSError as e:
+        return None, Problem(file, "etcd.binary", f"{found}: {e.strerror or e}")
+    return (found, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), None
 
 
 def _verdict(ident: BinaryId, arg: str | None) -> str | None:
@@ -103,10 +131,11 @@ def _verdict(ident: BinaryId, arg: str | None) -> str | None:
     return _cache[key]
 
 
-def ask(binary: str, args: list[str]) -> str:
+def ask(binary: str, args: list[str], sentinels: bool = True) -> str:
     """The first OUTPUT_LIMIT bytes `binary ARGS SENTINELS` prints (stdout and stderr)
     within TIMEOUT; the process is killed if it is still running then."""
-    proc = subprocess.Popen([binary, *args, *SENTINELS], stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen([binary, *args, *(SENTINELS if sentinels else ())],
+                            stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd="/",
                             env={"PATH": os.environ.get("PATH", os.defpath)},
                             start_new_session=True)

@@ -12,7 +12,8 @@ Names (all prefixed `ckeetcd_`; docs/operator-guide.md lists them with labels):
 members, has_quorum, leader, leader_changes_total, member_healthy,
 db_size_bytes, db_size_in_use_bytes, alarms, ops_total, op_duration_seconds,
 cycles_total, cycle_duration_seconds, phase, paused, cert_expiry_seconds,
-member_cert_expiry_timestamp_seconds, last_backup_success_timestamp_seconds.
+member_cert_expiry_timestamp_seconds, last_backup_success_timestamp_seconds,
+member_version_info, cluster_version_info, member_known_bad_release, auth_held.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_wsgi_server
 
 from ckeetcd.core.config import Config
+from ckeetcd.core.etcdversions import known_bad, parse_version
 from ckeetcd.core.kinds import Phase
 from ckeetcd.core.model import Desired, Observed
 
@@ -84,6 +86,17 @@ class Metrics:
         self.last_backup = Gauge("ckeetcd_last_backup_success_timestamp_seconds",
                                  "When the newest verified backup was made (Unix time; "
                                  "0 = none known)", registry=r)
+        self.member_version = Gauge("ckeetcd_member_version_info", "1 per member, labelled "
+                                    "with the etcd version its Status reports",
+                                    ["member", "version"], registry=r)
+        self.cluster_version = Gauge("ckeetcd_cluster_version_info", "1, labelled with "
+                                     "etcd's cluster version (/version etcdcluster)",
+                                     ["version"], registry=r)
+        self.known_bad = Gauge("ckeetcd_member_known_bad_release", "1 when the member runs "
+                               "a known-bad etcd release (docs/operator-guide.md), else 0",
+                               ["member", "version"], registry=r)
+        self.auth_held = Gauge("ckeetcd_auth_held", "1 while members run more than one "
+                               "etcd minor, so no auth change is written", registry=r)
         self._lock = threading.Lock()
         self._earliest_expiry = math.nan
         self._backup_recorded = 0.0
@@ -115,8 +128,16 @@ class Metrics:
             self.members.labels("learner").set(len(observed.learners()))
             self.has_quorum.set(1 if observed.has_quorum() else 0)
             for g in (self.leader, self.member_healthy, self.db_size, self.db_in_use,
-                      self.member_cert_expiry):
+                      self.member_cert_expiry, self.member_version, self.known_bad):
                 g.clear()
+            for name, version in observed.member_versions():
+                self.member_version.labels(name, version).set(1)
+                self.known_bad.labels(name, version).set(
+                    1 if known_bad(parse_version(version)) else 0)
+            if observed.cluster_version:
+                self.cluster_version.clear()
+                self.cluster_version.labels(observed.cluster_version).set(1)
+            self.auth_held.set(1 if observed.auth_hold() else 0)
             for m in members:
                 name = names[m.id]
                 self.leader.labels(name).set(1 if m.id == leader else 0)
