@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import http.client
+import json
 import os
 import ssl
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 
 from ckeetcd.etcd import EtcdClient, EtcdError
 from ckeetcd.pki import TLSFiles, ensure_ca, load_ca
+from ckeetcd.pki.expiry import not_after_of
 from ckeetcd.support.files import write_atomic, write_private
 from tests.harness import Cluster, tls_refused
 
@@ -293,3 +295,29 @@ def test_unknown_user_is_denied(sec: Cluster) -> None:
     assert err is not None and err.permission_denied, err
     r = sec.etcdctl("get", "/registry/a", "--print-value-only")  # control: nothing was written
     assert (r.returncode, r.stdout.strip()) == (0, ""), r.stderr
+
+
+def test_status_shows_the_trust_and_every_expiry(sec: Cluster) -> None:
+    shown = json.loads(sec.cli("status", "--output", "json").stdout)["trust"]
+    pki = sec.state_dir / "pki"
+    assert shown["layout"] == "separate"
+    for role, name in (("client", "ca.crt"), ("peer", "peer-ca.crt")):
+        end = not_after_of(pki / name)
+        assert end is not None and shown["cas"][role]["not_after"] == iso(end)
+        assert shown["cas"][role]["expiring"] is False
+    daemon_end = not_after_of(pki / "daemon-root.crt")
+    assert daemon_end is not None and shown["daemon_certificate"]["not_after"] == iso(daemon_end)
+    members = shown["member_certificates"]
+    assert sorted(members) == NAMES
+    for name in NAMES:
+        tls = sec.state_dir / "members" / name / "tls"
+        first = min(e for e in (not_after_of(tls / "server.crt"), not_after_of(tls / "peer.crt"))
+                    if e is not None)
+        assert members[name]["not_after"] == iso(first)
+    assert shown["warnings"] == []
+    text = sec.cli("status").stdout
+    assert "trust: separate peer and client CAs (client CA until " in text
+
+
+def iso(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
