@@ -148,8 +148,9 @@ def test_a_first_start_that_stopped_between_key_and_certificate_finishes(tmp_pat
         (c.cluster.pki_dir / name).unlink()
     key = (c.cluster.pki_dir / "ca.key").read_bytes()
     log = ListLog()
-    ca = daemon_ca(c, log)
-    assert ca is not None and log.names() == ["ca_certificate_completed"]
+    trust = daemon_ca(c, log)
+    assert trust is not None and log.names() == ["ca_certificate_completed"]
+    ca = trust.client
     assert (c.cluster.pki_dir / "ca.key").read_bytes() == key  # the same key, kept
     assert ca.cert.public_key() == ca.key.public_key()
 
@@ -209,9 +210,9 @@ def test_damaged_ca_files_are_named(tmp_path: Path) -> None:
 
 def test_a_damaged_daemon_certificate_is_reissued(tmp_path: Path) -> None:
     c = node(tmp_path / "a")
-    ca = daemon_ca(c, ListLog())
-    assert ca is not None
-    d = c.cluster.pki_dir
+    trust = daemon_ca(c, ListLog())
+    assert trust is not None
+    ca, d = trust.client, c.cluster.pki_dir
     other = ensure_ca(tmp_path / "other", "test").issue("root", dt.timedelta(hours=1))
     for name, content, reason in (
             ("daemon-root.crt", b"junk", "not a PEM certificate"),

@@ -39,19 +39,24 @@ def test_export_import_with_and_without_key(tmp_path: Path, capsys: pytest.Captu
     ca_crt = "ca.crt"
     assert (c2.cluster.pki_dir / ca_crt).read_bytes() == (c1.cluster.pki_dir / ca_crt).read_bytes()
     assert stat.S_IMODE((c2.cluster.pki_dir / "ca.key").stat().st_mode) == 0o600
+    for f in ("peer-ca.crt", "peer-ca.key"):  # the peer CA travels with the client CA
+        assert (c2.cluster.pki_dir / f).read_bytes() == (c1.cluster.pki_dir / f).read_bytes()
+    assert stat.S_IMODE((c2.cluster.pki_dir / "peer-ca.key").stat().st_mode) == 0o600
     assert can_lead(c2)
 
     public = tmp_path / "public.json"
     assert main(["ca", "export", "--no-key", "--out", str(public), "--config", str(first)]) == 0
-    assert "ca_key" not in json.loads(public.read_text())
+    assert not {"ca_key", "peer_ca_key"} & set(json.loads(public.read_text()))
     assert main(["ca", "import", str(public), "--config", str(third)]) == 0
     c3 = load_config(third)
     assert not can_lead(c3)
     log = ListLog()
-    ca = daemon_ca(c3, log)  # follows: has the CA cert and a client cert, no key
-    assert ca is not None and log.names() == ["ca_key_absent"]
-    with pytest.raises(Exception, match="no CA key"):
-        ca.issue("x", __import__("datetime").timedelta(hours=1))
+    trust = daemon_ca(c3, log)  # follows: has the CA certs and a client cert, no key
+    assert trust is not None and log.names() == ["ca_key_absent"] and trust.separate
+    assert not (c3.cluster.pki_dir / "peer-ca.key").exists()
+    for ca in (trust.client, trust.peer):
+        with pytest.raises(Exception, match="no CA key"):
+            ca.issue("x", __import__("datetime").timedelta(hours=1))
 
 
 def test_import_refuses_other_cluster_and_other_ca(tmp_path: Path,

@@ -19,6 +19,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from ckeetcd.pki.expiry import not_after_of
 from tests.harness import Cluster, wait_for
 
 
@@ -188,6 +189,13 @@ def test_metrics_follow_a_hung_member_a_killed_leader_and_ops(make_cluster) -> N
     # member certificates: a year by default
     assert 364 * 86400 < s[("ckeetcd_cert_expiry_seconds", ())] <= 365 * 86400
     assert s[("ckeetcd_last_backup_success_timestamp_seconds", ())] == 0
+    # the CAs (client and peer) and the daemon's own certificate, as the files say
+    pki = c.state_dir / "pki"
+    for role, name in (("client", "ca.crt"), ("peer", "peer-ca.crt")):
+        assert s[("ckeetcd_ca_expiry_timestamp_seconds", (("role", role),))] == \
+            not_after_of(pki / name).timestamp()  # type: ignore[union-attr]
+    assert s[("ckeetcd_daemon_cert_expiry_timestamp_seconds", ())] == \
+        not_after_of(pki / "daemon-root.crt").timestamp()  # type: ignore[union-attr]
     leader = next(n for n in ("m1", "m2", "m3") if s[("ckeetcd_leader", (("member", n),))])
     follower = next(n for n in ("m1", "m2", "m3") if n != leader)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import http.client
+import json
 import os
 import ssl
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 
 from ckeetcd.etcd import EtcdClient, EtcdError
 from ckeetcd.pki import TLSFiles, ensure_ca, load_ca
+from ckeetcd.pki.expiry import not_after_of
 from ckeetcd.support.files import write_atomic, write_private
 from tests.harness import Cluster, tls_refused
 
@@ -74,6 +76,27 @@ def https_context(tls: TLSFiles, with_cert: bool = True) -> ssl.SSLContext:
     if with_cert:
         ctx.load_cert_chain(str(tls.cert), str(tls.key))
     return ctx
+
+
+def peer_tls(c: Cluster, name: str) -> TLSFiles:
+    """Member `name`'s own peer credential, verifying servers with the peer CA."""
+    tls = c.state_dir / "members" / name / "tls"
+    return TLSFiles(ca=c.state_dir / "pki" / "peer-ca.crt", cert=tls / "peer.crt",
+                    key=tls / "peer.key")
+
+
+def request_over(address: str, port: int, context: ssl.SSLContext, method: str,
+                 path: str) -> str:
+    """One HTTPS request; "STATUS body", or why it failed."""
+    conn = http.client.HTTPSConnection(address, port, timeout=5, context=context)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return f"{resp.status} {resp.read().decode(errors='replace')}"
+    except (OSError, http.client.HTTPException) as e:
+        return f"failed: {e!r}"
+    finally:
+        conn.close()
 
 
 def foreign_cert(root: Path, user: str, cluster_name: str) -> TLSFiles:
@@ -154,10 +177,10 @@ def test_plain_http_is_refused(sec: Cluster) -> None:
 def test_client_without_certificate_is_refused(sec: Cluster) -> None:
     root = sec.root_tls()
     for name in NAMES:
-        for port in (2379, 2380):  # client and peer
+        for port, tls in ((2379, root), (2380, peer_tls(sec, name))):  # client and peer
             addr = sec.address_of(name)
-            assert '"etcdserver"' in version_over(addr, port, https_context(root))  # control
-            answer = version_over(addr, port, https_context(root, with_cert=False))
+            assert '"etcdserver"' in version_over(addr, port, https_context(tls))  # control
+            answer = version_over(addr, port, https_context(tls, with_cert=False))
             assert answer.startswith("failed:"), f"{name}:{port} served no-cert: {answer}"
     member_list_ok(sec, "m1")
 
@@ -193,6 +216,39 @@ def test_expired_certificate_is_refused(sec: Cluster) -> None:
     r = refused_etcdctl(sec, expired)
     assert tls_refused(r.stderr), r.stderr
     member_list_ok(sec, "m1")
+
+
+# ---- the peer port trusts the peer CA only -----------------------------------
+def test_user_and_client_certificates_are_refused_on_the_peer_port(sec: Cluster) -> None:
+    """A user's certificate (here limited by RBAC to /registry/) once passed mutual TLS on
+    the peer port, where RBAC does not apply: /members answered and a promote reached
+    etcd. The peer port trusts only the peer CA now, so the handshake fails."""
+    peer_ca = sec.state_dir / "pki" / "peer-ca.crt"
+    users = {"kube-apiserver": sec.client_cert("kube-apiserver"), "root": sec.root_tls()}
+    for name in NAMES:
+        addr = sec.address_of(name)
+        control = request_over(addr, 2380, https_context(peer_tls(sec, name)), "GET", "/members")
+        assert control.startswith("200 "), f"{name}: a member's peer cert was refused: {control}"
+        for user, tls in users.items():
+            ctx = https_context(TLSFiles(ca=peer_ca, cert=tls.cert, key=tls.key))
+            for method, path in (("GET", "/members"), ("GET", "/version"),
+                                 ("POST", "/members/promote/1")):
+                answer = request_over(addr, 2380, ctx, method, path)
+                assert answer.startswith("failed:") and "timed out" not in answer, \
+                    f"{name}: {user}'s certificate got {method} {path} on the peer port: {answer}"
+
+
+def test_peer_certificate_is_refused_on_the_client_port(sec: Cluster) -> None:
+    """A member's peer certificate (CN = the member's name) is no client credential."""
+    member_list_ok(sec, "m1")  # control
+    ca = sec.state_dir / "pki" / "ca.crt"
+    for name in NAMES:
+        peer = peer_tls(sec, name)
+        as_client = TLSFiles(ca=ca, cert=peer.cert, key=peer.key)
+        answer = version_over(sec.address_of(name), 2379, https_context(as_client))
+        assert answer.startswith("failed:"), f"{name} took its peer cert as a client: {answer}"
+        r = refused_etcdctl(sec, as_client)
+        assert tls_refused(r.stderr), r.stderr
 
 
 # ---- RBAC --------------------------------------------------------------------
@@ -239,3 +295,29 @@ def test_unknown_user_is_denied(sec: Cluster) -> None:
     assert err is not None and err.permission_denied, err
     r = sec.etcdctl("get", "/registry/a", "--print-value-only")  # control: nothing was written
     assert (r.returncode, r.stdout.strip()) == (0, ""), r.stderr
+
+
+def test_status_shows_the_trust_and_every_expiry(sec: Cluster) -> None:
+    shown = json.loads(sec.cli("status", "--output", "json").stdout)["trust"]
+    pki = sec.state_dir / "pki"
+    assert shown["layout"] == "separate"
+    for role, name in (("client", "ca.crt"), ("peer", "peer-ca.crt")):
+        end = not_after_of(pki / name)
+        assert end is not None and shown["cas"][role]["not_after"] == iso(end)
+        assert shown["cas"][role]["expiring"] is False
+    daemon_end = not_after_of(pki / "daemon-root.crt")
+    assert daemon_end is not None and shown["daemon_certificate"]["not_after"] == iso(daemon_end)
+    members = shown["member_certificates"]
+    assert sorted(members) == NAMES
+    for name in NAMES:
+        tls = sec.state_dir / "members" / name / "tls"
+        first = min(e for e in (not_after_of(tls / "server.crt"), not_after_of(tls / "peer.crt"))
+                    if e is not None)
+        assert members[name]["not_after"] == iso(first)
+    assert shown["warnings"] == []
+    text = sec.cli("status").stdout
+    assert "trust: separate peer and client CAs (client CA until " in text
+
+
+def iso(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")

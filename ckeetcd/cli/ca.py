@@ -36,15 +36,15 @@ def ca_export(args: argparse.Namespace) -> int:
     if refused:
         return _error(refused, USAGE_ERROR)
     try:
-        ca, _ = open_ca(config)  # creates the CA on the first node
+        trust, _ = open_ca(config)  # creates the CAs on the first node
     except CARefused as e:
         hint = e.fields.get("hint")
         return _error(f"{e}" + (f"\n  {hint}" if hint else ""), 1)
     daemon_cert = None if not args.no_key else \
-        ca.issue("root", config.tls.daemon_cert_lifetime)
+        trust.client.issue("root", config.tls.daemon_cert_lifetime)
     out = Path(args.out)
     try:
-        write_private(out, export_bundle(ca, config.cluster.name, not args.no_key, daemon_cert))
+        write_private(out, export_bundle(trust, config.cluster.name, not args.no_key, daemon_cert))
     except OSError as e:
         return _error(f"--out {out}: cannot write: {e.strerror or e}", 1)
     what = "CA certificate and key" if not args.no_key else \

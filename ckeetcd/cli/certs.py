@@ -97,6 +97,16 @@ def load_signing_ca(config: Config) -> CA:
         return load_ca(config.cluster.pki_dir)
 
 
+def load_signing_peer_ca(config: Config) -> CA | None:
+    """The cluster's own peer CA with its key; None for a cluster with one CA."""
+    from ckeetcd.pki import PEER, PEER_CA_CERT, load_ca
+
+    if not (config.cluster.pki_dir / PEER_CA_CERT).exists():
+        return None
+    with _reading_ca(config):
+        return load_ca(config.cluster.pki_dir, PEER)
+
+
 def load_issuing_ca(config: Config) -> tuple[CACert, EllipticCurvePrivateKey]:
     """The CA certificate and key for `issue`/`root-issue`, without `cryptography.x509`
     (see ckeetcd.pki.x509lite); CommandFailed naming the file otherwise."""

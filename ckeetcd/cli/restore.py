@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ckeetcd.cli.certs import CommandFailed, load_signing_ca
+from ckeetcd.cli.certs import CommandFailed, load_signing_ca, load_signing_peer_ca
 from ckeetcd.cli.common import load
 from ckeetcd.cli.errors import USAGE_ERROR, UsageError
 
@@ -81,6 +81,7 @@ def _restore(args: argparse.Namespace, config: Config, snapshot: Path) -> int:
                       "moves aside; copy it elsewhere first")
     try:
         ca = load_signing_ca(config)
+        peer_ca = load_signing_peer_ca(config)
     except CommandFailed as e:
         raise Refused(str(e)) from None
     tls = _root_tls(ca)
@@ -98,7 +99,7 @@ def _restore(args: argparse.Namespace, config: Config, snapshot: Path) -> int:
         if not args.yes and not _confirm():
             print("aborted: nothing was changed")
             return 1
-        return asyncio.run(_execute(config, plan, ca, tls))
+        return asyncio.run(_execute(config, plan, ca, tls, peer_ca))
     finally:
         os.close(lock)
 
@@ -139,7 +140,8 @@ async def _prepare(config: Config, info: SnapshotInfo, cluster: ClusterState,
         await env.close()
 
 
-async def _execute(config: Config, plan: Plan, ca: CA, tls: PemTLS) -> int:
+async def _execute(config: Config, plan: Plan, ca: CA, tls: PemTLS,
+                   peer_ca: CA | None = None) -> int:
     from ckeetcd.loop.env import make_env
     from ckeetcd.procedures.restore import RestoreFailed, Restorer
     from ckeetcd.support import logs
@@ -151,6 +153,7 @@ async def _execute(config: Config, plan: Plan, ca: CA, tls: PemTLS) -> int:
                    revision=plan.snapshot.revision)
     env = make_env(config, readonly=True)
     restorer = Restorer(plan=plan, runtime=env.runtime, ca=ca, tls=tls, log=logs.get(),
+                        peer_ca=peer_ca,
                         say=_say, history=history)
     try:
         await restorer.run()

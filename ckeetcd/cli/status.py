@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import time
 from typing import Any
@@ -13,6 +14,7 @@ from ckeetcd.core.config import Config
 from ckeetcd.core.etcdversions import bad_release_warning, parse_version
 from ckeetcd.core.model import Desired, Observed
 from ckeetcd.loop.env import make_env
+from ckeetcd.pki.expiry import trust_view
 from ckeetcd.support.startbook import StartBook, iso
 from ckeetcd.tasks.daemoncert import daemon_tls
 from ckeetcd.tasks.keymodes import status_view
@@ -151,6 +153,7 @@ def status(args: argparse.Namespace) -> int:
     alarms = [{"member_id": f"{i:x}", "alarm": a} for i, a in observed.alarms]
     restoring = {n: r.restoring for n, r in sorted(observed.runtimes.items()) if r.restoring}
     keys = status_view(config.cluster.state_dir)
+    trust = trust_of(config, observed)
     if args.output == "json":
         print(json.dumps({"cluster": config.cluster.name,
                           "reachable": observed.members is not None,
@@ -161,6 +164,7 @@ def status(args: argparse.Namespace) -> int:
                           "alarms": alarms,
                           "restoring": restoring or None,
                           "key_modes": keys or None,
+                          "trust": trust,
                           "archived_bytes": archived_total,
                           "archived": {n: b for n, b in archived.items() if b},
                           "cluster_version": observed.cluster_version or None,
@@ -195,6 +199,9 @@ def status(args: argparse.Namespace) -> int:
         print(f"restoring: {name}: {note} (no daemon acts until the restore ends)")
     for k in keys:
         print(f"key: {k['path']}: {_key_line(k)}")
+    print(_trust_line(trust))
+    for w in trust["warnings"]:
+        print(f"certificate: {w}")
     for r in table:
         last = r["last_exit"]
         if last and not r["healthy"]:
@@ -210,6 +217,25 @@ def status(args: argparse.Namespace) -> int:
         print(f"archived data (moved aside, newest {config.maintenance.removed_data_keep} "
               f"removals kept per member): {_size(archived_total)} ({per})")
     return 0
+
+
+def trust_of(config: Config, observed: Observed) -> dict[str, Any]:
+    """CAs, the daemon's certificate and the members' (ckeetcd.pki.expiry.trust_view)."""
+    tls = config.tls
+    return trust_view(config.cluster.pki_dir, daemon_tls(config).cert, observed.cert_expiry,
+                      member_warn=tls.member_cert_renew_before / 2,
+                      daemon_warn=tls.daemon_cert_lifetime / 6,
+                      now=dt.datetime.now(dt.timezone.utc))
+
+
+def _trust_line(trust: dict[str, Any]) -> str:
+    cas = ", ".join(f"{role} CA until {e['not_after']}" for role, e in trust["cas"].items())
+    if trust["layout"] == "separate":
+        return f"trust: separate peer and client CAs ({cas})"
+    if trust["layout"] == "one-ca":
+        return (f"trust: one CA for peers and clients ({cas}): a cluster made before the peer "
+                "CA; any client certificate also passes the peer port")
+    return "trust: no CA yet"
 
 
 def _key_line(k: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ from ckeetcd.nodes import LocalRuntime, etcdprobe
 from ckeetcd.nodes.router import RoutedRuntime
 from ckeetcd.ops import OpContext
 from ckeetcd.ops.context import FAILPOINT_ENV
-from ckeetcd.pki import CA
+from ckeetcd.pki import Trust
 from ckeetcd.support import logs
 from ckeetcd.support.filewatch import FileWatch
 from ckeetcd.support.history import History
@@ -142,8 +142,8 @@ class Daemon:
             self.log.error("state_dir_locked", state_dir=str(self.config.cluster.state_dir),
                            holder=lock_holder(self.config.cluster.state_dir))
             return 1
-        ca = daemon_ca(self.config, self.log)  # under the lock: one CA, made once
-        if ca is None:
+        trust = daemon_ca(self.config, self.log)  # under the lock: each CA made once
+        if trust is None:
             os.close(lock)
             return EXIT_REFUSED
         keys = KeyModeWatch(self.config.cluster.state_dir, self.log)
@@ -158,7 +158,7 @@ class Daemon:
         self.leadership = Leadership(self.config, env.pool, self.log,
                                      can_lead=can_lead(self.config))
         side: list[SideTask] = build_side_tasks(
-            self.config, {"pool": env.pool, "log": self.log, "history": history, "ca": ca,
+            self.config, {"pool": env.pool, "log": self.log, "history": history, "ca": trust.client,
                           "runtime": env.runtime, "may_act": self.leadership.may_act})
         running = [asyncio.create_task(supervise(t, self.log), name=t.name) for t in side]
         # supervised like a side task: an unexpected error must not end the campaign
@@ -210,7 +210,7 @@ class Daemon:
                 if full or ran_ops or changed or decision.ops:
                     self.cycle += 1
                     last_full = now if full else last_full
-                    ran_ops, ok = await self._cycle(env, ca, history, desired, observed,
+                    ran_ops, ok = await self._cycle(env, trust, history, desired, observed,
                                                     decision)
                     METRICS.cycle_finished(decision.phase, time.monotonic() - now)
                     # A failed op is decided again, but not in a tight loop.
@@ -245,14 +245,15 @@ class Daemon:
             self.log.info("daemon_stopped", cycles=self.cycle)
         return 0
 
-    async def _cycle(self, env: Env, ca: CA, history: History, desired: Desired,
+    async def _cycle(self, env: Env, trust: Trust, history: History, desired: Desired,
                      observed: Observed, decision: Decision) -> tuple[bool, bool]:
         """Run the decision's ops and log the cycle; returns (ran ops, all ok)."""
         start = time.monotonic()
         ok = True
         if decision.ops:
             ctx = OpContext(config=self.config, desired=desired, observed=observed,
-                            runtime=env.runtime, pool=env.pool, ca=ca, history=history,
+                            runtime=env.runtime, pool=env.pool, ca=trust.client, history=history,
+                            peer_ca=trust.peer,
                             log=self.log, cycle=self.cycle, fence=self.leadership.fence,
                             starts=env.observer.book)
             async with self.notify.busy(OPS_WATCHDOG_BUDGET):

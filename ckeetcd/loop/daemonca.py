@@ -38,15 +38,27 @@ from ckeetcd.pki import (
     CA_KEY_MISSING,
     CA_LOAD,
     CA_MISSING,
+    PEER,
+    PEER_CREATE,
+    PEER_ELSEWHERE,
+    PEER_FINISH,
+    PEER_FOLLOW,
+    PEER_KEY_MISSING,
+    PEER_LOAD,
+    PEER_ONE_CA,
     CAError,
     CAFacts,
     CAKeyMismatch,
+    PeerFacts,
     TLSFiles,
+    Trust,
     ca_action,
     ca_paths,
+    ca_subject,
     create_ca,
     expect_key,
     load_ca,
+    peer_ca_action,
     read_ca_cert,
 )
 from ckeetcd.pki import write_cert_key as _write_cert_key
@@ -89,7 +101,7 @@ def _history_signs(state_dir: Path) -> list[str]:
 def _answering(config: Config) -> list[str]:
     """Members that serve a certificate of this cluster's CA on their client port (an
     issuer named like our CA: a proxy or another cluster on the address does not count)."""
-    want = f"ckeetcd CA {config.cluster.name}"
+    want = ca_subject(config.cluster.name)
     port = config.cluster.client_port
 
     def probe(host: str) -> str:
@@ -114,11 +126,14 @@ def facts(config: Config) -> CAFacts:
         cluster=tuple(_history_signs(config.cluster.state_dir)))
 
 
-def open_ca(config: Config) -> tuple[CA, list[Note]]:
-    """The daemon's CA and its own root client certificate (made, renewed or replaced
-    when unusable); CARefused when the daemon must not start. Notes are to be logged."""
+def open_ca(config: Config) -> tuple[Trust, list[Note]]:
+    """The daemon's CAs (client and peer) and its own root client certificate (made,
+    renewed or replaced when unusable); CARefused when the daemon must not start. Notes
+    are to be logged."""
     try:
-        return _open_ca(config)
+        ca, action, cluster, notes = _open_ca(config)
+        peer, peer_notes = _open_peer_ca(config, ca, action, cluster)
+        return Trust(ca, peer), notes + peer_notes
     except CAError as e:
         raise CARefused("ca_key_mismatch" if isinstance(e, CAKeyMismatch) else "ca_unusable",
                         str(e), pki_dir=str(config.cluster.pki_dir), hint=REPAIR) from None
@@ -130,7 +145,8 @@ def open_ca(config: Config) -> tuple[CA, list[Note]]:
                              "the user that owns it)") from None
 
 
-def _open_ca(config: Config) -> tuple[CA, list[Note]]:
+def _open_ca(config: Config) -> tuple[CA, str, bool, list[Note]]:
+    """The client CA, the action taken, and whether the cluster shows it exists."""
     d = config.cluster.pki_dir
     cert_path, key_path = ca_paths(d)
     f = facts(config)
@@ -166,11 +182,67 @@ def _open_ca(config: Config) -> tuple[CA, list[Note]]:
         notes.append(("warning", "ca_key_absent", {
             "pki_dir": str(d), "daemon": daemon_id(config),
             "hint": "this daemon can follow but not lead"}))
-        return PublicCA(cert, cert_path), notes
+        return PublicCA(cert, cert_path), action, bool(f.cluster), notes
     else:
         raise _refusal(config, action, f)
     notes += _ensure_client_cert(config, ca)
-    return ca, notes
+    return ca, action, bool(f.cluster), notes
+
+
+def _serving_peer_ca(config: Config) -> bool:
+    """Whether a member's peer port serves a certificate of this cluster's peer CA."""
+    want = ca_subject(config.cluster.name, PEER)
+    port = config.cluster.peer_port
+    hosts = [m.address for m in config.members]
+    if not hosts:
+        return False
+    with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
+        return any(want in names for names in
+                   pool.map(lambda h: issuer_names(h, port, PROBE_TIMEOUT), hosts))
+
+
+def _open_peer_ca(config: Config, ca: CA, client_action: str,
+                  cluster: bool) -> tuple[CA, list[Note]]:
+    """The peer CA (ckeetcd.pki.peer_ca_action decides): made beside a new client CA,
+    loaded, or the client CA itself for a cluster made before the peer CA existed."""
+    d = config.cluster.pki_dir
+    cert_path, key_path = ca_paths(d, PEER)
+    f = PeerFacts(cert=cert_path.exists(), key=key_path.exists(), client_action=client_action,
+                  bootstrapper=facts(config).bootstrapper, cluster=cluster)
+    action = peer_ca_action(f)
+    if action in (PEER_CREATE, PEER_FINISH) and client_action == CA_LOAD and _answering(config):
+        # an imported or older CA, and members already serving it: not a first start
+        f = dataclasses.replace(f, cluster=True)
+        action = peer_ca_action(f)
+    if action == PEER_ONE_CA and f.cluster:
+        action = peer_ca_action(dataclasses.replace(f, served=_serving_peer_ca(config)))
+    if action == PEER_LOAD:
+        return load_ca(d, PEER), []
+    if action == PEER_FOLLOW:
+        return PublicCA(read_ca_cert(cert_path), cert_path), []
+    if action == PEER_ONE_CA:
+        return ca, []
+    if action in (PEER_CREATE, PEER_FINISH):
+        key = _bare_key(key_path) if action == PEER_FINISH else None
+        peer = create_ca(d, config.cluster.name, key=key, role=PEER)
+        return peer, [("info", "ca_created", {
+            "ca_cert": str(cert_path), "ca_key": str(key_path), "role": PEER,
+            "subject": peer.cert.subject.rfc4514_string()})]
+    bring_back = (f"bring back {d}'s peer CA (peer-ca.crt and peer-ca.key) from a backup of "
+                  "this host's pki dir or a `ckeetcd ca export` bundle of a daemon host that "
+                  "has it (`ckeetcd ca import --force FILE`); a new peer CA would cut the "
+                  "members off each other")
+    if action == PEER_ELSEWHERE:
+        raise CARefused("peer_ca_missing", f"{cert_path}: missing, while the members present "
+                        f"peer certificates of {ca_subject(config.cluster.name, PEER)}",
+                        missing=[str(cert_path), str(key_path)], pki_dir=str(d),
+                        hint="this host's CA bundle is older than the cluster's peer CA: on a "
+                             "daemon host that has it run `ckeetcd ca export --out FILE`, "
+                             "then `ckeetcd ca import --force FILE` here")
+    missing = [str(key_path)] if action == PEER_KEY_MISSING else [str(cert_path)]
+    raise CARefused(action, f"{missing[0]}: missing; the peer CA of this cluster is "
+                    "incomplete and a new one would cut the members off each other, so none "
+                    "is made", missing=missing, pki_dir=str(d), role=PEER, hint=bring_back)
 
 
 def _bare_key(key_path: Path) -> Any:

@@ -11,6 +11,7 @@ from ckeetcd.etcd import ClientPool
 from ckeetcd.loop.observe import Observer
 from ckeetcd.nodes import LocalRuntime, MemberRuntime
 from ckeetcd.nodes.router import RoutedRuntime, make_runtime, uses_ssh
+from ckeetcd.pki import PEER_CA_CERT
 from ckeetcd.support.history import History
 from ckeetcd.support.startbook import StartBook
 from ckeetcd.tasks.daemoncert import daemon_tls
@@ -53,11 +54,13 @@ def make_env(config: Config, readonly: bool = False, log: Any = None,
     runtime = make_runtime(config, log)
     pool = ClientPool(daemon_tls(config), config.daemon.rpc_timeout)
     ca_file = config.cluster.pki_dir / "ca.crt"
+    peer_file = config.cluster.pki_dir / PEER_CA_CERT
     book = StartBook(config.cluster.state_dir, log, history, readonly=readonly)
     observer = Observer(runtime, pool, config.cluster.state_dir,
                         config.apiserver.etcd_servers_file,
                         probe_timeout=min(config.daemon.rpc_timeout, 1.0), readonly=readonly,
                         ca_pem=ca_file.read_bytes() if ca_file.exists() else None,
+                        peer_ca_pem=peer_file.read_bytes() if peer_file.exists() else None,
                         renew_before=config.tls.member_cert_renew_before, book=book)
     return Env(config, runtime, pool, observer, log)
 

@@ -30,7 +30,7 @@ from ckeetcd.core.model import (
 from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.etcd.rbac import rbac_in_place
 from ckeetcd.nodes import MemberRuntime
-from ckeetcd.pki import member_tls_problem, not_after
+from ckeetcd.pki import PEER_CA_CERT, member_tls_problem, not_after
 from ckeetcd.support.startbook import StartBook
 
 FORMED_MARKER = "cluster-formed.json"
@@ -51,6 +51,7 @@ class Observer:
     def __init__(self, runtime: MemberRuntime, pool: ClientPool, state_dir: Path,
                  servers_file: Path | None, probe_timeout: float,
                  readonly: bool = False, ca_pem: bytes | None = None,
+                 peer_ca_pem: bytes | None = None,
                  renew_before: dt.timedelta = dt.timedelta(days=30),
                  book: StartBook | None = None) -> None:
         self.runtime = runtime
@@ -63,6 +64,7 @@ class Observer:
         self.probe_timeout = probe_timeout
         self.readonly = readonly
         self.ca_pem = ca_pem
+        self.peer_ca_pem = peer_ca_pem  # None: one CA (a cluster made before the peer CA)
         self.renew_before = renew_before
         self._tls_problems: dict[str, str] = {}
         self._cert_expiry: dict[str, float] = {}
@@ -247,8 +249,10 @@ class Observer:
         if self.ca_pem is None:
             return
         now = dt.datetime.now(dt.timezone.utc)
-        names = ("ca.crt", "server.crt", "peer.crt", "server.key", "peer.key")
-        ca_pem = self.ca_pem
+        names: tuple[str, ...] = ("ca.crt", "server.crt", "peer.crt", "server.key", "peer.key")
+        ca_pem, peer_ca_pem = self.ca_pem, self.peer_ca_pem
+        if peer_ca_pem is not None:
+            names += (PEER_CA_CERT,)
 
         async def problem(d: DesiredMember) -> str | None:
             try:
@@ -259,7 +263,8 @@ class Observer:
             if known := [t for t in expiry if t is not None]:
                 self._cert_expiry[d.name] = min(known)
             return member_tls_problem(dict(zip(names, got, strict=True)), ca_pem, d.address,
-                                      desired.member_dns, self.renew_before, now)
+                                      desired.member_dns, self.renew_before, now,
+                                      peer_ca_pem=peer_ca_pem)
 
         self._cert_expiry = {}
         found = await asyncio.gather(*(problem(d) for d in desired.members))

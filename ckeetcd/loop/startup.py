@@ -8,15 +8,9 @@ from ckeetcd.core.config import Config
 from ckeetcd.loop.daemonca import CARefused, open_ca
 from ckeetcd.loop.env import Env
 from ckeetcd.ops.stop_member import log_pruned
-from ckeetcd.pki import CA, ca_paths, load_ca
+from ckeetcd.pki import CA, Trust, ca_paths, load_ca
 from ckeetcd.support.history import History
 from ckeetcd.support.statedir import StateDirError, claim_state_dir
-
-
-def ensure_daemon_pki(config: Config) -> CA:
-    """CA and the daemon's own root client certificate (renewed at 1/3 life left);
-    CARefused when the CA must not be used or made (see ckeetcd.loop.daemonca)."""
-    return open_ca(config)[0]
 
 
 def can_lead(config: Config) -> bool:
@@ -24,8 +18,8 @@ def can_lead(config: Config) -> bool:
     return ca_paths(config.cluster.pki_dir)[1].exists()
 
 
-def daemon_ca(config: Config, log: Any) -> CA | None:
-    """The CA for this daemon; None (logged) when it has none and must not make one.
+def daemon_ca(config: Config, log: Any) -> Trust | None:
+    """The CAs (client, peer) of this daemon; None (logged) when it has none and may make none.
 
     See ckeetcd.loop.daemonca: a CA is made only on a true first start (by the
     bootstrapper); one that vanished is reported, never replaced. Other

@@ -142,6 +142,9 @@ class MemberSpec:
     cluster_token: str
     initial_cluster: tuple[tuple[str, str], ...]
     initial_state: str  # "new" or "existing"
+    # The file in the member's tls dir that --peer-trusted-ca-file names: the peer CA
+    # (peer-ca.crt), or ca.crt in a cluster made before the peer CA existed.
+    peer_trust: str = "ca.crt"
 
 
 class MemberRuntime(Protocol):
@@ -197,7 +200,7 @@ def member_flags(spec: MemberSpec, data_dir: Path, tls_dir: Path, etcd: EtcdConf
         f"--peer-cert-file={tls_dir / 'peer.crt'}",
         f"--peer-key-file={tls_dir / 'peer.key'}",
         "--peer-client-cert-auth=true",
-        f"--peer-trusted-ca-file={tls_dir / 'ca.crt'}",
+        f"--peer-trusted-ca-file={tls_dir / spec.peer_trust}",
         f"--heartbeat-interval={etcd.heartbeat_interval_ms}",
         f"--election-timeout={etcd.election_timeout_ms}",
         "--logger=zap",

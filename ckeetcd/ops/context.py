@@ -43,6 +43,13 @@ class OpContext:
     # Restart back-off bookkeeping (ckeetcd.support.startbook): starts and exits are told
     # here. None: not kept (tests that run one op).
     starts: StartBook | None = None
+    # The peer CA when the cluster has its own (ckeetcd.pki.Trust); None: one CA.
+    peer_ca: CA | None = None
+
+    @property
+    def peer(self) -> CA:
+        """The CA of the members' peer certificates."""
+        return self.peer_ca if self.peer_ca is not None else self.ca
 
     def leader_client(self, exclude: int = 0) -> EtcdClient:
         """The leader's client, else any healthy voter's (never `exclude`)."""

@@ -5,10 +5,15 @@ from __future__ import annotations
 import datetime as dt
 
 from ckeetcd.ops.context import OpContext, OpFailed
-from ckeetcd.pki import member_tls_files, member_tls_problem
+from ckeetcd.pki import PEER_CA_CERT, member_tls_files, member_tls_problem
 
 # the keys too: a set a killed daemon left half-written must not pass as fine
 TLS_CHECKED = ("ca.crt", "server.crt", "peer.crt", "server.key", "peer.key")
+
+
+def peer_trust(ctx: OpContext) -> str:
+    """The tls file --peer-trusted-ca-file names (ckeetcd.nodes.base.MemberSpec)."""
+    return PEER_CA_CERT if ctx.peer is not ctx.ca else "ca.crt"
 
 
 async def member_tls_state(ctx: OpContext, name: str) -> str:
@@ -16,10 +21,13 @@ async def member_tls_state(ctx: OpContext, name: str) -> str:
     d = ctx.desired.by_name(name)
     if d is None:
         return ""
-    files = {f: await ctx.runtime.read_tls(name, f) for f in TLS_CHECKED}
+    separate = ctx.peer is not ctx.ca
+    names = TLS_CHECKED + ((PEER_CA_CERT,) if separate else ())
+    files = {f: await ctx.runtime.read_tls(name, f) for f in names}
     return member_tls_problem(files, ctx.ca.cert_pem, d.address, ctx.desired.member_dns,
                               ctx.config.tls.member_cert_renew_before,
-                              dt.datetime.now(dt.timezone.utc))
+                              dt.datetime.now(dt.timezone.utc),
+                              peer_ca_pem=ctx.peer.cert_pem if separate else None)
 
 
 async def ensure_member_tls(ctx: OpContext, name: str, force: bool = False) -> bool:
@@ -32,6 +40,6 @@ async def ensure_member_tls(ctx: OpContext, name: str, force: bool = False) -> b
     if not force and not await member_tls_state(ctx, name):
         return False
     files = member_tls_files(ctx.ca, name, d.address, ctx.config.tls.member_cert_lifetime,
-                             ctx.desired.member_dns)
+                             ctx.desired.member_dns, peer_ca=ctx.peer)
     await ctx.runtime.install_tls(name, files)
     return True

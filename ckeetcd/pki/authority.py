@@ -23,6 +23,12 @@ from ckeetcd.support.files import ensure_private_dir, write_atomic, write_new
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
+# The peer CA signs only the members' peer certificates: the one CA of
+# --peer-trusted-ca-file, so no client or user certificate passes on the peer port.
+# A cluster made before ckeetcd had it has none, and its peers trust ca.crt.
+PEER_CA_CERT = "peer-ca.crt"
+PEER_CA_KEY = "peer-ca.key"
+CLIENT, PEER = "client", "peer"  # the roles of trust (CA files, subjects)
 # Present while this host holds the CA key (it made or imported it): a missing
 # ca.key is then a loss, not a follower's normal state (`ca import --no-key`).
 CA_KEY_EXPECTED = "ca.key.expected"
@@ -144,8 +150,30 @@ class CAKeyMismatch(CAError):
     """ca.key is not the key of ca.crt."""
 
 
-def ca_paths(pki_dir: Path) -> tuple[Path, Path]:
+def ca_paths(pki_dir: Path, role: str = CLIENT) -> tuple[Path, Path]:
+    """(certificate, key) of the CA of `role`: the client CA (clients, users, the
+    servers' certificates) or the peer CA (members' peer certificates only)."""
+    if role == PEER:
+        return pki_dir / PEER_CA_CERT, pki_dir / PEER_CA_KEY
     return pki_dir / CA_CERT, pki_dir / CA_KEY
+
+
+def ca_subject(name: str, role: str = CLIENT) -> str:
+    """The CN of a CA of cluster `name` (tlsprobe looks for the client CA's)."""
+    return f"ckeetcd peer CA {name}" if role == PEER else f"ckeetcd CA {name}"
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The CAs a daemon works with. `peer is client` in a cluster made before the
+    peer CA existed (one CA for everything); otherwise two CAs."""
+
+    client: CA
+    peer: CA
+
+    @property
+    def separate(self) -> bool:
+        return self.peer is not self.client
 
 
 def check_ca_cert(cert: x509.Certificate, where: object) -> x509.Certificate:
@@ -188,17 +216,17 @@ def read_ca_key(key_path: Path, cert: x509.Certificate,
     return key
 
 
-def load_ca(pki_dir: Path) -> CA:
+def load_ca(pki_dir: Path, role: str = CLIENT) -> CA:
     """Load and check the CA; FileNotFoundError when a file is missing, CAError when the
     files are not a CA certificate and its key."""
-    cert_path, key_path = ca_paths(pki_dir)
+    cert_path, key_path = ca_paths(pki_dir, role)
     cert = read_ca_cert(cert_path)
     return CA(cert, read_ca_key(key_path, cert, cert_path), cert_path)
 
 
-def _ca_cert(key: ec.EllipticCurvePrivateKey, name: str) -> x509.Certificate:
+def _ca_cert(key: ec.EllipticCurvePrivateKey, name: str, role: str) -> x509.Certificate:
     now = dt.datetime.now(dt.timezone.utc)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ckeetcd CA {name}")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_subject(name, role))])
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -221,19 +249,20 @@ def _ca_cert(key: ec.EllipticCurvePrivateKey, name: str) -> x509.Certificate:
     )
 
 
-def create_ca(pki_dir: Path, name: str, key: ec.EllipticCurvePrivateKey | None = None) -> CA:
+def create_ca(pki_dir: Path, name: str, key: ec.EllipticCurvePrivateKey | None = None,
+              role: str = CLIENT) -> CA:
     """A new CA; with `key`, the certificate for a key whose certificate was never written
     (a first start that crashed in between). Never overwrites: FileExistsError when a CA
     file is already there. The key is written first, so a crash never leaves a certificate
     without its key."""
     ensure_private_dir(pki_dir)
-    cert_path, key_path = ca_paths(pki_dir)
+    cert_path, key_path = ca_paths(pki_dir, role)
     if cert_path.exists():
         raise FileExistsError(errno.EEXIST, "the CA certificate exists", str(cert_path))
     if key is None:
         key = ec.generate_private_key(ec.SECP256R1())
         write_new(key_path, key_pem(key), 0o600)
-    cert = _ca_cert(key, name)
+    cert = _ca_cert(key, name, role)
     write_new(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     expect_key(pki_dir)
     return CA(cert, key, cert_path)
@@ -304,3 +333,46 @@ def ca_action(f: CAFacts) -> str:
     if not f.bootstrapper:
         return CA_MISSING
     return CA_KEY_MISSING if f.cluster else CA_CREATE
+
+
+PEER_LOAD = "load"  # peer-ca.crt and peer-ca.key: use them
+PEER_CREATE = "create"  # a first start: make the peer CA beside the client CA
+PEER_FINISH = "finish"  # a peer key without its certificate on a first start
+PEER_FOLLOW = "follow"  # a --no-key follower: the peer CA's certificate only
+PEER_ONE_CA = "one-ca"  # a cluster made before the peer CA: its peers trust ca.crt
+PEER_KEY_MISSING = "ca_key_missing"  # the peer CA key of an existing cluster is gone
+PEER_CERT_MISSING = "ca_cert_missing"  # the peer CA certificate is gone, its key is here
+PEER_ELSEWHERE = "peer_ca_missing"  # members serve peer-CA certificates this host lacks
+
+
+@dataclass(frozen=True)
+class PeerFacts:
+    """What decides the peer CA, after the client CA was decided (`client_action`)."""
+
+    cert: bool  # pki/peer-ca.crt
+    key: bool  # pki/peer-ca.key
+    client_action: str
+    bootstrapper: bool
+    cluster: bool  # signs that the cluster exists (data, history, a member answering)
+    served: bool = False  # a member's peer port serves a certificate of our peer CA
+
+
+def peer_ca_action(f: PeerFacts) -> str:
+    """What to do with the peer CA (pure; table-tested). Made only where a client CA may
+    be made (a first start, by the bootstrapper); never replaced; a cluster made before it
+    keeps one CA until migrated, unless its members show a peer CA this host lacks."""
+    first_start = f.client_action in (CA_CREATE, CA_FINISH) or (
+        f.client_action == CA_LOAD and f.bootstrapper and not f.cluster)
+    if f.client_action == CA_FOLLOW:
+        if f.cert:
+            return PEER_FOLLOW
+        return PEER_ELSEWHERE if f.served else PEER_ONE_CA
+    if f.cert and f.key:
+        return PEER_LOAD
+    if f.cert:
+        return PEER_KEY_MISSING
+    if f.key:
+        return PEER_FINISH if first_start else PEER_CERT_MISSING
+    if first_start:
+        return PEER_CREATE
+    return PEER_ELSEWHERE if f.served else PEER_ONE_CA

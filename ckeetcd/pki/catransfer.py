@@ -27,7 +27,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ckeetcd.pki import CA, CAError, CertKey, ca_paths, check_ca_cert, expect_key, read_ca_cert
+from ckeetcd.pki import (
+    CA,
+    CLIENT,
+    PEER,
+    CAError,
+    CertKey,
+    Trust,
+    ca_paths,
+    check_ca_cert,
+    expect_key,
+    read_ca_cert,
+)
 from ckeetcd.support.files import ensure_private_dir, write_atomic, write_new, write_private
 
 FORMAT = "ckeetcd-ca/1"
@@ -62,14 +73,24 @@ class PublicCA(CA):
         return PublicCA(read_ca_cert(cert_path), cert_path)
 
 
-def export_bundle(ca: CA, cluster: str, with_key: bool, daemon_cert: CertKey | None) -> bytes:
-    """The JSON bundle: CA certificate, and the CA key or a daemon client certificate."""
+def _key_text(ca: CA) -> str:
+    return ca.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+
+
+def export_bundle(trust: Trust, cluster: str, with_key: bool,
+                  daemon_cert: CertKey | None) -> bytes:
+    """The JSON bundle: the CA certificates (client, and peer when the cluster has its
+    own), and the CA keys or a daemon client certificate."""
+    ca = trust.client
     out: dict[str, str] = {"format": FORMAT, "cluster": cluster,
                            "ca_certificate": ca.cert_pem.decode()}
+    if trust.separate:
+        out["peer_ca_certificate"] = trust.peer.cert_pem.decode()
     if with_key:
-        out["ca_key"] = ca.key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()).decode()
+        out["ca_key"] = _key_text(ca)
+        if trust.separate:
+            out["peer_ca_key"] = _key_text(trust.peer)
     elif daemon_cert is not None:
         out["daemon_certificate"] = daemon_cert.cert_pem.decode()
         out["daemon_key"] = daemon_cert.key_pem.decode()
@@ -87,7 +108,8 @@ def parse_bundle(raw: bytes, cluster: str) -> dict[str, str]:
     if data.get("cluster") != cluster:
         raise CATransferError(f"bundle is for cluster {data.get('cluster')!r}, "
                               f"this config is for {cluster!r}")
-    fields = ("ca_certificate", "ca_key", "daemon_certificate", "daemon_key")
+    fields = ("ca_certificate", "ca_key", "daemon_certificate", "daemon_key",
+              "peer_ca_certificate", "peer_ca_key")
     if not isinstance(data.get("ca_certificate"), str) or any(
             not isinstance(data[k], str) for k in fields if k in data):
         raise CATransferError("not a ckeetcd CA bundle (ca_certificate missing, or a PEM "
@@ -100,6 +122,7 @@ def parse_bundle(raw: bytes, cluster: str) -> dict[str, str]:
     except ValueError as e:
         raise CATransferError(f"the bundle's ca_certificate is not a PEM certificate ({e})") \
             from None
+    _check_peer(data)
     if "ca_key" in data:
         try:
             key = serialization.load_pem_private_key(data["ca_key"].encode(), password=None)
@@ -129,6 +152,35 @@ def parse_bundle(raw: bytes, cluster: str) -> dict[str, str]:
     return {k: str(v) for k, v in data.items()}
 
 
+def _check_peer(data: dict[str, Any]) -> None:
+    """The peer CA fields: a CA certificate, and its key exactly when the CA key is there."""
+    if "peer_ca_certificate" not in data:
+        if "peer_ca_key" in data:
+            raise CATransferError("the bundle has a peer CA key without its certificate")
+        return
+    try:
+        cert = check_ca_cert(x509.load_pem_x509_certificate(
+            data["peer_ca_certificate"].encode()), "the bundle's peer_ca_certificate")
+    except CAError as e:
+        raise CATransferError(str(e)) from None
+    except ValueError as e:
+        raise CATransferError(f"the bundle's peer_ca_certificate is not a PEM certificate "
+                              f"({e})") from None
+    if ("peer_ca_key" in data) != ("ca_key" in data):
+        raise CATransferError("the bundle carries one CA key without the other (ca_key and "
+                              "peer_ca_key go together)")
+    if "peer_ca_key" in data:
+        try:
+            key = serialization.load_pem_private_key(data["peer_ca_key"].encode(),
+                                                     password=None)
+        except (ValueError, TypeError) as e:
+            raise CATransferError(f"the bundle's peer_ca_key is not a PEM private key ({e})") \
+                from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() \
+                != cert.public_key():
+            raise CATransferError("the bundle's peer CA key does not belong to its certificate")
+
+
 class DifferentCA(CATransferError):
     """This host already has another CA (or another CA key): replacing needs --force."""
 
@@ -138,32 +190,51 @@ def import_bundle(data: dict[str, str], pki_dir: Path, daemon_cert: Path, daemon
     """Install the bundle; refuses (DifferentCA) to replace a different CA or CA key unless
     `force`. Without `force` no CA file is ever overwritten: missing ones are created
     (O_EXCL-style), identical ones left as they are. Returns what was installed."""
+    _refuse_different(data, pki_dir, force)
+    _refuse_different(data, pki_dir, force, PEER)
     cert_path, key_path = ca_paths(pki_dir)
     new_cert = data["ca_certificate"].encode()
-    old_cert = cert_path.read_bytes() if cert_path.exists() else None
-    same_cert = old_cert is not None and old_cert.strip() == new_cert.strip()
-    if old_cert is not None and not same_cert and not force:
-        raise DifferentCA(f"{cert_path} holds a different CA; replacing it would cut this "
-                          "daemon off the cluster (use --force if that is what you want)")
     new_key = data["ca_key"].encode() if "ca_key" in data else None
-    if new_key is not None and key_path.exists() and not force and \
-            key_path.read_bytes().strip() != new_key.strip():
-        raise DifferentCA(f"{key_path} holds a different key than the bundle's; replacing it "
-                          "needs --force")
     ensure_private_dir(pki_dir)
+    peer_cert_path, peer_key_path = ca_paths(pki_dir, PEER)
     if new_key is not None:
+        if "peer_ca_key" in data:
+            _install(peer_key_path, data["peer_ca_key"].encode(), 0o600, force)
+            _install(peer_cert_path, data["peer_ca_certificate"].encode(), 0o644, force)
         _install(key_path, new_key, 0o600, force)
         _install(cert_path, new_cert, 0o644, force)
         expect_key(pki_dir)
         return "CA certificate and key (this daemon can lead)"
     if key_path.exists() and force:
         key_path.unlink()
+    if peer_key_path.exists() and force:
+        peer_key_path.unlink()
+    if "peer_ca_certificate" in data:
+        _install(peer_cert_path, data["peer_ca_certificate"].encode(), 0o644, force)
     _install(cert_path, new_cert, 0o644, force)
     if not key_path.exists():
         expect_key(pki_dir, False)  # following without the key is now intended
     write_private(daemon_key, data["daemon_key"].encode())
     write_atomic(daemon_cert, data["daemon_certificate"].encode())
     return "CA certificate and a daemon client certificate (this daemon can follow, not lead)"
+
+
+def _refuse_different(data: dict[str, str], pki_dir: Path, force: bool,
+                      role: str = CLIENT) -> None:
+    """DifferentCA when this host holds another CA (or CA key) of `role` than the bundle."""
+    prefix = "peer_" if role == PEER else ""
+    cert_path, key_path = ca_paths(pki_dir, role)
+    if force or f"{prefix}ca_certificate" not in data:
+        return
+    new_cert = data[f"{prefix}ca_certificate"].encode()
+    if cert_path.exists() and cert_path.read_bytes().strip() != new_cert.strip():
+        raise DifferentCA(f"{cert_path} holds a different CA; replacing it would cut this "
+                          "daemon off the cluster (use --force if that is what you want)")
+    new_key = data.get(f"{prefix}ca_key")
+    if new_key is not None and key_path.exists() and \
+            key_path.read_bytes().strip() != new_key.encode().strip():
+        raise DifferentCA(f"{key_path} holds a different key than the bundle's; replacing it "
+                          "needs --force")
 
 
 def _install(path: Path, content: bytes, mode: int, force: bool) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ckeetcd.pki.authority import CA, MEMBER_LIFETIME, CertKey
+from ckeetcd.pki.authority import CA, MEMBER_LIFETIME, PEER_CA_CERT, CertKey
 from ckeetcd.support.files import write_atomic, write_private
 
 
@@ -36,18 +36,29 @@ def write_cert_key(cert_path: Path, key_path: Path, pair: CertKey) -> None:
 
 def member_tls_files(ca: CA, name: str, address: str,
                      lifetime: dt.timedelta = MEMBER_LIFETIME,
-                     dns: tuple[str, ...] = ("localhost",)) -> dict[str, bytes]:
-    """ca.crt plus server and peer pairs for one member, both usable either way."""
+                     dns: tuple[str, ...] = ("localhost",),
+                     peer_ca: CA | None = None) -> dict[str, bytes]:
+    """ca.crt plus server and peer pairs for one member, both usable either way.
+
+    With a separate `peer_ca` the peer pair comes from it and `peer-ca.crt` (the
+    only CA the peer port trusts) is added; the server pair stays the client CA's,
+    so clients verify servers with the ca.crt that `ckecli etcd issue` hands out.
+    The server certificate keeps clientAuth: etcd's gateway dials its own gRPC
+    port with it."""
     ips = member_ips(address)
+    signer = peer_ca if peer_ca is not None else ca
     server = ca.issue(name, lifetime, server=True, client=True, ips=ips, dns=dns)
-    peer = ca.issue(name, lifetime, server=True, client=True, ips=ips)
-    return {
+    peer = signer.issue(name, lifetime, server=True, client=True, ips=ips)
+    files = {
         "ca.crt": ca.cert_pem,
         "server.crt": server.cert_pem,
         "server.key": server.key_pem,
         "peer.crt": peer.cert_pem,
         "peer.key": peer.key_pem,
     }
+    if peer_ca is not None and peer_ca is not ca:
+        files[PEER_CA_CERT] = peer_ca.cert_pem
+    return files
 
 
 def cert_sans(cert_pem: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -83,6 +94,7 @@ def member_tls_problem(
     dns: tuple[str, ...],
     renew_before: dt.timedelta,
     now: dt.datetime,
+    peer_ca_pem: bytes | None = None,
 ) -> str:
     """Why a member's installed TLS files must be (re)issued; "" when they are fine.
 
@@ -95,6 +107,12 @@ def member_tls_problem(
         return "missing"
     if ca != ca_pem:
         return "signed by another CA"
+    if peer_ca_pem is not None and peer_ca_pem != ca_pem:
+        installed = files.get(PEER_CA_CERT)
+        if installed is None:
+            return "missing"
+        if installed != peer_ca_pem or not _issued_by(peer, peer_ca_pem):
+            return "peer certificate not from the peer CA"
     for cert, key_name in ((server, "server.key"), (peer, "peer.key")):
         if key_name not in files:
             continue
@@ -113,3 +131,13 @@ def member_tls_problem(
     if left <= renew_before:
         return f"expires in {int(left.total_seconds())}s"
     return ""
+
+
+def _issued_by(cert_pem: bytes, ca_pem: bytes) -> bool:
+    """Whether the CA of `ca_pem` signed `cert_pem`."""
+    try:
+        x509.load_pem_x509_certificate(cert_pem).verify_directly_issued_by(
+            x509.load_pem_x509_certificate(ca_pem))
+    except Exception:  # ValueError, TypeError, InvalidSignature: not issued by it either way
+        return False
+    return True

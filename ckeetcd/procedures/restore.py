@@ -51,7 +51,7 @@ from ckeetcd.etcd.client import EtcdClient, EtcdError, PemTLS
 from ckeetcd.etcd.rbac import ensure_rbac, rbac_in_place
 from ckeetcd.nodes.base import RESTORE_MARKER, MemberRuntime, MemberSpec
 from ckeetcd.ops.steps import StepRecorder
-from ckeetcd.pki import CA, member_tls_files, member_tls_problem
+from ckeetcd.pki import CA, PEER_CA_CERT, member_tls_files, member_tls_problem
 from ckeetcd.procedures.restore_checks import ClusterState, SnapshotInfo, file_identity
 from ckeetcd.support.history import History
 from ckeetcd.support.polling import Backoff, Poll
@@ -141,6 +141,7 @@ class Restorer:
     say: Callable[[str], None]
     history: History | None = None
     steps: StepRecorder = field(init=False)
+    peer_ca: CA | None = None  # the cluster's own peer CA; None: one CA
 
     def __post_init__(self) -> None:
         # the ops' recorder: the same step-begin/step-end records and op_step lines
@@ -184,7 +185,8 @@ class Restorer:
             await self._ensure_tls(desired)
         specs = [MemberSpec(name=d.name, client_url=d.client_url, peer_url=d.peer_url,
                             cluster_token=desired.cluster_name,
-                            initial_cluster=plan.initial_cluster(), initial_state="new")
+                            initial_cluster=plan.initial_cluster(), initial_state="new",
+                            peer_trust=PEER_CA_CERT if self.peer_ca else "ca.crt")
                  for d in desired.members]
         async with self.steps.step("restore-data", snapshot=str(plan.snapshot.path)):
             # Checked once already (the hash, when there is one): etcdutl need not hash the
@@ -217,14 +219,17 @@ class Restorer:
         cfg = self.plan.config
         now = dt.datetime.now(dt.timezone.utc)
         for d in desired.members:
-            files = {f: await self.runtime.read_tls(d.name, f)
-                     for f in ("ca.crt", "server.crt", "peer.crt")}
-            problem = member_tls_problem(files, self.ca.cert_pem, d.address, desired.member_dns,
-                                         cfg.tls.member_cert_renew_before, now)
+            names = ("ca.crt", "server.crt", "peer.crt") + ((PEER_CA_CERT,) if self.peer_ca
+                                                            else ())
+            files = {f: await self.runtime.read_tls(d.name, f) for f in names}
+            problem = member_tls_problem(
+                files, self.ca.cert_pem, d.address, desired.member_dns,
+                cfg.tls.member_cert_renew_before, now,
+                peer_ca_pem=self.peer_ca.cert_pem if self.peer_ca else None)
             if problem:
                 await self.runtime.install_tls(d.name, member_tls_files(
                     self.ca, d.name, d.address, cfg.tls.member_cert_lifetime,
-                    desired.member_dns))
+                    desired.member_dns, peer_ca=self.peer_ca))
                 self.say(f"issued member certificates for {d.name} ({problem})")
 
     async def _wait_healthy(self, desired: Desired, timeout: float) -> str:

@@ -12,7 +12,8 @@ Names (all prefixed `ckeetcd_`; docs/operator-guide.md lists them with labels):
 members, has_quorum, leader, leader_changes_total, member_healthy,
 db_size_bytes, db_size_in_use_bytes, alarms, ops_total, op_duration_seconds,
 cycles_total, cycle_duration_seconds, phase, paused, cert_expiry_seconds,
-member_cert_expiry_timestamp_seconds, last_backup_success_timestamp_seconds,
+member_cert_expiry_timestamp_seconds, ca_expiry_timestamp_seconds,
+daemon_cert_expiry_timestamp_seconds, last_backup_success_timestamp_seconds,
 member_version_info, cluster_version_info, member_known_bad_release, auth_held.
 """
 
@@ -24,6 +25,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -33,6 +35,9 @@ from ckeetcd.core.config import Config
 from ckeetcd.core.etcdversions import known_bad, parse_version
 from ckeetcd.core.kinds import Phase
 from ckeetcd.core.model import Desired, Observed
+from ckeetcd.pki import CLIENT, PEER, ca_paths
+from ckeetcd.pki.expiry import not_after_of
+from ckeetcd.tasks.daemoncert import daemon_tls
 
 MEMBER_STATES = ("healthy", "unhealthy", "learner")
 ALARMS = ("NOSPACE", "CORRUPT")
@@ -97,6 +102,12 @@ class Metrics:
                                ["member", "version"], registry=r)
         self.auth_held = Gauge("ckeetcd_auth_held", "1 while members run more than one "
                                "etcd minor, so no auth change is written", registry=r)
+        self.ca_expiry = Gauge("ckeetcd_ca_expiry_timestamp_seconds", "When the cluster's "
+                               "CA of each role (client, peer) expires (Unix time; NaN: no "
+                               "such CA on this host)", ["role"], registry=r)
+        self.daemon_cert_expiry = Gauge("ckeetcd_daemon_cert_expiry_timestamp_seconds",
+                                        "When this daemon's root client certificate "
+                                        "expires (Unix time; NaN until it exists)", registry=r)
         self._lock = threading.Lock()
         self._earliest_expiry = math.nan
         self._backup_recorded = 0.0
@@ -155,6 +166,20 @@ class Metrics:
             paused = observed.paused or (desired is not None and desired.paused)
             self.paused.set(1 if paused else 0)
 
+    def watch_trust(self, config: Callable[[], Config]) -> None:
+        """CA and daemon certificate expiry, read from the files at each scrape (a
+        renewed certificate shows at once, and nothing is read between scrapes)."""
+        def reading(path_of: Callable[[Config], Path]) -> Callable[[], float]:
+            def read() -> float:
+                t = not_after_of(path_of(config()))
+                return t.timestamp() if t is not None else math.nan
+            return read
+        def ca_cert(role: str) -> Callable[[Config], Path]:
+            return lambda c: ca_paths(c.cluster.pki_dir, role)[0]
+        for role in (CLIENT, PEER):
+            self.ca_expiry.labels(role).set_function(reading(ca_cert(role)))
+        self.daemon_cert_expiry.set_function(reading(lambda c: daemon_tls(c).cert))
+
     def op_finished(self, op: str, outcome: str, duration: float) -> None:
         self.ops.labels(op, outcome).inc()
         self.op_duration.labels(op).observe(duration)
@@ -206,6 +231,7 @@ class MetricsTask:
         self._scan = backup_scan
         if backup_scan is not None:
             metrics.backup_scan = lambda: backup_scan(self.config)
+        metrics.watch_trust(lambda: self.config)
         self._changed = asyncio.Event()
         self._server: Any = None
         self._serving: tuple[str, int] | None = None
