@@ -6,7 +6,8 @@ the machine's /tmp. So, in this order (`SETUP`, a shell script run by
 `unshare --fork --pid --mount --mount-proc`):
 
 1. `mount --make-rprivate /`: no mount made here propagates out;
-2. a tmpfs on every place anything in the lab may write to (`WRITABLE`),
+2. a tmpfs on every place anything in the lab may write to (`WRITABLE`), a
+   private /dev (a tmpfs with a few device nodes bound in: `DEVICES`),
    /etc replaced by a tmpfs copy of itself (so the lab may install into
    /etc/ckeetcd and /etc/systemd/system without touching the machine's),
    and the test's share folder bind-mounted read-only at /run/lab-share;
@@ -44,7 +45,12 @@ MASKED = ("sysinit.target", "basic.target", "sockets.target", "timers.target", "
           "local-fs.target", "local-fs-pre.target", "remote-fs.target", "swap.target",
           "network.target", "network-online.target", "network-pre.target",
           "getty.target", "multi-user.target", "graphical.target", "default.target",
-          "rescue.target", "emergency.target", "cryptsetup.target", "sysinit-pre.target")
+          "rescue.target", "emergency.target", "cryptsetup.target", "sysinit-pre.target",
+          # journald runs (`journald()`), but without /dev/log or the kernel's audit feed
+          "systemd-journald-dev-log.socket", "systemd-journald-audit.socket")
+# The lab's /dev is a tmpfs with only these of the machine's device nodes bound in (and
+# its ptys): nothing in the lab can create /dev/log or write the kernel log.
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty", "ptmx")
 _labs = itertools.count()
 
 SETUP = r"""
@@ -58,6 +64,18 @@ mount -t tmpfs -o mode=0755 lab-units /etc/systemd/system
 if [ -n "${{LAB_SHARE:-}}" ]; then
     mount --bind "$LAB_SHARE" {share} && mount -o remount,bind,ro {share}
 fi
+mkdir -p /run/lab-dev
+mount -t tmpfs -o mode=0755,nosuid lab-dev /run/lab-dev
+for n in {devices}; do
+    touch /run/lab-dev/$n && mount --bind /dev/$n /run/lab-dev/$n
+done
+mkdir -p /run/lab-dev/pts /run/lab-dev/shm /run/lab-dev/mqueue
+mount --rbind /dev/pts /run/lab-dev/pts
+ln -s /proc/self/fd /run/lab-dev/fd
+ln -s /proc/self/fd/0 /run/lab-dev/stdin
+ln -s /proc/self/fd/1 /run/lab-dev/stdout
+ln -s /proc/self/fd/2 /run/lab-dev/stderr
+mount --move /run/lab-dev /dev
 for d in {writable}; do
     if [ -d "$d" ]; then mount -t tmpfs -o mode=0755 lab-tmp "$d"; fi
 done
@@ -78,8 +96,8 @@ if [ "${{LAB_DRY_RUN:-}}" = 1 ]; then
     exit 0
 fi
 exec env container=lab {tag_env}="$LAB_TAG" {systemd} --system --unit=lab.target
-""".format(share=SHARE, writable=" ".join(WRITABLE), masked=" ".join(MASKED),
-           tag_env=TAG_ENV, systemd=SYSTEMD)
+""".format(share=SHARE, devices=" ".join(DEVICES), writable=" ".join(WRITABLE),
+           masked=" ".join(MASKED), tag_env=TAG_ENV, systemd=SYSTEMD)
 
 
 def available() -> str | None:
@@ -227,6 +245,14 @@ class SystemdLab:
                              "--type=service,scope,socket,timer,path,mount,automount,swap").stdout
         return [line.split()[0] for line in out.splitlines()
                 if line.strip() and line.split()[2] != "inactive"]
+
+    def journald(self) -> None:
+        """Start systemd-journald (volatile: /run/log/journal; its /dev/log socket and
+        audit feed stay masked)."""
+        self.systemctl("start", "systemd-journald.service")
+
+    def journal(self, *args: str) -> str:
+        return self.run("journalctl", "--no-pager", *args, check=False).stdout
 
     def close(self) -> None:
         if self.pid:
