@@ -272,3 +272,100 @@ def test_enable_now_returns_once_etcd_serves_with_rbac(node: Node) -> None:
     assert running - BASE_UNITS <= {"ckeetcd.service", "lab-apiserver.service",
                                     "systemd-journald.service", "systemd-journald.socket",
                                     "systemd-journald-dev-log.socket"}, running
+
+
+def member_pids(node: Node) -> dict[int, str]:
+    """etcd PID (in the lab) -> member name."""
+    out = node.lab.sh("for p in $(pidof etcd); do echo $p $(tr '\\0' ' ' < /proc/$p/cmdline); "
+                      "done").stdout
+    pids = {}
+    for line in out.splitlines():
+        pid, *argv = line.split()
+        name = next(a.split("=", 1)[1] for a in argv if a.startswith("--name="))
+        pids[int(pid)] = name
+    return pids
+
+
+def main_pid(node: Node) -> int:
+    return int(node.lab.systemctl("show", "ckeetcd", "-p", "MainPID", "--value").stdout)
+
+
+def started(node: Node) -> Node:
+    """The node with ckeetcd running (the first test started it; alone, start it here)."""
+    if node.lab.systemctl("is-active", "ckeetcd", check=False).stdout.strip() != "active":
+        node.step("systemctl daemon-reload && systemctl enable --now ckeetcd")
+    wait_for(lambda: len(member_pids(node)) == 3, 60, "three members")
+    return node
+
+
+@pytest.mark.etcd
+def test_members_run_under_the_units_sandbox(node: Node) -> None:
+    started(node)
+    for pid in member_pids(node):
+        status = dict(line.split(":\t", 1) for line in node.lab.run(
+            "cat", f"/proc/{pid}/status").stdout.splitlines() if ":\t" in line)
+        assert status["NoNewPrivs"].strip() == "1", status
+        assert status["Seccomp"].strip() == "2", status  # SystemCallFilter in force
+        assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0, status
+        cgroup = node.lab.run("cat", f"/proc/{pid}/cgroup").stdout
+        assert "/system.slice/ckeetcd.service" in cgroup, cgroup
+
+
+@pytest.mark.etcd
+def test_status_shows_the_phase_and_reload_waits_for_ready(node: Node) -> None:
+    started(node)
+    wait_for(lambda: 'Status: "steady"' in node.lab.systemctl("status", "ckeetcd",
+                                                             check=False).stdout,
+             60, "systemctl status showing the steady phase")
+    before = len(journal_events(node.lab))
+    node.lab.systemctl("reload", "ckeetcd")
+    # the reload job ended on READY=1, sent once the loop read the config again
+    events = [e["event"] for e in journal_events(node.lab)[before:]]
+    assert "config_reloaded" in events, events
+    assert node.lab.systemctl("is-active", "ckeetcd", check=False).stdout.strip() == "active"
+    lines = node.lab.journal("-u", "ckeetcd", "-o", "cat", "--grep", "^Reload")
+    assert "Reloading" in lines and "Reloaded" in lines, lines
+
+
+@pytest.mark.etcd
+def test_stop_leaves_members_running_and_start_adopts_them(node: Node) -> None:
+    started(node)
+    members = member_pids(node)
+    before = len(journal_events(node.lab))
+    node.lab.systemctl("stop", "ckeetcd")
+    assert node.lab.systemctl("is-active", "ckeetcd", check=False).stdout.strip() == "inactive"
+    assert member_pids(node) == members
+    node.lab.systemctl("start", "ckeetcd")
+    assert member_pids(node) == members
+    adopted = journal_events(node.lab)[before:]
+    assert "daemon_started" in [e["event"] for e in adopted]
+    assert not [e for e in adopted if e.get("event") == "op"
+                and e.get("op") in ("start-member", "restart-member")], "a member restarted"
+
+
+@pytest.mark.etcd
+def test_watchdog_kills_a_hung_loop_and_the_new_daemon_adopts_the_members(node: Node) -> None:
+    started(node)
+    members = member_pids(node)
+    node.lab.write("/etc/systemd/system/ckeetcd.service.d/lab-watchdog.conf",
+                   "[Service]\nWatchdogSec=3s\n"
+                   "Environment=CKEETCD_FAILPOINT=loop-hang:/run/lab-hang\n")
+    node.lab.systemctl("daemon-reload")
+    node.lab.systemctl("restart", "ckeetcd")
+    hung = main_pid(node)
+    restarts = int(node.lab.systemctl("show", "ckeetcd", "-p", "NRestarts", "--value").stdout)
+    try:
+        node.lab.run("touch", "/run/lab-hang")
+        wait_for(lambda: main_pid(node) != hung, 30, "the watchdog to kill the hung daemon",
+                 interval=0.05)
+    finally:
+        node.lab.run("rm", "-f", "/run/lab-hang")  # before RestartSec=2s ends
+        node.lab.run("rm", "-f", "/etc/systemd/system/ckeetcd.service.d/lab-watchdog.conf")
+        node.lab.systemctl("daemon-reload")
+    journal = node.lab.journal("-u", "ckeetcd", "-o", "cat", "-n", "200")
+    assert "Watchdog timeout" in journal, journal
+    wait_for(lambda: node.lab.systemctl("is-active", "ckeetcd", check=False).stdout.strip()
+             == "active", 60, "the restarted daemon READY")
+    assert int(node.lab.systemctl("show", "ckeetcd", "-p", "NRestarts",
+                                  "--value").stdout) == restarts + 1
+    assert member_pids(node) == members  # adopted, not restarted
