@@ -369,3 +369,46 @@ def test_watchdog_kills_a_hung_loop_and_the_new_daemon_adopts_the_members(node: 
     assert int(node.lab.systemctl("show", "ckeetcd", "-p", "NRestarts",
                                   "--value").stdout) == restarts + 1
     assert member_pids(node) == members  # adopted, not restarted
+
+
+@pytest.mark.etcd
+def test_journalctl_priority_shows_exactly_the_warnings_and_errors(node: Node) -> None:
+    started(node)
+    good = node.lab.run("cat", "/etc/ckeetcd/ckeetcd.toml").stdout
+    node.lab.write("/etc/ckeetcd/ckeetcd.toml", good + "\n[daemon]\nbogus = 1\n", mode="0600")
+    try:
+        node.lab.systemctl("reload", "ckeetcd")
+        wait_for(lambda: [e for e in journal_events(node.lab) if e["event"] ==
+                          "config_rejected"], 30, "config_rejected in the journal")
+    finally:
+        node.lab.write("/etc/ckeetcd/ckeetcd.toml", good, mode="0600")
+        node.lab.systemctl("reload", "ckeetcd")
+    everything = journal_events(node.lab)
+    assert not [e for e in everything if "level" not in e]
+    loud = [e for e in everything if e["level"] in ("warning", "error", "critical")]
+    shown = journal_events(node.lab, "-p", "warning")
+    assert shown == loud and any(e["event"] == "config_rejected" for e in shown), shown
+    # journald stripped the prefix: `-o cat` gives the JSON lines of the log contract
+    raw = node.lab.journal("-u", "ckeetcd", "-o", "cat", "-p", "warning")
+    assert raw and all(line.startswith("{") for line in raw.splitlines() if line), raw
+    assert "config_rejected" in node.lab.journal("-u", "ckeetcd", "-p", "err", "-o", "cat")
+
+
+# The operator guide's line for every step of one operation (here: n2's start at bootstrap)
+# (-R with fromjson?: systemd's own lines in the unit's journal are not JSON)
+ONE_OP = ("journalctl -u ckeetcd -o cat | jq -cR 'fromjson? | select(.op == \"start-member\" "
+          "and .targets == \"n2\") | {event, step, outcome}'")
+
+
+@pytest.mark.etcd
+def test_one_journalctl_line_finds_every_step_of_an_operation(node: Node) -> None:
+    started(node)
+    lines = [json.loads(line) for line in node.lab.sh(ONE_OP).stdout.splitlines()]
+    steps = [e for e in lines if e["event"] == "op_step"]
+    assert steps and all(e["outcome"] == "ok" for e in steps), lines
+    assert lines[-1] == {"event": "op", "step": None, "outcome": "ok"}, lines
+    history = node.lab.run("ckeetcd", "history", "--output", "json").stdout
+    recorded = [json.loads(line) for line in history.splitlines() if line.startswith("{")]
+    want = [r["step"] for r in recorded if r.get("event") == "step-end"
+            and r.get("op") == "start-member" and r.get("targets") == "n2"]
+    assert [e["step"] for e in steps] == want
