@@ -417,3 +417,32 @@ def test_one_journalctl_line_finds_every_step_of_an_operation(node: Node) -> Non
     want = [r["step"] for r in recorded if r.get("event") == "step-end"
             and r.get("op") == "start-member" and r.get("targets") == "n2"]
     assert [e["step"] for e in steps] == want
+
+
+@pytest.mark.etcd
+def test_member_unit_runs_etcd_from_its_environment_file(lab: systemdlab.SystemdLab) -> None:
+    """systemd/ckeetcd-member@.service as the daemon uses it over SSH: an environment file
+    with the binary and the flags, `systemctl start`, `systemctl stop`. (The daemon
+    driving it on an SSH node of the namespace lab is not shown yet.)"""
+    etcd = etcd_binary()
+    block = next_block()
+    lab.sh(f"cp {etcd} {etcd.parent / 'etcdctl'} /usr/local/bin/")
+    lab.write("/etc/systemd/system/ckeetcd-member@.service",
+              (REPO / "systemd" / "ckeetcd-member@.service").read_text())
+    url, peer = f"http://{block}.1:2379", f"http://{block}.1:2380"
+    flags = (f"--name=x1 --data-dir=/var/lib/ckeetcd/x1 --listen-client-urls={url} "
+             f"--advertise-client-urls={url} --listen-peer-urls={peer} "
+             f"--initial-advertise-peer-urls={peer} --initial-cluster=x1={peer}")
+    lab.write("/etc/ckeetcd/member-x1.env", "CKEETCD_ETCD_BINARY=/usr/local/bin/etcd\n"
+              f"CKEETCD_ETCD_FLAGS={flags}\n", mode="0600")
+    lab.systemctl("daemon-reload")
+    lab.systemctl("start", "ckeetcd-member@x1")
+    wait_for(lambda: lab.run("etcdctl", f"--endpoints={url}", "endpoint", "health",
+                             check=False).returncode == 0, 60, "the member unit's etcd")
+    cmdline = lab.sh("tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value "
+                     "ckeetcd-member@x1)/cmdline").stdout.split()
+    assert cmdline == ["/usr/local/bin/etcd", *flags.split()]  # exec'd: no shell left over
+    lab.systemctl("stop", "ckeetcd-member@x1")
+    assert lab.systemctl("is-active", "ckeetcd-member@x1", check=False).stdout.strip() \
+        == "inactive"
+    assert not lab.run("pidof", "etcd", check=False).stdout.strip()
