@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ckeetcd.logs import PRIORITIES
+from ckeetcd.support.logs import PRIORITIES
 
 SCRIPT = """
-from ckeetcd import logs
+from ckeetcd.support import logs
 logs.configure("json")
 log = logs.get()
 log.debug("d"); log.info("i", n=1); log.warning("w"); log.error("e"); log.critical("c")

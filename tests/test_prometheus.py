@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ckeetcd.metrics import Metrics
+from ckeetcd.tasks.metrics import Metrics
 from tests.harness import Cluster, wait_for
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""READY=1 means the cluster serves (ckeetcd.readiness): a table over observed states."""
+"""READY=1 means the cluster serves (ckeetcd.core.readiness): a table over observed states."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from types import MappingProxyType
 
 import pytest
 
-from ckeetcd.model import Health, Observed
-from ckeetcd.readiness import start_status, waiting_for
+from ckeetcd.core.model import Health, Observed
+from ckeetcd.core.readiness import start_status, waiting_for
 from tests.builders import cluster, mid
 
 

@@ -16,7 +16,7 @@ Until then STATUS= says which of these is missing. Pure: no I/O.
 
 from __future__ import annotations
 
-from ckeetcd.model import Observed
+from ckeetcd.core.model import Observed
 
 
 def waiting_for(observed: Observed) -> str:
