@@ -101,8 +101,13 @@ def test_sd_notify_ready_reload_status_watchdog_stopping(make_cluster, tmp_path:
     # Only the daemon itself spoke: its etcd members (which would send READY=1 on
     # their own) never saw NOTIFY_SOCKET.
     assert {pid for _, pid, _ in notify.messages} == {daemon.pid}
-    ready = next(m for _, _, m in notify.messages if m.startswith("READY=1"))
-    assert "STATUS=" in ready
+    # READY=1 waited for the cluster to serve: STATUS said so while starting, and
+    # READY's own STATUS is the phase of a serving cluster.
+    first = next(i for i, (_, _, m) in enumerate(notify.messages) if m.startswith("READY=1"))
+    before = [m for _, _, m in notify.messages[:first] if m.startswith("STATUS=")]
+    assert any(m.startswith("STATUS=starting: ") for m in before), before
+    ready = notify.messages[first][2]
+    assert "STATUS=" in ready and "STATUS=starting" not in ready, ready
 
 
 def test_watchdog_pings_stop_when_the_loop_hangs(make_cluster, tmp_path: Path  # type: ignore[no-untyped-def]

@@ -22,6 +22,7 @@ from ckeetcd.core.config import Config, ConfigError, load_config
 from ckeetcd.core.kinds import SETTLED_PHASES, Phase
 from ckeetcd.core.model import Decision, Desired, Observed
 from ckeetcd.core.planner import plan
+from ckeetcd.core.readiness import start_status
 from ckeetcd.loop.daemonca import EXIT_REFUSED
 from ckeetcd.loop.env import Env, make_env
 from ckeetcd.loop.runner import run_ops
@@ -75,7 +76,8 @@ class Daemon:
         self._config_watched = False
         self.cycle = 0
         self.notify = Notifier.from_env()  # systemd: READY, RELOADING, STOPPING, WATCHDOG
-        self._ready = False  # READY=1 sent (after the first cycle, again after reloads)
+        self._started = False  # the first READY=1 was sent: the cluster served
+        self._ready = False  # READY=1 sent (once serving, again after reloads)
 
     # ---- signals and reload --------------------------------------------------
     def request_stop(self) -> None:
@@ -219,7 +221,7 @@ class Daemon:
                 if changed or ran_ops:
                     last_change = now
                 last_sig, last_phase = sig, decision.phase
-                self._notify_cycle(decision)
+                self._notify_cycle(decision, observed)
                 if os.environ.get(FAILPOINT_ENV, "") == "loop-slow":  # tests: a long tail
                     await asyncio.sleep(1.0)
                 pause = self.config.daemon.probe_interval
@@ -269,10 +271,13 @@ class Daemon:
         )
         return bool(decision.ops), ok
 
-    def _notify_cycle(self, decision: Decision) -> None:
-        """systemd: READY=1 once a cycle is done (first, after a reload), STATUS, WATCHDOG."""
+    def _notify_cycle(self, decision: Decision, observed: Observed) -> None:
+        """systemd: the first READY=1 once the cluster serves (ckeetcd.core.readiness), again
+        after a cycle on a reloaded config; STATUS with the phase; WATCHDOG."""
         status = f"{decision.phase}: {decision.reason}" if decision.reason else decision.phase
-        if not self._ready:
+        if not self._started:
+            self._started, status = start_status(observed, status)
+        if self._started and not self._ready:
             self._ready = True
             self.notify.ready(status)
         else:

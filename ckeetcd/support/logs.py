@@ -34,6 +34,34 @@ def effective_format() -> str:
     return _settings["fmt"] or ("console" if sys.stderr.isatty() else "json")
 
 
+# syslog priorities journald reads from a `<N>` line prefix (sd-daemon(3))
+PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "exception": 3,
+              "critical": 2}
+
+
+def journal_stream(stream: TextIO, journal: str | None) -> bool:
+    """Whether `stream` is the journal stream named by JOURNAL_STREAM ("DEV:INODE")."""
+    if not journal:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError):
+        return False
+    return journal == f"{st.st_dev}:{st.st_ino}"
+
+
+def with_priority(renderer: Any) -> Any:
+    """Prefix each rendered event with `<N>`, its level's priority: `journalctl -p warning`
+    then shows exactly the warnings and errors. journald strips the prefix, so `-o cat`
+    reads the same JSON line as any other output."""
+
+    def render(logger: Any, name: str, event: dict[str, Any]) -> str:
+        priority = PRIORITIES.get(str(event.get("level", "info")), 6)
+        return f"<{priority}>{renderer(logger, name, event)}"
+
+    return render
+
+
 def _apply() -> None:
     global _configured
     import logging
@@ -46,6 +74,8 @@ def _apply() -> None:
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    if journal_stream(_stream or sys.stderr, os.environ.get("JOURNAL_STREAM")):
+        renderer = with_priority(renderer)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -7,7 +7,7 @@ members the daemon starts never talk to systemd in its name. Outside systemd
 leading '@'. Sending never raises: a notification that cannot be delivered
 is dropped (systemd acts on the missing READY or WATCHDOG by itself).
 
-The daemon sends READY=1 after its first completed cycle, RELOADING=1 and
+The daemon sends READY=1 once the cluster serves (ckeetcd.core.readiness), RELOADING=1 and
 READY=1 around a config reload, STOPPING=1 on SIGTERM, STATUS= with the
 phase, and WATCHDOG=1 from its control loop (`ping()`, at most every half of
 WATCHDOG_USEC): a loop that hangs stops pinging, and systemd restarts it.
