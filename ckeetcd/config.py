@@ -12,7 +12,7 @@ import ipaddress
 import math
 import os
 import re
-import sys
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +27,6 @@ from ckeetcd.keyspace import (
 )
 from ckeetcd.syspaths import character_problem, system_dir_problem
 from ckeetcd.textcheck import quote, refused_char, show
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 DEFAULT_CONFIG_PATH = Path("/etc/ckeetcd/ckeetcd.toml")
 CONFIG_ENV = "CKEETCD_CONFIG"

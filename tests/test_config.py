@@ -24,7 +24,7 @@ from ckeetcd.config import (
     ConfigError,
     load_config,
     parse_config,
-    tomllib,  # the stdlib's, or tomli before 3.11
+    tomllib,
 )
 
 CONFIG = Path("/srv/ckeetcd/conf/ckeetcd.toml")
