@@ -29,8 +29,6 @@ from ckeetcd.etcd.snapshot import verify
 from ckeetcd.nodes.local import resolve_etcdutl_binary
 from tests.harness import Cluster, wait_for
 
-pytestmark = pytest.mark.etcd
-
 CREATED = re.compile(r"^created backup (etcd-\d{8}-\d{6}\.backup)$")
 
 

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import MutableMapping
+from typing import Any
 
 import pytest
+import structlog
 
 from ckeetcd.daemoncert import daemon_tls
 from ckeetcd.election import LEADER_KEY, Leadership, NotLeader
 from ckeetcd.etcd import ClientPool
 from ckeetcd.etcd import lease as leases
 from ckeetcd.model import Decision, Op
-from tests.harness import Cluster, ListLog
+from tests.harness import Cluster
 
 
-def test_one_leader_and_a_deposed_leader_cannot_act(cluster: Cluster) -> None:
+def test_one_leader_and_a_deposed_leader_cannot_act(
+        cluster: Cluster, logs: list[MutableMapping[str, Any]]) -> None:
     base = cluster.config
     _, observed = cluster.observe()
     decision = Decision("member-add", (Op("add-member", member="x"),
@@ -27,7 +31,7 @@ def test_one_leader_and_a_deposed_leader_cannot_act(cluster: Cluster) -> None:
         for name in ("a", "b"):
             cfg = dataclasses.replace(base, daemon=dataclasses.replace(
                 base.daemon, election=True, id=name, lease_ttl=2))
-            made.append(Leadership(cfg, pool, ListLog()))
+            made.append(Leadership(cfg, pool, structlog.get_logger().bind(daemon=name)))
         a, b = made
         try:
             for x in (a, b):
@@ -57,7 +61,7 @@ def test_one_leader_and_a_deposed_leader_cannot_act(cluster: Cluster) -> None:
             with pytest.raises(NotLeader):
                 await a.fence(decision.ops[0])  # the fence Txn sees the new term
             assert not a.leading()
-            assert "leadership_lost" in a.log.names()
+            assert "leadership_lost" in [e["event"] for e in logs if e.get("daemon") == "a"]
             await b.resign()  # a clean stop hands over at once
             assert await leases.current(client, LEADER_KEY) is None
         finally:
