@@ -12,9 +12,9 @@ warm-up run each (fresh processes every time, as an operator's shell would):
     made by `pki.CA.issue` on cryptography.x509, the daemon's own issuer);
 - the same `issue` command without `logs.configure()` (the structlog + rich
   import that `ckeetcd.cli.main` does for every command), to show what it costs;
-- the same `issue` command with the whole argparse tree built instead of only
-  the named command (what `cli/main.py`'s selective parser saves per process),
-  and both parsers timed in-process (median of 200 builds + parses);
+- the argparse parser of cli/main.py built and an `issue` command line parsed,
+  in-process (median of 200): what a proxy that built only the named command
+  could save at most (issue 13 dropped that proxy: it saved 10-20 ms);
 - `ckecli etcd user-add USER PREFIX` for a new user on a real 3-member TLS
   cluster, against the etcdctl sequence that does the same (`user add
   --no-password`, `role add`, `role grant-permission --prefix`, `user
@@ -63,13 +63,6 @@ NO_LOGS = (
     "args = build_parser('ckecli').parse_args(normalize_go_flags(sys.argv[1:]))\n"
     "from ckeetcd.cli.certs import issue\n"
     "sys.exit(issue(args))\n"
-)
-# `ckecli` with the selective parser turned off: every subparser is built.
-FULL_PARSER = (
-    "import sys\n"
-    "from ckeetcd.cli import main as m\n"
-    "m.build_parser = lambda prog='ckeetcd', argv=(): m._build(prog, [])\n"
-    "sys.exit(m.ckecli_main())\n"
 )
 TARGET_ISSUE_VS_ETCDCTL_VERSION = 2.5
 
@@ -136,10 +129,6 @@ def bench_issue(work: Path, runs: int) -> dict[str, object]:
         run([sys.executable, "-c", NO_LOGS, "etcd", "issue", "-ttl=24h", "-output=json",
              f"app{i}"], env)
 
-    def ckecli_issue_full_parser(i: int) -> None:
-        run([sys.executable, "-c", FULL_PARSER, "etcd", "issue", "-ttl=24h", "-output=json",
-             f"app{i}"], env)
-
     def openssl_issue(i: int) -> None:
         key, csr, crt = out / f"{i}.key", out / f"{i}.csr", out / f"{i}.crt"
         run([OPENSSL, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
@@ -154,10 +143,10 @@ def bench_issue(work: Path, runs: int) -> dict[str, object]:
         run([ETCDCTL, "version"], env)
 
     got = timed({"issue": ckecli_issue, "no_logs": ckecli_issue_no_logs,
-                 "full_parser": ckecli_issue_full_parser, "openssl": openssl_issue,
+                 "openssl": openssl_issue,
                  "version": etcdctl_version,
                  "python": lambda i: run([sys.executable, "-c", "pass"], env)}, runs)
-    issue, no_logs, full_parser = got["issue"], got["no_logs"], got["full_parser"]
+    issue, no_logs = got["issue"], got["no_logs"]
     openssl, version, python = got["openssl"], got["version"], got["python"]
     # the baseline does the same job: its certificate verifies against the CA
     run([OPENSSL, "verify", "-CAfile", str(ca_crt), "-purpose", "sslclient",
@@ -165,7 +154,6 @@ def bench_issue(work: Path, runs: int) -> dict[str, object]:
     return {
         "ckecli_issue": issue,
         "ckecli_issue_without_logs_configure": no_logs,
-        "ckecli_issue_full_parser": full_parser,
         "parser_in_process_ms": parser_in_process(),
         "openssl_key_csr_sign": openssl,
         "etcdctl_version": version,
@@ -176,19 +164,13 @@ def bench_issue(work: Path, runs: int) -> dict[str, object]:
         "ratio_issue_vs_etcdctl_version_of_cpu": ratio(issue, version, "cpu_median_s"),
         "target_issue_vs_etcdctl_version": TARGET_ISSUE_VS_ETCDCTL_VERSION,
         "target_met": ratio(issue, version) <= TARGET_ISSUE_VS_ETCDCTL_VERSION,
-        "selective_parser_saves_ms": round(
-            (float(full_parser["median_s"]) - float(issue["median_s"])) * 1000, 1),
-        "selective_parser_saves_ms_of_min": round(
-            (float(full_parser["min_s"]) - float(issue["min_s"])) * 1000, 1),
-        "selective_parser_saves_cpu_ms": round(
-            (float(full_parser["cpu_median_s"]) - float(issue["cpu_median_s"])) * 1000, 1),
         "ratio_issue_without_logs_vs_etcdctl_version": ratio(no_logs, version),
         "ratio_issue_without_logs_vs_openssl": ratio(no_logs, openssl),
     }
 
 
 def parser_in_process(n: int = 200) -> dict[str, float]:
-    """Median ms to build the parser and parse an `issue` command line, selective vs whole."""
+    """Median ms to build the whole parser and parse an `issue` command line."""
     from ckeetcd.cli import main as m
 
     argv = m.normalize_go_flags(["etcd", "issue", "-ttl=24h", "-output=json", "app"])
@@ -201,10 +183,7 @@ def parser_in_process(n: int = 200) -> dict[str, float]:
             samples.append(time.perf_counter() - t)
         return round(statistics.median(samples) * 1000, 2)
 
-    selective = median_ms(lambda: m.build_parser("ckecli", argv).parse_args(argv))
-    whole = median_ms(lambda: m._build("ckecli", []).parse_args(argv))  # type: ignore[union-attr]
-    return {"selective_ms": selective, "whole_tree_ms": whole,
-            "saves_ms": round(whole - selective, 2)}
+    return {"whole_tree_ms": median_ms(lambda: m.build_parser("ckecli").parse_args(argv))}
 
 
 def bench_user_add(work: Path, runs: int) -> dict[str, object]:
