@@ -66,14 +66,14 @@ def _etcd_commands(sub: Any) -> None:
     p = sub.add_parser("root-issue", help="issue a root client certificate valid 2 hours")
     _common(p)
     p.add_argument("--output", choices=["json", "file"], default="json")
-    p.set_defaults(func="ckeetcd.cli.certs:root_issue")
+    p.set_defaults(func="ckeetcd.cli.certs:root_issue", no_grpc=True)
 
     p = sub.add_parser("issue", help="issue a client certificate for USER")
     _common(p)
     p.add_argument("--ttl", default="87600h", help="Go duration (default 87600h = 10 years)")
     p.add_argument("--output", choices=["json", "file"], default="json")
     p.add_argument("user", metavar="USER")
-    p.set_defaults(func="ckeetcd.cli.certs:issue")
+    p.set_defaults(func="ckeetcd.cli.certs:issue", no_grpc=True)
 
     p = sub.add_parser("user-add", help="add USER with readwrite on PREFIX only")
     _common(p)
@@ -254,8 +254,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "ckeetcd",
     logs.configure(args.log_format)
     if process:
         os.environ.setdefault("GRPC_VERBOSITY", logs.GRPC_VERBOSITY_DEFAULT)
-        if logs.effective_format() == "json":
-            logs.capture_native_stderr()  # grpc's own lines become events too
+        # grpc's own lines become events too; a command that never loads grpc skips
+        # it (its reader thread imports structlog: ~100 ms of CPU, bench/cli_latency.py)
+        if logs.effective_format() == "json" and not getattr(args, "no_grpc", False):
+            logs.capture_native_stderr()
     try:
         return _resolve(args.func)(args)
     except UsageError as e:
