@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import structlog
+from ckeetcd.loop.startup import can_lead, daemon_ca
 from structlog.testing import capture_logs
 
 from ckeetcd.cli.main import main
-from ckeetcd.config import load_config
-from ckeetcd.daemon import can_lead, daemon_ca
+from ckeetcd.core.config import load_config
 from ckeetcd.pki import ensure_ca
 from tests.harness import names
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import structlog
 
+from ckeetcd.core.model import Decision, Observed, Op, election_hint
 from ckeetcd.etcd.client import EtcdError
-from ckeetcd.history import History
-from ckeetcd.model import Decision, Observed, Op, election_hint
+from ckeetcd.loop.runner import run_ops
 from ckeetcd.ops import OPS, OpContext
-from ckeetcd.runner import run_ops
+from ckeetcd.support.history import History
 from tests.builders import cluster, mid
 from tests.harness import named
 

@@ -15,7 +15,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from ckeetcd.keymodes import key_files, scan
+from ckeetcd.tasks.keymodes import key_files, scan
 from tests.harness import Cluster, wait_for
 
 

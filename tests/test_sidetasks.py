@@ -8,7 +8,7 @@ from typing import Any
 import structlog
 from structlog.testing import capture_logs
 
-from ckeetcd.sidetasks import LeaderOnly
+from ckeetcd.loop.sidetasks import LeaderOnly
 
 
 class Recorder:

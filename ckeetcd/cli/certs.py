@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING
 
 from ckeetcd.cli.common import load
 from ckeetcd.cli.errors import UsageError
-from ckeetcd.config import NAME_RE, Config
-from ckeetcd.durations import DurationError, format_duration, parse_ttl
-from ckeetcd.textcheck import show
+from ckeetcd.core.config import NAME_RE, Config
+from ckeetcd.core.durations import DurationError, format_duration, parse_ttl
+from ckeetcd.core.textcheck import show
 
 if TYPE_CHECKING:
     from ckeetcd.pki import CA, CertKey
@@ -114,7 +114,7 @@ def emit(ca_pem: bytes, cert_pem: bytes, key_pem: bytes, user: str, output: str)
             "private_key": key_pem.decode(),
         }, indent=2))
         return
-    from ckeetcd.pki import write_atomic, write_private
+    from ckeetcd.support.files import write_atomic, write_private
 
     cwd = Path.cwd()
     names = ("etcd-ca.crt", f"etcd-{user}.crt", f"etcd-{user}.key")

@@ -10,7 +10,7 @@ minute begins a new streak, so a member killed after a long healthy life is
 restarted at once, as before.
 
 Times are plain floats (seconds on the wall clock, so that a restarted
-daemon carries a streak on): the edge (ckeetcd.startbook) keeps the state
+daemon carries a streak on): the edge (ckeetcd.support.startbook) keeps the state
 and the clock; nothing here does I/O.
 """
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ckeetcd.config import Config, MemberConfig
+from ckeetcd.core.config import Config, MemberConfig
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ class Runtime:
     error: str = ""
     tls_problem: str = ""  # why the member's certificates need renewing ("" = fine)
     restoring: str = ""  # the restore-in-progress marker in its member dir ("" = none)
-    # Restart back-off (ckeetcd.restarts): while `held_until` (wall-clock time,
+    # Restart back-off (ckeetcd.core.restarts): while `held_until` (wall-clock time,
     # 0 = not held) is ahead, the member is not started again; `starts` in
     # its current streak, `last_exit` how its etcd ended last ("" = unknown).
     held_until: float = 0.0
