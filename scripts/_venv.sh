@@ -15,8 +15,8 @@ ensure_venv() {
         if [ -z "$py" ]; then
             if command -v python3.11 >/dev/null 2>&1; then py=python3.11; else py=python3; fi
         fi
-        if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
-            echo "error: $py is missing or older than Python 3.10 (set PYTHON=...)" >&2
+        if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "error: $py is missing or older than Python 3.11 (set PYTHON=...)" >&2
             return 1
         fi
         echo "==> creating $VENV with $($py --version 2>&1)" >&2

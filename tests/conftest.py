@@ -1,17 +1,70 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
-from tests import netns
+from ckeetcd.nodes.local import ETCD_BINARY_ENV, resolve_etcd_binary
+from tests import etcd_tier, netns
 from tests.harness import Cluster, wait_for
 from tests.netns import Lab
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `etcd` every test that uses the real_etcd fixture (see tests/etcd_tier.py)."""
+    for item in items:
+        uses = etcd_tier.FIXTURE in getattr(item, "fixturenames", ())
+        if not uses and item.get_closest_marker("etcd"):
+            raise pytest.UsageError(f"{item.nodeid}: marked etcd by hand; the mark comes from "
+                                    f"the {etcd_tier.FIXTURE} fixture (tests/etcd_tier.py)")
+        if uses:
+            item.add_marker(pytest.mark.etcd)
+
+
+@pytest.fixture(scope="session")
+def _etcd_guard(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The script that stands in for etcd in tests without real_etcd."""
+    real = resolve_etcd_binary("")
+    return etcd_tier.write_guard(tmp_path_factory.mktemp("etcd-guard"), real)
+
+
+@pytest.fixture(scope="session")
+def real_etcd() -> str:
+    """The etcd binary the tests run; a test that starts etcd needs this (or a fixture
+    that depends on it), which is also what marks it `etcd`."""
+    return resolve_etcd_binary("")
+
+
+@pytest.fixture(autouse=True)
+def _no_etcd_without_real_etcd(request: pytest.FixtureRequest, _etcd_guard: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Outside the etcd tier, etcd is the guard: a test that starts it fails."""
+    if etcd_tier.FIXTURE in request.fixturenames:
+        yield
+        return
+    _, offset = etcd_tier.calls_since(_etcd_guard, 0)
+    monkeypatch.setenv(ETCD_BINARY_ENV, str(_etcd_guard))
+    yield
+    calls, _ = etcd_tier.calls_since(_etcd_guard, offset)
+    if calls:
+        pytest.fail(f"started etcd without the {etcd_tier.FIXTURE} fixture "
+                    f"(tests/etcd_tier.py): {calls}", pytrace=False)
+
+
 @pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+def logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """Every structlog event logged in this process during the test, as captured by
+    structlog.testing.capture_logs (`event`, `log_level` and the event's keys); pass
+    `structlog.get_logger()` to the part under test."""
+    with capture_logs() as captured:
+        yield captured
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path, real_etcd: str) -> Iterator[Callable[..., Cluster]]:
     """Build clusters on private loopback addresses; all are cleaned up after the test."""
     made: list[Cluster] = []
 
@@ -42,7 +95,7 @@ def cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
+def lab(tmp_path: Path, real_etcd: str) -> Iterator[Lab]:
     """Five hosts in network namespaces, each running sshd (tests/netns.py); always removed."""
     reason = netns.available()
     if reason:

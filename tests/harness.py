@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from ckeetcd.nodes import LocalRuntime, resolve_etcd_binary
 from ckeetcd.pki import TLSFiles, load_ca
 from ckeetcd.support.files import write_atomic, write_private
 from ckeetcd.tasks.daemoncert import daemon_tls
+from tests.etcd_tier import refuse_unless_allowed
 
 T = TypeVar("T")
 _blocks = itertools.count()
@@ -101,29 +102,14 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
-class ListLog:
-    """Records events like a structlog logger, for tests that run a part in-process."""
+def named(logs: Sequence[Mapping[str, Any]], event: str) -> list[Mapping[str, Any]]:
+    """The entries of `event` among structlog.testing.capture_logs() entries."""
+    return [e for e in logs if e["event"] == event]
 
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
 
-    def _add(self, level: str, event: str, **kw: Any) -> None:
-        self.events.append({"event": event, "level": level, **kw})
-
-    def info(self, event: str, **kw: Any) -> None:
-        self._add("info", event, **kw)
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self._add("warning", event, **kw)
-
-    def error(self, event: str, **kw: Any) -> None:
-        self._add("error", event, **kw)
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == event]
-
-    def names(self) -> list[str]:
-        return [e["event"] for e in self.events]
+def names(logs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The event names of capture_logs() entries, in order."""
+    return [e["event"] for e in logs]
 
 
 def wait_ok_ops(op_events: Callable[[], list[dict[str, Any]]], through: str,
@@ -158,6 +144,7 @@ def read_events(log: Path, name: str | None = None, since: int = 0) -> list[dict
 class Cluster:
     def __init__(self, root: Path, names: list[str], extra: str = "",
                  probe_interval: float = 0.2) -> None:
+        refuse_unless_allowed("a test Cluster")
         self.root = root
         self.probe_interval = probe_interval
         self.block = next_block()

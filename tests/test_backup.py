@@ -36,8 +36,6 @@ from ckeetcd.tasks.backup import (
 )
 from tests.harness import Cluster, wait_for
 
-pytestmark = pytest.mark.etcd
-
 CREATED = re.compile(r"^created backup (etcd-\d{8}-\d{6}\.backup)$")
 
 

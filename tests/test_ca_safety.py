@@ -24,7 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import structlog
 from cryptography import x509
+from structlog.testing import capture_logs
 
 from ckeetcd.cli.main import main
 from ckeetcd.core.config import Config, load_config
@@ -43,7 +45,7 @@ from ckeetcd.pki import (
     create_ca,
     ensure_ca,
 )
-from tests.harness import BIN, Cluster, ListLog, ckecli, cli_env, wait_for
+from tests.harness import BIN, Cluster, ckecli, cli_env, names, wait_for
 
 # ---- the decision ------------------------------------------------------------------------
 
@@ -99,17 +101,17 @@ def pki_files(config: Config) -> dict[str, bytes]:
 
 
 def refused(config: Config, event: str) -> dict[str, object]:
-    log = ListLog()
     before = pki_files(config)
-    assert daemon_ca(config, log) is None
-    assert log.names() == [event], log.events
+    with capture_logs() as logs:
+        assert daemon_ca(config, structlog.get_logger()) is None
+    assert names(logs) == [event], logs
     assert pki_files(config) == before  # nothing written, nothing replaced
-    return log.events[0]
+    return dict(logs[0])
 
 
 def test_a_vanished_key_is_refused_not_replaced(tmp_path: Path) -> None:
     c = node(tmp_path / "a")
-    assert daemon_ca(c, ListLog()) is not None
+    assert daemon_ca(c, structlog.get_logger()) is not None
     (c.cluster.pki_dir / "ca.key").unlink()
     e = refused(c, "ca_key_missing")
     assert e["missing"] == [str(c.cluster.pki_dir / "ca.key")]
@@ -132,7 +134,7 @@ def test_the_whole_ca_gone_from_an_existing_cluster_is_refused(tmp_path: Path) -
 
 def test_a_lost_ca_certificate_is_refused_with_where_a_copy_is(tmp_path: Path) -> None:
     c = node(tmp_path / "a")
-    assert daemon_ca(c, ListLog()) is not None
+    assert daemon_ca(c, structlog.get_logger()) is not None
     copy = c.cluster.state_dir / "members" / "n1" / "tls" / "ca.crt"
     copy.parent.mkdir(parents=True)
     shutil.copy(c.cluster.pki_dir / "ca.crt", copy)
@@ -143,13 +145,13 @@ def test_a_lost_ca_certificate_is_refused_with_where_a_copy_is(tmp_path: Path) -
 
 def test_a_first_start_that_stopped_between_key_and_certificate_finishes(tmp_path: Path) -> None:
     c = node(tmp_path / "a")
-    assert daemon_ca(c, ListLog()) is not None
+    assert daemon_ca(c, structlog.get_logger()) is not None
     for name in ("ca.crt", "ca.key.expected", "daemon-root.crt", "daemon-root.key"):
         (c.cluster.pki_dir / name).unlink()
     key = (c.cluster.pki_dir / "ca.key").read_bytes()
-    log = ListLog()
-    trust = daemon_ca(c, log)
-    assert trust is not None and log.names() == ["ca_certificate_completed"]
+    with capture_logs() as logs:
+        trust = daemon_ca(c, structlog.get_logger())
+    assert trust is not None and names(logs) == ["ca_certificate_completed"]
     ca = trust.client
     assert (c.cluster.pki_dir / "ca.key").read_bytes() == key  # the same key, kept
     assert ca.cert.public_key() == ca.key.public_key()
@@ -179,14 +181,15 @@ def test_follower_without_key_on_purpose_versus_a_key_that_vanished(
     refused(second, "ca_key_missing")
     # the operator decides this host follows: a --no-key import of the same CA (no --force)
     assert main(["ca", "import", str(public), "--config", str(second.path)]) == 0
-    log = ListLog()
-    assert daemon_ca(second, log) is not None and log.names() == ["ca_key_absent"]
+    with capture_logs() as logs:
+        assert daemon_ca(second, structlog.get_logger()) is not None
+    assert names(logs) == ["ca_key_absent"]
     capsys.readouterr()
 
 
 def test_damaged_ca_files_are_named(tmp_path: Path) -> None:
     c = node(tmp_path / "a")
-    assert daemon_ca(c, ListLog()) is not None
+    assert daemon_ca(c, structlog.get_logger()) is not None
     d = c.cluster.pki_dir
     good = pki_files(c)
     other = ensure_ca(tmp_path / "other", "test")
@@ -210,7 +213,7 @@ def test_damaged_ca_files_are_named(tmp_path: Path) -> None:
 
 def test_a_damaged_daemon_certificate_is_reissued(tmp_path: Path) -> None:
     c = node(tmp_path / "a")
-    trust = daemon_ca(c, ListLog())
+    trust = daemon_ca(c, structlog.get_logger())
     assert trust is not None
     ca, d = trust.client, c.cluster.pki_dir
     other = ensure_ca(tmp_path / "other", "test").issue("root", dt.timedelta(hours=1))
@@ -220,9 +223,9 @@ def test_a_damaged_daemon_certificate_is_reissued(tmp_path: Path) -> None:
             ("daemon-root.crt", other.cert_pem, "not signed by the CA"),
             ("daemon-root.key", other.key_pem, "does not belong to it")):
         (d / name).write_bytes(content)
-        log = ListLog()
-        assert daemon_ca(c, log) is not None
-        assert log.names() == ["daemon_cert_reissued"] and reason in log.events[0]["reason"]
+        with capture_logs() as logs:
+            assert daemon_ca(c, structlog.get_logger()) is not None
+        assert names(logs) == ["daemon_cert_reissued"] and reason in logs[0]["reason"]
         cert = x509.load_pem_x509_certificate((d / "daemon-root.crt").read_bytes())
         cert.verify_directly_issued_by(ca.cert)
 
@@ -230,7 +233,6 @@ def test_a_damaged_daemon_certificate_is_reissued(tmp_path: Path) -> None:
 # ---- real daemon, real etcd ------------------------------------------------------------------
 
 
-@pytest.mark.etcd
 def test_a_deleted_ca_key_stops_the_restart_and_nothing_is_replaced(
         make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
     c = make_cluster()
@@ -276,7 +278,7 @@ def test_a_deleted_ca_key_stops_the_restart_and_nothing_is_replaced(
 
 def signing_node(tmp_path: Path) -> Config:
     c = node(tmp_path / "a")
-    assert daemon_ca(c, ListLog()) is not None
+    assert daemon_ca(c, structlog.get_logger()) is not None
     return c
 
 

@@ -7,12 +7,14 @@ import stat
 from pathlib import Path
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from ckeetcd.cli.main import main
 from ckeetcd.core.config import load_config
 from ckeetcd.loop.startup import can_lead, daemon_ca
 from ckeetcd.pki import ensure_ca
-from tests.harness import ListLog
+from tests.harness import names
 
 
 def node(tmp_path: Path, name: str, cluster: str = "multi") -> Path:
@@ -50,9 +52,9 @@ def test_export_import_with_and_without_key(tmp_path: Path, capsys: pytest.Captu
     assert main(["ca", "import", str(public), "--config", str(third)]) == 0
     c3 = load_config(third)
     assert not can_lead(c3)
-    log = ListLog()
-    trust = daemon_ca(c3, log)  # follows: has the CA certs and a client cert, no key
-    assert trust is not None and log.names() == ["ca_key_absent"] and trust.separate
+    with capture_logs() as logs:
+        trust = daemon_ca(c3, structlog.get_logger())  # follows: CA certs, client cert, no key
+    assert trust is not None and names(logs) == ["ca_key_absent"] and trust.separate
     assert not (c3.cluster.pki_dir / "peer-ca.key").exists()
     for ca in (trust.client, trust.peer):
         with pytest.raises(Exception, match="no CA key"):
@@ -77,9 +79,9 @@ def test_import_refuses_other_cluster_and_other_ca(tmp_path: Path,
 
 def test_daemon_without_ca_is_refused_unless_bootstrapper(tmp_path: Path) -> None:
     c = load_config(node(tmp_path, "n2"))  # not the bootstrapper (n1 is the first member)
-    log = ListLog()
-    assert daemon_ca(c, log) is None
-    assert log.names()[0] == "ca_missing"
+    with capture_logs() as logs:
+        assert daemon_ca(c, structlog.get_logger()) is None
+    assert names(logs)[0] == "ca_missing"
     assert not (c.cluster.pki_dir / "ca.crt").exists()
     boot = load_config(node(tmp_path, "n1"))
-    assert daemon_ca(boot, ListLog()) is not None and can_lead(boot)
+    assert daemon_ca(boot, structlog.get_logger()) is not None and can_lead(boot)

@@ -24,13 +24,11 @@ from ckeetcd.pki import TLSFiles, ensure_ca, load_ca
 from ckeetcd.support.files import write_atomic, write_private
 from tests.harness import BIN, Cluster, ckecli, cli_env, running_cluster, tls_refused, wait_for
 
-pytestmark = pytest.mark.etcd
-
 NOW_SLACK = dt.timedelta(seconds=90)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, real_etcd: str) -> Iterator[Cluster]:
     yield from running_cluster(tmp_path_factory.mktemp("certs-cluster"))
 
 

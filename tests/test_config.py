@@ -13,11 +13,11 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 
 from ckeetcd.core.config import (
     CONFIG_ENV,

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import MutableMapping
+from typing import Any
 
 import pytest
+import structlog
 
 from ckeetcd.coordination.election import LEADER_KEY, Leadership, NotLeader
 from ckeetcd.core.kinds import OpKind, Phase
@@ -14,10 +17,11 @@ from ckeetcd.core.planner import for_role, membership, role_of
 from ckeetcd.etcd import ClientPool
 from ckeetcd.etcd import lease as leases
 from ckeetcd.tasks.daemoncert import daemon_tls
-from tests.harness import Cluster, ListLog
+from tests.harness import Cluster
 
 
-def test_one_leader_and_a_deposed_leader_cannot_act(cluster: Cluster) -> None:
+def test_one_leader_and_a_deposed_leader_cannot_act(
+        cluster: Cluster, logs: list[MutableMapping[str, Any]]) -> None:
     base = cluster.config
     desired = Desired.from_config(base)
     _, observed = cluster.observe()
@@ -30,7 +34,7 @@ def test_one_leader_and_a_deposed_leader_cannot_act(cluster: Cluster) -> None:
         for name in ("a", "b"):
             cfg = dataclasses.replace(base, daemon=dataclasses.replace(
                 base.daemon, election=True, id=name, lease_ttl=2))
-            made.append(Leadership(cfg, pool, ListLog()))
+            made.append(Leadership(cfg, pool, structlog.get_logger().bind(daemon=name)))
         a, b = made
         try:
             for x in (a, b):  # learns endpoints and that quorum holds
@@ -65,7 +69,7 @@ def test_one_leader_and_a_deposed_leader_cannot_act(cluster: Cluster) -> None:
             with pytest.raises(NotLeader):
                 await a.fence(decision.ops[0])  # the fence Txn sees the new term
             assert not a.leading()
-            assert "leadership_lost" in a.log.names()
+            assert "leadership_lost" in [e["event"] for e in logs if e.get("daemon") == "a"]
             await b.resign()  # a clean stop hands over at once
             assert await leases.current(client, LEADER_KEY) is None
         finally:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import MutableMapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import pytest
+import structlog
 
 from ckeetcd.core.kinds import Phase
 from ckeetcd.core.model import (
@@ -23,7 +26,7 @@ from ckeetcd.loop.runner import run_ops
 from ckeetcd.ops import OPS, OpContext
 from ckeetcd.support.history import History
 from tests.builders import cluster, mid
-from tests.harness import ListLog
+from tests.harness import named
 
 
 def no_leader(obs: Observed) -> Observed:
@@ -70,7 +73,8 @@ def test_election_hint(name: str, observed: Observed, ops: tuple[Op, ...], faile
 
 
 async def test_the_runner_logs_and_records_the_hint(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     logs: list[MutableMapping[str, Any]]) -> None:
     """What the operator reads: the op's warning and its history record carry the hint."""
     async def times_out(ctx: OpContext, op: Op) -> None:
         raise EtcdError("https://10.0.0.2:2379", "DEADLINE_EXCEEDED", "context deadline exceeded")
@@ -80,12 +84,12 @@ async def test_the_runner_logs_and_records_the_hint(tmp_path: Path,
 
     monkeypatch.setitem(OPS, "stop-member", stops)
     monkeypatch.setitem(OPS, "remove-member", times_out)
-    log, history = ListLog(), History(tmp_path)
+    history = History(tmp_path)
     ctx = OpContext(config=None, desired=None, observed=cluster(voters=["m1", "m2", "m3"]),  # type: ignore[arg-type]
-                    runtime=None, pool=None, ca=None, history=history, log=log)  # type: ignore[arg-type]
+                    runtime=None, pool=None, ca=None, history=history, log=structlog.get_logger())  # type: ignore[arg-type]
     ok = await run_ops(ctx, Decision(Phase.MEMBER_REMOVE, (STOP_M1, REMOVE_M1)))
     assert ok is False
-    failed = [e for e in log.named("op") if e["outcome"] == "error"]
+    failed = [e for e in named(logs, "op") if e["outcome"] == "error"]
     assert failed and "took down the raft leader m1" in failed[0]["hint"]
     assert "DEADLINE_EXCEEDED" in failed[0]["error"]
     ends = [r for r in history.read() if r["event"] == "op-end" and r["outcome"] == "error"]

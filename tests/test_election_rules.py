@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 
 from ckeetcd.coordination import presence as presence_module
 from ckeetcd.coordination.election import Leadership, members_of_this_host
@@ -14,7 +17,7 @@ from ckeetcd.core.kinds import OpKind
 from ckeetcd.core.model import OP_TYPES, Decision, Observed
 from ckeetcd.core.planner import Membership, hold_membership_changes, plan
 from tests.builders import cluster, desired
-from tests.harness import ListLog
+from tests.harness import names
 
 M3 = ["m1", "m2", "m3"]
 
@@ -38,7 +41,7 @@ def test_members_of_this_host_are_those_whose_address_binds(tmp_path: Path) -> N
 def follower_ops(tmp_path: Path, observed: Observed, own: str = "m2") -> list[tuple[str, str]]:
     """The ops the daemon of `own`'s node (not the bootstrapper m1) may run."""
     addresses = {n: "127.0.0.1" if n == own else f"192.0.2.{i}" for i, n in enumerate(M3, 1)}
-    leadership = Leadership(config(tmp_path, own, addresses), pool=None, log=ListLog())
+    leadership = Leadership(config(tmp_path, own, addresses), pool=None, log=structlog.get_logger())
     decision = plan(desired(M3), observed, leadership.standing())
     assert decision.role == "follower"
     return [(op.kind, op.member) for op in decision.ops]
@@ -97,27 +100,26 @@ def test_membership_changes_wait_for_every_live_daemons_config(
 
 
 def test_drift_is_reported_only_when_it_outlasts_a_rollout(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, logs: list[MutableMapping[str, Any]]) -> None:
     clock = [100.0]
     monkeypatch.setattr(presence_module.time, "monotonic", lambda: clock[0])
-    log = ListLog()
-    p = Presence("h1", log)
+    p = Presence("h1", structlog.get_logger())
     p.peers = {"h1": NEW, "h2": OLD}  # h2 has not reloaded yet
     p._log_drift(NEW)
     clock[0] += 1
     p.peers = {"h1": NEW, "h2": NEW}  # ... now it has: nothing to say
     p._log_drift(NEW)
-    assert log.names() == []
+    assert names(logs) == []
     p.peers = {"h1": NEW, "h2": NEW, "h3": OLD}  # h3 never follows
     p._log_drift(NEW)
     clock[0] += presence_module.DRIFT_GRACE
     p._log_drift(NEW)
     p._log_drift(NEW)
-    assert log.names() == ["config_drift"]
-    assert log.events[0]["others"] == {"h3": ["h1", "h2", "h3"]}
+    assert names(logs) == ["config_drift"]
+    assert logs[0]["others"] == {"h3": ["h1", "h2", "h3"]}
     p.peers = {"h1": NEW, "h2": NEW, "h3": NEW}
     p._log_drift(NEW)
-    assert log.names() == ["config_drift", "config_agreed"]
+    assert names(logs) == ["config_drift", "config_agreed"]
 
 
 def test_ckeetcds_own_keys_all_live_under_the_reserved_prefix() -> None:

@@ -34,7 +34,6 @@ def foreign_view(cluster: Cluster, root: Path) -> Path:
     return path
 
 
-@pytest.mark.etcd
 def test_tls_failures_leave_a_log_of_json_lines_only(cluster: Cluster, tmp_path: Path) -> None:
     config = foreign_view(cluster, tmp_path)
     r = subprocess.run(

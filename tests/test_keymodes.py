@@ -15,8 +15,6 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from ckeetcd.tasks.keymodes import key_files, scan
 from tests.harness import Cluster, wait_for
 
@@ -52,7 +50,6 @@ def test_scan_fixes_own_keys_and_reports_others(tmp_path: Path) -> None:
     assert [f.path for f in scan(key_files(state), fix=False)] == [str(keys["server"])]
 
 
-@pytest.mark.etcd
 def test_opened_keys_are_fixed_logged_and_shown_in_status(
         make_cluster: Callable[..., Cluster]) -> None:
     c = make_cluster()

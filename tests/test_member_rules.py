@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import MutableMapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,7 +21,7 @@ from ckeetcd.core.restarts import Starts
 from ckeetcd.nodes.base import exit_of, exit_reason, is_archive, log_tail, prunable
 from ckeetcd.support.startbook import StartBook, iso
 from tests.builders import DEAD, HEALTHY, IDLE, cluster, desired, steps
-from tests.harness import ListLog
+from tests.harness import named
 
 A1 = "data.removed-20240101T000000.000001Z"
 A2 = "data.removed-20240101T000000.000002Z"
@@ -215,9 +218,9 @@ class Clock:
 
 
 def test_the_book_notices_exits_and_carries_streaks_over_a_daemon_restart(
-        tmp_path: Path) -> None:
-    clock, log = Clock(), ListLog()
-    book = StartBook(tmp_path, log, clock=clock)
+        tmp_path: Path, logs: list[MutableMapping[str, Any]]) -> None:
+    clock = Clock()
+    book = StartBook(tmp_path, structlog.get_logger(), clock=clock)
     book.started("m2")
     book.spawned("m2", 42)
     assert not book.seen("m2", True, 42, healthy=False)  # still running
@@ -227,7 +230,7 @@ def test_the_book_notices_exits_and_carries_streaks_over_a_daemon_restart(
                                           log_tail=("a", "panic: x")))
     assert record["ran_for"] == 0.2 and record["became_healthy"] is False
     assert record["starts"] == 1 and record["next_start"] == iso(T + 1)
-    assert [e["event"] for e in log.events] == ["member_exited"]
+    assert [e["event"] for e in logs] == ["member_exited"]
     assert not book.seen("m2", False, None, healthy=False)  # reported once
     stamped = book.stamp("m2", Runtime())
     assert (stamped.held_until, stamped.starts, stamped.last_exit) == (T + 1, 1, "exit status 2")
@@ -240,16 +243,17 @@ def test_the_book_notices_exits_and_carries_streaks_over_a_daemon_restart(
     assert (tmp_path / "starts.json").read_bytes() == before, "a read-only book wrote"
 
 
-def test_the_book_adopts_running_members_and_ignores_deliberate_stops(tmp_path: Path) -> None:
-    clock, log = Clock(), ListLog()
-    book = StartBook(tmp_path, log, clock=clock)
+def test_the_book_adopts_running_members_and_ignores_deliberate_stops(
+        tmp_path: Path, logs: list[MutableMapping[str, Any]]) -> None:
+    clock = Clock()
+    book = StartBook(tmp_path, structlog.get_logger(), clock=clock)
     assert not book.seen("m1", True, 7, healthy=True)  # adopted after a daemon restart
     assert book.seen("m1", True, 8, healthy=False)  # another process in its place
     book.exited("m1", MemberExit("unknown (not started by this daemon process)"))
     assert not book.seen("m1", True, 8, healthy=True)
     book.stopped("m1")  # stop-member: not an exit
     assert not book.seen("m1", False, None, healthy=False)
-    assert len(log.named("member_exited")) == 1
+    assert len(named(logs, "member_exited")) == 1
     assert book.held_until("m1") is None  # never started here: nothing held
 
 

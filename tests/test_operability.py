@@ -4,7 +4,6 @@ and the pause switch, all on real etcd."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
@@ -77,11 +76,10 @@ def test_sd_notify_ready_reload_status_watchdog_stopping(make_cluster, tmp_path:
         c.wait_healthy(["m1", "m2", "m3"])
         wait_for(lambda: any(m.startswith("STATUS=steady") or "STATUS=steady" in m
                              for _, _, m in notify.messages), 30, "STATUS=steady")
-        # the watchdog is pinged from the loop, at most a second apart
+        # the watchdog is pinged from the loop, again and again (how regularly:
+        # bench/watchdog.py)
         start = time.monotonic()
         wait_for(lambda: len(notify.pings(after=start)) >= 4, 15, "four pings")
-        pings = notify.pings(after=start)
-        assert max(b - a for a, b in itertools.pairwise(pings)) < 2.0, pings
         # a reload: RELOADING=1, then READY=1 once a cycle ran on the new config
         mark = c.mark()
         daemon.send_signal(signal.SIGHUP)

@@ -76,7 +76,7 @@ def query(base: str, promql: str) -> list[dict[str, Any]]:
     return list(body["data"]["result"])
 
 
-@pytest.mark.etcd
+@pytest.mark.usefixtures("real_etcd")
 def test_a_real_prometheus_scrapes_the_daemon(make_cluster, tmp_path: Path,  # type: ignore[no-untyped-def]
                                               bins: Path) -> None:
     c: Cluster = make_cluster(extra='[metrics]\naddress = "127.0.0.1:0"\n')

@@ -167,7 +167,9 @@ def test_plan_prints_ops_and_changes_nothing(cluster: Cluster) -> None:
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith("phase: member-remove")
-    assert lines[1:] == ["1. stop-member m3", "2. remove-member m3"]
+    assert lines[1:3] == ["1. stop-member m3", "2. remove-member m3"]
+    assert lines[3].startswith("versions: ")  # what the plan rests on; nothing after it
+    assert lines[4:] == []
     r = cluster.cli("plan", "--output", "json")
     assert [o["op"] for o in __import__("json").loads(r.stdout)["ops"]] == [
         "stop-member", "remove-member"]
@@ -240,11 +242,11 @@ def test_a_member_that_dies_while_a_cycle_runs_is_restarted_at_once(make_cluster
     """The wake-up of a death during a cycle must not be lost until the next probe.
 
     `loop-slow` makes each cycle end 1 s after its `cycle` line; m2 is killed
-    inside that second, after the cycle looked at it.
+    inside that second, after the cycle looked at it. The probe comes every
+    300 s (the most the config allows), so a restart within the wait below can
+    only come from the wake-up: the test waits for it, it times nothing.
     """
-    import time
-
-    c = make_cluster(probe_interval=30.0)
+    c = make_cluster(probe_interval=300.0)
     c.start_daemon(env={FAILPOINT_ENV: "loop-slow"})
     c.wait_healthy(["m1", "m2", "m3"])
     pid = c.member_pid("m2")
@@ -253,28 +255,21 @@ def test_a_member_that_dies_while_a_cycle_runs_is_restarted_at_once(make_cluster
     c.daemon.send_signal(signal.SIGHUP)  # one cycle now (a reload is a full cycle)
     wait_for(lambda: c.events("cycle", since=mark), 10, "the cycle after SIGHUP",
              abort=c.daemon_died)
-    killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: c.member_pid("m2") not in (None, pid), 10, "m2 restarted",
+    wait_for(lambda: c.member_pid("m2") not in (None, pid), 120, "m2 restarted",
              abort=c.daemon_died)
-    assert time.monotonic() - killed < 5.0
 
 
 def test_member_exit_and_config_edit_wake_the_loop_before_the_probe(make_cluster) -> None:  # type: ignore[no-untyped-def]
-    """With a 30 s probe, a killed member (pidfd) and a config edit (inotify) act at once."""
-    import time
-
-    c = make_cluster(probe_interval=30.0)
+    """With a 300 s probe, a killed member (pidfd) and a config edit (inotify) act at once:
+    what happens within the waits below (well under 300 s) was woken, not probed."""
+    c = make_cluster(probe_interval=300.0)
     c.start_daemon()
     c.wait_healthy(["m1", "m2", "m3"])
     pid = c.member_pid("m2")
     assert pid
-    killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: c.member_pid("m2") not in (None, pid), 10, "m2 restarted")
-    assert time.monotonic() - killed < 5.0
+    wait_for(lambda: c.member_pid("m2") not in (None, pid), 120, "m2 restarted")
     mark = c.mark()
-    edited = time.monotonic()
     c.write_config(["m1", "m2"])
-    wait_for(lambda: c.events("config_reloaded", since=mark), 10, "config reloaded")
-    assert time.monotonic() - edited < 5.0
+    wait_for(lambda: c.events("config_reloaded", since=mark), 120, "config reloaded")

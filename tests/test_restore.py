@@ -25,8 +25,6 @@ from ckeetcd.ops.context import FAILPOINT_ENV
 from tests.harness import Cluster, wait_for
 from tests.test_backup import created_name, etcdutl_status, fill
 
-pytestmark = pytest.mark.etcd
-
 NAMES = ["m1", "m2", "m3"]
 RESTORE_STEPS = ["mark-restoring", "stop-members", "archive-data", "install-tls",
                  "restore-data", "start-members", "wait-healthy", "ensure-rbac",

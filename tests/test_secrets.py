@@ -17,8 +17,6 @@ import pytest
 
 from tests.harness import Cluster, wait_for
 
-pytestmark = pytest.mark.etcd
-
 NAMES = ["m1", "m2", "m3"]
 
 
@@ -29,7 +27,7 @@ class Scene:
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scene]:
+def scene(tmp_path_factory: pytest.TempPathFactory, real_etcd: str) -> Iterator[Scene]:
     c = Cluster(tmp_path_factory.mktemp("secrets"), NAMES)
     s = Scene(c)
     try:

@@ -27,15 +27,13 @@ from ckeetcd.pki.expiry import not_after_of
 from ckeetcd.support.files import write_atomic, write_private
 from tests.harness import Cluster, tls_refused
 
-pytestmark = pytest.mark.etcd
-
 NAMES = ["m1", "m2", "m3"]
 ETCDCTL = str(Path(sys.executable).parent / "etcdctl")
 FAIL_FAST = ("--dial-timeout=1s", "--command-timeout=1s")  # for calls that must be refused
 
 
 @pytest.fixture(scope="module")
-def sec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def sec(tmp_path_factory: pytest.TempPathFactory, real_etcd: str) -> Iterator[Cluster]:
     """One healthy 3-member cluster (daemon running) for every test here."""
     c = Cluster(tmp_path_factory.mktemp("security"), NAMES)
     try:

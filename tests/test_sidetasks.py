@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import structlog
+from structlog.testing import capture_logs
+
 from ckeetcd.loop.sidetasks import LeaderOnly
-from tests.harness import ListLog
 
 
 class Recorder:
@@ -41,8 +43,8 @@ def test_runs_a_fresh_instance_per_term_and_never_while_following() -> None:
     async def go() -> tuple[list[Recorder], list[str]]:
         born: list[Recorder] = []
         acting = {"now": False}
-        log = ListLog()
-        gate = LeaderOnly("recorder", lambda c: Recorder(born), lambda: acting["now"], log)
+        gate = LeaderOnly("recorder", lambda c: Recorder(born), lambda: acting["now"],
+                          structlog.get_logger())
         runner = asyncio.create_task(gate.run())
         gate.offer("cfg", "want", "follower-view")
         await settle()
@@ -68,17 +70,18 @@ def test_runs_a_fresh_instance_per_term_and_never_while_following() -> None:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
         assert born[1].cancelled
-        return born, log.names()
+        return born, [e["event"] for e in logs]
 
-    _, events = asyncio.run(go())
+    with capture_logs() as logs:
+        _, events = asyncio.run(go())
     assert events == ["side_task_started", "side_task_stopped", "side_task_started"]
 
 
 def test_follows_the_config_a_reload_adds_or_removes_the_section() -> None:
     async def go() -> list[str]:
         born: list[Recorder] = []
-        log = ListLog()
-        gate = LeaderOnly("recorder", lambda c: Recorder(born), lambda: True, log,
+        gate = LeaderOnly("recorder", lambda c: Recorder(born), lambda: True,
+                          structlog.get_logger(),
                           wanted=lambda config: config == "with-section")
         runner = asyncio.create_task(gate.run())
         gate.offer("without", "want", "view-1")
@@ -92,6 +95,8 @@ def test_follows_the_config_a_reload_adds_or_removes_the_section() -> None:
         assert born[0].cancelled
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
-        return [f"{e['event']}:{e.get('reason', '')}" for e in log.events]
+        return [f"{e['event']}:{e.get('reason', '')}" for e in logs]
 
-    assert asyncio.run(go()) == ["side_task_started:", "side_task_stopped:not configured"]
+    with capture_logs() as logs:
+        got = asyncio.run(go())
+    assert got == ["side_task_started:", "side_task_stopped:not configured"]

@@ -39,7 +39,6 @@ def soak_cluster(make_cluster: Callable[..., Cluster], tmp_path: Path) -> Cluste
     return c
 
 
-@pytest.mark.etcd
 @pytest.mark.timeout(420)
 def test_short_soak(make_cluster: Callable[..., Cluster], tmp_path: Path,
                     capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,7 +66,6 @@ def test_short_soak(make_cluster: Callable[..., Cluster], tmp_path: Path,
         pytest.xfail(f"etcd {sorted(versions)} diverged (etcd #13766): {report.diverged}")
 
 
-@pytest.mark.etcd
 def test_soak_catches_a_lost_write(make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
     """An acknowledged key deleted behind the clients' back is reported lost."""
     c = soak_cluster(make_cluster, tmp_path)

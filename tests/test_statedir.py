@@ -204,7 +204,6 @@ def set_adopt(c: Cluster, on: bool) -> None:
     c.config_path.write_text(text)
 
 
-@pytest.mark.etcd
 def test_run_refuses_a_shared_folder_then_adopts_it_on_request_without_chmod(
         make_cluster: Callable[..., Cluster]) -> None:
     c = make_cluster(["m1"])
@@ -237,7 +236,6 @@ def test_run_refuses_a_shared_folder_then_adopts_it_on_request_without_chmod(
     assert not c.events("state_dir_refused", since=mark)
 
 
-@pytest.mark.etcd
 def test_a_state_dir_of_an_earlier_ckeetcd_keeps_working(
         make_cluster: Callable[..., Cluster]) -> None:
     """Upgrade path: no marker yet (the earlier version wrote none): recognised, marked."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from ckeetcd.core.kinds import Reason
 from ckeetcd.core.model import (
@@ -27,13 +28,13 @@ from ckeetcd.loop.startup import load_ca_for
 from ckeetcd.ops import OPS, OpContext, Skip
 from ckeetcd.ops.steps import StepRecorder
 from ckeetcd.support.history import History
-from tests.harness import Cluster, ListLog, wait_for
+from tests.harness import Cluster, named, wait_for
 
 COMPACT = Compact()
 
 
-def context(tmp_path: Path, **kw: Any) -> tuple[OpContext, ListLog, History]:
-    log, history = ListLog(), History(tmp_path)
+def context(tmp_path: Path, **kw: Any) -> tuple[OpContext, Any, History]:
+    log, history = structlog.get_logger(), History(tmp_path)
     ctx = OpContext(config=None, desired=None, observed=None, runtime=None,  # type: ignore[arg-type]
                     pool=None, ca=None, history=history, log=log, cycle=7,  # type: ignore[arg-type]
                     failpoint="", **kw)
@@ -45,16 +46,17 @@ def steps_of(history: History) -> list[tuple[Any, ...]]:
             for r in history.read()]
 
 
-async def test_a_skip_ends_the_step_as_skipped_and_the_op_sees_it(tmp_path: Path) -> None:
-    ctx, log, history = context(tmp_path)
+async def test_a_skip_ends_the_step_as_skipped_and_the_op_sees_it(
+        logs: list[Any], tmp_path: Path) -> None:
+    ctx, _, history = context(tmp_path)
     async with ctx.step(COMPACT, "compact") as step:
         raise Skip("already compacted at revision 9")
     assert step.skipped and step.reason == "already compacted at revision 9"
     assert steps_of(history) == [
         ("step-begin", "compact", "compact", None, None, 7),
         ("step-end", "compact", "compact", "skipped", "already compacted at revision 9", 7)]
-    [line] = log.named("op_step")
-    assert (line["level"], line["outcome"], line["error"]) == \
+    [line] = named(logs, "op_step")
+    assert (line["log_level"], line["outcome"], line["error"]) == \
         ("info", "skipped", "already compacted at revision 9")
 
 
@@ -70,8 +72,8 @@ async def test_a_step_with_nothing_to_do_is_recorded_without_a_block(tmp_path: P
     assert {r["member_id"] for r in history.read()} == {"42"}
 
 
-async def test_ok_and_error_steps(tmp_path: Path) -> None:
-    ctx, log, history = context(tmp_path)
+async def test_ok_and_error_steps(logs: list[Any], tmp_path: Path) -> None:
+    ctx, _, history = context(tmp_path)
     async with ctx.step(COMPACT, "compact") as step:
         pass
     assert not step.skipped and step.outcome == "ok"
@@ -80,9 +82,9 @@ async def test_ok_and_error_steps(tmp_path: Path) -> None:
             raise ValueError("boom")
     assert [s[3:5] for s in steps_of(history) if s[0] == "step-end"] == \
         [("ok", ""), ("error", "ValueError: boom")]
-    ok, failed = log.named("op_step")
-    assert "error" not in ok and ok["level"] == "info"
-    assert (failed["level"], failed["error"]) == ("warning", "ValueError: boom")
+    ok, failed = named(logs, "op_step")
+    assert "error" not in ok and ok["log_level"] == "info"
+    assert (failed["log_level"], failed["error"]) == ("warning", "ValueError: boom")
 
 
 async def test_a_cancelled_step_is_recorded_as_an_error_not_as_ok(tmp_path: Path) -> None:
@@ -122,19 +124,19 @@ async def test_the_fence_runs_before_each_step_and_a_refusal_fails_it(tmp_path: 
     assert steps_of(history)[-1][3:5] == ("error", "RuntimeError: not the leader")
 
 
-async def test_a_recorder_outside_the_loop_records_no_cycle(tmp_path: Path) -> None:
+async def test_a_recorder_outside_the_loop_records_no_cycle(logs: list[Any],
+                                                            tmp_path: Path) -> None:
     """The restore's steps: no daemon cycle to name."""
-    history, log = History(tmp_path), ListLog()
+    history, log = History(tmp_path), structlog.get_logger()
     steps = StepRecorder(history, log, "restore-cluster", "m1,m2", failpoint="")
     async with steps.step("stop-members"):
         pass
     assert [sorted(r) for r in history.read()] == [
         ["event", "op", "pid", "step", "targets", "ts"],
         ["duration", "error", "event", "op", "outcome", "pid", "step", "targets", "ts"]]
-    assert log.named("op_step")[0]["targets"] == "m1,m2"
+    assert named(logs, "op_step")[0]["targets"] == "m1,m2"
 
 
-@pytest.mark.etcd
 def test_ops_stop_at_a_skipped_check(make_cluster: Callable[..., Cluster],
                                      tmp_path: Path) -> None:
     """Each op whose precondition no longer holds records one skipped step and stops:
@@ -149,7 +151,7 @@ def test_ops_stop_at_a_skipped_check(make_cluster: Callable[..., Cluster],
     config = dataclasses.replace(config, maintenance=dataclasses.replace(
         config.maintenance, defrag_threshold=1.0))  # no fragmentation is above 100%
     snapshots = sorted((c.state_dir / "snapshots").glob("*"))
-    history, log = History(tmp_path), ListLog()
+    history, log = History(tmp_path), structlog.get_logger()
 
     async def go() -> None:
         env = make_env(config, readonly=True)

@@ -233,7 +233,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         box.close()
 
 
-@pytest.mark.etcd
+@pytest.mark.usefixtures("real_etcd")
 def test_enable_now_returns_once_etcd_serves_with_rbac(node: Node) -> None:
     """`systemctl enable --now` returns on READY=1; a unit ordered after ckeetcd (here a
     stand-in for kube-apiserver, started in the same transaction) finds etcd serving:
@@ -298,7 +298,7 @@ def started(node: Node) -> Node:
     return node
 
 
-@pytest.mark.etcd
+@pytest.mark.usefixtures("real_etcd")
 def test_members_run_under_the_units_sandbox(node: Node) -> None:
     started(node)
     for pid in member_pids(node):
@@ -311,7 +311,7 @@ def test_members_run_under_the_units_sandbox(node: Node) -> None:
         assert "/system.slice/ckeetcd.service" in cgroup, cgroup
 
 
-@pytest.mark.etcd
+@pytest.mark.usefixtures("real_etcd")
 def test_status_shows_the_phase_and_reload_waits_for_ready(node: Node) -> None:
     started(node)
     wait_for(lambda: 'Status: "steady"' in node.lab.systemctl("status", "ckeetcd",
@@ -327,7 +327,7 @@ def test_status_shows_the_phase_and_reload_waits_for_ready(node: Node) -> None:
     assert "Reloading" in lines and "Reloaded" in lines, lines
 
 
-@pytest.mark.etcd
+@pytest.mark.usefixtures("real_etcd")
 def test_stop_leaves_members_running_and_start_adopts_them(node: Node) -> None:
     started(node)
     members = member_pids(node)
@@ -343,7 +343,7 @@ def test_stop_leaves_members_running_and_start_adopts_them(node: Node) -> None:
                 and e.get("op") in ("start-member", "restart-member")], "a member restarted"
 
 
-@pytest.mark.etcd
+@pytest.mark.usefixtures("real_etcd")
 def test_watchdog_kills_a_hung_loop_and_the_new_daemon_adopts_the_members(node: Node) -> None:
     started(node)
     members = member_pids(node)
@@ -371,7 +371,7 @@ def test_watchdog_kills_a_hung_loop_and_the_new_daemon_adopts_the_members(node: 
     assert member_pids(node) == members  # adopted, not restarted
 
 
-@pytest.mark.etcd
+@pytest.mark.usefixtures("real_etcd")
 def test_journalctl_priority_shows_exactly_the_warnings_and_errors(node: Node) -> None:
     started(node)
     good = node.lab.run("cat", "/etc/ckeetcd/ckeetcd.toml").stdout
@@ -405,7 +405,7 @@ ONE_OP = ("journalctl -u ckeetcd -o cat | jq -cR 'fromjson? | select(.op == \"st
           "and .targets == \"n2\") | {event, step, outcome}'")
 
 
-@pytest.mark.etcd
+@pytest.mark.usefixtures("real_etcd")
 def test_one_journalctl_line_finds_every_step_of_an_operation(node: Node) -> None:
     started(node)
     lines = [json.loads(line) for line in node.lab.sh(ONE_OP).stdout.splitlines()]
@@ -419,7 +419,7 @@ def test_one_journalctl_line_finds_every_step_of_an_operation(node: Node) -> Non
     assert [e["step"] for e in steps] == want
 
 
-@pytest.mark.etcd
+@pytest.mark.usefixtures("real_etcd")
 def test_member_unit_runs_etcd_from_its_environment_file(lab: systemdlab.SystemdLab) -> None:
     """systemd/ckeetcd-member@.service as the daemon uses it over SSH: an environment file
     with the binary and the flags, `systemctl start`, `systemctl stop`. (The daemon

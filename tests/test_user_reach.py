@@ -22,7 +22,8 @@ from tests.harness import Cluster, ckecli, running_cluster
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, object]]:
+def app(tmp_path_factory: pytest.TempPathFactory,
+        real_etcd: str) -> Iterator[tuple[Cluster, object]]:
     for c in running_cluster(tmp_path_factory.mktemp("reach")):
         r = ckecli(c.config_path, "user-add", "app", "/app/")
         assert r.returncode == 0, r.stderr
@@ -70,7 +71,6 @@ REACH = [
 ]
 
 
-@pytest.mark.etcd
 @pytest.mark.parametrize(("args", "allowed"), REACH, ids=[" ".join(a) for a, _ in REACH])
 def test_what_a_user_certificate_reaches(app: tuple[Cluster, object], args: list[str],
                                          allowed: bool | None) -> None:
@@ -83,7 +83,6 @@ def test_what_a_user_certificate_reaches(app: tuple[Cluster, object], args: list
         assert "permission denied" in r.stderr or "PermissionDenied" in r.stderr, r.stderr[-400:]
 
 
-@pytest.mark.etcd
 def test_move_leader_as_the_release_decides_and_snapshot_is_refused(
         app: tuple[Cluster, object], tmp_path: Path) -> None:
     cluster, tls = app

@@ -25,7 +25,7 @@ from tests.harness import Cluster, ckecli, cli_env, running_cluster, wait_for
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, real_etcd: str) -> Iterator[Cluster]:
     yield from running_cluster(tmp_path_factory.mktemp("users-cluster"))
 
 
@@ -159,7 +159,6 @@ def test_check_remove(user: str, refusal: str | None) -> None:
 # ---- the seed: user-add, issue, use --------------------------------------------------
 
 
-@pytest.mark.etcd
 def test_app_user_reads_and_writes_its_prefix_only(cluster: Cluster, tmp_path: Path) -> None:
     r = ckecli(cluster.config_path, "user-add", "app", "/app/")
     assert r.returncode == 0, r.stderr
@@ -186,7 +185,6 @@ def test_app_user_reads_and_writes_its_prefix_only(cluster: Cluster, tmp_path: P
     assert denied(cluster.etcdctl("user", "list", tls=tls))
 
 
-@pytest.mark.etcd
 def test_user_add_is_idempotent(cluster: Cluster) -> None:
     first = ckecli(cluster.config_path, "user-add", "idem", "/idem/")
     assert first.returncode == 0, first.stderr
@@ -201,7 +199,6 @@ def test_user_add_is_idempotent(cluster: Cluster) -> None:
     assert rbac_state(cluster) == before
 
 
-@pytest.mark.etcd
 def test_user_add_never_silently_replaces_an_existing_grant(cluster: Cluster) -> None:
     """A typo in PREFIX must not cut an application off: refused, unless --replace."""
     assert ckecli(cluster.config_path, "user-add", "mover", "/old/").returncode == 0
@@ -242,7 +239,6 @@ def test_grant_conflict(have: tuple[tuple[int, bytes, bytes], ...] | None, prefi
         assert why.startswith("USER: 'app' already exists with ") and "--replace" in why
 
 
-@pytest.mark.etcd
 def test_user_remove_then_the_certificate_is_denied(cluster: Cluster, tmp_path: Path) -> None:
     assert ckecli(cluster.config_path, "user-add", "gone", "/gone/").returncode == 0
     tls = issue_like_the_seed(cluster, "gone", tmp_path)
@@ -298,7 +294,6 @@ BAD = [
 ]
 
 
-@pytest.mark.etcd
 def test_bad_input_exits_2_and_changes_nothing(cluster: Cluster) -> None:
     assert ckecli(cluster.config_path, "user-add", "keep", "/keep/").returncode == 0
     before = rbac_state(cluster)
@@ -313,7 +308,6 @@ def test_bad_input_exits_2_and_changes_nothing(cluster: Cluster) -> None:
     assert after == before
 
 
-@pytest.mark.etcd
 def test_kube_apiserver_keeps_registry(cluster: Cluster) -> None:
     """kube-apiserver may be (re)declared on /registry/ only, which is already in place."""
     r = ckecli(cluster.config_path, "user-add", "kube-apiserver", "/registry/")
@@ -329,7 +323,6 @@ def _variant(cluster: Cluster, path: Path, top: str = "", members: str = "",
     return path
 
 
-@pytest.mark.etcd
 def test_users_the_daemon_manages_are_refused(cluster: Cluster, tmp_path: Path) -> None:
     config = _variant(cluster, tmp_path / "svc.toml",
                       tail='[[users]]\nname = "svc"\nprefix = "/svc/"\n')
@@ -345,7 +338,6 @@ def test_users_the_daemon_manages_are_refused(cluster: Cluster, tmp_path: Path) 
     assert rbac_state(cluster) == before
 
 
-@pytest.mark.etcd
 def test_first_answering_member_is_used(cluster: Cluster, tmp_path: Path) -> None:
     """A desired member that is down (listed first) does not stop the command."""
     dead = f'[[members]]\nname = "dead"\naddress = "{cluster.block}.200"\n'
@@ -355,7 +347,6 @@ def test_first_answering_member_is_used(cluster: Cluster, tmp_path: Path) -> Non
     assert "user-add viadead" in r.stdout
 
 
-@pytest.mark.etcd
 def test_no_member_answers_exits_1(cluster: Cluster, tmp_path: Path) -> None:
     config = tmp_path / "nobody.toml"
     config.write_text(f'[cluster]\nname = "test"\nstate_dir = "{cluster.state_dir}"\n\n'

@@ -3,8 +3,8 @@
 Signed locally with the cluster CA (`<state_dir>/pki/ca.{crt,key}`), so the
 caller needs read access to the CA key; etcd itself is never contacted. With
 client-certificate auth etcd takes the user name from the CN. The
-certificate is built by ckeetcd.pki.x509lite: importing `cryptography.x509`
-would cost ~25 ms of start-up for a command that should answer at once.
+certificate comes from `pki.CA.issue`, the issuer the daemon uses for its own
+client certificates, so there is one way a certificate is made.
 
 Output (CKE-compatible): `-output=json` prints one object with exactly
 `ca_certificate`, `certificate` and `private_key` (PEM strings);
@@ -33,10 +33,8 @@ from ckeetcd.core.durations import DurationError, format_duration, parse_ttl
 from ckeetcd.core.textcheck import show
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
-    from ckeetcd.pki import CA
-    from ckeetcd.pki.x509lite import CACert
+    from ckeetcd.pki import CA, CertKey
 
 ROOT = "root"
 ROOT_LIFETIME = dt.timedelta(hours=2)
@@ -107,44 +105,15 @@ def load_signing_peer_ca(config: Config) -> CA | None:
         return load_ca(config.cluster.pki_dir, PEER)
 
 
-def load_issuing_ca(config: Config) -> tuple[CACert, EllipticCurvePrivateKey]:
-    """The CA certificate and key for `issue`/`root-issue`, without `cryptography.x509`
-    (see ckeetcd.pki.x509lite); CommandFailed naming the file otherwise."""
-    from ckeetcd.pki import x509lite
-
-    d = config.cluster.pki_dir
-    cert_path, key_path = d / CA_CERT_FILE, d / CA_KEY_FILE
-    with _reading_ca(config):
-        try:
-            cert = x509lite.parse_ca_cert(cert_path.read_bytes())
-        except ValueError as e:
-            raise CommandFailed(f"{cert_path}: not a PEM CA certificate ({e})") from None
-        try:
-            key = x509lite.load_ca_key(key_path.read_bytes())
-        except (ValueError, TypeError) as e:
-            raise CommandFailed(f"{key_path}: not an unencrypted PEM EC private key ({e})") \
-                from None
-        if not cert.is_ca:
-            raise CommandFailed(f"{cert_path}: not a CA certificate (basicConstraints CA:TRUE "
-                                "missing)")
-        if x509lite.public_key_info(key.public_key()) != cert.spki_der:
-            raise CommandFailed(f"{key_path} does not belong to {cert_path}: a certificate it "
-                                "signed would not verify; restore the matching pair (both from "
-                                "the same backup or `ckeetcd ca export` bundle)")
-        return cert, key
-
-
-def sign(ca: CACert, ca_key: EllipticCurvePrivateKey, user: str,
-         lifetime: dt.timedelta) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM): a client certificate with CN=`user` valid for `lifetime`
-    from now."""
-    from ckeetcd.pki import x509lite
-
+def sign(ca: CA, user: str, lifetime: dt.timedelta) -> CertKey:
+    """A client certificate with CN=`user` valid for `lifetime` from now (a fresh key);
+    a warning on stderr when it would outlive the CA."""
     now = dt.datetime.now(dt.timezone.utc)
-    if now + lifetime > ca.not_after:
-        print(f"warning: the certificate outlives the CA, which expires {ca.not_after:%Y-%m-%d}; "
+    ca_not_after = ca.cert.not_valid_after_utc
+    if now + lifetime > ca_not_after:
+        print(f"warning: the certificate outlives the CA, which expires {ca_not_after:%Y-%m-%d}; "
               "it stops working then", file=sys.stderr)
-    return x509lite.issue_client(ca, ca_key, user, lifetime, now=now)
+    return ca.issue(user, lifetime, client=True, now=now)
 
 
 def emit(ca_pem: bytes, cert_pem: bytes, key_pem: bytes, user: str, output: str) -> None:
@@ -172,9 +141,9 @@ def emit(ca_pem: bytes, cert_pem: bytes, key_pem: bytes, user: str, output: str)
 def _issue(args: argparse.Namespace, user: str, lifetime: dt.timedelta) -> int:
     config = load(args)
     try:
-        ca, ca_key = load_issuing_ca(config)
-        cert_pem, key_pem = sign(ca, ca_key, user, lifetime)
-        emit(ca.pem, cert_pem, key_pem, user, args.output)
+        ca = load_signing_ca(config)
+        pair = sign(ca, user, lifetime)
+        emit(ca.cert_pem, pair.cert_pem, pair.key_pem, user, args.output)
     except CommandFailed as e:
         return fail(e)
     return 0

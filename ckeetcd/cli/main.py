@@ -66,14 +66,14 @@ def _etcd_commands(sub: Any) -> None:
     p = sub.add_parser("root-issue", help="issue a root client certificate valid 2 hours")
     _common(p)
     p.add_argument("--output", choices=["json", "file"], default="json")
-    p.set_defaults(func="ckeetcd.cli.certs:root_issue")
+    p.set_defaults(func="ckeetcd.cli.certs:root_issue", no_grpc=True)
 
     p = sub.add_parser("issue", help="issue a client certificate for USER")
     _common(p)
     p.add_argument("--ttl", default="87600h", help="Go duration (default 87600h = 10 years)")
     p.add_argument("--output", choices=["json", "file"], default="json")
     p.add_argument("user", metavar="USER")
-    p.set_defaults(func="ckeetcd.cli.certs:issue")
+    p.set_defaults(func="ckeetcd.cli.certs:issue", no_grpc=True)
 
     p = sub.add_parser("user-add", help="add USER with readwrite on PREFIX only")
     _common(p)
@@ -97,71 +97,12 @@ def _etcd_commands(sub: Any) -> None:
     p.set_defaults(func="ckeetcd.cli.backup:local_backup")
 
 
-class _Skipped:
-    """Stands in for the parser of a command that is not being run: adds nothing."""
-
-    def add_argument(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def set_defaults(self, **kwargs: Any) -> None:
-        pass
-
-    def add_subparsers(self, **kwargs: Any) -> _Selective:
-        return _Selective(None, ())
-
-
-class _Selective:
-    """Builds only the subparser named by the command line (a CLI's start-up time
-    is mostly parser building); `built` tells whether it was found at all."""
-
-    def __init__(self, action: Any, path: Sequence[str]) -> None:
-        self.action = action
-        self.path = path
-        self.built = False
-
-    def add_parser(self, name: str, **kwargs: Any) -> Any:
-        if self.action is None or (self.path and self.path[0] != name):
-            return _Skipped()
-        self.built = True
-        p = self.action.add_parser(name, **kwargs)
-        return _Nested(p, self.path[1:])
-
-
-class _Nested:
-    """A real subparser whose own subparsers are built selectively too."""
-
-    def __init__(self, parser: argparse.ArgumentParser, path: Sequence[str]) -> None:
-        self.parser = parser
-        self.path = path
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.parser, name)
-
-    def add_subparsers(self, **kwargs: Any) -> _Selective:
-        return _Selective(self.parser.add_subparsers(**kwargs), self.path)
-
-
-def build_parser(prog: str = "ckeetcd", argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    """The parser; with `argv`, only the commands it names (all of them when it names
-    none we know, so help and error messages stay complete)."""
-    path = [a for a in argv[:2] if not a.startswith("-")]
-    if path:
-        parser = _build(prog, path)
-        if parser is not None:
-            return parser
-    built = _build(prog, [])
-    assert built is not None
-    return built
-
-
-def _build(prog: str, path: Sequence[str]) -> argparse.ArgumentParser | None:
+def build_parser(prog: str = "ckeetcd") -> argparse.ArgumentParser:
+    """The whole parser. (Building only the named command's subparser saved about
+    10-20 ms per run, bench/cli_latency.py: not worth a proxy of argparse.)"""
     parser = _Parser(prog=prog, description="ckeetcd: a TLS + RBAC etcd "
                                      "cluster for Kubernetes control planes, kept healthy")
-    real = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub: Any = _Selective(real, path) if path else real
-    _add_commands(sub)
-    if path and not sub.built:
-        return None
+    _add_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     return parser
 
 
@@ -302,7 +243,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "ckeetcd",
     process = argv is None if process is None else process
     raw = sys.argv[1:] if argv is None else list(argv)
     args_in = normalize_go_flags(raw)
-    parser = build_parser(prog, args_in)
+    parser = build_parser(prog)
     args = parser.parse_args(args_in)
     try:
         check_arguments(parser, args, raw)
@@ -313,8 +254,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "ckeetcd",
     logs.configure(args.log_format)
     if process:
         os.environ.setdefault("GRPC_VERBOSITY", logs.GRPC_VERBOSITY_DEFAULT)
-        if logs.effective_format() == "json":
-            logs.capture_native_stderr()  # grpc's own lines become events too
+        # grpc's own lines become events too; a command that never loads grpc skips
+        # it (its reader thread imports structlog: ~100 ms of CPU, bench/cli_latency.py)
+        if logs.effective_format() == "json" and not getattr(args, "no_grpc", False):
+            logs.capture_native_stderr()
     try:
         return _resolve(args.func)(args)
     except UsageError as e:

@@ -233,9 +233,11 @@ class Observed:
         return any(a == alarm for _, a in self.alarms)
 
     def member_versions(self) -> tuple[tuple[str, str], ...]:
-        """(member name or hex ID, server version) of the members that answered Status."""
-        return tuple((m.name or f"{m.id:x}", h.version) for m in self.members or ()
-                     if (h := self.health.get(m.id)) is not None and h.healthy and h.version)
+        """(member name or hex ID, server version) of the members that answered Status,
+        by name: status, plan and the log list them the same way every time."""
+        return tuple(sorted((m.name or f"{m.id:x}", h.version) for m in self.members or ()
+                            if (h := self.health.get(m.id)) is not None and h.healthy
+                            and h.version))
 
     def auth_hold(self) -> str:
         """Why no auth change may be written now ("" = none); see etcdversions.auth_hold."""

@@ -129,7 +129,7 @@ class KubeClient:
                                                        connect=CONNECT_TIMEOUT),
             )
             raw = await resp.read()
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise KubeError(f"{method} {path}: {type(e).__name__}: {e}") from e
         try:
             data = json.loads(raw) if raw else {}

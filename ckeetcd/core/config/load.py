@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from ckeetcd.core.config.reader import dot, key_part
 from ckeetcd.core.config.schema import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, Problem
