@@ -149,6 +149,9 @@ class Runtime:
     held_until: float = 0.0
     starts: int = 0
     last_exit: str = ""
+    # Bytes free on the filesystem of its member dir (None: the runtime cannot tell);
+    # a hold after a disk-full exit ends once there is room again (ckeetcd.restarts).
+    disk_free: int | None = None
 
 
 @dataclass(frozen=True)

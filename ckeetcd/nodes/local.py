@@ -212,7 +212,15 @@ class LocalRuntime:
         wal = self.data_dir(name) / "member" / "wal"
         has_data = wal.is_dir() and any(wal.iterdir())
         return Runtime(reachable=True, running=pid is not None, has_data=has_data, pid=pid,
-                       restoring=self._marker(name))
+                       restoring=self._marker(name), disk_free=self._disk_free(name))
+
+    def _disk_free(self, name: str) -> int | None:
+        """Bytes free (for unprivileged writers) where the member's files live."""
+        try:
+            st = os.statvfs(self.member_dir(name))
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
 
     def _marker(self, name: str) -> str:
         try:
