@@ -32,6 +32,7 @@ import grpc
 from ckeetcd.pki import write_private
 from tests.harness import Cluster, ckecli
 from tests.soak import checker, figures
+from tests.soak.disk import Disks
 from tests.soak.figures import FaultRecord
 from tests.soak.history import OK, HistoryTail, read_history
 from tests.soak.nemesis import Fault, FaultError, World
@@ -130,7 +131,8 @@ class Report:
 
 class Soak:
     def __init__(self, cluster: Cluster, options: SoakOptions,
-                 daemon_env: dict[str, str] | None = None) -> None:
+                 daemon_env: dict[str, str] | None = None, disks: Disks | None = None,
+                 ) -> None:
         self.cluster = cluster
         self.options = options
         self.dir = cluster.root / "soak"
@@ -139,7 +141,7 @@ class Soak:
         tls = cluster.root_tls()
         self.probe = Probe(Path(tls.ca), Path(tls.cert), Path(tls.key))
         self.world = World(cluster, self.probe, cluster.live_names(),
-                           random.Random(options.seed), daemon_env)
+                           random.Random(options.seed), daemon_env, disks)
         self.faults: list[FaultRecord] = []
         self.failures: list[str] = []
         self.diverged: list[str] = []  # members whose copy differs (checked after each fault)
@@ -212,6 +214,7 @@ class Soak:
                 time.sleep(f.hold)  # the fault's own duration (a hang)
             f.end(self.world)
             ended = time.monotonic()
+            details.update(f.after)
             steady = self.wait_steady(self.options.steady_timeout)
             resumed = self.wait_resumed(steady, self.options.steady_timeout)
         except (FaultError, SoakFailure) as e:

@@ -8,7 +8,9 @@ checked against the process start time before every signal), or our daemon.
 Kinds (FAULT_KINDS): kill-follower, kill-leader, kill-quorum (two members at
 once), hang-follower, hang-leader (SIGSTOP for `hold`, then SIGCONT),
 wipe-member (its data dir deleted, then the process killed: the daemon must
-replace it), swap (one member replaced by a new one in [[members]]),
+replace it), disk-full (its disk, a tmpfs of tests/soak/disk.py, filled to
+the last byte for `hold`, then freed: etcd exits, the daemon must restart it
+once there is room), swap (one member replaced by a new one in [[members]]),
 swap-under-fault (the same while another fault is active), and
 daemon-killed-mid-swap (the daemon SIGKILLed after a random step of a swap,
 then started again).
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness import Cluster, ports_free
+from tests.soak.disk import Disks
 from tests.soak.probe import Probe
 
 
@@ -65,12 +68,14 @@ class World:
     """What faults act on: the cluster, its desired members, its processes."""
 
     def __init__(self, cluster: Cluster, probe: Probe, names: list[str], rng: random.Random,
-                 daemon_env: dict[str, str] | None = None) -> None:
+                 daemon_env: dict[str, str] | None = None, disks: Disks | None = None,
+                 ) -> None:
         self.cluster = cluster
         self.probe = probe
         self.names = list(names)
         self.rng = rng
         self.daemon_env = daemon_env or {}
+        self.disks = disks  # every member dir on its own small disk (None: plain dirs)
         self._next_member = 1 + max(int(n[1:]) for n in names if n[1:].isdigit())
 
     # ---- members ---------------------------------------------------------
@@ -127,6 +132,8 @@ class World:
                     raise FaultError(f"loopback block {c.block}.0/24 exhausted")
                 if ports_free(address):
                     c.addresses[name] = address
+            if self.disks is not None:
+                self.disks.add(name)  # its disk is there before the daemon makes its dir
             return name
 
     def swap(self, leaving: str) -> str:
@@ -180,6 +187,8 @@ class Fault:
 
     kind: str = ""
     hold: float = 0.0
+    after: dict[str, Any] = field(default_factory=dict, repr=False)  # what `end` found
+
 
     def begin(self, w: World) -> dict[str, Any]:
         raise NotImplementedError
@@ -264,6 +273,45 @@ class Wipe(Fault):
 
 
 @dataclass
+class DiskFull(Fault):
+    """A member's disk fills to the last byte for `hold` s, then is freed.
+
+    Under the workload's writes etcd's next commit fails with ENOSPC and it
+    exits; every restart fails while the disk is full. After the free, the
+    daemon must restart it by itself.
+    """
+
+    role: str = "any"
+    seconds: float | None = None  # None: drawn from HOLD_RANGE by the run's seed
+    _target: str = field(default="", repr=False)
+    _proc: Proc | None = field(default=None, repr=False)
+
+    HOLD_RANGE = (2.0, 6.0)
+
+    def __post_init__(self) -> None:
+        self.kind = "disk-full"
+
+    def begin(self, w: World) -> dict[str, Any]:
+        if w.disks is None:
+            raise FaultError("disk-full needs the members on tmpfs disks (Soak(disks=...))")
+        self.hold = self.seconds if self.seconds is not None else round(
+            w.rng.uniform(*self.HOLD_RANGE), 2)
+        target = w.pick(self.role)
+        if not w.disks.has(target):
+            raise FaultError(f"{target} has no disk of its own to fill")
+        self._target, self._proc = target, w.proc(target)
+        return {"targets": [target], "hold": self.hold, "filled_bytes": w.disks.fill(target)}
+
+    def end(self, w: World) -> None:
+        if self._target and w.disks is not None:
+            # etcd fails only when it must allocate (its WAL is preallocated, bbolt reuses
+            # free pages): say whether it did
+            self.after["etcd_exited"] = self._proc is None or not self._proc.alive()
+            w.disks.free(self._target)
+            self._target = ""
+
+
+@dataclass
 class Swap(Fault):
     """Replace one member (random) by a new one in [[members]], optionally under a fault."""
 
@@ -286,6 +334,7 @@ class Swap(Fault):
     def end(self, w: World) -> None:
         if self.under is not None:
             self.under.end(w)
+            self.after.update(self.under.after)
 
 
 SWAP_STEP_EVENTS = 11  # op_step events of a plain swap: traffic, stop x2, remove x2, add x2, ...
@@ -324,7 +373,8 @@ class DaemonKilledMidSwap(Fault):
 
 
 FAULT_KINDS = ("kill-follower", "kill-leader", "kill-quorum", "hang-follower", "hang-leader",
-               "wipe-member", "swap", "swap-under-fault", "daemon-killed-mid-swap")
+               "wipe-member", "disk-full", "swap", "swap-under-fault",
+               "daemon-killed-mid-swap")
 
 
 _MEMBER_FAULTS: dict[str, Callable[[], Fault]] = {
@@ -334,6 +384,7 @@ _MEMBER_FAULTS: dict[str, Callable[[], Fault]] = {
     "hang-follower": lambda: Hang(role="follower"),
     "hang-leader": lambda: Hang(role="leader"),
     "wipe-member": Wipe,
+    "disk-full": DiskFull,
 }
 
 
@@ -343,23 +394,27 @@ def member_fault(kind: str) -> Fault:
 
 
 MEMBER_FAULTS = ("kill-follower", "kill-leader", "kill-quorum", "hang-follower", "hang-leader",
-                 "wipe-member")
+                 "wipe-member", "disk-full")
 
 
-def make_fault(kind: str, rng: random.Random) -> Fault:
-    """A fresh fault of `kind`; swap-under-fault draws its fault from MEMBER_FAULTS."""
+def make_fault(kind: str, rng: random.Random, under: tuple[str, ...] = MEMBER_FAULTS,
+               ) -> Fault:
+    """A fresh fault of `kind`; swap-under-fault draws its fault from `under`."""
     if kind == "swap":
         return Swap()
     if kind == "swap-under-fault":
-        return Swap(under=member_fault(rng.choice(MEMBER_FAULTS)))
+        return Swap(under=member_fault(rng.choice(under)))
     if kind == "daemon-killed-mid-swap":
         return DaemonKilledMidSwap()
     return member_fault(kind)
 
 
 def schedule(rng: random.Random, faults: int, kinds: tuple[str, ...] = FAULT_KINDS,
-             ) -> list[Fault]:
-    """`faults` faults in random order, every kind as often as the others (±1)."""
+             disks: bool = True) -> list[Fault]:
+    """`faults` faults in random order, every kind as often as the others (±1).
+    Without `disks` (no tmpfs disks: not root) disk-full is left out, under swaps too."""
+    kinds = tuple(k for k in kinds if disks or k != "disk-full")
+    under = tuple(k for k in MEMBER_FAULTS if disks or k != "disk-full")
     order = [kinds[i % len(kinds)] for i in range(faults)]
     rng.shuffle(order)
-    return [make_fault(k, rng) for k in order]
+    return [make_fault(k, rng, under) for k in order]
