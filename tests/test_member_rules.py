@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from ckeetcd import restarts
 from ckeetcd.decide import decide
 from ckeetcd.model import Desired, MemberExit, Observed, Runtime
-from ckeetcd.nodes.base import exit_of, exit_reason, is_archive, log_tail, prunable
+from ckeetcd.nodes.base import (
+    exit_of,
+    exit_reason,
+    is_archive,
+    log_tail,
+    prunable,
+    restore_bump_flags,
+)
 from ckeetcd.restarts import Starts
 from ckeetcd.startbook import StartBook, iso
 from tests.builders import DEAD, HEALTHY, IDLE, cluster, desired, steps
@@ -377,3 +384,13 @@ def test_the_book_lifts_a_disk_full_hold_once_and_logs_it(tmp_path: Path) -> Non
     book.seen("m2", False, None, healthy=False, disk_free=100 * MIB)
     book.exited("m2", MemberExit("exit status 1", code=1, reason=FATAL_NOSPACE))
     assert book.stamp("m2", Runtime(disk_free=100 * MIB)).held_until == clock.now + 32
+
+
+@pytest.mark.parametrize(("help_text", "flags"), [
+    ("      --bump-revision uint   How much...\n      --mark-compacted   Mark ...",
+     ["--bump-revision=1000000000", "--mark-compacted"]),
+    ("      --data-dir string   Path to the output data directory", []),  # an older etcdutl (3.5.1)
+    ("", []),  # etcdutl could not be run: its restore then fails by itself
+])
+def test_a_restore_bumps_revisions_when_etcdutl_can(help_text: str, flags: list[str]) -> None:
+    assert restore_bump_flags(help_text) == flags

@@ -28,6 +28,24 @@ MARKER_LIMIT = 500  # bytes of the marker shown in logs
 REMOVED_ARCHIVE = re.compile(r"data\.removed-\d{8}T\d{6}\.\d{6}Z")
 ARCHIVE_PREFIX = "data."
 STAGING = "data.restoring"  # a restore's half-written output, not an archive
+# A restored cluster's revisions start this far above the snapshot's, and everything
+# up to there counts as compacted (etcdutl --bump-revision/--mark-compacted: later
+# 3.5 patch releases, not 3.5.1). Without it, revisions after a restore repeat
+# ones that clients (a kube-apiserver's watch cache, informers) saw before it
+# with other content: a watcher resumes at a revision it believes it has and
+# never sees the rollback. With it, every revision after the restore is higher
+# than any seen before (as long as fewer than a billion were made between the
+# backup and the restore), and watchers older than the restore are told
+# "compacted" and re-list.
+RESTORE_BUMP = 1_000_000_000
+
+
+def restore_bump_flags(restore_help: str) -> list[str]:
+    """The etcdutl flags that bump a restored cluster's revisions, if this etcdutl
+    (its `snapshot restore --help` text) has them; [] for an older one."""
+    if "--bump-revision" not in restore_help or "--mark-compacted" not in restore_help:
+        return []
+    return [f"--bump-revision={RESTORE_BUMP}", "--mark-compacted"]
 
 
 LOG_MAX_BYTES = 16 * 1024 * 1024  # etcd.log is rotated to etcd.log.1 at a start past this

@@ -34,6 +34,7 @@ from ckeetcd.nodes.base import (
     is_archive,
     member_flags,
     prunable,
+    restore_bump_flags,
 )
 from ckeetcd.pki import ensure_private_dir, fsync_dir, write_atomic, write_private
 
@@ -88,6 +89,18 @@ def resolve_etcdutl_binary(configured_etcd: str) -> str:
     if not found:
         raise FileNotFoundError(f"no etcdutl binary: neither next to {etcd} nor on PATH")
     return found
+
+
+async def _restore_help(etcdutl: str) -> str:
+    """`etcdutl snapshot restore --help` (what flags this etcdutl knows)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            etcdutl, "snapshot", "restore", "--help", stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out, _ = await proc.communicate()
+    except OSError:
+        return ""
+    return out.decode(errors="replace")
 
 
 def rotate_log(path: Path, max_bytes: int) -> None:
@@ -390,6 +403,7 @@ class LocalRuntime:
                f"--initial-advertise-peer-urls={spec.peer_url}", f"--data-dir={staging}"]
         if skip_hash_check:
             cmd.append("--skip-hash-check")
+        cmd += restore_bump_flags(await _restore_help(cmd[0]))
         with open(mdir / "etcd.log", "ab") as log:
             log.write(f"--- {dt.datetime.now(dt.timezone.utc).isoformat()} restore from "
                       f"{snapshot}\n".encode())

@@ -49,6 +49,7 @@ from ckeetcd.nodes.base import (
     killed_by,
     member_flags,
     prunable,
+    restore_bump_flags,
 )
 
 UNIT = "ckeetcd-member@{name}.service"
@@ -443,6 +444,9 @@ class SSHRuntime:
         if skip_hash_check:
             args.append("--skip-hash-check")
         q = shlex.quote(d)
+        probe = await node.run(f"{shlex.quote(etcdutl)} snapshot restore --help 2>&1 || true",
+                               check=False)
+        args += restore_bump_flags(probe.text)
         await node.run(f"set -e; d={q}; [ ! -e \"$d/data\" ] || {{ echo \"$d/data exists\" >&2; "
                        "exit 1; }; rm -rf \"$d/data.restoring\"; "
                        + " ".join(shlex.quote(a) for a in args)
