@@ -123,6 +123,7 @@ class Health:
     db_size_in_use: int = 0
     raft_applied_index: int = 0
     alarms: tuple[tuple[int, str], ...] = ()  # (member ID, "NOSPACE"/"CORRUPT"), cluster-wide
+    revision: int = 0  # of its store (header.revision)
 
     @property
     def fragmentation(self) -> float:

@@ -65,7 +65,7 @@ from ckeetcd.etcd.rbac import ensure_rbac, rbac_in_place
 from ckeetcd.etcd.snapshot import HASH_LEN, SnapshotError, verify
 from ckeetcd.history import History
 from ckeetcd.model import Desired, Health, Observed, quorum
-from ckeetcd.nodes.base import RESTORE_MARKER, MemberRuntime, MemberSpec
+from ckeetcd.nodes.base import RESTORE_MARKER, MemberRuntime, MemberSpec, restore_bump
 from ckeetcd.ops.context import FAILPOINT_ENV
 from ckeetcd.pki import CA, member_tls_files, member_tls_problem
 
@@ -232,6 +232,7 @@ async def check_snapshot(path: Path, etcdutl: str) -> SnapshotInfo:
 class ClusterState:
     observed: Observed
     answering: tuple[str, ...]  # desired members whose Status RPC answered
+    highest_revision: int = 0  # the highest store revision any of them answered with
 
     @property
     def has_quorum(self) -> bool:
@@ -270,7 +271,8 @@ async def probe_cluster(config: Config, tls: PemTLS) -> ClusterState:
         health = {m.id: by_id.get(m.id, Health(healthy=False, error="no answer"))
                   for m in members or ()}
         observed = Observed(members=members, health=MappingProxyType(health))
-        return ClusterState(observed, tuple(n for n, h in healths.items() if h.member_id))
+        return ClusterState(observed, tuple(n for n, h in healths.items() if h.member_id),
+                            max((h.revision for h in healths.values()), default=0))
     finally:
         for c in clients.values():
             await c.close()
@@ -430,8 +432,10 @@ class Restorer:
             # same file once per member again, as long as it is still that file.
             if file_identity(plan.snapshot.path) != plan.snapshot.identity:
                 raise RestoreFailed(f"{plan.snapshot.path} changed since it was checked")
+            bump = restore_bump(plan.snapshot.revision, plan.cluster.highest_revision)
             outcomes = await asyncio.gather(*(
-                self.runtime.restore_data(s.name, plan.snapshot.path, s, skip_hash_check=True)
+                self.runtime.restore_data(s.name, plan.snapshot.path, s, skip_hash_check=True,
+                                          bump=bump)
                 for s in specs), return_exceptions=True)  # let every etcdutl finish
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):

@@ -31,7 +31,7 @@ NAMES = ["m1", "m2", "m3"]
 
 @pytest.fixture
 def on_disks(tmp_path: Path) -> Iterator[tuple[Cluster, Disks]]:
-    """A cluster whose members each live on a 256 MiB tmpfs (unmounted after the members
+    """A cluster whose members each live on a 512 MiB tmpfs (unmounted after the members
     stopped; a killed run's mounts go at the next run's sweep)."""
     reason = disk.available()
     if reason:

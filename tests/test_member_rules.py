@@ -20,6 +20,7 @@ from ckeetcd.nodes.base import (
     is_archive,
     log_tail,
     prunable,
+    restore_bump,
     restore_bump_flags,
 )
 from ckeetcd.restarts import Starts
@@ -394,3 +395,15 @@ def test_the_book_lifts_a_disk_full_hold_once_and_logs_it(tmp_path: Path) -> Non
 ])
 def test_a_restore_bumps_revisions_when_etcdutl_can(help_text: str, flags: list[str]) -> None:
     assert restore_bump_flags(help_text) == flags
+
+
+@pytest.mark.parametrize(("snapshot", "seen", "bump"), [
+    (500, 0, 1_000_000_000),                  # nothing answered
+    (500, 480, 1_000_000_000),                # a member behind the snapshot
+    (500, 900, 1_000_000_400),                # quorum lost after 400 more writes
+    (500, 1_000_000_600, 2_000_000_100),      # an interrupted restore's members served
+])
+def test_a_restore_bumps_above_everything_handed_out(snapshot: int, seen: int,
+                                                     bump: int) -> None:
+    assert restore_bump(snapshot, seen) == bump
+    assert snapshot + bump > seen

@@ -329,12 +329,19 @@ def test_a_restore_killed_mid_way_keeps_the_daemon_off_and_can_be_run_again(
     st = json.loads(c.cli("status", "--output", "json").stdout)
     assert sorted(st["restoring"]) == NAMES
     c.stop_daemon()
+    served = 0
+    if step == "start-members":  # the killed run's members serve: clients write to them
+        wait_for(lambda: c.healthy_names() == set(NAMES), 60, "the half-restored members")
+        served = put(c, {f"/dropped/{i}".encode(): b"v" for i in range(100)})
 
     r = c.cli("restore", "--from", str(snap), "--yes", "--force")
     assert r.returncode == 0, r.stdout + r.stderr
+    # ... and no revision they handed out is handed out again
+    assert put(c, {b"/after/rerun": b"ok"}) > served
     assert not list(c.state_dir.glob("members/*/RESTORING"))
     for name in NAMES:
         assert read_prefix(c, name, b"/kept/") == known
-        assert read_prefix(c, name, b"/after/") == {}
+        assert read_prefix(c, name, b"/after/") == {b"/after/rerun": b"ok"}
+        assert read_prefix(c, name, b"/dropped/") == {}
     c.start_daemon()
     c.wait_healthy(NAMES)

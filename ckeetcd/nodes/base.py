@@ -40,12 +40,20 @@ STAGING = "data.restoring"  # a restore's half-written output, not an archive
 RESTORE_BUMP = 1_000_000_000
 
 
-def restore_bump_flags(restore_help: str) -> list[str]:
-    """The etcdutl flags that bump a restored cluster's revisions, if this etcdutl
-    (its `snapshot restore --help` text) has them; [] for an older one."""
+def restore_bump(snapshot_revision: int, highest_seen: int) -> int:
+    """How far a restore bumps: RESTORE_BUMP above the snapshot, or above the highest
+    revision a member still answered with, if that is higher (a member restored by an
+    earlier, interrupted run of the same restore has served revisions from
+    snapshot + RESTORE_BUMP on: they must not be handed out again)."""
+    return RESTORE_BUMP + max(highest_seen - snapshot_revision, 0)
+
+
+def restore_bump_flags(restore_help: str, bump: int = RESTORE_BUMP) -> list[str]:
+    """The etcdutl flags that bump a restored cluster's revisions by `bump`, if this
+    etcdutl (its `snapshot restore --help` text) has them; [] for an older one."""
     if "--bump-revision" not in restore_help or "--mark-compacted" not in restore_help:
         return []
-    return [f"--bump-revision={RESTORE_BUMP}", "--mark-compacted"]
+    return [f"--bump-revision={bump}", "--mark-compacted"]
 
 
 LOG_MAX_BYTES = 16 * 1024 * 1024  # etcd.log is rotated to etcd.log.1 at a start past this
@@ -183,7 +191,8 @@ class MemberRuntime(Protocol):
         """Delete the removed-member archives beyond the newest `keep`; returns them."""
 
     async def restore_data(self, name: str, snapshot: Path, spec: MemberSpec,
-                           skip_hash_check: bool = False) -> Path: ...
+                           skip_hash_check: bool = False, bump: int = RESTORE_BUMP,
+                           ) -> Path: ...
 
     async def known_members(self) -> list[str]: ...
 

@@ -27,6 +27,7 @@ from ckeetcd.nodes.base import (
     LOG_MAX_BYTES,
     LOG_TAIL_BYTES,
     MARKER_LIMIT,
+    RESTORE_BUMP,
     RESTORE_MARKER,
     Archive,
     MemberSpec,
@@ -378,7 +379,8 @@ class LocalRuntime:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir())
 
     async def restore_data(self, name: str, snapshot: Path, spec: MemberSpec,
-                           skip_hash_check: bool = False) -> Path:
+                           skip_hash_check: bool = False, bump: int = RESTORE_BUMP,
+                           ) -> Path:
         """`etcdutl snapshot restore` into a fresh data dir for `spec`'s new initial cluster.
 
         Refuses when the data dir exists (move it aside first). etcdutl writes
@@ -403,7 +405,7 @@ class LocalRuntime:
                f"--initial-advertise-peer-urls={spec.peer_url}", f"--data-dir={staging}"]
         if skip_hash_check:
             cmd.append("--skip-hash-check")
-        cmd += restore_bump_flags(await _restore_help(cmd[0]))
+        cmd += restore_bump_flags(await _restore_help(cmd[0]), bump)
         with open(mdir / "etcd.log", "ab") as log:
             log.write(f"--- {dt.datetime.now(dt.timezone.utc).isoformat()} restore from "
                       f"{snapshot}\n".encode())

@@ -2,7 +2,8 @@
 
 A member's dir (`STATE_DIR/members/NAME`: its data, certificates, log and
 pidfile) is what a dedicated disk under /var/lib holds in production. A
-`Disks` mounts a tmpfs of `size` there before the member's first start,
+`Disks` mounts a tmpfs of `size` (512 MiB: etcd preallocates 64 MiB per WAL
+file, and a restore writes the data once more) there before the member's first start,
 fills one to the last byte (`fill`: a file of exactly the free space, made
 with posix_fallocate, so etcd's next allocation fails with ENOSPC) and frees
 it again (`free`).
@@ -69,7 +70,7 @@ def sweep() -> list[str]:
 
 
 class Disks:
-    def __init__(self, members_dir: Path, size: str = "256m") -> None:
+    def __init__(self, members_dir: Path, size: str = "512m") -> None:
         self.members_dir = members_dir
         self.size = size
         self.mounted: dict[str, Path] = {}

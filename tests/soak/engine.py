@@ -95,6 +95,7 @@ class Report:
             "operations": self.figures.get("operations"),
             "acknowledged_puts": w.acked,
             "lost": len(w.lost) + len(w.wrong_value),
+            "rolled_back_by_restores": len(w.rolled_back),
             "acknowledged_with_wrong_revision": len(w.wrong_revision),
             "member_divergences": len(self.diverged),
             "definite_failures_present": len(w.failed_present),
@@ -116,7 +117,8 @@ class Report:
             f"soak seed {self.seed}: {len(self.faults)} faults, etcd "
             f"{self.figures.get('etcd_versions')}",
             f"puts {ops.get('put')}, reads {ops.get('read')}",
-            f"lost {s['lost']}, stale reads {s['stale_reads']}, reads not matching the store "
+            f"lost {s['lost']}, rolled back by restores {s['rolled_back_by_restores']}, "
+            f"stale reads {s['stale_reads']}, reads not matching the store "
             f"{s['read_count_mismatches']}, wrong revisions acknowledged "
             f"{s['acknowledged_with_wrong_revision']}, member divergences "
             f"{s['member_divergences']}, definite failures present "
@@ -300,10 +302,13 @@ class Soak:
         raise SoakFailure(f"no write acknowledged within {timeout:g}s after steady")
 
     def prune_archives(self) -> None:
-        """Delete the archived data of removed members (60-120 MB each; the daemon keeps them)."""
+        """Delete the archived data of removed members and the data a restore moved aside
+        (60-120 MB each; the daemon keeps them, the operator decides): a member's small
+        disk would fill with them after a few restores."""
         members = self.cluster.state_dir / "members"
-        for d in members.glob("*/data.removed-*"):
-            shutil.rmtree(d, ignore_errors=True)
+        for pattern in ("*/data.removed-*", "*/data.before-restore-*"):
+            for d in members.glob(pattern):
+                shutil.rmtree(d, ignore_errors=True)
 
     # ---- the end ---------------------------------------------------------------
     def _stop_workload(self) -> None:
@@ -378,13 +383,18 @@ class Soak:
             stored, copies = {}, [f"final read failed: {e}"]
         final += copies
         final += self.leftovers()
-        rbac_diff = checker.check_rbac(self._rbac_before, self.rbac())
+        try:
+            rbac_diff = checker.check_rbac(self._rbac_before, self.rbac())
+        except (SoakFailure, subprocess.TimeoutExpired) as e:
+            rbac_diff = [f"users and roles could not be read at the end: {e}"]
         windows = [checker.Window((f.kind, f.details.get("under", {}).get("kind", "")),
                                   f.wall_start, f.wall_steady) for f in self.faults]
+        rollbacks = tuple(checker.Rollback(int(rb["revision"]), float(rb["end"]))
+                          for f in self.faults for rb in f.details.get("rollbacks", ()))
         lines = self.cluster.daemon_log.read_text().splitlines()[self._log_start:]
         report = Report(self.options.seed, self.faults, self.failures,
-                        checker.check_writes(history, stored),
-                        checker.check_order(history, stored),
+                        checker.check_writes(history, stored, rollbacks),
+                        checker.check_order(history, stored, rollbacks),
                         checker.check_log(lines, windows), rbac_diff, final, self.diverged)
         acks = figures.ack_times(history)
         q0, q1 = self._quiet
