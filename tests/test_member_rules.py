@@ -22,6 +22,7 @@ from ckeetcd.nodes.base import (
     prunable,
     restore_bump,
     restore_bump_flags,
+    restored_start,
 )
 from ckeetcd.restarts import Starts
 from ckeetcd.startbook import StartBook, iso
@@ -407,3 +408,14 @@ def test_a_restore_bumps_above_everything_handed_out(snapshot: int, seen: int,
                                                      bump: int) -> None:
     assert restore_bump(snapshot, seen) == bump
     assert snapshot + bump > seen
+
+
+def test_a_rerun_restore_starts_above_every_earlier_interrupted_run() -> None:
+    note = ("ckeetcd restore, pid 7 on cp1, since 2026-01-01T00:00:00+00:00, from b.db; "
+            "restored revisions start at 1000000500")
+    start = restored_start(["", note, "ckeetcd restore, pid 3 (an older ckeetcd's marker)"])
+    assert start == 1_000_000_500
+    assert 500 + restore_bump(500, 0, start) == 2_000_000_500  # no member answers
+    nested = 500 + restore_bump(500, 0, 2_000_000_500)         # and a third run
+    assert nested == 3_000_000_500
+    assert restored_start([]) == 0

@@ -333,6 +333,8 @@ def test_a_restore_killed_mid_way_keeps_the_daemon_off_and_can_be_run_again(
     if step == "start-members":  # the killed run's members serve: clients write to them
         wait_for(lambda: c.healthy_names() == set(NAMES), 60, "the half-restored members")
         served = put(c, {f"/dropped/{i}".encode(): b"v" for i in range(100)})
+        # ... and are down when the restore runs again: only the marker remembers them
+        assert c.cli("stop-members").returncode == 0
 
     r = c.cli("restore", "--from", str(snap), "--yes", "--force")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -40,12 +40,22 @@ STAGING = "data.restoring"  # a restore's half-written output, not an archive
 RESTORE_BUMP = 1_000_000_000
 
 
-def restore_bump(snapshot_revision: int, highest_seen: int) -> int:
-    """How far a restore bumps: RESTORE_BUMP above the snapshot, or above the highest
-    revision a member still answered with, if that is higher (a member restored by an
-    earlier, interrupted run of the same restore has served revisions from
-    snapshot + RESTORE_BUMP on: they must not be handed out again)."""
-    return RESTORE_BUMP + max(highest_seen - snapshot_revision, 0)
+RESTORED_START = re.compile(r"restored revisions start at (\d+)")
+
+
+def restore_bump(snapshot_revision: int, highest_seen: int, earlier_start: int = 0) -> int:
+    """How far a restore bumps: RESTORE_BUMP above the snapshot, above the highest
+    revision a member still answered with, and above where an earlier, interrupted
+    run's restored cluster started (its RESTORING marker says; that cluster may have
+    served from there on, and a member that served need not answer now)."""
+    return max(RESTORE_BUMP + max(highest_seen - snapshot_revision, 0),
+               earlier_start + RESTORE_BUMP - snapshot_revision)
+
+
+def restored_start(markers: list[str]) -> int:
+    """The highest "restored revisions start at N" among RESTORING markers (0: none)."""
+    return max((int(m.group(1)) for note in markers
+                if (m := RESTORED_START.search(note))), default=0)
 
 
 def restore_bump_flags(restore_help: str, bump: int = RESTORE_BUMP) -> list[str]:
