@@ -64,6 +64,12 @@ class StartBook:
         m.pid, m.started_at, m.healthy_seen = None, now, False
         self._save()
 
+    def forget(self, name: str) -> None:
+        """`name` leaves the cluster: its streak and last exit go (a new member may
+        take the name)."""
+        if self._members.pop(name, None) is not None:
+            self._save()
+
     def spawned(self, name: str, pid: int) -> None:
         self._get(name).pid = pid
 

@@ -419,3 +419,14 @@ def test_a_rerun_restore_starts_above_every_earlier_interrupted_run() -> None:
     nested = 500 + restore_bump(500, 0, 2_000_000_500)         # and a third run
     assert nested == 3_000_000_500
     assert restored_start([]) == 0
+
+
+def test_a_removed_member_is_forgotten(tmp_path: Path) -> None:
+    clock = Clock()
+    book = StartBook(tmp_path, clock=clock)
+    for _ in range(4):
+        book.started("m2")
+    assert book.held_until("m2") == T + 8
+    book.forget("m2")
+    assert book.held_until("m2") is None and book.last_exit("m2") is None
+    assert StartBook(tmp_path, clock=clock).held_until("m2") is None  # in the file too
