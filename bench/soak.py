@@ -13,7 +13,7 @@ writes and the put latency while the workload runs alone (--quiet seconds
 before the first fault), and a plain swap's stall for the daemon killed
 mid-swap.
 
-Run: .venv/bin/python bench/soak.py [--seed 1] [--faults 216] [--minutes 30]
+Run: .venv/bin/python bench/soak.py [--seed 1] [--faults 220] [--minutes 30]
      (`--seed` reproduces the order and targets of the faults, not the timing)
 """
 
@@ -41,7 +41,7 @@ NAMES = ["m1", "m2", "m3"]
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--faults", type=int, default=24 * len(FAULT_KINDS))
+    ap.add_argument("--faults", type=int, default=20 * len(FAULT_KINDS))
     ap.add_argument("--minutes", type=float, default=30.0,
                     help="stop injecting after this long (the run then ends and is checked)")
     ap.add_argument("--quiet", type=float, default=20.0,
