@@ -162,6 +162,9 @@ def test_disaster_drill(make_cluster: Callable[..., Cluster], tmp_path: Path) ->
     # at a time, the daemon would rightly replace the first while quorum still holds).
     mark = c.mark()
     pids = {n: c.member_pid(n) for n in ("m2", "m3")}
+    for pid in pids.values():  # both hang first: no observation sees one dead, one healthy
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
     for name in pids:
         c.data_dir(name).rename(tmp_path / f"wiped-{name}")
     for pid in pids.values():
