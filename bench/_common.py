@@ -30,9 +30,10 @@ RESULTS = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ckeetcd.config import load_config  # noqa: E402
+from ckeetcd.support.files import write_atomic  # noqa: E402
+
+from ckeetcd.core.config import load_config  # noqa: E402
 from ckeetcd.etcd import EtcdClient, EtcdError  # noqa: E402
-from ckeetcd.pki import write_atomic  # noqa: E402
 from tests.harness import Cluster, ports_free, wait_for  # noqa: E402
 
 ETCDCTL = str(Path(sys.executable).parent / "etcdctl")

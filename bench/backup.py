@@ -58,8 +58,8 @@ from _common import (
     write_result,
 )
 
-from ckeetcd.backup import take_backup
 from ckeetcd.nodes.local import _proc_start_time, resolve_etcdutl_binary
+from ckeetcd.tasks.backup import take_backup
 
 BIN = Path(sys.executable).parent
 CKECLI = str(BIN / "ckecli")

@@ -49,19 +49,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ckeetcd.config import Config, load_config  # noqa: E402
+from ckeetcd.support.files import ensure_private_dir, write_atomic, write_private
+
+from ckeetcd.core.config import Config, load_config  # noqa: E402
+from ckeetcd.core.model import Desired  # noqa: E402
 from ckeetcd.etcd import EtcdClient, EtcdError  # noqa: E402
 from ckeetcd.etcd.rbac import rbac_in_place  # noqa: E402
-from ckeetcd.model import Desired  # noqa: E402
 from ckeetcd.nodes import LocalRuntime, MemberSpec, member_flags, resolve_etcd_binary  # noqa: E402
-from ckeetcd.pki import (  # noqa: E402
-    TLSFiles,
-    ensure_ca,
-    ensure_private_dir,
-    member_tls_files,
-    write_atomic,
-    write_private,
-)
+from ckeetcd.pki import TLSFiles, ensure_ca, member_tls_files
 from tests.harness import ports_free  # noqa: E402
 
 NAMES = ["b1", "b2", "b3"]

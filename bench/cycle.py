@@ -2,7 +2,7 @@
 
 Each cluster is bootstrapped by the daemon, which is then stopped so nothing
 changes under the measurement. In this process, as the daemon does
-(ckeetcd.daemon.make_env: a ClientPool of cached TLS channels and an
+(ckeetcd.loop.daemon.make_env: a ClientPool of cached TLS channels and an
 Observer), we time `Observer.observe(desired)` + `decide(desired, observed)`:
 
 - probe: observe(deep=False), what runs every probe_interval;
@@ -27,11 +27,11 @@ import time
 from typing import Any
 
 from _common import Cadence, bench_cluster, stop_daemon, summary, write_result
+from ckeetcd.loop.env import make_env
 
-from ckeetcd.daemon import make_env
-from ckeetcd.decide import decide
+from ckeetcd.core.decide import decide
+from ckeetcd.core.model import Desired
 from ckeetcd.etcd.rbac import ROOT, rbac_in_place
-from ckeetcd.model import Desired
 
 TARGET_MS = 20.0
 WARMUP = 20

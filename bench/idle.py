@@ -47,7 +47,7 @@ BASELINE_CODE = "import ckeetcd.cli.run, time\nwhile True: time.sleep(3600)"
 SLEEP_LOOP_CODE = """
 import asyncio, contextlib, pathlib, sys
 import ckeetcd.cli.run
-from ckeetcd import daemon
+from ckeetcd.loop import daemon
 poll = getattr(daemon, "CONFIG_POLL", 0.1)
 path = pathlib.Path(sys.argv[1])
 async def main():

@@ -51,7 +51,7 @@ from _common import (
     write_result,
 )
 
-from ckeetcd.config import load_config
+from ckeetcd.core.config import load_config
 from ckeetcd.nodes import LocalRuntime, MemberSpec, member_flags, resolve_etcd_binary
 from ckeetcd.pki import load_ca, member_tls_files
 

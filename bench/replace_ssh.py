@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from _common import lab_unavailable, summary, wait_for, write_result
+from ckeetcd.support.files import write_atomic, write_private
 
-from ckeetcd.config import load_config
+from ckeetcd.core.config import load_config
 from ckeetcd.nodes import MemberSpec
 from ckeetcd.nodes.ssh import SSHRuntime
-from ckeetcd.pki import load_ca, member_tls_files, write_atomic, write_private
+from ckeetcd.pki import load_ca, member_tls_files
 from tests.multihost import ETCDCTL, MultiCluster
 from tests.netns import Lab
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 
-from ckeetcd.model import (
+from ckeetcd.core.model import (
     Decision,
     Desired,
     DesiredMember,

@@ -22,13 +22,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ckeetcd.config import EtcdConfig, load_config
-from ckeetcd.daemon import make_env
-from ckeetcd.daemoncert import daemon_tls
+from ckeetcd.loop.env import make_env
+from ckeetcd.support.files import write_atomic, write_private
+
+from ckeetcd.core.config import EtcdConfig, load_config
+from ckeetcd.core.model import Desired, Observed
 from ckeetcd.etcd import EtcdClient
-from ckeetcd.model import Desired, Observed
 from ckeetcd.nodes import LocalRuntime, resolve_etcd_binary
-from ckeetcd.pki import TLSFiles, load_ca, write_atomic, write_private
+from ckeetcd.pki import TLSFiles, load_ca
+from ckeetcd.tasks.daemoncert import daemon_tls
 
 T = TypeVar("T")
 _blocks = itertools.count()

@@ -63,8 +63,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from ckeetcd.support.files import write_atomic, write_private
 
-from ckeetcd.pki import ensure_ca, write_atomic, write_private
+from ckeetcd.pki import ensure_ca
 
 Obj = dict[str, Any]
 KUBECTL = os.environ.get("KUBECTL", "kubectl")

@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ckeetcd.support.files import write_atomic
+
 from ckeetcd.nodes import resolve_etcd_binary
-from ckeetcd.pki import write_atomic
 from tests.harness import read_events, wait_for
 from tests.netns import Lab
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ckeetcd.model import Desired, Health, LiveMember, Observed, Op, Runtime, quorum
+from ckeetcd.core.model import Desired, Health, LiveMember, Observed, Op, Runtime, quorum
 from tests.builders import client_url, peer_url
 
 

@@ -23,10 +23,17 @@ from typing import Any
 
 import pytest
 
-from ckeetcd.backup import NAME_RE, _HashingFile, backup_time, list_backups, rotate, save_verified
-from ckeetcd.config import load_config
+from ckeetcd.core.config import load_config
 from ckeetcd.etcd.snapshot import verify
 from ckeetcd.nodes.local import resolve_etcdutl_binary
+from ckeetcd.tasks.backup import (
+    NAME_RE,
+    _HashingFile,
+    backup_time,
+    list_backups,
+    rotate,
+    save_verified,
+)
 from tests.harness import Cluster, wait_for
 
 pytestmark = pytest.mark.etcd

@@ -24,12 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from ckeetcd.loop.startup import daemon_ca
 from cryptography import x509
 
 from ckeetcd.cli.main import main
-from ckeetcd.config import Config, load_config
-from ckeetcd.daemon import daemon_ca
-from ckeetcd.daemonca import EXIT_REFUSED
+from ckeetcd.core.config import Config, load_config
+from ckeetcd.loop.daemonca import EXIT_REFUSED
 from ckeetcd.pki import (
     CA_CERT_MISSING,
     CA_CREATE,
@@ -390,6 +390,6 @@ def test_ca_import_over_another_ca_needs_force(tmp_path: Path,
 
 
 def test_the_probe_sees_nothing_where_nothing_serves_tls(tmp_path: Path) -> None:
-    from ckeetcd.tlsprobe import issuer_names
+    from ckeetcd.pki.tlsprobe import issuer_names
 
     assert issuer_names("127.0.0.1", 1, timeout=2.0) == []  # nothing listens on port 1

@@ -7,10 +7,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from ckeetcd.loop.startup import can_lead, daemon_ca
 
 from ckeetcd.cli.main import main
-from ckeetcd.config import load_config
-from ckeetcd.daemon import can_lead, daemon_ca
+from ckeetcd.core.config import load_config
 from ckeetcd.pki import ensure_ca
 from tests.harness import ListLog
 

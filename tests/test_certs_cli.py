@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ckeetcd.support.files import write_atomic, write_private
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from ckeetcd.pki import TLSFiles, ensure_ca, load_ca, write_atomic, write_private
+from ckeetcd.pki import TLSFiles, ensure_ca, load_ca
 from tests.harness import BIN, Cluster, ckecli, cli_env, running_cluster, tls_refused, wait_for
 
 pytestmark = pytest.mark.etcd

@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ckeetcd.cli.main import ckecli_main, main
-from ckeetcd.textcheck import refused_char
+from ckeetcd.core.textcheck import refused_char
 
 FUZZ = settings(max_examples=80, derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,

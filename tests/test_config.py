@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from ckeetcd.config import (
+from ckeetcd.core.config import (
     CONFIG_ENV,
     DEFAULT_CONFIG_PATH,
     ConfigError,
     load_config,
     parse_config,
-    tomllib,  # the stdlib's, or tomli before 3.11
+    tomllib,
 )
 
 CONFIG = Path("/srv/ckeetcd/conf/ckeetcd.toml")
@@ -441,7 +441,7 @@ def test_list_items_take_no_control_characters(item: str) -> None:
 
 def _numeric_keys() -> list[tuple[str, str, bool]]:
     """(table, key, integer) of every int/float field in the schema's sections."""
-    from ckeetcd import config as c
+    from ckeetcd.core import config as c
 
     sections = {"cluster": c.ClusterConfig, "etcd": c.EtcdConfig, "daemon": c.DaemonConfig,
                 "backup": c.BackupConfig, "ssh": c.SSHConfig,

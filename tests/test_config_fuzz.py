@@ -25,8 +25,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ckeetcd.config import Config, ConfigError, load_config
-from ckeetcd.textcheck import refused_char
+from ckeetcd.core.config import Config, ConfigError, load_config
+from ckeetcd.core.textcheck import refused_char
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = (REPO / "config" / "example.toml").read_text()

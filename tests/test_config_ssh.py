@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ckeetcd.config import ConfigError, parse_config
+from ckeetcd.core.config import ConfigError, parse_config
 from ckeetcd.nodes import MemberSpec
 from ckeetcd.nodes.ssh import SSHRuntime
 

@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ckeetcd.catransfer import CATransferError, PublicCA
-from ckeetcd.daemoncert import key_of, make_request, renew_due, sign_request
 from ckeetcd.pki import ensure_ca, not_after
+from ckeetcd.pki.catransfer import CATransferError, PublicCA
+from ckeetcd.tasks.daemoncert import key_of, make_request, renew_due, sign_request
 
 DAY = dt.timedelta(days=1)
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)

@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from ckeetcd.decide import decide
-from ckeetcd.model import Desired, Observed, Runtime
+from ckeetcd.core.decide import decide
+from ckeetcd.core.model import Desired, Observed, Runtime
 from tests.builders import (
     DEAD,
     HEALTHY,

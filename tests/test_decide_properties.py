@@ -22,8 +22,8 @@ from types import MappingProxyType
 from hypothesis import HealthCheck, assume, event, given, note, settings
 from hypothesis import strategies as st
 
-from ckeetcd.decide import decide
-from ckeetcd.model import Decision, Desired, Health, LiveMember, Observed, Op, Runtime, quorum
+from ckeetcd.core.decide import decide
+from ckeetcd.core.model import Decision, Desired, Health, LiveMember, Observed, Op, Runtime, quorum
 from tests.builders import (
     DEAD,
     HEALTHY,

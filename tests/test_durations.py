@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ckeetcd.durations import (
+from ckeetcd.core.durations import (
     HOUR,
     MICROSECOND,
     MILLISECOND,
@@ -20,7 +20,7 @@ from ckeetcd.durations import (
     parse_duration_ns,
     parse_ttl,
 )
-from ckeetcd.textcheck import quote
+from ckeetcd.core.textcheck import quote
 
 MAX = (1 << 63) - 1
 MIN = -(1 << 63)

@@ -7,11 +7,11 @@ import dataclasses
 
 import pytest
 
-from ckeetcd.daemoncert import daemon_tls
-from ckeetcd.election import LEADER_KEY, Leadership, NotLeader
+from ckeetcd.coordination.election import LEADER_KEY, Leadership, NotLeader
+from ckeetcd.core.model import Decision, Op
 from ckeetcd.etcd import ClientPool
 from ckeetcd.etcd import lease as leases
-from ckeetcd.model import Decision, Op
+from ckeetcd.tasks.daemoncert import daemon_tls
 from tests.harness import Cluster, ListLog
 
 

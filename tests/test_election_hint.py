@@ -8,11 +8,11 @@ from types import MappingProxyType
 
 import pytest
 
+from ckeetcd.core.model import Decision, Observed, Op, election_hint
 from ckeetcd.etcd.client import EtcdError
-from ckeetcd.history import History
-from ckeetcd.model import Decision, Observed, Op, election_hint
+from ckeetcd.loop.runner import run_ops
 from ckeetcd.ops import OPS, OpContext
-from ckeetcd.runner import run_ops
+from ckeetcd.support.history import History
 from tests.builders import cluster, mid
 from tests.harness import ListLog
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from ckeetcd import presence as presence_module
-from ckeetcd.config import Config, load_config
-from ckeetcd.decide import decide
-from ckeetcd.election import Leadership, members_of_this_host
-from ckeetcd.model import Decision, Observed, Op
-from ckeetcd.presence import Membership, Presence, hold_membership_changes
+from ckeetcd.coordination import presence as presence_module
+from ckeetcd.coordination.election import Leadership, members_of_this_host
+from ckeetcd.coordination.presence import Membership, Presence, hold_membership_changes
+from ckeetcd.core.config import Config, load_config
+from ckeetcd.core.decide import decide
+from ckeetcd.core.model import Decision, Observed, Op
 from tests.builders import cluster, desired
 from tests.harness import ListLog
 
@@ -119,9 +119,10 @@ def test_drift_is_reported_only_when_it_outlasts_a_rollout(
 
 
 def test_ckeetcds_own_keys_all_live_under_the_reserved_prefix() -> None:
-    from ckeetcd import daemoncert, presence
-    from ckeetcd.election import LEADER_KEY
-    from ckeetcd.keyspace import CKEETCD_PREFIX
+    from ckeetcd.coordination import presence
+    from ckeetcd.coordination.election import LEADER_KEY
+    from ckeetcd.core.keyspace import CKEETCD_PREFIX
+    from ckeetcd.tasks import daemoncert
 
     for key in (LEADER_KEY, presence.PREFIX, daemoncert.CSR_PREFIX, daemoncert.CERT_PREFIX):
         assert key.startswith(CKEETCD_PREFIX.encode()), key

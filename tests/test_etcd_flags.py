@@ -2,7 +2,7 @@
 
 Issue 11, item 3: `election_timeout_ms = 99999999999` or `extra_args =
 ["--no-such-flag"]` made members crash-loop. What can be known statically is
-checked by the loader (ckeetcd.config); which flags and values the local etcd
+checked by the loader (ckeetcd.core.config); which flags and values the local etcd
 binary accepts is asked of that binary (ckeetcd.nodes.etcdprobe), which never
 gets past flag parsing. No cluster is started here.
 """
@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from ckeetcd.config import (
+from ckeetcd.core.config import (
     ETCD_FLAGS_REFUSED,
     ETCD_FLAGS_SET_BY_CKEETCD,
     ConfigError,
     load_config,
     parse_config,
 )
-from ckeetcd.daemon import Daemon
+from ckeetcd.loop.daemon import Daemon
 from ckeetcd.nodes import MemberSpec, etcdprobe, member_flags
 from ckeetcd.nodes.local import resolve_etcd_binary
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ckeetcd.logs import parse_native
 from ckeetcd.pki import ensure_ca, write_cert_key
+from ckeetcd.support.logs import parse_native
 from tests.harness import Cluster
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ckeetcd.keymodes import key_files, scan
+from ckeetcd.tasks.keymodes import key_files, scan
 from tests.harness import Cluster, wait_for
 
 

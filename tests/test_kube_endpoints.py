@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from ckeetcd.config import Config, parse_config
+from ckeetcd.core.config import Config, parse_config
+from ckeetcd.core.model import Desired, DesiredMember, Health, LiveMember, Observed
 from ckeetcd.kube.endpoints import EndpointsTask
-from ckeetcd.model import Desired, DesiredMember, Health, LiveMember, Observed
 from tests.builders import cluster, desired
 from tests.harness import Cluster, ListLog, wait_for
 from tests.kubeapi import KubeAPIServer, endpoints_addresses, slice_endpoints

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from ckeetcd.config import KubernetesConfig
+from ckeetcd.core.config import KubernetesConfig
+from ckeetcd.core.model import Desired, DesiredMember, Health, LiveMember, Observed
 from ckeetcd.kube import shape
 from ckeetcd.kube.shape import ENDPOINTS, SERVICE, SLICE, Row
-from ckeetcd.model import Desired, DesiredMember, Health, LiveMember, Observed
 from tests.builders import cluster, desired, live
 
 KUBE = KubernetesConfig()

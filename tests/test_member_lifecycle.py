@@ -12,11 +12,11 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from ckeetcd import restarts
-from ckeetcd.config import EtcdConfig
-from ckeetcd.history import History
+from ckeetcd.core import restarts
+from ckeetcd.core.config import EtcdConfig
 from ckeetcd.nodes import LocalRuntime, MemberSpec
 from ckeetcd.nodes.local import resolve_etcd_binary
+from ckeetcd.support.history import History
 from tests.harness import Cluster, wait_for
 
 NAMES = ["m1", "m2", "m3"]

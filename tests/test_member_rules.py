@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ckeetcd import restarts
-from ckeetcd.decide import decide
-from ckeetcd.model import Desired, MemberExit, Observed, Runtime
+from ckeetcd.core import restarts
+from ckeetcd.core.decide import decide
+from ckeetcd.core.model import Desired, MemberExit, Observed, Runtime
+from ckeetcd.core.restarts import Starts
 from ckeetcd.nodes.base import (
     exit_of,
     exit_reason,
@@ -24,8 +25,7 @@ from ckeetcd.nodes.base import (
     restore_bump_flags,
     restored_start,
 )
-from ckeetcd.restarts import Starts
-from ckeetcd.startbook import StartBook, iso
+from ckeetcd.support.startbook import StartBook, iso
 from tests.builders import DEAD, HEALTHY, IDLE, cluster, desired, steps
 from tests.harness import ListLog
 
@@ -61,7 +61,7 @@ def test_what_counts_as_an_archive(name: str, archive: bool) -> None:
     assert is_archive(name) is archive
 
 
-# ---- restart back-off (ckeetcd.restarts) ---------------------------------------------
+# ---- restart back-off (ckeetcd.core.restarts) ---------------------------------------------
 @pytest.mark.parametrize(("count", "wait"), [
     (0, 0.0), (1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (8, 128.0), (9, 256.0), (10, 300.0),
     (11, 300.0), (10**6, 300.0), (-1, 0.0),

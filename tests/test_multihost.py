@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ckeetcd.backup import list_backups
-from ckeetcd.election import NODE_LOCAL_OPS
+from ckeetcd.coordination.election import NODE_LOCAL_OPS
+from ckeetcd.coordination.presence import MEMBERSHIP_OPS
 from ckeetcd.pki import not_after
-from ckeetcd.presence import MEMBERSHIP_OPS
+from ckeetcd.tasks.backup import list_backups
 from tests.harness import wait_for, wait_ok_ops
 from tests.multihost import PY, MultiCluster
 from tests.netns import Lab

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from ckeetcd.core.model import KUBE_APISERVER
 from ckeetcd.etcd import EtcdClient, EtcdError
-from ckeetcd.model import KUBE_APISERVER
 from ckeetcd.ops.context import FAILPOINT_ENV
 from tests.harness import Cluster, wait_for
 from tests.test_backup import created_name, etcdutl_status, fill

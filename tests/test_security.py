@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ckeetcd.support.files import write_atomic, write_private
 
 from ckeetcd.etcd import EtcdClient, EtcdError
-from ckeetcd.pki import TLSFiles, ensure_ca, load_ca, write_atomic, write_private
+from ckeetcd.pki import TLSFiles, ensure_ca, load_ca
 from tests.harness import Cluster, tls_refused
 
 pytestmark = pytest.mark.etcd

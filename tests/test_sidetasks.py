@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ckeetcd.sidetasks import LeaderOnly
+from ckeetcd.loop.sidetasks import LeaderOnly
 from tests.harness import ListLog
 
 

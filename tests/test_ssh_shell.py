@@ -10,10 +10,12 @@ import asyncio
 import subprocess
 from pathlib import Path
 
-from ckeetcd.config import EtcdConfig, SSHConfig
-from ckeetcd.model import MemberExit
+from ckeetcd.nodes.sshnode import Result, SSHError, SSHNode
+
+from ckeetcd.core.config import EtcdConfig, SSHConfig
+from ckeetcd.core.model import MemberExit
 from ckeetcd.nodes.base import MemberSpec
-from ckeetcd.nodes.ssh import Result, SSHError, SSHNode, SSHRuntime
+from ckeetcd.nodes.ssh import SSHRuntime
 
 HOST = "10.0.0.1"
 

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from ckeetcd.cli.main import main
-from ckeetcd.config import ConfigError, load_config, parse_config
-from ckeetcd.statedir import MARKER, Facts, StateDirError, claim_state_dir, verdict
-from ckeetcd.syspaths import system_dir_problem
+from ckeetcd.core.config import ConfigError, load_config, parse_config
+from ckeetcd.core.syspaths import system_dir_problem
+from ckeetcd.support.statedir import MARKER, Facts, StateDirError, claim_state_dir, verdict
 from tests.harness import Cluster, wait_for
 
 HOME = "/home/alice"

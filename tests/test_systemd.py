@@ -1,5 +1,5 @@
 """systemd/ckeetcd.service (systemd-analyze verify and security, when installed) and
-the sd_notify client (ckeetcd/sdnotify.py) on real datagram sockets."""
+the sd_notify client (ckeetcd/support/sdnotify.py) on real datagram sockets."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ckeetcd.sdnotify import Notifier
+from ckeetcd.support.sdnotify import Notifier
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "ckeetcd.service"

@@ -1,4 +1,4 @@
-"""ckeetcd.x509lite: hand-built client certificates equal in meaning to ckeetcd.pki's."""
+"""ckeetcd.pki.x509lite: hand-built client certificates equal in meaning to ckeetcd.pki's."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ckeetcd import x509lite
-from ckeetcd.pki import CA, CLOCK_SKEW, ensure_ca
+from ckeetcd.pki import CA, CLOCK_SKEW, ensure_ca, x509lite
 
 UTC = dt.timezone.utc
 

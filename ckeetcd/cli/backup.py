@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING
 from ckeetcd.cli.certs import CommandFailed, fail, load_signing_ca
 from ckeetcd.cli.common import load
 from ckeetcd.cli.errors import UsageError
-from ckeetcd.config import MAX_BACKUPS
-from ckeetcd.textcheck import show
+from ckeetcd.core.config import MAX_BACKUPS
+from ckeetcd.core.textcheck import show
 
 if TYPE_CHECKING:
-    from ckeetcd.backup import BackupResult
-    from ckeetcd.config import Config
+    from ckeetcd.core.config import Config
+    from ckeetcd.tasks.backup import BackupResult
 
 
 def parse_max_backups(value: str | None) -> int | None:
@@ -52,8 +52,8 @@ def parse_max_backups(value: str | None) -> int | None:
 def make_folder(folder: Path) -> str:
     """Create `folder` 0700 when missing (never chmod an existing one); why it cannot hold
     backups, or ""."""
-    from ckeetcd.backup import check_folder
-    from ckeetcd.pki import ensure_private_dir
+    from ckeetcd.support.files import ensure_private_dir
+    from ckeetcd.tasks.backup import check_folder
 
     if not folder.exists():
         try:
@@ -64,7 +64,7 @@ def make_folder(folder: Path) -> str:
 
 
 def local_backup(args: argparse.Namespace) -> int:
-    from ckeetcd.backup import default_dir
+    from ckeetcd.tasks.backup import default_dir
 
     keep = parse_max_backups(args.max_backups)
     if args.dir == "":
@@ -91,9 +91,9 @@ def local_backup(args: argparse.Namespace) -> int:
 
 def _backup(config: Config, folder: Path, keep: int) -> BackupResult:
     """Connect to a healthy voter, snapshot into `folder`, rotate to `keep`."""
-    from ckeetcd.backup import BackupError, take_backup
     from ckeetcd.cli.users import cli_root_tls, connect
     from ckeetcd.etcd.client import EtcdError
+    from ckeetcd.tasks.backup import BackupError, take_backup
 
     tls = cli_root_tls(load_signing_ca(config))
 

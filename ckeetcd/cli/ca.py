@@ -22,10 +22,11 @@ def _error(message: str, status: int) -> int:
 
 
 def ca_export(args: argparse.Namespace) -> int:
-    from ckeetcd.catransfer import export_bundle
-    from ckeetcd.daemon import pki_dir
-    from ckeetcd.daemonca import CARefused, open_ca
-    from ckeetcd.pki import ca_paths, write_private
+    from ckeetcd.loop.daemon import pki_dir
+    from ckeetcd.loop.daemonca import CARefused, open_ca
+    from ckeetcd.pki import ca_paths
+    from ckeetcd.pki.catransfer import export_bundle
+    from ckeetcd.support.files import write_private
 
     config = load(args)
     cert_path, key_path = ca_paths(pki_dir(config))
@@ -54,9 +55,9 @@ def ca_export(args: argparse.Namespace) -> int:
 
 
 def ca_import(args: argparse.Namespace) -> int:
-    from ckeetcd.catransfer import CATransferError, DifferentCA, import_bundle, parse_bundle
-    from ckeetcd.daemon import pki_dir
-    from ckeetcd.daemoncert import daemon_tls
+    from ckeetcd.loop.daemon import pki_dir
+    from ckeetcd.pki.catransfer import CATransferError, DifferentCA, import_bundle, parse_bundle
+    from ckeetcd.tasks.daemoncert import daemon_tls
 
     config = load(args)
     try:

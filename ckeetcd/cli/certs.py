@@ -3,7 +3,7 @@
 Signed locally with the cluster CA (`<state_dir>/pki/ca.{crt,key}`), so the
 caller needs read access to the CA key; etcd itself is never contacted. With
 client-certificate auth etcd takes the user name from the CN. The
-certificate is built by ckeetcd.x509lite: importing `cryptography.x509`
+certificate is built by ckeetcd.pki.x509lite: importing `cryptography.x509`
 would cost ~25 ms of start-up for a command that should answer at once.
 
 Output (CKE-compatible): `-output=json` prints one object with exactly
@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING
 
 from ckeetcd.cli.common import load
 from ckeetcd.cli.errors import UsageError
-from ckeetcd.config import NAME_RE, Config
-from ckeetcd.durations import DurationError, format_duration, parse_ttl
-from ckeetcd.textcheck import show
+from ckeetcd.core.config import NAME_RE, Config
+from ckeetcd.core.durations import DurationError, format_duration, parse_ttl
+from ckeetcd.core.textcheck import show
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
     from ckeetcd.pki import CA
-    from ckeetcd.x509lite import CACert
+    from ckeetcd.pki.x509lite import CACert
 
 ROOT = "root"
 ROOT_LIFETIME = dt.timedelta(hours=2)
@@ -99,8 +99,8 @@ def load_signing_ca(config: Config) -> CA:
 
 def load_issuing_ca(config: Config) -> tuple[CACert, EllipticCurvePrivateKey]:
     """The CA certificate and key for `issue`/`root-issue`, without `cryptography.x509`
-    (see ckeetcd.x509lite); CommandFailed naming the file otherwise."""
-    from ckeetcd import x509lite
+    (see ckeetcd.pki.x509lite); CommandFailed naming the file otherwise."""
+    from ckeetcd.pki import x509lite
 
     d = config.cluster.pki_dir
     cert_path, key_path = d / CA_CERT_FILE, d / CA_KEY_FILE
@@ -128,7 +128,7 @@ def sign(ca: CACert, ca_key: EllipticCurvePrivateKey, user: str,
          lifetime: dt.timedelta) -> tuple[bytes, bytes]:
     """(certificate PEM, key PEM): a client certificate with CN=`user` valid for `lifetime`
     from now."""
-    from ckeetcd import x509lite
+    from ckeetcd.pki import x509lite
 
     now = dt.datetime.now(dt.timezone.utc)
     if now + lifetime > ca.not_after:
@@ -146,7 +146,7 @@ def emit(ca_pem: bytes, cert_pem: bytes, key_pem: bytes, user: str, output: str)
             "private_key": key_pem.decode(),
         }, indent=2))
         return
-    from ckeetcd.pki import write_atomic, write_private
+    from ckeetcd.support.files import write_atomic, write_private
 
     cwd = Path.cwd()
     names = ("etcd-ca.crt", f"etcd-{user}.crt", f"etcd-{user}.key")

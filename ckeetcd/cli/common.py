@@ -8,7 +8,7 @@ import sys
 from typing import NoReturn
 
 from ckeetcd.cli.errors import UsageError
-from ckeetcd.config import (
+from ckeetcd.core.config import (
     CONFIG_ENV,
     Config,
     ConfigError,
@@ -16,7 +16,7 @@ from ckeetcd.config import (
     default_config_path,
     load_config,
 )
-from ckeetcd.textcheck import refused_char, show
+from ckeetcd.core.textcheck import refused_char, show
 
 
 def load(args: argparse.Namespace) -> Config:
@@ -52,8 +52,8 @@ def _exit(problems: list[Problem]) -> NoReturn:
 
 
 def claimed(config: Config) -> str:
-    """Take the state dir as the daemon would (ckeetcd.statedir); the refusal, else ""."""
-    from ckeetcd.statedir import StateDirError, claim_state_dir
+    """Take the state dir as the daemon would (ckeetcd.support.statedir); the refusal, else ""."""
+    from ckeetcd.support.statedir import StateDirError, claim_state_dir
 
     try:
         taken = claim_state_dir(config.cluster.state_dir, config.cluster.name,

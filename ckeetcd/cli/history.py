@@ -10,7 +10,7 @@ from typing import Any
 
 from ckeetcd.cli.common import load
 from ckeetcd.cli.errors import UsageError
-from ckeetcd.history import History
+from ckeetcd.support.history import History
 
 
 def history(args: argparse.Namespace) -> int:

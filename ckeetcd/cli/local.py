@@ -21,8 +21,8 @@ from ckeetcd.nodes import LocalRuntime
 
 
 def stop_members(args: argparse.Namespace) -> int:
-    from ckeetcd.daemon import LOCK_FILE, acquire_state_lock, lock_holder
-    from ckeetcd.pause import read_pause
+    from ckeetcd.coordination.pause import read_pause
+    from ckeetcd.support.statelock import LOCK_FILE, acquire_state_lock, lock_holder
 
     config = load(args)
     runtime = LocalRuntime(config.cluster.state_dir, config.etcd)

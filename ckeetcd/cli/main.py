@@ -39,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
     megabytes as given)."""
 
     def error(self, message: str) -> NoReturn:
-        from ckeetcd.textcheck import printable
+        from ckeetcd.core.textcheck import printable
 
         self.print_usage(sys.stderr)
         self.exit(USAGE_ERROR, f"{self.prog}: error: {printable(message)}\n")
@@ -47,7 +47,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _count(text: str) -> int:
     """A positive count in plain ASCII digits (int() would also take " 5\\n" or "5_0")."""
-    from ckeetcd.textcheck import show
+    from ckeetcd.core.textcheck import show
 
     if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 999999999 "
@@ -266,7 +266,7 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace,
                     argv: Sequence[str]) -> None:
     """Refuse, naming the argument, any value that is not UTF-8 (surrogate escapes from
     argv) or holds a control character: none is a name, path, duration or reason."""
-    from ckeetcd.textcheck import refused_char
+    from ckeetcd.core.textcheck import refused_char
 
     for action in _leaf(parser, args)._actions:
         value = getattr(args, action.dest, None)
@@ -290,7 +290,7 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 
 def _show(value: str) -> str:
-    from ckeetcd.textcheck import show
+    from ckeetcd.core.textcheck import show
 
     return show(value)
 
@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "ckeetcd",
         check_arguments(parser, args, raw)
     except UsageError as e:
         parser.exit(USAGE_ERROR, f"{prog}: error: {e}\n")
-    from ckeetcd import logs
+    from ckeetcd.support import logs
 
     logs.configure(args.log_format)
     if process:
@@ -334,7 +334,7 @@ def ckecli_main(argv: Sequence[str] | None = None) -> int:
 
 
 def config_path(args: argparse.Namespace) -> str:
-    from ckeetcd.config import default_config_path
+    from ckeetcd.core.config import default_config_path
 
     return str(default_config_path(args.config, os.environ))
 

@@ -15,7 +15,7 @@ import sys
 
 from ckeetcd.cli.common import claimed, load
 from ckeetcd.cli.errors import USAGE_ERROR
-from ckeetcd.pause import clear_pause, read_pause, write_pause
+from ckeetcd.coordination.pause import clear_pause, read_pause, write_pause
 
 
 def pause(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import json
 
 from ckeetcd.cli.common import load
 from ckeetcd.cli.status import gather
-from ckeetcd.decide import decide
+from ckeetcd.core.decide import decide
 
 
 def plan(args: argparse.Namespace) -> int:

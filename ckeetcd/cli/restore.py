@@ -18,7 +18,7 @@ stopped members that still have their data.)
 
 The snapshot and the cluster are checked first, the plan is printed, and the
 command asks before changing anything (`--yes` skips the question). See
-`ckeetcd.restore` for the steps. Data dirs are moved aside, never deleted.
+`ckeetcd.procedures.restore` for the steps. Data dirs are moved aside, never deleted.
 
 Exit status: 0 restored and healthy; 1 declined at the prompt (nothing
 changed) or failed partway (what was done is printed, old data is kept);
@@ -43,10 +43,10 @@ from ckeetcd.cli.common import load
 from ckeetcd.cli.errors import USAGE_ERROR, UsageError
 
 if TYPE_CHECKING:
-    from ckeetcd.config import Config
+    from ckeetcd.core.config import Config
     from ckeetcd.etcd.client import PemTLS
     from ckeetcd.pki import CA
-    from ckeetcd.restore import ClusterState, Plan, SnapshotInfo
+    from ckeetcd.procedures.restore import ClusterState, Plan, SnapshotInfo
 
 RESTORE_ROOT_LIFETIME = dt.timedelta(hours=1)
 
@@ -68,8 +68,8 @@ def restore(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace, config: Config, snapshot: Path) -> int:
-    from ckeetcd.daemon import LOCK_FILE, acquire_state_lock
-    from ckeetcd.restore import inside_data_dirs
+    from ckeetcd.procedures.restore import inside_data_dirs
+    from ckeetcd.support.statelock import LOCK_FILE, acquire_state_lock
 
     state = config.cluster.state_dir
     if not state.is_dir():
@@ -105,7 +105,7 @@ def _restore(args: argparse.Namespace, config: Config, snapshot: Path) -> int:
 async def _check(config: Config, snapshot: Path,
                  tls: PemTLS) -> tuple[SnapshotInfo, ClusterState]:
     from ckeetcd.nodes.local import resolve_etcdutl_binary
-    from ckeetcd.restore import RestoreRefused, check_snapshot, probe_cluster
+    from ckeetcd.procedures.restore import RestoreRefused, check_snapshot, probe_cluster
 
     try:
         etcdutl = resolve_etcdutl_binary(config.etcd.binary)
@@ -124,8 +124,8 @@ async def _check(config: Config, snapshot: Path,
 
 async def _prepare(config: Config, info: SnapshotInfo, cluster: ClusterState,
                    force: bool) -> Plan:
-    from ckeetcd.daemon import make_env
-    from ckeetcd.restore import make_plan
+    from ckeetcd.loop.env import make_env
+    from ckeetcd.procedures.restore import make_plan
 
     if cluster.has_quorum and not force:
         raise Refused(f"the cluster has quorum: {cluster.describe()}. A restore would throw "
@@ -139,10 +139,10 @@ async def _prepare(config: Config, info: SnapshotInfo, cluster: ClusterState,
 
 
 async def _execute(config: Config, plan: Plan, ca: CA, tls: PemTLS) -> int:
-    from ckeetcd import logs
-    from ckeetcd.daemon import make_env
-    from ckeetcd.history import History
-    from ckeetcd.restore import RestoreFailed, Restorer
+    from ckeetcd.loop.env import make_env
+    from ckeetcd.procedures.restore import RestoreFailed, Restorer
+    from ckeetcd.support import logs
+    from ckeetcd.support.history import History
 
     start = time.monotonic()
     history = History(config.cluster.state_dir, config.maintenance.log_max_bytes)

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 
 from ckeetcd.cli.common import load_and_probe
-from ckeetcd.daemon import Daemon
+from ckeetcd.loop.daemon import Daemon
 
 
 def run(args: argparse.Namespace) -> int:

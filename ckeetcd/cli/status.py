@@ -9,12 +9,12 @@ import time
 from typing import Any
 
 from ckeetcd.cli.common import load
-from ckeetcd.config import Config
-from ckeetcd.daemon import make_env
-from ckeetcd.daemoncert import daemon_tls
-from ckeetcd.keymodes import status_view
-from ckeetcd.model import Desired, Observed
-from ckeetcd.startbook import StartBook, iso
+from ckeetcd.core.config import Config
+from ckeetcd.core.model import Desired, Observed
+from ckeetcd.loop.env import make_env
+from ckeetcd.support.startbook import StartBook, iso
+from ckeetcd.tasks.daemoncert import daemon_tls
+from ckeetcd.tasks.keymodes import status_view
 
 
 def rows(desired: Desired, observed: Observed) -> list[dict[str, Any]]:
@@ -74,9 +74,9 @@ async def daemons(config: Config, observed: Observed,
     """
     if not config.election or not observed.healthy_voters():
         return None, None
-    from ckeetcd.election import LEADER_KEY
+    from ckeetcd.coordination.election import LEADER_KEY
+    from ckeetcd.coordination.presence import PREFIX, membership_of, parse_membership
     from ckeetcd.etcd import ClientPool, EtcdError
-    from ckeetcd.presence import PREFIX, membership_of, parse_membership
 
     mine = membership_of(config)
     pool = ClientPool(daemon_tls(config), config.daemon.rpc_timeout)

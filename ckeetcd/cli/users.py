@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING
 from ckeetcd.cli.certs import CommandFailed, check_user_name, fail, load_signing_ca
 from ckeetcd.cli.common import load
 from ckeetcd.cli.errors import UsageError
-from ckeetcd.config import Config
-from ckeetcd.keyspace import CKEETCD_PREFIX, MAX_PREFIX_BYTES
-from ckeetcd.model import KUBE_APISERVER, Desired, DesiredUser
-from ckeetcd.textcheck import show
+from ckeetcd.core.config import Config
+from ckeetcd.core.keyspace import CKEETCD_PREFIX, MAX_PREFIX_BYTES
+from ckeetcd.core.model import KUBE_APISERVER, Desired, DesiredUser
+from ckeetcd.core.textcheck import show
 
 if TYPE_CHECKING:
     from ckeetcd.etcd.client import EtcdClient, PemTLS

@@ -1,7 +1,7 @@
 """The TLS-capable etcd client (a thin layer on aetcd's stubs)."""
 
+from ckeetcd.core.keyspace import prefix_end
 from ckeetcd.etcd.client import EtcdClient, EtcdError, KeyValue
 from ckeetcd.etcd.pool import ClientPool
-from ckeetcd.keyspace import prefix_end
 
 __all__ = ["ClientPool", "EtcdClient", "EtcdError", "KeyValue", "prefix_end"]

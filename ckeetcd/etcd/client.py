@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import grpc
 from aetcd import rpc
 
-from ckeetcd.keyspace import prefix_end
-from ckeetcd.model import Health, LiveMember
+from ckeetcd.core.keyspace import prefix_end
+from ckeetcd.core.model import Health, LiveMember
 from ckeetcd.pki import TLSFiles
 
 

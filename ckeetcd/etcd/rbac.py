@@ -11,9 +11,9 @@ import asyncio
 
 from aetcd import rpc
 
+from ckeetcd.core.keyspace import key_range, prefix_end, prefixes_overlap, ranges_overlap
+from ckeetcd.core.model import Desired, DesiredUser
 from ckeetcd.etcd.client import EtcdClient
-from ckeetcd.keyspace import key_range, prefix_end, prefixes_overlap, ranges_overlap
-from ckeetcd.model import Desired, DesiredUser
 
 ROOT = "root"
 

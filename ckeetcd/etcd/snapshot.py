@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from ckeetcd.etcd.client import EtcdClient
-from ckeetcd.pki import ensure_private_dir
+from ckeetcd.support.files import ensure_private_dir
 
 HASH_LEN = hashlib.sha256().digest_size
 

@@ -1,6 +1,6 @@
 """The endpoints task: keep Service, Endpoints and EndpointSlice `cke-etcd` published.
 
-A side task of the daemon (see ckeetcd.sidetasks). The daemon hands it every
+A side task of the daemon (see ckeetcd.loop.sidetasks). The daemon hands it every
 observation through `offer()`, which only computes the wanted objects (pure,
 ckeetcd.kube.shape) and wakes `run()` when they changed; `offer()` never waits
 on the Kubernetes API, so an API that is down or slow cannot delay the etcd
@@ -43,10 +43,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ckeetcd.config import Config, KubernetesConfig
+from ckeetcd.core.config import Config, KubernetesConfig
+from ckeetcd.core.model import Desired, Observed
 from ckeetcd.kube import shape
 from ckeetcd.kube.shape import ENDPOINTS, SERVICE, SLICE, Obj, Objects
-from ckeetcd.model import Desired, Observed
 
 CONFLICT_RETRIES = 5
 BACKOFF_START = 0.25

@@ -60,8 +60,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ckeetcd.config import KubernetesConfig
-from ckeetcd.model import Desired, Observed
+from ckeetcd.core.config import KubernetesConfig
+from ckeetcd.core.model import Desired, Observed
 
 MANAGED_BY = "ckeetcd"
 PORT_NAME = "etcd"

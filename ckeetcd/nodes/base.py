@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ckeetcd.config import EtcdConfig
-from ckeetcd.model import MemberExit, Runtime
+from ckeetcd.core.config import EtcdConfig
+from ckeetcd.core.model import MemberExit, Runtime
 
 TLS_FILES = ("ca.crt", "server.crt", "server.key", "peer.crt", "peer.key")
 # In a member dir while `ckeetcd restore` works on it: every daemon keeps its

@@ -17,7 +17,7 @@ all?), each with a short deadline, no stdin, a clean environment and at most
 64 KiB of output read; results are cached per binary (path, inode, size,
 mtime) and argument, so a reload re-runs nothing. Members over SSH run the
 binary of their node, which is not probed here: they get the static checks
-of ckeetcd.config only.
+of ckeetcd.core.config only.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from ckeetcd.config import Config, Problem
+from ckeetcd.core.config import Config, Problem
+from ckeetcd.core.textcheck import printable
 from ckeetcd.nodes.local import resolve_etcd_binary
-from ckeetcd.textcheck import printable
 
 SENTINELS = ("--ckeetcd-probe-1", "--ckeetcd-probe-2")
 TIMEOUT = 5.0

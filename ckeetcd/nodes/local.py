@@ -21,8 +21,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from ckeetcd.config import EtcdConfig
-from ckeetcd.model import MemberExit, Runtime
+from ckeetcd.core.config import EtcdConfig
+from ckeetcd.core.model import MemberExit, Runtime
 from ckeetcd.nodes.base import (
     LOG_MAX_BYTES,
     LOG_TAIL_BYTES,
@@ -37,7 +37,7 @@ from ckeetcd.nodes.base import (
     prunable,
     restore_bump_flags,
 )
-from ckeetcd.pki import ensure_private_dir, fsync_dir, write_atomic, write_private
+from ckeetcd.support.files import ensure_private_dir, fsync_dir, write_atomic, write_private
 
 ETCD_BINARY_ENV = "CKEETCD_ETCD_BINARY"
 

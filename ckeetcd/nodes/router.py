@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ckeetcd.config import Config
-from ckeetcd.model import LiveMember, MemberExit, Runtime
+from ckeetcd.core.config import Config
+from ckeetcd.core.model import LiveMember, MemberExit, Runtime
 from ckeetcd.nodes.base import RESTORE_BUMP, Archive, MemberRuntime, MemberSpec
 from ckeetcd.nodes.local import LocalRuntime
 from ckeetcd.nodes.ssh import SSHRuntime

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ckeetcd.config import EtcdConfig, SSHConfig
-from ckeetcd.model import MemberExit, Runtime
+from ckeetcd.core.config import EtcdConfig, SSHConfig
+from ckeetcd.core.model import MemberExit, Runtime
 from ckeetcd.nodes.base import (
     LOG_MAX_BYTES,
     LOG_TAIL_BYTES,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from ckeetcd.model import Op
+from ckeetcd.core.model import Op
 from ckeetcd.ops import (
     add_member,
     apiserver_traffic,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+from ckeetcd.core.model import Op
 from ckeetcd.etcd import EtcdError
-from ckeetcd.model import Op
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 from ckeetcd.ops.snapshot import pre_change_snapshot
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ckeetcd.model import Op
+from ckeetcd.core.model import Op
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
-from ckeetcd.pki import write_atomic
+from ckeetcd.support.files import write_atomic
 
 RELOAD_TIMEOUT = 60.0
 

@@ -8,8 +8,8 @@ a revision that is already compacted is a Skip: the op is safe to repeat.
 
 from __future__ import annotations
 
+from ckeetcd.core.model import Op
 from ckeetcd.etcd import EtcdError
-from ckeetcd.model import Op
 from ckeetcd.ops.context import OpContext, Skip
 
 COMPACT_TIMEOUT = 120.0

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ckeetcd.config import Config
+from ckeetcd.core.config import Config
+from ckeetcd.core.model import Desired, Observed, Op
 from ckeetcd.etcd import ClientPool, EtcdClient
-from ckeetcd.history import History
-from ckeetcd.model import Desired, Observed, Op
 from ckeetcd.nodes import MemberRuntime
 from ckeetcd.pki import CA
-from ckeetcd.startbook import StartBook
+from ckeetcd.support.history import History
+from ckeetcd.support.startbook import StartBook
 
 FAILPOINT_ENV = "CKEETCD_FAILPOINT"
 
@@ -42,9 +42,9 @@ class OpContext:
     cycle: int = 0
     failpoint: str = field(default_factory=lambda: os.environ.get(FAILPOINT_ENV, ""))
     # Leader election: raises unless this daemon may act for the op right now
-    # (ckeetcd/election.py). Checked before every step; None = one daemon.
+    # (ckeetcd/coordination/election.py). Checked before every step; None = one daemon.
     fence: Callable[[Op], Awaitable[None]] | None = None
-    # Restart back-off bookkeeping (ckeetcd.startbook): starts and exits are told
+    # Restart back-off bookkeeping (ckeetcd.support.startbook): starts and exits are told
     # here. None: not kept (tests that run one op).
     starts: StartBook | None = None
 

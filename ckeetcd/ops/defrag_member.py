@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 
+from ckeetcd.core.model import Health, Op
 from ckeetcd.etcd import EtcdError
-from ckeetcd.model import Health, Op
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 
 DEFRAG_TIMEOUT = 600.0

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 
-from ckeetcd.config import Config
-from ckeetcd.model import Op
+from ckeetcd.core.config import Config
+from ckeetcd.core.model import Op
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 from ckeetcd.ops.defrag_member import member_statuses
 

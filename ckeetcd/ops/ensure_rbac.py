@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ckeetcd.core.model import Op
 from ckeetcd.etcd.rbac import ensure_rbac
-from ckeetcd.model import Op
 from ckeetcd.ops.context import OpContext, Skip
 
 

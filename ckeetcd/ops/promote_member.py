@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
+from ckeetcd.core.model import Op
 from ckeetcd.etcd import EtcdError
-from ckeetcd.model import Op
 from ckeetcd.ops.context import OpContext, Skip
 
 RETRY_BUDGET = 20.0

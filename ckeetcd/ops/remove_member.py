@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ckeetcd.model import Op
+from ckeetcd.core.model import Op
 from ckeetcd.ops.context import OpContext, Skip
 from ckeetcd.ops.snapshot import pre_change_snapshot
 

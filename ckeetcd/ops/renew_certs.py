@@ -11,7 +11,7 @@ import asyncio
 import ssl
 from urllib.parse import urlsplit
 
-from ckeetcd.model import Op
+from ckeetcd.core.model import Op
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 from ckeetcd.ops.tls import ensure_member_tls, member_tls_state
 

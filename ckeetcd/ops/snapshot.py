@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from ckeetcd.core.model import Op
 from ckeetcd.etcd import snapshot
-from ckeetcd.model import Op
 from ckeetcd.ops.context import OpContext
 
 

@@ -10,7 +10,7 @@ status and last log line, when the process exits before it is healthy (a
 flag value etcd refuses, corrupt data, a port taken). A member still
 starting when the watch ends (a bootstrap waiting for its peers, a long WAL
 replay) is left to the observer, which reports a later exit the same way.
-Every start is counted in the start book, whose back-off (ckeetcd.restarts)
+Every start is counted in the start book, whose back-off (ckeetcd.core.restarts)
 decide() respects: a member that keeps exiting is never restarted in a
 tight loop.
 """
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 
+from ckeetcd.core.model import MemberExit, Op
 from ckeetcd.etcd import EtcdError
-from ckeetcd.model import MemberExit, Op
 from ckeetcd.nodes import MemberSpec
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 from ckeetcd.ops.tls import ensure_member_tls

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ckeetcd.model import Op
+from ckeetcd.core.model import Op
 from ckeetcd.nodes import Archive
 from ckeetcd.ops.context import OpContext, Skip
 

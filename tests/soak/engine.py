@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from ckeetcd.support.files import write_private
 
-from ckeetcd.pki import write_private
 from tests.harness import Cluster, ckecli
 from tests.soak import checker, figures
 from tests.soak.disk import Disks

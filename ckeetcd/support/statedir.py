@@ -1,7 +1,7 @@
 """Taking the state dir: create it, or use it only when it is ours.
 
 A typo in `[cluster] state_dir` must never harm a machine: config
-validation refuses system folders (ckeetcd.syspaths), and here, before
+validation refuses system folders (ckeetcd.core.syspaths), and here, before
 anything is written, an existing folder is used only when it is ours:
 
 - it carries the marker `.ckeetcd-state` (written when ckeetcd creates or
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ckeetcd.pki import ensure_private_dir, write_private
-from ckeetcd.syspaths import character_problem, system_dir_problem
+from ckeetcd.core.syspaths import character_problem, system_dir_problem
+from ckeetcd.support.files import ensure_private_dir, write_private
 
 MARKER = ".ckeetcd-state"
 MARKER_FORMAT = "ckeetcd-state/1"

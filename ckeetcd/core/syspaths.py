@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import posixpath
 
-from ckeetcd.textcheck import refused_char
+from ckeetcd.core.textcheck import refused_char
 
 # The file system hierarchy's shared folders (FHS 3.0 and what distributions add).
 SYSTEM_DIRS = frozenset({
@@ -39,7 +39,7 @@ def normalize(path: str) -> str:
 
 def character_problem(path: str) -> str:
     """Why `path` cannot name a folder safely (NUL, control or format characters, bytes
-    that are not UTF-8): the one rule of ckeetcd.textcheck, "" when it can."""
+    that are not UTF-8): the one rule of ckeetcd.core.textcheck, "" when it can."""
     return refused_char(path) or ""
 
 

@@ -28,8 +28,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_wsgi_server
 
-from ckeetcd.config import Config
-from ckeetcd.model import Desired, Observed
+from ckeetcd.core.config import Config
+from ckeetcd.core.model import Desired, Observed
 
 MEMBER_STATES = ("healthy", "unhealthy", "learner")
 ALARMS = ("NOSPACE", "CORRUPT")

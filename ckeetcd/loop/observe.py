@@ -16,9 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
-from ckeetcd.etcd import ClientPool, EtcdError
-from ckeetcd.etcd.rbac import rbac_in_place
-from ckeetcd.model import (
+from ckeetcd.coordination.pause import read_pause
+from ckeetcd.core.model import (
     Desired,
     DesiredMember,
     Health,
@@ -27,10 +26,11 @@ from ckeetcd.model import (
     Observed,
     Runtime,
 )
+from ckeetcd.etcd import ClientPool, EtcdError
+from ckeetcd.etcd.rbac import rbac_in_place
 from ckeetcd.nodes import MemberRuntime
-from ckeetcd.pause import read_pause
 from ckeetcd.pki import member_tls_problem, not_after
-from ckeetcd.startbook import StartBook
+from ckeetcd.support.startbook import StartBook
 
 FORMED_MARKER = "cluster-formed.json"
 
@@ -53,7 +53,7 @@ class Observer:
                  renew_before: dt.timedelta = dt.timedelta(days=30),
                  book: StartBook | None = None) -> None:
         self.runtime = runtime
-        # Restart back-off and exits (ckeetcd.startbook); read-only for the commands.
+        # Restart back-off and exits (ckeetcd.support.startbook); read-only for the commands.
         self.book = book
         self.pool = pool
         self.marker = state_dir / FORMED_MARKER

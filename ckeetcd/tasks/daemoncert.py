@@ -33,11 +33,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from ckeetcd.catransfer import PublicCA
-from ckeetcd.config import Config
+from ckeetcd.core.config import Config
+from ckeetcd.core.model import Desired, Observed
 from ckeetcd.etcd import ClientPool, EtcdError
-from ckeetcd.model import Desired, Observed
-from ckeetcd.pki import CA, TLSFiles, key_pem, not_after, write_atomic, write_private
+from ckeetcd.pki import CA, TLSFiles, key_pem, not_after
+from ckeetcd.pki.catransfer import PublicCA
+from ckeetcd.support.files import write_atomic, write_private
 
 ROOT = "root"
 CSR_PREFIX = b"/ckeetcd/csr/"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ckeetcd.metrics import METRICS
-from ckeetcd.model import Decision, Op, election_hint
+from ckeetcd.core.model import Decision, Op, election_hint
 from ckeetcd.ops import OPS, OpContext
+from ckeetcd.tasks.metrics import METRICS
 
 STARTS = frozenset({"start-member", "restart-member"})
 

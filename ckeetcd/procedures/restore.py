@@ -59,12 +59,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ckeetcd.config import Config
+from ckeetcd.core.config import Config
+from ckeetcd.core.model import Desired, Health, Observed, quorum
 from ckeetcd.etcd.client import EtcdClient, EtcdError, PemTLS
 from ckeetcd.etcd.rbac import ensure_rbac, rbac_in_place
 from ckeetcd.etcd.snapshot import HASH_LEN, SnapshotError, verify
-from ckeetcd.history import History
-from ckeetcd.model import Desired, Health, Observed, quorum
 from ckeetcd.nodes.base import (
     RESTORE_MARKER,
     MemberRuntime,
@@ -74,6 +73,7 @@ from ckeetcd.nodes.base import (
 )
 from ckeetcd.ops.context import FAILPOINT_ENV
 from ckeetcd.pki import CA, member_tls_files, member_tls_problem
+from ckeetcd.support.history import History
 
 OP = "restore-cluster"
 ARCHIVE_LABEL = "before-restore"

@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ckeetcd.durations import DurationError, format_duration, parse_duration
-from ckeetcd.keyspace import (
+from ckeetcd.core.durations import DurationError, format_duration, parse_duration
+from ckeetcd.core.keyspace import (
     CKEETCD_PREFIX,
     MAX_PREFIX_BYTES,
     REGISTRY_PREFIX,
     prefixes_overlap,
 )
-from ckeetcd.syspaths import character_problem, system_dir_problem
-from ckeetcd.textcheck import quote, refused_char, show
+from ckeetcd.core.syspaths import character_problem, system_dir_problem
+from ckeetcd.core.textcheck import quote, refused_char, show
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -223,7 +223,7 @@ class TLSConfig:
     """Certificate lifetimes: members', and each daemon's own root client certificate.
 
     A daemon renews its own certificate while running, once a third of its
-    lifetime is left (see ckeetcd.daemoncert).
+    lifetime is left (see ckeetcd.tasks.daemoncert).
     """
 
     member_cert_lifetime: dt.timedelta = dt.timedelta(days=365)

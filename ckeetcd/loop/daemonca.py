@@ -26,10 +26,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ckeetcd.catransfer import PublicCA
-from ckeetcd.config import Config
-from ckeetcd.daemoncert import daemon_tls, renew_due
-from ckeetcd.election import daemon_id
+from ckeetcd.coordination.election import daemon_id
+from ckeetcd.core.config import Config
 from ckeetcd.pki import (
     CA,
     CA_CERT_MISSING,
@@ -52,7 +50,9 @@ from ckeetcd.pki import (
     read_ca_cert,
 )
 from ckeetcd.pki import write_cert_key as _write_cert_key
-from ckeetcd.tlsprobe import issuer_names
+from ckeetcd.pki.catransfer import PublicCA
+from ckeetcd.pki.tlsprobe import issuer_names
+from ckeetcd.tasks.daemoncert import daemon_tls, renew_due
 
 # `ckeetcd run` refused to start until an operator acts (sysexits EX_CONFIG);
 # systemd/ckeetcd.service does not restart on it (RestartPreventExitStatus).

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ckeetcd.textcheck import quote
+from ckeetcd.core.textcheck import quote
 
 NANOSECOND = 1
 MICROSECOND = 1000 * NANOSECOND

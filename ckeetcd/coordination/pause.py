@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from ckeetcd.pki import write_atomic
+from ckeetcd.support.files import write_atomic
 
 PAUSE_FILE = "paused"
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ckeetcd.pki import write_atomic
+from ckeetcd.support.files import write_atomic
 
 RECORD_FILE = "key-modes.json"
 KEEP = 20  # findings kept in RECORD_FILE (newest last)

@@ -1,6 +1,6 @@
 """The edge of the restart back-off: each member's start streak, exits, and a file.
 
-The rule is pure (ckeetcd.restarts); this keeps its state per member, feeds
+The rule is pure (ckeetcd.core.restarts); this keeps its state per member, feeds
 it the clock and what each observation saw, notices when a process we knew
 has gone, and logs that as `member_exited` (status, the last lines of the
 member's own log). The state lives in `STATE_DIR/starts.json`, so that a
@@ -19,11 +19,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ckeetcd import restarts
-from ckeetcd.history import History
-from ckeetcd.model import MemberExit, Runtime
-from ckeetcd.pki import write_atomic
-from ckeetcd.restarts import Starts
+from ckeetcd.core import restarts
+from ckeetcd.core.model import MemberExit, Runtime
+from ckeetcd.core.restarts import Starts
+from ckeetcd.support.files import write_atomic
+from ckeetcd.support.history import History
 
 STARTS_FILE = "starts.json"
 

@@ -18,15 +18,15 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ckeetcd.alerts import AlertWatch
-from ckeetcd.backup import ScheduledBackups, backup_time, default_dir, list_backups
-from ckeetcd.catransfer import PublicCA
-from ckeetcd.config import Config
-from ckeetcd.daemoncert import DaemonCertRenewal, RequestSigner
-from ckeetcd.election import daemon_id
-from ckeetcd.metrics import MetricsTask
-from ckeetcd.model import Desired, Observed
-from ckeetcd.restore import QuorumWatch
+from ckeetcd.coordination.election import daemon_id
+from ckeetcd.core.config import Config
+from ckeetcd.core.model import Desired, Observed
+from ckeetcd.pki.catransfer import PublicCA
+from ckeetcd.procedures.restore import QuorumWatch
+from ckeetcd.tasks.alerts import AlertWatch
+from ckeetcd.tasks.backup import ScheduledBackups, backup_time, default_dir, list_backups
+from ckeetcd.tasks.daemoncert import DaemonCertRenewal, RequestSigner
+from ckeetcd.tasks.metrics import MetricsTask
 
 
 class Supervised(Protocol):

@@ -19,30 +19,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ckeetcd import logs
-from ckeetcd.config import Config, ConfigError, load_config
-from ckeetcd.daemonca import EXIT_REFUSED, CARefused, open_ca
-from ckeetcd.daemoncert import daemon_tls
-from ckeetcd.decide import decide
-from ckeetcd.election import Leadership
+from ckeetcd.coordination.election import Leadership
+from ckeetcd.core.config import Config, ConfigError, load_config
+from ckeetcd.core.decide import decide
+from ckeetcd.core.model import Decision, Desired, Observed
 from ckeetcd.etcd import ClientPool
-from ckeetcd.filewatch import FileWatch
-from ckeetcd.history import History
-from ckeetcd.keymodes import KeyModeWatch
-from ckeetcd.metrics import METRICS
-from ckeetcd.model import Decision, Desired, Observed
+from ckeetcd.loop.daemonca import EXIT_REFUSED, CARefused, open_ca
+from ckeetcd.loop.observe import Observer
+from ckeetcd.loop.runner import run_ops
+from ckeetcd.loop.sidetasks import SideTask, build_side_tasks, stop_all, supervise
 from ckeetcd.nodes import LocalRuntime, MemberRuntime, etcdprobe
 from ckeetcd.nodes.router import RoutedRuntime, make_runtime, uses_ssh
-from ckeetcd.observe import Observer
 from ckeetcd.ops import OpContext
 from ckeetcd.ops.context import FAILPOINT_ENV
 from ckeetcd.ops.stop_member import log_pruned
 from ckeetcd.pki import CA, ca_paths, load_ca
-from ckeetcd.runner import run_ops
-from ckeetcd.sdnotify import Notifier
-from ckeetcd.sidetasks import SideTask, build_side_tasks, stop_all, supervise
-from ckeetcd.startbook import StartBook
-from ckeetcd.statedir import StateDirError, claim_state_dir
+from ckeetcd.support import logs
+from ckeetcd.support.filewatch import FileWatch
+from ckeetcd.support.history import History
+from ckeetcd.support.sdnotify import Notifier
+from ckeetcd.support.startbook import StartBook
+from ckeetcd.support.statedir import StateDirError, claim_state_dir
+from ckeetcd.tasks.daemoncert import daemon_tls
+from ckeetcd.tasks.keymodes import KeyModeWatch
+from ckeetcd.tasks.metrics import METRICS
 
 EXIT_CONFIG = 2  # the config or its state dir must be fixed; nothing was changed
 
@@ -67,7 +67,7 @@ def pki_dir(config: Config) -> Path:
 
 def ensure_daemon_pki(config: Config) -> CA:
     """CA and the daemon's own root client certificate (renewed at 1/3 life left);
-    CARefused when the CA must not be used or made (see ckeetcd.daemonca)."""
+    CARefused when the CA must not be used or made (see ckeetcd.loop.daemonca)."""
     return open_ca(config)[0]
 
 
@@ -442,7 +442,7 @@ def can_lead(config: Config) -> bool:
 def daemon_ca(config: Config, log: Any) -> CA | None:
     """The CA for this daemon; None (logged) when it has none and must not make one.
 
-    See ckeetcd.daemonca: a CA is made only on a true first start (by the
+    See ckeetcd.loop.daemonca: a CA is made only on a true first start (by the
     bootstrapper); one that vanished is reported, never replaced. Other
     daemons of an election get it with `ckeetcd ca import`. A daemon that has
     the CA certificate and its own client certificate but not the CA key (a
@@ -463,7 +463,7 @@ def log_notes(log: Any, notes: Any) -> None:
 
 
 def claim(config: Config, log: Any) -> bool:
-    """Take the state dir (ckeetcd.statedir); False (logged) when it must not be used."""
+    """Take the state dir (ckeetcd.support.statedir); False (logged) when it must not be used."""
     try:
         taken = claim_state_dir(config.cluster.state_dir, config.cluster.name,
                                 adopt=config.cluster.adopt_state_dir)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ckeetcd.config import Config
-from ckeetcd.model import Desired, Observed
+from ckeetcd.core.config import Config
+from ckeetcd.core.model import Desired, Observed
 
 ACTIONS = {
     "NOSPACE": "compact, defragment every member one at a time (only while all are "

@@ -34,7 +34,7 @@ Invariants every returned op list keeps (tests/test_decide_properties.py):
      leader last; NOSPACE is cleared by compact, defragment every member,
      then disarm-alarm, in that order, in one decision;
  11. no start, restart or add of a member whose restarts are held
-     (`Runtime.held_until`, the back-off of ckeetcd.restarts): a member that
+     (`Runtime.held_until`, the back-off of ckeetcd.core.restarts): a member that
      keeps exiting is never started in a tight loop, whatever else holds.
      With nothing else to do the phase is "backoff" and the reason says
      until when.
@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ckeetcd.model import (
+from ckeetcd.core.model import (
     Decision,
     Desired,
     DesiredMember,

@@ -22,10 +22,10 @@ import json
 import time
 from typing import Any
 
-from ckeetcd.config import Config
+from ckeetcd.core.config import Config
+from ckeetcd.core.model import Decision
 from ckeetcd.etcd import EtcdError
 from ckeetcd.etcd import lease as leases
-from ckeetcd.model import Decision
 
 PREFIX = b"/ckeetcd/daemons/"
 # An edit reaches the daemons a moment apart: changes are held at once, but the

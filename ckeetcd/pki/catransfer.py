@@ -11,7 +11,7 @@ run there); the file `ca export` writes goes to each other daemon host
   certificate for that daemon (`[tls] daemon_cert_lifetime`, 90 days) instead
   of the CA key; the daemon can observe and follow but never lead, since it
   cannot issue certificates. It renews that certificate itself through the
-  leader, by a signing request (ckeetcd.daemoncert): no re-export needed.
+  leader, by a signing request (ckeetcd.tasks.daemoncert): no re-export needed.
 
 The CA key never goes to member nodes: they get `ca.crt` only.
 """
@@ -23,23 +23,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ckeetcd.support.files import ensure_private_dir, write_atomic, write_new, write_private
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ckeetcd.pki import (
-    CA,
-    CAError,
-    CertKey,
-    ca_paths,
-    check_ca_cert,
-    ensure_private_dir,
-    expect_key,
-    read_ca_cert,
-    write_atomic,
-    write_new,
-    write_private,
-)
+from ckeetcd.pki import CA, CAError, CertKey, ca_paths, check_ca_cert, expect_key, read_ca_cert
 
 FORMAT = "ckeetcd-ca/1"
 

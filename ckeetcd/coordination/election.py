@@ -54,11 +54,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ckeetcd.config import Config
+from ckeetcd.coordination.presence import Presence, hold_membership_changes, membership_of
+from ckeetcd.core.config import Config
+from ckeetcd.core.model import Decision, Observed, Op
 from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.etcd import lease as leases
-from ckeetcd.model import Decision, Observed, Op
-from ckeetcd.presence import Presence, hold_membership_changes, membership_of
 
 LEADER_KEY = b"/ckeetcd/leader"
 # Ops that touch only this node (its etcd servers file): every daemon runs them.

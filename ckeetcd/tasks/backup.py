@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ckeetcd.config import Config
+from ckeetcd.core.config import Config
+from ckeetcd.core.model import Desired, Observed
 from ckeetcd.etcd.client import EtcdClient
-from ckeetcd.model import Desired, Observed
-from ckeetcd.pki import ensure_private_dir, fsync_dir
+from ckeetcd.support.files import ensure_private_dir, fsync_dir
 
 NAME_FORMAT = "etcd-%Y%m%d-%H%M%S.backup"
 # fullmatch, ASCII digits: "etcd-...backup\n" or full-width digits are not our files.

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ckeetcd.config import Config, MemberConfig
+from ckeetcd.core.config import Config, MemberConfig
 
 
 @dataclass(frozen=True)
@@ -144,14 +144,14 @@ class Runtime:
     error: str = ""
     tls_problem: str = ""  # why the member's certificates need renewing ("" = fine)
     restoring: str = ""  # the restore-in-progress marker in its member dir ("" = none)
-    # Restart back-off (ckeetcd.restarts): while `held_until` (wall-clock time,
+    # Restart back-off (ckeetcd.core.restarts): while `held_until` (wall-clock time,
     # 0 = not held) is ahead, the member is not started again; `starts` in
     # its current streak, `last_exit` how its etcd ended last ("" = unknown).
     held_until: float = 0.0
     starts: int = 0
     last_exit: str = ""
     # Bytes free on the filesystem of its member dir (None: the runtime cannot tell);
-    # a hold after a disk-full exit ends once there is room again (ckeetcd.restarts).
+    # a hold after a disk-full exit ends once there is room again (ckeetcd.core.restarts).
     disk_free: int | None = None
 
 

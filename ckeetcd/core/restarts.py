@@ -18,7 +18,7 @@ that runs out of space on a disk with room (inodes, a quota) keeps the
 ordinary back-off, so this can never become a tight loop.
 
 Times are plain floats (seconds on the wall clock, so that a restarted
-daemon carries a streak on): the edge (ckeetcd.startbook) keeps the state
+daemon carries a streak on): the edge (ckeetcd.support.startbook) keeps the state
 and the clock; nothing here does I/O.
 """
 

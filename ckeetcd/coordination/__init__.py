@@ -1,0 +1,1 @@
+"""Several daemons of one cluster: leader election, presence, the pause switch."""

@@ -1,0 +1,1 @@
+"""The daemon's loop: observe, plan, run, and the tasks beside it."""

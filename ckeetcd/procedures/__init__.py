@@ -1,0 +1,1 @@
+"""Procedures an operator starts: restore from a snapshot."""

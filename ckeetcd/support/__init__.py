@@ -1,0 +1,1 @@
+"""Edges every layer uses: logs, history, files, systemd notify, the state dir."""

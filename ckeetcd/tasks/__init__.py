@@ -1,0 +1,1 @@
+"""Side tasks of the loop: backups, metrics, alerts, the daemon's own certificate."""
