@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -161,11 +161,13 @@ def healthy_once(url: str, cluster: Cluster, timeout: float) -> Any:
 
 @contextlib.contextmanager
 def bench_cluster(names: list[str], cadence: Cadence, label: str,
-                  start: bool = True) -> Iterator[BenchCluster]:
+                  start: bool = True, after_stop: Callable[[], None] | None = None,
+                  ) -> Iterator[BenchCluster]:
     """A cluster bootstrapped by its daemon and healthy; always cleaned up.
 
     Its directory is removed afterwards unless something failed (then it is
-    kept and named, for the logs).
+    kept and named, for the logs). `after_stop` runs once the members are
+    stopped, before the directory goes (the soak unmounts its disks there).
     """
     root = Path(tempfile.mkdtemp(prefix=f"ckeetcd-bench-{label}-"))
     cluster = None
@@ -180,6 +182,8 @@ def bench_cluster(names: list[str], cadence: Cadence, label: str,
     finally:
         if cluster is not None:
             cluster.cleanup()
+        if after_stop is not None:
+            after_stop()
         if ok:
             shutil.rmtree(root, ignore_errors=True)
         else:

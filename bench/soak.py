@@ -13,7 +13,7 @@ writes and the put latency while the workload runs alone (--quiet seconds
 before the first fault), and a plain swap's stall for the daemon killed
 mid-swap.
 
-Run: .venv/bin/python bench/soak.py [--seed 1] [--faults 216] [--minutes 30]
+Run: .venv/bin/python bench/soak.py [--seed 1] [--faults 220] [--minutes 30]
      (`--seed` reproduces the order and targets of the faults, not the timing)
 """
 
@@ -30,7 +30,8 @@ from typing import Any
 
 from _common import Cadence, bench_cluster, write_result
 
-from tests.soak import figures
+from tests.soak import disk, figures
+from tests.soak.disk import Disks
 from tests.soak.engine import Soak, SoakOptions, soak_extra
 from tests.soak.nemesis import FAULT_KINDS, schedule
 
@@ -40,7 +41,7 @@ NAMES = ["m1", "m2", "m3"]
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--faults", type=int, default=24 * len(FAULT_KINDS))
+    ap.add_argument("--faults", type=int, default=20 * len(FAULT_KINDS))
     ap.add_argument("--minutes", type=float, default=30.0,
                     help="stop injecting after this long (the run then ends and is checked)")
     ap.add_argument("--quiet", type=float, default=20.0,
@@ -63,15 +64,30 @@ def main() -> int:
     unknown = set(kinds) - set(FAULT_KINDS)
     if unknown:
         ap.error(f"--kinds: unknown {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
-    faults = schedule(random.Random(args.seed), args.faults, kinds)
+    no_disks = disk.available()
+    if no_disks:
+        print(f"no disk-full faults: {no_disks}", file=sys.stderr)
+    else:
+        disk.sweep()
+    faults = schedule(random.Random(args.seed), args.faults, kinds, disks=not no_disks)
     t0 = time.monotonic()
     deadline = t0 + 60 * args.minutes
-    with bench_cluster(NAMES, cadence, "soak", start=False) as cluster:
+    disks: Disks | None = None
+
+    def unmount() -> None:
+        if disks is not None:
+            disks.close()
+
+    with bench_cluster(NAMES, cadence, "soak", start=False, after_stop=unmount) as cluster:
         cluster.write_config(NAMES, extra=soak_extra(cluster.root, args.etcd_binary))
+        if not no_disks:
+            disks = Disks(cluster.state_dir / "members")
+            for n in NAMES:
+                disks.add(n)
         cluster.start_daemon()
         cluster.wait_healthy(NAMES, timeout=90)
         election_timeout = cluster.config.etcd.election_timeout_ms / 1000
-        with Soak(cluster, options) as soak:
+        with Soak(cluster, options, disks=disks) as soak:
             soak.start()
             for i, f in enumerate(faults):
                 if soak.failures or time.monotonic() > deadline:

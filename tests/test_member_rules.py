@@ -18,7 +18,16 @@ from ckeetcd.core import restarts
 from ckeetcd.core.decide import decide
 from ckeetcd.core.model import Desired, MemberExit, Observed, Runtime
 from ckeetcd.core.restarts import Starts
-from ckeetcd.nodes.base import exit_of, exit_reason, is_archive, log_tail, prunable
+from ckeetcd.nodes.base import (
+    exit_of,
+    exit_reason,
+    is_archive,
+    log_tail,
+    prunable,
+    restore_bump,
+    restore_bump_flags,
+    restored_start,
+)
 from ckeetcd.support.startbook import StartBook, iso
 from tests.builders import DEAD, HEALTHY, IDLE, cluster, desired, steps
 from tests.harness import named
@@ -332,3 +341,97 @@ def test_exit_status_wording(code: int | None, status: str, signum: int | None) 
 def test_a_killed_member_gets_no_reason_from_earlier_warnings() -> None:
     assert exit_of(-9, f"--- start\n{ZAP_WARN}\n", "").reason == ""
     assert "failed to open database" in exit_of(-6, f"--- start\n{PANIC_RUN}", "").reason
+
+
+# ---- a full disk: the hold ends when the space is back ------------------------------
+MIB = 1024 * 1024
+FATAL_NOSPACE = ("exit status 1 fatal: failed to commit tx: write .../member/snap/db: "
+                 "no space left on device")
+
+
+@pytest.mark.parametrize(("text", "at_exit", "now", "back"), [
+    (FATAL_NOSPACE, 0, 200 * MIB, True),                     # full at the exit, room now
+    (FATAL_NOSPACE, None, 64 * MIB, True),                   # not measured at the exit
+    ("not started: OSError: [Errno 28] No space left on device", 4096, 100 * MIB, True),
+    (FATAL_NOSPACE, 0, 64 * MIB - 1, False),                 # still short of room
+    (FATAL_NOSPACE, 0, None, False),                         # the runtime cannot tell
+    (FATAL_NOSPACE, 500 * MIB, 500 * MIB, False),            # room at the exit: inodes, a
+    (FATAL_NOSPACE, 64 * MIB, 500 * MIB, False),             # quota: the ordinary back-off
+    ("exit status 1 warn: Running http and grpc server on single port.", 0, 100 * MIB,
+     True),                                                  # its fatal line did not fit
+    ("exit status 2 panic: x", None, 500 * MIB, False),      # not a disk problem
+    ("killed by signal 9 (SIGKILL) ", None, 500 * MIB, False),
+])
+def test_a_disk_full_hold_ends_once_there_is_room(text: str, at_exit: int | None,
+                                                  now: int | None, back: bool) -> None:
+    assert restarts.space_is_back(text, at_exit, now) is back
+
+
+def test_the_book_lifts_a_disk_full_hold_once_and_logs_it(
+        tmp_path: Path, logs: list[Any]) -> None:
+    clock, log = Clock(), structlog.get_logger()
+    book = StartBook(tmp_path, log, clock=clock)
+    for n in range(1, 6):  # a crash loop on a full disk: the hold grows to 16 s
+        clock.now += restarts.delay(n - 1)
+        book.started("m2")
+        book.spawned("m2", 42)
+        assert book.seen("m2", False, None, healthy=False, disk_free=0)
+        book.exited("m2", MemberExit("exit status 1", code=1, reason=FATAL_NOSPACE))
+        assert book.stamp("m2", Runtime(disk_free=0)).held_until == clock.now + restarts.delay(n)
+    clock.now += 1
+    assert book.stamp("m2", Runtime(disk_free=10 * MIB)).held_until > clock.now  # not yet
+    lifted = book.stamp("m2", Runtime(disk_free=100 * MIB))
+    assert lifted.held_until == 0.0 and lifted.starts == 5  # the count stays
+    assert [e["member"] for e in named(logs, "restart_hold_lifted")] == ["m2"]
+    assert book.stamp("m2", Runtime(disk_free=100 * MIB)).held_until == 0.0
+    assert len(named(logs, "restart_hold_lifted")) == 1  # said once
+    assert StartBook(tmp_path, clock=clock).held_until("m2") is None  # kept in the file
+    # It starts, and fails again with room on the disk: the ordinary back-off (32 s).
+    book.started("m2")
+    book.seen("m2", False, None, healthy=False, disk_free=100 * MIB)
+    book.exited("m2", MemberExit("exit status 1", code=1, reason=FATAL_NOSPACE))
+    assert book.stamp("m2", Runtime(disk_free=100 * MIB)).held_until == clock.now + 32
+
+
+@pytest.mark.parametrize(("help_text", "flags"), [
+    ("      --bump-revision uint   How much...\n      --mark-compacted   Mark ...",
+     ["--bump-revision=1000000000", "--mark-compacted"]),
+    ("      --data-dir string   Path to the output data directory", []),  # an older etcdutl (3.5.1)
+    ("", []),  # etcdutl could not be run: its restore then fails by itself
+])
+def test_a_restore_bumps_revisions_when_etcdutl_can(help_text: str, flags: list[str]) -> None:
+    assert restore_bump_flags(help_text) == flags
+
+
+@pytest.mark.parametrize(("snapshot", "seen", "bump"), [
+    (500, 0, 1_000_000_000),                  # nothing answered
+    (500, 480, 1_000_000_000),                # a member behind the snapshot
+    (500, 900, 1_000_000_400),                # quorum lost after 400 more writes
+    (500, 1_000_000_600, 2_000_000_100),      # an interrupted restore's members served
+])
+def test_a_restore_bumps_above_everything_handed_out(snapshot: int, seen: int,
+                                                     bump: int) -> None:
+    assert restore_bump(snapshot, seen) == bump
+    assert snapshot + bump > seen
+
+
+def test_a_rerun_restore_starts_above_every_earlier_interrupted_run() -> None:
+    note = ("ckeetcd restore, pid 7 on cp1, since 2026-01-01T00:00:00+00:00, from b.db; "
+            "restored revisions start at 1000000500")
+    start = restored_start(["", note, "ckeetcd restore, pid 3 (an older ckeetcd's marker)"])
+    assert start == 1_000_000_500
+    assert 500 + restore_bump(500, 0, start) == 2_000_000_500  # no member answers
+    nested = 500 + restore_bump(500, 0, 2_000_000_500)         # and a third run
+    assert nested == 3_000_000_500
+    assert restored_start([]) == 0
+
+
+def test_a_removed_member_is_forgotten(tmp_path: Path) -> None:
+    clock = Clock()
+    book = StartBook(tmp_path, clock=clock)
+    for _ in range(4):
+        book.started("m2")
+    assert book.held_until("m2") == T + 8
+    book.forget("m2")
+    assert book.held_until("m2") is None and book.last_exit("m2") is None
+    assert StartBook(tmp_path, clock=clock).held_until("m2") is None  # in the file too

@@ -56,13 +56,16 @@ def read_prefix(cluster: Cluster, name: str, prefix: bytes) -> dict[bytes, bytes
     return asyncio.run(go())
 
 
-def put(cluster: Cluster, items: dict[bytes, bytes]) -> None:
-    async def go() -> None:
+def put(cluster: Cluster, items: dict[bytes, bytes]) -> int:
+    """Put every item through m1; the revision of the last put."""
+    async def go() -> int:
+        rev = 0
         async with cluster.client("m1") as c:
             for k, v in items.items():
-                await c.put(k, v)
+                rev = await c.put(k, v)
+        return rev
 
-    asyncio.run(go())
+    return asyncio.run(go())
 
 
 def archived(cluster: Cluster) -> list[Path]:
@@ -153,13 +156,16 @@ def test_disaster_drill(make_cluster: Callable[..., Cluster], tmp_path: Path) ->
     fill(c, "/bulk/", 30, 100_000)
     snap = backup(c, tmp_path / "backups")
     assert etcdutl_status(snap)["totalKey"] >= len(known) + 30
-    put(c, {b"/after/backup": b"lost"})
+    seen_before = put(c, {f"/after/backup-{i}".encode(): b"lost" for i in range(100)})
     old_ids = member_ids(c)
 
     # Disaster: two of three members lose their data and die, at the same moment (one
     # at a time, the daemon would rightly replace the first while quorum still holds).
     mark = c.mark()
     pids = {n: c.member_pid(n) for n in ("m2", "m3")}
+    for pid in pids.values():  # both hang first: no observation sees one dead, one healthy
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
     for name in pids:
         c.data_dir(name).rename(tmp_path / f"wiped-{name}")
     for pid in pids.values():
@@ -248,7 +254,9 @@ def test_disaster_drill(make_cluster: Callable[..., Cluster], tmp_path: Path) ->
                   "restart-member", "promote-member"}
     assert not [e for e in c.events("op", since=mark) if e.get("op") in member_ops]
     assert quorum_in_status(c)
-    put(c, {b"/after/restore": b"ok"})
+    # Revisions never go back: a client (a kube-apiserver's watch cache) that saw
+    # `seen_before` must not get that revision again with other content.
+    assert put(c, {b"/after/restore": b"ok"}) > seen_before
     assert read_prefix(c, "m3", b"/after/") == {b"/after/restore": b"ok"}
 
 
@@ -330,12 +338,21 @@ def test_a_restore_killed_mid_way_keeps_the_daemon_off_and_can_be_run_again(
     st = json.loads(c.cli("status", "--output", "json").stdout)
     assert sorted(st["restoring"]) == NAMES
     c.stop_daemon()
+    served = 0
+    if step == "start-members":  # the killed run's members serve: clients write to them
+        wait_for(lambda: c.healthy_names() == set(NAMES), 60, "the half-restored members")
+        served = put(c, {f"/dropped/{i}".encode(): b"v" for i in range(100)})
+        # ... and are down when the restore runs again: only the marker remembers them
+        assert c.cli("stop-members").returncode == 0
 
     r = c.cli("restore", "--from", str(snap), "--yes", "--force")
     assert r.returncode == 0, r.stdout + r.stderr
+    # ... and no revision they handed out is handed out again
+    assert put(c, {b"/after/rerun": b"ok"}) > served
     assert not list(c.state_dir.glob("members/*/RESTORING"))
     for name in NAMES:
         assert read_prefix(c, name, b"/kept/") == known
-        assert read_prefix(c, name, b"/after/") == {}
+        assert read_prefix(c, name, b"/after/") == {b"/after/rerun": b"ok"}
+        assert read_prefix(c, name, b"/dropped/") == {}
     c.start_daemon()
     c.wait_healthy(NAMES)

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.harness import Cluster, wait_for
+from tests.soak import disk
+from tests.soak.disk import Disks
 from tests.soak.engine import SOAK_PREFIX, Soak, SoakOptions, soak_extra
 from tests.soak.nemesis import FAULT_KINDS, schedule
 
@@ -32,19 +34,38 @@ DIVERGENCE_SIGNS = ("members diverged", "wrong_revision:", "client_regressions:"
 NAMES = ["m1", "m2", "m3"]
 
 
-def soak_cluster(make_cluster: Callable[..., Cluster], tmp_path: Path) -> Cluster:
+def soak_cluster(make_cluster: Callable[..., Cluster], tmp_path: Path,
+                 disks: Disks | None = None) -> Cluster:
     c = make_cluster(NAMES, extra=soak_extra(tmp_path / "soak", ETCD), subdir="soak")
+    for n in NAMES if disks is not None else ():
+        disks.add(n)
     c.start_daemon()
     c.wait_healthy(NAMES, timeout=90)
     return c
 
 
+@pytest.fixture
+def soak_disks(tmp_path: Path) -> Iterator[Disks | None]:
+    """Each member's dir on its own tmpfs (for disk-full), or None without root. Request
+    it before make_cluster: it is torn down after the members are stopped."""
+    if disk.available():
+        yield None
+        return
+    disk.sweep()
+    disks = Disks(tmp_path / "soak" / "state" / "members")
+    try:
+        yield disks
+    finally:
+        disks.close()
+
+
 @pytest.mark.timeout(420)
-def test_short_soak(make_cluster: Callable[..., Cluster], tmp_path: Path,
-                    capsys: pytest.CaptureFixture[str]) -> None:
-    c = soak_cluster(make_cluster, tmp_path)
-    faults = schedule(random.Random(SEED), PER_KIND * len(FAULT_KINDS))
-    with Soak(c, SoakOptions(seed=SEED, quiet=3.0)) as soak:
+def test_short_soak(soak_disks: Disks | None, make_cluster: Callable[..., Cluster],
+                    tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    kinds = tuple(k for k in FAULT_KINDS if soak_disks is not None or k != "disk-full")
+    c = soak_cluster(make_cluster, tmp_path, soak_disks)
+    faults = schedule(random.Random(SEED), PER_KIND * len(kinds), kinds, soak_disks is not None)
+    with Soak(c, SoakOptions(seed=SEED, quiet=3.0), disks=soak_disks) as soak:
         soak.start()
         soak.run(faults)
         report = soak.finish()
@@ -59,7 +80,7 @@ def test_short_soak(make_cluster: Callable[..., Cluster], tmp_path: Path,
     assert [p for p in report.problems() if p not in divergence] == []
     assert sorted(f.kind for f in report.faults) == sorted(f.kind for f in faults)
     assert report.writes.acked > 0 and report.order.reads > 0
-    assert report.figures["per_fault"].keys() == set(FAULT_KINDS)
+    assert report.figures["per_fault"].keys() == set(kinds)
     if divergence:
         versions = set(report.figures["etcd_versions"])
         assert report.diverged and versions <= ETCD_13766, divergence

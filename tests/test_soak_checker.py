@@ -181,3 +181,60 @@ def test_targets() -> None:
         "every_fault_recovered": True, "kill-follower_stall_max": True,
         "hang-follower_stall_max": False, "kill-leader_stall_max": True,
         "daemon-killed-mid-swap_stall_max": True}
+
+
+# ---- across a restore -------------------------------------------------------------------
+# A snapshot at revision 10; puts up to revision 13 were acknowledged after it; the
+# restore was done at t=20; the restored cluster starts at 10 + BUMP.
+BUMP = 1_000_000_000
+RB = checker.Rollback(revision=10, end=20.0)
+
+
+def test_a_restore_drops_what_came_after_its_snapshot_and_nothing_else() -> None:
+    h = [put("w0", 0, 1, "a", 9), put("w0", 1, 2, "b", 10),    # in the snapshot
+         put("w0", 3, 4, "c", 12), put("w1", 3, 5, "d", 13),   # after it: dropped
+         put("w1", 6, 7, "e", outcome=INDETERMINATE),          # maybe applied, then dropped
+         read("r0", 4, 5, 12, 3),                              # a, b, c
+         read("r0", 5, 6, 13, 4),                              # and d
+         read("r0", 8, 9, 14, 5),                              # and e, applied at 14
+         put("w0", 21, 22, "f", BUMP + 11), read("r0", 22, 23, BUMP + 11, 3)]
+    final = stored(("a", 9), ("b", 10), ("f", BUMP + 11))
+    w = checker.check_writes(h, final, (RB,))
+    assert w.violations == [] and w.rolled_back == ["c", "d"] and w.lost == []
+    o = checker.check_order(h, final, (RB,))
+    assert o.violations == [], o.violations
+    # ... the same history judged as if no restore had happened: lost writes, bad counts
+    assert checker.check_writes(h, final).lost == ["c", "d"]
+    assert checker.check_order(h, final).count_mismatches != []
+
+
+@pytest.mark.parametrize(("case", "h", "final", "want"), [
+    ("a put from before the snapshot went missing",
+     [put("w0", 0, 1, "a", 9)], stored(), "lost: 1"),
+    ("a dropped put is still there",
+     [put("w0", 3, 4, "c", 12)], stored(("c", 12)), "rolled_back_present: 1"),
+    ("revisions went back: restored without --bump-revision",
+     [put("w0", 3, 4, "c", 12), put("w0", 21, 22, "f", 11)], stored(("f", 11)),
+     "client_regressions: 1"),
+    ("a read before the restore counted too few",
+     [put("w0", 0, 1, "a", 9), put("w0", 3, 4, "c", 12), read("r0", 4, 5, 12, 1)],
+     stored(("a", 9)), "count_mismatches: 1"),
+    ("a read before the restore counted too many",
+     [put("w0", 0, 1, "a", 9), put("w0", 3, 4, "c", 12), read("r0", 4, 5, 12, 3)],
+     stored(("a", 9)), "count_mismatches: 1"),
+])
+def test_what_a_restore_does_not_excuse(case: str, h: list[OpRecord], final: dict[str, Stored],
+                                        want: str) -> None:
+    found = [*checker.check_writes(h, final, (RB,)).violations,
+             *checker.check_order(h, final, (RB,)).violations]
+    assert any(v.startswith(want) for v in found), (case, found)
+
+
+def test_each_restore_drops_only_its_own_epoch() -> None:
+    second = checker.Rollback(revision=BUMP + 12, end=40.0)
+    h = [put("w0", 3, 4, "c", 12),                              # dropped by the first
+         put("w0", 21, 22, "f", BUMP + 11), put("w0", 23, 24, "g", BUMP + 13),  # g: second
+         put("w0", 41, 42, "h", 2 * BUMP + 13)]
+    final = stored(("f", BUMP + 11), ("h", 2 * BUMP + 13))
+    w = checker.check_writes(h, final, (second, RB))
+    assert w.violations == [] and w.rolled_back == ["c", "g"]

@@ -126,6 +126,7 @@ class Health:
     db_size_in_use: int = 0
     raft_applied_index: int = 0
     alarms: tuple[tuple[int, str], ...] = ()  # (member ID, "NOSPACE"/"CORRUPT"), cluster-wide
+    revision: int = 0  # of its store (header.revision)
 
     @property
     def fragmentation(self) -> float:
@@ -152,6 +153,9 @@ class Runtime:
     held_until: float = 0.0
     starts: int = 0
     last_exit: str = ""
+    # Bytes free on the filesystem of its member dir (None: the runtime cannot tell);
+    # a hold after a disk-full exit ends once there is room again (ckeetcd.core.restarts).
+    disk_free: int | None = None
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,7 @@ class EtcdClient:
             db_size_in_use=r.dbSizeInUse,  # type: ignore[attr-defined]
             raft_applied_index=r.raftAppliedIndex,  # type: ignore[attr-defined]
             alarms=tuple(sorted({a for _, a in parsed if a is not None})),
+            revision=r.header.revision,  # type: ignore[attr-defined]
         )
 
     async def version(self, timeout: float | None = None) -> dict[str, str]:

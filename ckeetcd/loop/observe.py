@@ -199,7 +199,8 @@ class Observer:
                 healthy.add(d.name if d else m.name)
         if not self.readonly:
             for n, r in zip(names, runtimes, strict=True):
-                if r.reachable and book.seen(n, r.running, r.pid, n in healthy):
+                if r.reachable and book.seen(n, r.running, r.pid, n in healthy,
+                                              r.disk_free):
                     try:
                         info = await asyncio.wait_for(self.runtime.exit_info(n),
                                                       self.probe_timeout * 2)

@@ -28,6 +28,42 @@ MARKER_LIMIT = 500  # bytes of the marker shown in logs
 REMOVED_ARCHIVE = re.compile(r"data\.removed-\d{8}T\d{6}\.\d{6}Z")
 ARCHIVE_PREFIX = "data."
 STAGING = "data.restoring"  # a restore's half-written output, not an archive
+# A restored cluster's revisions start this far above the snapshot's, and everything
+# up to there counts as compacted (etcdutl --bump-revision/--mark-compacted: later
+# 3.5 patch releases, not 3.5.1). Without it, revisions after a restore repeat
+# ones that clients (a kube-apiserver's watch cache, informers) saw before it
+# with other content: a watcher resumes at a revision it believes it has and
+# never sees the rollback. With it, every revision after the restore is higher
+# than any seen before (as long as fewer than a billion were made between the
+# backup and the restore), and watchers older than the restore are told
+# "compacted" and re-list.
+RESTORE_BUMP = 1_000_000_000
+
+
+RESTORED_START = re.compile(r"restored revisions start at (\d+)")
+
+
+def restore_bump(snapshot_revision: int, highest_seen: int, earlier_start: int = 0) -> int:
+    """How far a restore bumps: RESTORE_BUMP above the snapshot, above the highest
+    revision a member still answered with, and above where an earlier, interrupted
+    run's restored cluster started (its RESTORING marker says; that cluster may have
+    served from there on, and a member that served need not answer now)."""
+    return max(RESTORE_BUMP + max(highest_seen - snapshot_revision, 0),
+               earlier_start + RESTORE_BUMP - snapshot_revision)
+
+
+def restored_start(markers: list[str]) -> int:
+    """The highest "restored revisions start at N" among RESTORING markers (0: none)."""
+    return max((int(m.group(1)) for note in markers
+                if (m := RESTORED_START.search(note))), default=0)
+
+
+def restore_bump_flags(restore_help: str, bump: int = RESTORE_BUMP) -> list[str]:
+    """The etcdutl flags that bump a restored cluster's revisions by `bump`, if this
+    etcdutl (its `snapshot restore --help` text) has them; [] for an older one."""
+    if "--bump-revision" not in restore_help or "--mark-compacted" not in restore_help:
+        return []
+    return [f"--bump-revision={bump}", "--mark-compacted"]
 
 
 LOG_MAX_BYTES = 16 * 1024 * 1024  # etcd.log is rotated to etcd.log.1 at a start past this
@@ -168,7 +204,8 @@ class MemberRuntime(Protocol):
         """Delete the removed-member archives beyond the newest `keep`; returns them."""
 
     async def restore_data(self, name: str, snapshot: Path, spec: MemberSpec,
-                           skip_hash_check: bool = False) -> Path: ...
+                           skip_hash_check: bool = False, bump: int = RESTORE_BUMP,
+                           ) -> Path: ...
 
     async def known_members(self) -> list[str]: ...
 

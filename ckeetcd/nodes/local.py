@@ -27,6 +27,7 @@ from ckeetcd.nodes.base import (
     LOG_MAX_BYTES,
     LOG_TAIL_BYTES,
     MARKER_LIMIT,
+    RESTORE_BUMP,
     RESTORE_MARKER,
     Archive,
     MemberSpec,
@@ -34,6 +35,7 @@ from ckeetcd.nodes.base import (
     is_archive,
     member_flags,
     prunable,
+    restore_bump_flags,
 )
 from ckeetcd.support.files import ensure_private_dir, fsync_dir, write_atomic, write_private
 from ckeetcd.support.polling import Backoff, Poll
@@ -90,6 +92,18 @@ def resolve_etcdutl_binary(configured_etcd: str) -> str:
     if not found:
         raise FileNotFoundError(f"no etcdutl binary: neither next to {etcd} nor on PATH")
     return found
+
+
+async def _restore_help(etcdutl: str) -> str:
+    """`etcdutl snapshot restore --help` (what flags this etcdutl knows)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            etcdutl, "snapshot", "restore", "--help", stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out, _ = await proc.communicate()
+    except OSError:
+        return ""
+    return out.decode(errors="replace")
 
 
 def rotate_log(path: Path, max_bytes: int) -> None:
@@ -214,7 +228,15 @@ class LocalRuntime:
         wal = self.data_dir(name) / "member" / "wal"
         has_data = wal.is_dir() and any(wal.iterdir())
         return Runtime(reachable=True, running=pid is not None, has_data=has_data, pid=pid,
-                       restoring=self._marker(name))
+                       restoring=self._marker(name), disk_free=self._disk_free(name))
+
+    def _disk_free(self, name: str) -> int | None:
+        """Bytes free (for unprivileged writers) where the member's files live."""
+        try:
+            st = os.statvfs(self.member_dir(name))
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
 
     def _marker(self, name: str) -> str:
         try:
@@ -363,7 +385,8 @@ class LocalRuntime:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir())
 
     async def restore_data(self, name: str, snapshot: Path, spec: MemberSpec,
-                           skip_hash_check: bool = False) -> Path:
+                           skip_hash_check: bool = False, bump: int = RESTORE_BUMP,
+                           ) -> Path:
         """`etcdutl snapshot restore` into a fresh data dir for `spec`'s new initial cluster.
 
         Refuses when the data dir exists (move it aside first). etcdutl writes
@@ -388,6 +411,7 @@ class LocalRuntime:
                f"--initial-advertise-peer-urls={spec.peer_url}", f"--data-dir={staging}"]
         if skip_hash_check:
             cmd.append("--skip-hash-check")
+        cmd += restore_bump_flags(await _restore_help(cmd[0]), bump)
         with open(mdir / "etcd.log", "ab") as log:
             log.write(f"--- {dt.datetime.now(dt.timezone.utc).isoformat()} restore from "
                       f"{snapshot}\n".encode())

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from ckeetcd.core.config import Config
 from ckeetcd.core.model import LiveMember, MemberExit, Runtime
-from ckeetcd.nodes.base import Archive, MemberRuntime, MemberSpec
+from ckeetcd.nodes.base import RESTORE_BUMP, Archive, MemberRuntime, MemberSpec
 from ckeetcd.nodes.local import LocalRuntime
 from ckeetcd.nodes.ssh import SSHRuntime
 
@@ -95,8 +95,10 @@ class RoutedRuntime:
         return await self.runtime_of(name).prune_archives(name, keep)
 
     async def restore_data(self, name: str, snapshot: Path, spec: MemberSpec,
-                           skip_hash_check: bool = False) -> Path:
-        return await self.runtime_of(name).restore_data(name, snapshot, spec, skip_hash_check)
+                           skip_hash_check: bool = False, bump: int = RESTORE_BUMP,
+                           ) -> Path:
+        return await self.runtime_of(name).restore_data(name, snapshot, spec, skip_hash_check,
+                                                        bump)
 
     async def known_members(self) -> list[str]:
         found = set(await self.local.known_members())

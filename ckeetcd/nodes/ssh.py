@@ -35,6 +35,7 @@ from ckeetcd.nodes.base import (
     LOG_TAIL_BYTES,
     LOG_TAIL_LINES,
     MARKER_LIMIT,
+    RESTORE_BUMP,
     RESTORE_MARKER,
     Archive,
     MemberSpec,
@@ -43,6 +44,7 @@ from ckeetcd.nodes.base import (
     killed_by,
     member_flags,
     prunable,
+    restore_bump_flags,
 )
 from ckeetcd.nodes.sshnode import SSHError, SSHNode
 from ckeetcd.support.polling import Backoff, Poll
@@ -296,7 +298,8 @@ class SSHRuntime:
         return sorted(found)
 
     async def restore_data(self, name: str, snapshot: Path, spec: MemberSpec,
-                           skip_hash_check: bool = False) -> Path:
+                           skip_hash_check: bool = False, bump: int = RESTORE_BUMP,
+                           ) -> Path:
         """Copy `snapshot` to the node and `etcdutl snapshot restore` it there."""
         node = self.node(name)
         d = str(self.member_dir(name))
@@ -310,6 +313,9 @@ class SSHRuntime:
         if skip_hash_check:
             args.append("--skip-hash-check")
         q = shlex.quote(d)
+        probe = await node.run(f"{shlex.quote(etcdutl)} snapshot restore --help 2>&1 || true",
+                               check=False)
+        args += restore_bump_flags(probe.text, bump)
         await node.run(f"set -e; d={q}; [ ! -e \"$d/data\" ] || {{ echo \"$d/data exists\" >&2; "
                        "exit 1; }; rm -rf \"$d/data.restoring\"; "
                        + " ".join(shlex.quote(a) for a in args)

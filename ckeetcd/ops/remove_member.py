@@ -14,4 +14,9 @@ async def run(ctx: OpContext, op: Op) -> None:
         return
     await pre_change_snapshot(ctx, op)
     async with ctx.step(op, "member-remove", member_id=f"{op.member_id:x}"):
+        if ctx.starts is not None and op.member:
+            # The member added again under this name is a new one (empty data, new ID):
+            # it must not wait out the restart back-off of the one removed (forgotten
+            # first, so that a daemon killed right after the removal has nothing left).
+            ctx.starts.forget(op.member)
         await client.member_remove(op.member_id)

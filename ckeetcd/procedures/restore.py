@@ -49,7 +49,13 @@ from ckeetcd.core.config import Config
 from ckeetcd.core.model import Desired, Health
 from ckeetcd.etcd.client import EtcdClient, EtcdError, PemTLS
 from ckeetcd.etcd.rbac import ensure_rbac, rbac_in_place
-from ckeetcd.nodes.base import RESTORE_MARKER, MemberRuntime, MemberSpec
+from ckeetcd.nodes.base import (
+    RESTORE_MARKER,
+    MemberRuntime,
+    MemberSpec,
+    restore_bump,
+    restored_start,
+)
 from ckeetcd.ops.steps import StepRecorder
 from ckeetcd.pki import CA, PEER_CA_CERT, member_tls_files, member_tls_problem
 from ckeetcd.procedures.restore_checks import ClusterState, SnapshotInfo, file_identity
@@ -76,6 +82,12 @@ class Plan:
     local_members: tuple[str, ...]  # every member directory on this node
     running: dict[str, int] = field(default_factory=dict)  # name -> pid
     with_data: tuple[str, ...] = ()
+    earlier_start: int = 0  # an interrupted earlier run's restored revisions began here
+
+    @property
+    def bump(self) -> int:
+        return restore_bump(self.snapshot.revision, self.cluster.highest_revision,
+                            self.earlier_start)
 
     @property
     def desired(self) -> Desired:
@@ -117,13 +129,16 @@ async def make_plan(config: Config, runtime: MemberRuntime, snapshot: SnapshotIn
     names = sorted(set(await runtime.known_members()) | {m.name for m in config.members})
     running: dict[str, int] = {}
     with_data: list[str] = []
+    markers: list[str] = []
     for n in names:
         rt = await runtime.inspect(n)
         if rt.running and rt.pid:
             running[n] = rt.pid
         if rt.has_data:
             with_data.append(n)
-    return Plan(config, snapshot, cluster, tuple(names), running, tuple(with_data))
+        markers.append(rt.restoring)
+    return Plan(config, snapshot, cluster, tuple(names), running, tuple(with_data),
+                restored_start(markers))
 
 
 # ---- doing it ----------------------------------------------------------------------
@@ -162,8 +177,9 @@ class Restorer:
     def marker_note(self) -> str:
         """Who is restoring, for the cycle lines of the other daemons."""
         since = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        start = self.plan.snapshot.revision + self.plan.bump
         return (f"ckeetcd restore, pid {os.getpid()} on {socket.gethostname()}, since {since}, "
-                f"from {self.plan.snapshot.path.name}")
+                f"from {self.plan.snapshot.path.name}; restored revisions start at {start}")
 
     async def _rebuild(self, desired: Desired) -> None:
         plan = self.plan
@@ -193,8 +209,10 @@ class Restorer:
             # same file once per member again, as long as it is still that file.
             if file_identity(plan.snapshot.path) != plan.snapshot.identity:
                 raise RestoreFailed(f"{plan.snapshot.path} changed since it was checked")
+            bump = plan.bump
             outcomes = await asyncio.gather(*(
-                self.runtime.restore_data(s.name, plan.snapshot.path, s, skip_hash_check=True)
+                self.runtime.restore_data(s.name, plan.snapshot.path, s, skip_hash_check=True,
+                                          bump=bump)
                 for s in specs), return_exceptions=True)  # let every etcdutl finish
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):

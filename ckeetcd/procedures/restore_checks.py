@@ -194,6 +194,7 @@ def inside_data_dirs(snapshot: Path, state_dir: Path) -> bool:
 class ClusterState:
     observed: Observed
     answering: tuple[str, ...]  # desired members whose Status RPC answered
+    highest_revision: int = 0  # the highest store revision any of them answered with
 
     @property
     def has_quorum(self) -> bool:
@@ -232,7 +233,8 @@ async def probe_cluster(config: Config, tls: PemTLS) -> ClusterState:
         health = {m.id: by_id.get(m.id, Health(healthy=False, error="no answer"))
                   for m in members or ()}
         observed = Observed(members=members, health=MappingProxyType(health))
-        return ClusterState(observed, tuple(n for n, h in healths.items() if h.member_id))
+        return ClusterState(observed, tuple(n for n, h in healths.items() if h.member_id),
+                            max((h.revision for h in healths.values()), default=0))
     finally:
         for c in clients.values():
             await c.close()

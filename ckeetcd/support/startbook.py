@@ -41,6 +41,7 @@ class _Member:
     started_at: float | None = None
     healthy_seen: bool = False  # since the last start
     last_exit: dict[str, Any] | None = None
+    disk_free: int | None = None  # as the latest observation saw it
 
 
 class StartBook:
@@ -63,6 +64,12 @@ class StartBook:
         m.pid, m.started_at, m.healthy_seen = None, now, False
         self._save()
 
+    def forget(self, name: str) -> None:
+        """`name` leaves the cluster: its streak and last exit go (a new member may
+        take the name)."""
+        if self._members.pop(name, None) is not None:
+            self._save()
+
     def spawned(self, name: str, pid: int) -> None:
         self._get(name).pid = pid
 
@@ -70,9 +77,11 @@ class StartBook:
         """Stopped on purpose: its end is not an exit to report."""
         self._get(name).pid = None
 
-    def seen(self, name: str, running: bool, pid: int | None, healthy: bool) -> bool:
+    def seen(self, name: str, running: bool, pid: int | None, healthy: bool,
+             disk_free: int | None = None) -> bool:
         """Feed one observation; True when the process we knew is gone (call exited())."""
         m = self._get(name)
+        m.disk_free = disk_free
         before = m.starts.count
         m.starts = restarts.seen(m.starts, self.clock(), healthy)
         m.healthy_seen = m.healthy_seen or healthy
@@ -94,7 +103,7 @@ class StartBook:
             "log_tail": list(info.log_tail),
             "ran_for": round(now - m.started_at, 3) if m.started_at is not None else None,
             "became_healthy": m.healthy_seen, "starts": m.starts.count,
-            "next_start": iso(until),
+            "next_start": iso(until), "disk_free": m.disk_free,
         }
         m.pid, m.last_exit = None, record
         self._save()
@@ -113,8 +122,26 @@ class StartBook:
         m = self._members.get(name)
         if m is None:
             return r
+        self._lift_if_space_is_back(name, m, r)
         return replace(r, held_until=self.held_until(name) or 0.0, starts=m.starts.count,
                        last_exit=(m.last_exit or {}).get("status", ""))
+
+    def _lift_if_space_is_back(self, name: str, m: _Member, r: Runtime) -> None:
+        """End a hold whose cause, a full disk, has gone (restarts.space_is_back)."""
+        last = m.last_exit or {}
+        text = f"{last.get('status', '')} {last.get('reason', '')}"
+        held = restarts.held_until(m.starts, self.clock())
+        if r.running or held is None or not restarts.space_is_back(
+                text, last.get("disk_free"), r.disk_free):
+            return
+        m.starts = restarts.lifted(m.starts)
+        self._save()
+        record = {"member": name, "disk_free": r.disk_free, "held_until": iso(held),
+                  "last_exit": last.get("status", "")}
+        if self.log is not None:
+            self.log.info("restart_hold_lifted", reason="disk space is back", **record)
+        if self.history is not None:
+            self.history.record(event="restart-hold-lifted", **record)
 
     def last_exit(self, name: str) -> dict[str, Any] | None:
         m = self._members.get(name)

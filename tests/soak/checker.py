@@ -17,6 +17,22 @@ instead of searching for a linearization (porcupine) it is checked directly:
 Present indeterminate puts take their revision from the store and must also
 respect real time on their start (they cannot be applied before they began).
 
+Across a restore (`Rollback`: the snapshot's revision S, the moment the
+restore was done). A restore legitimately drops what was written after its
+snapshot, and nothing else:
+  - a put acknowledged before the restore was done with a revision above S is
+    *rolled back*: it must be absent (counted apart, not lost); every other
+    acknowledged put must be there as usual (so everything up to S survives);
+  - revisions never go back, restore or not: the restored cluster starts above
+    every revision seen before it (etcdutl --bump-revision), so the per-client
+    and real-time rules hold unchanged across it;
+  - a read made before the restore at a revision above S counted keys that are
+    gone now: it must have counted at least the stored keys created by then
+    plus the acknowledged rolled-back ones created by then, and at most that
+    plus the absent indeterminate puts begun since the previous restore and
+    before the read ended. Reads at or below S, and reads after the restore,
+    are checked exactly.
+
 Daemon log: every error-level event and every traceback must be explained:
 inside a fault window (start - EARLY to steady + LATE) of a kind listed for
 it in EXPLAINED. Tracebacks are never explained.
@@ -55,6 +71,8 @@ class WriteVerdict:
     wrong_value: list[str] = field(default_factory=list)      # acked, other value
     wrong_revision: list[str] = field(default_factory=list)   # acked, other revision
     failed_present: list[str] = field(default_factory=list)   # definite failure, stored
+    rolled_back: list[str] = field(default_factory=list)      # acked, dropped by a restore
+    rolled_back_present: list[str] = field(default_factory=list)  # ... yet stored
     unknown_present: list[str] = field(default_factory=list)  # stored, never attempted
     rewritten: list[str] = field(default_factory=list)        # version > 1
 
@@ -62,14 +80,33 @@ class WriteVerdict:
     def violations(self) -> list[str]:
         out = []
         for name in ("lost", "wrong_value", "wrong_revision", "failed_present",
-                     "unknown_present", "rewritten"):
+                     "rolled_back_present", "unknown_present", "rewritten"):
             keys = getattr(self, name)
             if keys:
                 out.append(f"{name}: {len(keys)} (e.g. {keys[:3]})")
         return out
 
 
-def check_writes(history: Iterable[OpRecord], stored: dict[str, Stored]) -> WriteVerdict:
+@dataclass(frozen=True)
+class Rollback:
+    """A restore: the store went back to `revision` (its snapshot's); done at `end`
+    (time.monotonic(), like the history)."""
+
+    revision: int
+    end: float
+
+
+def rolled_back_by(r: OpRecord, rollbacks: Iterable[Rollback]) -> Rollback | None:
+    """The restore that dropped acknowledged put `r`, if any: the first one done after
+    it was acknowledged, when its revision is above that restore's snapshot."""
+    for rb in sorted(rollbacks, key=lambda rb: rb.end):
+        if r.end <= rb.end:
+            return rb if r.revision > rb.revision else None
+    return None
+
+
+def check_writes(history: Iterable[OpRecord], stored: dict[str, Stored],
+                 rollbacks: tuple[Rollback, ...] = ()) -> WriteVerdict:
     v = WriteVerdict()
     attempted = set()
     for r in history:
@@ -79,7 +116,11 @@ def check_writes(history: Iterable[OpRecord], stored: dict[str, Stored]) -> Writ
         s = stored.get(r.key)
         if r.outcome == OK:
             v.acked += 1
-            if s is None:
+            if rolled_back_by(r, rollbacks) is not None:
+                v.rolled_back.append(r.key)
+                if s is not None:
+                    v.rolled_back_present.append(r.key)
+            elif s is None:
                 v.lost.append(r.key)
             elif s.value != r.value:
                 v.wrong_value.append(r.key)
@@ -134,7 +175,8 @@ def _timed_revisions(history: list[OpRecord], stored: dict[str, Stored],
     return out
 
 
-def check_order(history: list[OpRecord], stored: dict[str, Stored]) -> OrderVerdict:
+def check_order(history: list[OpRecord], stored: dict[str, Stored],
+                rollbacks: tuple[Rollback, ...] = ()) -> OrderVerdict:
     v = OrderVerdict()
     # 1. per client, in the order it issued its operations
     last: dict[str, tuple[int, OpRecord]] = {}
@@ -168,17 +210,53 @@ def check_order(history: list[OpRecord], stored: dict[str, Stored]) -> OrderVerd
             v.realtime_violations.append(
                 f"{r.client} {r.kind} started {r.start:.3f} with revision {rev}, after "
                 f"{who.client} {who.kind} ended {who.end:.3f} with revision {before}")
-    # 3. a read counts exactly the keys created at or before its revision
+    # 3. a read counts exactly the keys created at or before its revision (within
+    #    bounds when a restore dropped some of them since)
     created = sorted(s.create_revision for s in stored.values())
+    dropped = _dropped_puts(history, stored, rollbacks)
     for r in history:
         if r.kind == "read" and r.outcome == OK:
             v.reads += 1
             expected = bisect.bisect_right(created, r.revision)
-            if r.count != expected:
+            low, high = expected, expected
+            rb = rolled_back_by(r, rollbacks)
+            if rb is not None:
+                acked, maybe = dropped[rb]
+                low += bisect.bisect_right(acked, r.revision)
+                high = low + bisect.bisect_left(maybe, r.end)
+            if not low <= r.count <= high:
+                held = f"{low}" if low == high else f"{low} to {high}"
                 v.count_mismatches.append(
                     f"{r.client} read at revision {r.revision} ({r.start:.3f}) counted "
-                    f"{r.count}, the store holds {expected} keys created by then")
+                    f"{r.count}, the store held {held} keys created by then")
     return v
+
+
+def _dropped_puts(history: list[OpRecord], stored: dict[str, Stored],
+                  rollbacks: tuple[Rollback, ...]) -> dict[Rollback, tuple[list[int], list[float]]]:
+    """Per restore: the revisions of the acknowledged puts it dropped, and the start times
+    of the absent indeterminate puts begun since the previous restore (maybe applied,
+    then dropped), both sorted."""
+    out: dict[Rollback, tuple[list[int], list[float]]] = {rb: ([], []) for rb in rollbacks}
+    ordered = sorted(rollbacks, key=lambda rb: rb.end)
+    for r in history:
+        if r.kind != "put":
+            continue
+        if r.outcome == OK:
+            rb = rolled_back_by(r, rollbacks)
+            if rb is not None:
+                out[rb][0].append(r.revision)
+        elif r.outcome == INDETERMINATE and r.key not in stored:
+            prev = 0.0
+            for rb in ordered:
+                if prev < r.start <= rb.end:
+                    out[rb][1].append(r.start)
+                    break
+                prev = rb.end
+    for acked, maybe in out.values():
+        acked.sort()
+        maybe.sort()
+    return out
 
 
 # ---- the daemon log --------------------------------------------------------------

@@ -32,6 +32,7 @@ import grpc
 from ckeetcd.support.files import write_private
 from tests.harness import Cluster, ckecli
 from tests.soak import checker, figures
+from tests.soak.disk import Disks
 from tests.soak.figures import FaultRecord
 from tests.soak.history import OK, HistoryTail, read_history
 from tests.soak.nemesis import Fault, FaultError, World
@@ -94,6 +95,7 @@ class Report:
             "operations": self.figures.get("operations"),
             "acknowledged_puts": w.acked,
             "lost": len(w.lost) + len(w.wrong_value),
+            "rolled_back_by_restores": len(w.rolled_back),
             "acknowledged_with_wrong_revision": len(w.wrong_revision),
             "member_divergences": len(self.diverged),
             "definite_failures_present": len(w.failed_present),
@@ -115,7 +117,8 @@ class Report:
             f"soak seed {self.seed}: {len(self.faults)} faults, etcd "
             f"{self.figures.get('etcd_versions')}",
             f"puts {ops.get('put')}, reads {ops.get('read')}",
-            f"lost {s['lost']}, stale reads {s['stale_reads']}, reads not matching the store "
+            f"lost {s['lost']}, rolled back by restores {s['rolled_back_by_restores']}, "
+            f"stale reads {s['stale_reads']}, reads not matching the store "
             f"{s['read_count_mismatches']}, wrong revisions acknowledged "
             f"{s['acknowledged_with_wrong_revision']}, member divergences "
             f"{s['member_divergences']}, definite failures present "
@@ -130,7 +133,8 @@ class Report:
 
 class Soak:
     def __init__(self, cluster: Cluster, options: SoakOptions,
-                 daemon_env: dict[str, str] | None = None) -> None:
+                 daemon_env: dict[str, str] | None = None, disks: Disks | None = None,
+                 ) -> None:
         self.cluster = cluster
         self.options = options
         self.dir = cluster.root / "soak"
@@ -139,7 +143,7 @@ class Soak:
         tls = cluster.root_tls()
         self.probe = Probe(Path(tls.ca), Path(tls.cert), Path(tls.key))
         self.world = World(cluster, self.probe, cluster.live_names(),
-                           random.Random(options.seed), daemon_env)
+                           random.Random(options.seed), daemon_env, disks)
         self.faults: list[FaultRecord] = []
         self.failures: list[str] = []
         self.diverged: list[str] = []  # members whose copy differs (checked after each fault)
@@ -212,6 +216,7 @@ class Soak:
                 time.sleep(f.hold)  # the fault's own duration (a hang)
             f.end(self.world)
             ended = time.monotonic()
+            details.update(f.after)
             steady = self.wait_steady(self.options.steady_timeout)
             resumed = self.wait_resumed(steady, self.options.steady_timeout)
         except (FaultError, SoakFailure) as e:
@@ -297,10 +302,13 @@ class Soak:
         raise SoakFailure(f"no write acknowledged within {timeout:g}s after steady")
 
     def prune_archives(self) -> None:
-        """Delete the archived data of removed members (60-120 MB each; the daemon keeps them)."""
+        """Delete the archived data of removed members and the data a restore moved aside
+        (60-120 MB each; the daemon keeps them, the operator decides): a member's small
+        disk would fill with them after a few restores."""
         members = self.cluster.state_dir / "members"
-        for d in members.glob("*/data.removed-*"):
-            shutil.rmtree(d, ignore_errors=True)
+        for pattern in ("*/data.removed-*", "*/data.before-restore-*"):
+            for d in members.glob(pattern):
+                shutil.rmtree(d, ignore_errors=True)
 
     # ---- the end ---------------------------------------------------------------
     def _stop_workload(self) -> None:
@@ -375,13 +383,18 @@ class Soak:
             stored, copies = {}, [f"final read failed: {e}"]
         final += copies
         final += self.leftovers()
-        rbac_diff = checker.check_rbac(self._rbac_before, self.rbac())
+        try:
+            rbac_diff = checker.check_rbac(self._rbac_before, self.rbac())
+        except (SoakFailure, subprocess.TimeoutExpired) as e:
+            rbac_diff = [f"users and roles could not be read at the end: {e}"]
         windows = [checker.Window((f.kind, f.details.get("under", {}).get("kind", "")),
                                   f.wall_start, f.wall_steady) for f in self.faults]
+        rollbacks = tuple(checker.Rollback(int(rb["revision"]), float(rb["end"]))
+                          for f in self.faults for rb in f.details.get("rollbacks", ()))
         lines = self.cluster.daemon_log.read_text().splitlines()[self._log_start:]
         report = Report(self.options.seed, self.faults, self.failures,
-                        checker.check_writes(history, stored),
-                        checker.check_order(history, stored),
+                        checker.check_writes(history, stored, rollbacks),
+                        checker.check_order(history, stored, rollbacks),
                         checker.check_log(lines, windows), rbac_diff, final, self.diverged)
         acks = figures.ack_times(history)
         q0, q1 = self._quiet

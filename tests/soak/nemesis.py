@@ -8,10 +8,14 @@ checked against the process start time before every signal), or our daemon.
 Kinds (FAULT_KINDS): kill-follower, kill-leader, kill-quorum (two members at
 once), hang-follower, hang-leader (SIGSTOP for `hold`, then SIGCONT),
 wipe-member (its data dir deleted, then the process killed: the daemon must
-replace it), swap (one member replaced by a new one in [[members]]),
-swap-under-fault (the same while another fault is active), and
+replace it), disk-full (its disk, a tmpfs of tests/soak/disk.py, filled to
+the last byte for `hold`, then freed: etcd exits, the daemon must restart it
+once there is room), swap (one member replaced by a new one in [[members]]),
+swap-under-fault (the same while another fault is active),
 daemon-killed-mid-swap (the daemon SIGKILLed after a random step of a swap,
-then started again).
+then started again), and restore-killed-mid-way (a backup under load, then
+`ckeetcd restore` from it SIGKILLed after a random step, run again to the
+end, the daemon started again: the store goes back to the snapshot).
 """
 
 from __future__ import annotations
@@ -19,15 +23,20 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ckeetcd.nodes.local import resolve_etcdutl_binary
 from tests.harness import Cluster, ports_free
+from tests.soak.disk import Disks
 from tests.soak.probe import Probe
 
 
@@ -65,12 +74,14 @@ class World:
     """What faults act on: the cluster, its desired members, its processes."""
 
     def __init__(self, cluster: Cluster, probe: Probe, names: list[str], rng: random.Random,
-                 daemon_env: dict[str, str] | None = None) -> None:
+                 daemon_env: dict[str, str] | None = None, disks: Disks | None = None,
+                 ) -> None:
         self.cluster = cluster
         self.probe = probe
         self.names = list(names)
         self.rng = rng
         self.daemon_env = daemon_env or {}
+        self.disks = disks  # every member dir on its own small disk (None: plain dirs)
         self._next_member = 1 + max(int(n[1:]) for n in names if n[1:].isdigit())
 
     # ---- members ---------------------------------------------------------
@@ -127,6 +138,8 @@ class World:
                     raise FaultError(f"loopback block {c.block}.0/24 exhausted")
                 if ports_free(address):
                     c.addresses[name] = address
+            if self.disks is not None:
+                self.disks.add(name)  # its disk is there before the daemon makes its dir
             return name
 
     def swap(self, leaving: str) -> str:
@@ -180,6 +193,8 @@ class Fault:
 
     kind: str = ""
     hold: float = 0.0
+    after: dict[str, Any] = field(default_factory=dict, repr=False)  # what `end` found
+
 
     def begin(self, w: World) -> dict[str, Any]:
         raise NotImplementedError
@@ -264,6 +279,45 @@ class Wipe(Fault):
 
 
 @dataclass
+class DiskFull(Fault):
+    """A member's disk fills to the last byte for `hold` s, then is freed.
+
+    Under the workload's writes etcd's next commit fails with ENOSPC and it
+    exits; every restart fails while the disk is full. After the free, the
+    daemon must restart it by itself.
+    """
+
+    role: str = "any"
+    seconds: float | None = None  # None: drawn from HOLD_RANGE by the run's seed
+    _target: str = field(default="", repr=False)
+    _proc: Proc | None = field(default=None, repr=False)
+
+    HOLD_RANGE = (2.0, 6.0)
+
+    def __post_init__(self) -> None:
+        self.kind = "disk-full"
+
+    def begin(self, w: World) -> dict[str, Any]:
+        if w.disks is None:
+            raise FaultError("disk-full needs the members on tmpfs disks (Soak(disks=...))")
+        self.hold = self.seconds if self.seconds is not None else round(
+            w.rng.uniform(*self.HOLD_RANGE), 2)
+        target = w.pick(self.role)
+        if not w.disks.has(target):
+            raise FaultError(f"{target} has no disk of its own to fill")
+        self._target, self._proc = target, w.proc(target)
+        return {"targets": [target], "hold": self.hold, "filled_bytes": w.disks.fill(target)}
+
+    def end(self, w: World) -> None:
+        if self._target and w.disks is not None:
+            # etcd fails only when it must allocate (its WAL is preallocated, bbolt reuses
+            # free pages): say whether it did
+            self.after["etcd_exited"] = self._proc is None or not self._proc.alive()
+            w.disks.free(self._target)
+            self._target = ""
+
+
+@dataclass
 class Swap(Fault):
     """Replace one member (random) by a new one in [[members]], optionally under a fault."""
 
@@ -286,6 +340,7 @@ class Swap(Fault):
     def end(self, w: World) -> None:
         if self.under is not None:
             self.under.end(w)
+            self.after.update(self.under.after)
 
 
 SWAP_STEP_EVENTS = 11  # op_step events of a plain swap: traffic, stop x2, remove x2, add x2, ...
@@ -323,8 +378,99 @@ class DaemonKilledMidSwap(Fault):
                 "killed_after_step": k, "steps_done": steps}
 
 
+RESTORE_STEPS = 9  # op_step events of a restore: mark, stop, archive, tls, restore, start, ...
+CREATED = re.compile(r"created backup (\S+)")
+
+
+@dataclass
+class RestoreKilledMidWay(Fault):
+    """A backup under load; later the operator's restore from it, killed (SIGKILL) right
+    after its k-th step (k random, plus 0-20 ms), then run again to the end (the markers
+    it left say to), then the daemon started again.
+
+    What the workload wrote after the snapshot is gone: `after["rollbacks"]` gives the
+    checker the snapshot's revision and when each run's restored members started.
+    """
+
+    AFTER_SNAPSHOT = 0.3  # s of writes after the snapshot (the restore drops them)
+
+    def __post_init__(self) -> None:
+        self.kind = "restore-killed-mid-way"
+
+    def begin(self, w: World) -> dict[str, Any]:
+        k = w.rng.randint(1, RESTORE_STEPS - 1)
+        extra_delay = round(w.rng.uniform(0.0, 0.02), 4)
+        c = w.cluster
+        folder = c.root / "soak" / "backups"
+        r = c.cli("etcd", "local-backup", f"-dir={folder}", "--max-backups=1")
+        m = CREATED.match(r.stdout)
+        if r.returncode != 0 or not m:
+            raise FaultError(f"local-backup failed ({r.returncode}): {r.stderr[-500:]}")
+        snap = folder / m.group(1)
+        st = subprocess.run([resolve_etcdutl_binary(c.config.etcd.binary), "snapshot", "status",
+                             "-w", "json", str(snap)], capture_output=True, text=True,
+                            timeout=60)
+        if st.returncode != 0:
+            raise FaultError(f"etcdutl snapshot status {snap}: {st.stderr[-500:]}")
+        revision = int(json.loads(st.stdout)["revision"])
+        time.sleep(self.AFTER_SNAPSHOT)
+        if c.stop_daemon() not in (0, -signal.SIGTERM, None):  # the restore refuses to run
+            # beside it
+            raise FaultError(f"the daemon did not stop cleanly ({c.daemon_died()})")
+        steps, killed, first_at = self._restore(c, snap, k, extra_delay)
+        _, _, restored_at = self._restore(c, snap, None, 0.0)  # the operator runs it again
+        # Nothing acknowledged before a run's members started comes from the cluster it
+        # restored. A killed run that got that far had its own cluster, which served (from
+        # the snapshot) until the second run dropped it again: two rollbacks.
+        self.after["rollbacks"] = [{"revision": revision, "end": t}
+                                   for t in (first_at, restored_at) if t]
+        w.start_daemon()
+        return {"snapshot_revision": revision, "killed_after_step": k, "killed": killed,
+                "steps_done": steps}
+
+    @staticmethod
+    def _restore(c: Cluster, snap: Path, kill_after: int | None, extra_delay: float,
+                 ) -> tuple[list[str], bool, float]:
+        """Run `ckeetcd restore`; with `kill_after`, SIGKILL it right after that many
+        op_step events. Returns the steps it logged, whether it was killed before it
+        ended by itself, and when (monotonic) its restore-data step was seen done: its
+        members start only after that."""
+        cmd = [sys.executable, "-m", "ckeetcd.cli.main", "restore", "--from", str(snap), "--yes",
+               "--force", "--config", str(c.config_path), "--log-format", "json"]
+        log = c.root / "soak" / "restore.log"
+        steps: list[str] = []
+        restored_at = 0.0
+        with open(log, "ab") as out:
+            tail = DaemonLogTail(log)  # from the end of the earlier restores' lines
+            p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        while (kill_after is None or len(steps) < kill_after) and p.poll() is None:
+            if time.monotonic() > deadline:
+                p.kill()
+                p.wait(30)
+                raise FaultError(f"the restore logged only {steps} in 180 s")
+            for e in tail.new():
+                if e.get("event") == "op_step":
+                    steps.append(str(e.get("step")))
+                    if e.get("step") == "restore-data" and e.get("outcome") == "ok":
+                        restored_at = time.monotonic()
+            time.sleep(0.005)
+        if kill_after is None:
+            steps += [str(e.get("step")) for e in tail.new() if e.get("event") == "op_step"]
+            if p.wait(30) != 0 or not restored_at:
+                raise FaultError(f"the restore exited {p.returncode} after {steps}: see {log}")
+            return steps, False, restored_at
+        time.sleep(extra_delay)
+        killed = p.poll() is None
+        p.kill()
+        p.wait(30)
+        steps += [str(e.get("step")) for e in tail.new() if e.get("event") == "op_step"]
+        return steps, killed, restored_at
+
+
 FAULT_KINDS = ("kill-follower", "kill-leader", "kill-quorum", "hang-follower", "hang-leader",
-               "wipe-member", "swap", "swap-under-fault", "daemon-killed-mid-swap")
+               "wipe-member", "disk-full", "swap", "swap-under-fault",
+               "daemon-killed-mid-swap", "restore-killed-mid-way")
 
 
 _MEMBER_FAULTS: dict[str, Callable[[], Fault]] = {
@@ -334,6 +480,7 @@ _MEMBER_FAULTS: dict[str, Callable[[], Fault]] = {
     "hang-follower": lambda: Hang(role="follower"),
     "hang-leader": lambda: Hang(role="leader"),
     "wipe-member": Wipe,
+    "disk-full": DiskFull,
 }
 
 
@@ -343,23 +490,29 @@ def member_fault(kind: str) -> Fault:
 
 
 MEMBER_FAULTS = ("kill-follower", "kill-leader", "kill-quorum", "hang-follower", "hang-leader",
-                 "wipe-member")
+                 "wipe-member", "disk-full")
 
 
-def make_fault(kind: str, rng: random.Random) -> Fault:
-    """A fresh fault of `kind`; swap-under-fault draws its fault from MEMBER_FAULTS."""
+def make_fault(kind: str, rng: random.Random, under: tuple[str, ...] = MEMBER_FAULTS,
+               ) -> Fault:
+    """A fresh fault of `kind`; swap-under-fault draws its fault from `under`."""
     if kind == "swap":
         return Swap()
     if kind == "swap-under-fault":
-        return Swap(under=member_fault(rng.choice(MEMBER_FAULTS)))
+        return Swap(under=member_fault(rng.choice(under)))
     if kind == "daemon-killed-mid-swap":
         return DaemonKilledMidSwap()
+    if kind == "restore-killed-mid-way":
+        return RestoreKilledMidWay()
     return member_fault(kind)
 
 
 def schedule(rng: random.Random, faults: int, kinds: tuple[str, ...] = FAULT_KINDS,
-             ) -> list[Fault]:
-    """`faults` faults in random order, every kind as often as the others (±1)."""
+             disks: bool = True) -> list[Fault]:
+    """`faults` faults in random order, every kind as often as the others (±1).
+    Without `disks` (no tmpfs disks: not root) disk-full is left out, under swaps too."""
+    kinds = tuple(k for k in kinds if disks or k != "disk-full")
+    under = tuple(k for k in MEMBER_FAULTS if disks or k != "disk-full")
     order = [kinds[i % len(kinds)] for i in range(faults)]
     rng.shuffle(order)
-    return [make_fault(k, rng) for k in order]
+    return [make_fault(k, rng, under) for k in order]
