@@ -140,6 +140,15 @@ def assert_runs_as_unit(lab: Lab, c: MultiCluster, name: str) -> int:
     return pid
 
 
+def stopped_clean(box: systemdlab.SystemdLab, name: str) -> None:
+    """No etcd on the node, and the unit inactive, not failed: the daemon's own stop
+    is no failure (a failed unit marks the node degraded for its monitoring)."""
+    assert etcd_pids(box) == []
+    assert box.systemctl("is-active", unit(name), check=False).stdout.strip() == "inactive"
+    failed = box.systemctl("list-units", "--failed", "--plain", "--no-legend").stdout
+    assert unit(name) not in failed, failed
+
+
 def cycles(c: MultiCluster, since: int) -> list[dict[str, Any]]:
     return c.events("h1", "cycle", since)
 
@@ -170,21 +179,70 @@ def test_kill_9_is_restarted_through_the_unit(lab: Lab, cluster: MultiCluster) -
     assert [(e["targets"], e["outcome"]) for e in starts][-1:] == [("h2", "ok")], starts
 
 
+SLOW_KEYS = "#!/bin/sh\nsleep 1.5\ncat /run/lab-share/authorized_keys\n"
+SLOW_LOGIN = ("AuthorizedKeysFile none\nAuthorizedKeysCommand /run/lab-slow-keys\n"
+              "AuthorizedKeysCommandUser root\n")  # sshd keeps a keyword's first value
+
+
+def test_status_waits_for_a_slow_login_instead_of_calling_the_member_stopped(
+        lab: Lab, cluster: MultiCluster) -> None:
+    """A node whose SSH login takes longer than the probe deadline (1.5 s here, 0.6 s
+    there): `ckeetcd status` still shows its member running, with the unit's PID."""
+    box = node(lab, "h2")
+    pid = int(props(box, "h2")["MainPID"])
+    config = lab.host_dir("h2") / "sshd_config"
+    fast = config.read_text()
+    box.write("/run/lab-slow-keys", SLOW_KEYS, mode="0755")
+    hup = ("systemctl", "kill", "--kill-whom=main", "-s", "HUP", "lab-sshd.service")
+    # the listener re-reads its config on SIGHUP; open sessions (the daemon's) stay
+    mark = len(lab.sshd_log("h2"))
+    config.write_text(SLOW_LOGIN + fast)
+    try:
+        box.systemctl(*hup[1:])
+        wait_for(lambda: "Server listening" in lab.sshd_log("h2")[mark:], 30, "sshd reloaded")
+        quick = cluster.dir("h1") / "quick-probes.toml"
+        quick.write_text(cluster.config_path("h1").read_text()
+                         .replace("rpc_timeout = 1.0", "rpc_timeout = 0.3")
+                         .replace("connect_timeout = 2.0", "connect_timeout = 10.0"))
+        r = lab.exec("h1", sys.executable, "-m", "ckeetcd.cli.main", "status", "--output",
+                     "json", "--config", str(quick), "--log-format", "json")
+        assert r.returncode == 0, r.stderr[-2000:]
+        row = next(m for m in json.loads(r.stdout)["members"] if m["name"] == "h2")
+        assert (row["running"], row["pid"], row["error"]) == (True, pid, ""), row
+    finally:
+        mark = len(lab.sshd_log("h2"))
+        config.write_text(fast)
+        box.systemctl(*hup[1:])
+        wait_for(lambda: "Server listening" in lab.sshd_log("h2")[mark:], 30, "sshd back")
+
+
 def test_swap_away_stops_the_unit_for_good(lab: Lab, cluster: MultiCluster) -> None:
+    # h3 must not lead: a leaving leader is stopped gracefully, the others by SIGKILL
+    # (the path that once left the unit "failed")
+    def leader() -> dict[str, Any] | None:
+        return next((m for m in cluster.status()["members"] if m["leader"]), None)
+    first = wait_for(leader, 30, "an etcd leader")
+    if first["name"] == "h3":
+        h1 = next(m for m in cluster.status()["members"] if m["name"] == "h1")
+        r = cluster.etcdctl("h1", "move-leader", h1["id"], endpoints=["h3"])
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: (leader() or {}).get("name") not in (None, "h3"), 30,
+                 "leadership off h3")
     mark = cluster.mark("h1")
     cluster.write_config(["h1", "h2", "h4"])  # h3 -> the spare node h4
     cluster.wait_healthy(["h1", "h2", "h4"], timeout=180)
     wait_ok_ops(lambda: cluster.events("h1", "op", mark), through="promote-member")
     assert_runs_as_unit(lab, cluster, "h4")
+    stops = [e for e in cluster.events("h1", "op_step", mark)
+             if e["op"] == "stop-member" and e["step"] == "stop-process"]
+    assert [e["graceful"] for e in stops if e["outcome"] == "ok"] == [False], stops
     box = node(lab, "h3")
-    assert props(box, "h3")["ActiveState"] in ("inactive", "failed")
-    assert etcd_pids(box) == []
+    stopped_clean(box, "h3")
     # ... and it stays stopped: several more cycles of the daemon go by
     after = cluster.mark("h1")
     wait_for(lambda: len(cycles(cluster, after)) >= 5, 60, "five more cycles",
              abort=cluster.died)
-    assert props(box, "h3")["ActiveState"] in ("inactive", "failed")
-    assert etcd_pids(box) == []
+    stopped_clean(box, "h3")
     data = box.run("ls", f"{DATA_ROOT}/h3").stdout.split()
     assert "data" not in data and [d for d in data if d.startswith("data.removed-")], data
 
