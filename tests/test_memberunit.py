@@ -175,6 +175,7 @@ def test_kill_9_is_restarted_through_the_unit(lab: Lab, cluster: MultiCluster) -
     assert new != old
     exited = cluster.events("h1", "member_exited", mark)
     assert [(e["member"], e["signal"]) for e in exited] == [("h2", 9)], exited
+    assert any('"msg"' in line for line in exited[0]["log_tail"]), exited  # from the journal
     starts = [e for e in cluster.events("h1", "op", mark) if e["op"] == "restart-member"]
     assert [(e["targets"], e["outcome"]) for e in starts][-1:] == [("h2", "ok")], starts
 
