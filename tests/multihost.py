@@ -32,15 +32,19 @@ ETCDCTL = str(Path(PY).parent / "etcdctl")
 
 class MultiCluster:
     def __init__(self, lab: Lab, root: Path, members: list[str], daemons: list[str],
-                 extra: str = "", daemon_extra: str = "") -> None:
+                 extra: str = "", daemon_extra: str = "", ssh_extra: str = "",
+                 data_root: str = "") -> None:
         self.lab = lab
         self.root = root
         self.daemon_hosts = daemons
         self.extra = extra
         self.daemon_extra = daemon_extra
+        self.ssh_extra = ssh_extra  # more [ssh] keys (e.g. member_service)
         self.members = list(members)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.data_root = root / "nodes"
+        # "" = a folder of the test (the hosts share the file system); a node with its
+        # own systemd (tests/netns.py) needs a place of its own, e.g. under /var/lib
+        self.data_root = Path(data_root) if data_root else root / "nodes"
         for h in daemons:
             self.dir(h).mkdir(parents=True, exist_ok=True)
         self.write_config(members)
@@ -67,7 +71,7 @@ class MultiCluster:
             "[ssh]", f'identity_file = "{self.lab.identity}"',
             f'known_hosts = "{self.lab.known_hosts}"', "connect_timeout = 2.0",
             "command_timeout = 15.0", f'etcd_binary = "{resolve_etcd_binary("")}"',
-            f'data_root = "{self.data_root}"', "",
+            f'data_root = "{self.data_root}"', self.ssh_extra, "",
             "[apiserver]", f'etcd_servers_file = "{self.servers_file(daemon)}"', "",
         ]
         for m in members:

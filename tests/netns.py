@@ -16,6 +16,13 @@ namespace of its own, so it neither needs nor touches the machine's
 never run in a session), a host key made for this lab, and the lab's client
 key as its only authorized key. Commands run on a host with `exec()` / `popen()`.
 
+A host named in `systemd=` is a node with its own init: a real systemd
+(tests/systemdlab.py, with all of that lab's care) booted inside the host's
+network namespace, and its sshd a unit of that systemd, so what an SSH
+session runs (`systemctl start ...`) is what an operator's node would run.
+Such a host sees the test's folder for it read-only at /run/lab-share and
+has a tmpfs on /etc (a copy), /var/lib, /tmp, ...: its files are its own.
+
 `cleanup()` kills every process that lives in one of the lab's namespaces
 (`ip netns pids`: only processes we started, or children of them) and
 deletes the namespaces; it runs even when the test failed, and `sweep()`
@@ -34,6 +41,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.systemdlab import SHARE, SystemdLab
 
 SSHD = "/usr/sbin/sshd"
 PREFIX = "ckt-"
@@ -94,14 +103,16 @@ class Host:
     address: str
     sshd: subprocess.Popen[bytes] | None = None
     host_key: Path = field(default_factory=Path)
+    systemd: SystemdLab | None = None  # the host's own init (hosts named in `systemd=`)
 
 
 class Lab:
     """Several hosts on a private bridge, each with sshd; see the module docstring."""
 
-    def __init__(self, root: Path, hosts: int = 5) -> None:
+    def __init__(self, root: Path, hosts: int = 5, systemd: tuple[str, ...] = ()) -> None:
         n = next(_labs)
         self.root = root
+        self.systemd = systemd
         self.tag = f"{PREFIX}{os.getpid()}-{n}"
         self.subnet = f"10.213.{(os.getpid() + n) % 200 + 20}"
         self.bridge_ns = f"{self.tag}-br"
@@ -166,12 +177,14 @@ class Lab:
         # own shell start-up files (pyenv, ...) may be slow or hang.
         home = d / "home"
         home.mkdir(mode=0o700, exist_ok=True)
+        # On a systemd host the folder is seen at SHARE, and /root is already empty.
+        seen = Path(SHARE) if h.name in self.systemd else d
         config = d / "sshd_config"
         config.write_text("\n".join([
             "Port 22",
             f"ListenAddress {h.address}",
-            f"HostKey {h.host_key}",
-            f"AuthorizedKeysFile {authorized}",
+            f"HostKey {seen / h.host_key.name}",
+            f"AuthorizedKeysFile {seen / authorized.name}",
             "PubkeyAuthentication yes",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
@@ -183,6 +196,10 @@ class Lab:
             "PidFile /run/sshd.pid",
             "LogLevel VERBOSE",
         ]) + "\n")
+        pub = h.host_key.with_suffix(".pub").read_text().split()
+        if h.name in self.systemd:
+            self._start_systemd_sshd(h, seen / config.name)
+            return f"{pub[0]} {pub[1]}"
         log = open(d / "sshd.log", "ab")  # noqa: SIM115 - handed to the child
         # `ip netns exec` and `unshare` exec: the Popen PID is sshd's own.
         h.sshd = subprocess.Popen(
@@ -193,19 +210,30 @@ class Lab:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         log.close()
-        pub = h.host_key.with_suffix(".pub").read_text().split()
         return f"{pub[0]} {pub[1]}"
 
+    def _start_systemd_sshd(self, h: Host, config: Path) -> None:
+        """Boot the host's systemd in its namespace; sshd runs as its unit `lab-sshd`
+        (log: /var/log/sshd.log of the host), journald runs for the units' output."""
+        h.systemd = SystemdLab(self.host_dir(h.name), netns=h.ns)
+        h.systemd.start()
+        h.systemd.journald()
+        h.systemd.write("/etc/systemd/system/lab-sshd.service", "\n".join([
+            "[Unit]", f"Description=sshd of lab host {h.name}", "[Service]",
+            "ExecStartPre=/bin/mkdir -p /run/sshd",
+            f"ExecStart={SSHD} -D -E /var/log/sshd.log -f {config}", ""]))
+        h.systemd.systemctl("daemon-reload")
+        h.systemd.systemctl("start", "lab-sshd.service")
+
     def _wait_sshd(self, h: Host, timeout: float = 10) -> None:
-        log = self.host_dir(h.name) / "sshd.log"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "Server listening" in log.read_text(errors="replace"):
+            if "Server listening" in self.sshd_log(h.name):
                 return
             if h.sshd is not None and h.sshd.poll() is not None:
                 break
             time.sleep(0.02)
-        raise RuntimeError(f"sshd on {h.name} did not start: {log.read_text()[-1000:]}")
+        raise RuntimeError(f"sshd on {h.name} did not start: {self.sshd_log(h.name)[-1000:]}")
 
     # ---- using hosts -------------------------------------------------------------
     def host(self, name: str) -> Host:
@@ -233,7 +261,11 @@ class Lab:
         _run("ip", "-n", self.hosts[host].ns, "link", "set", "eth0", "up" if up else "down")
 
     def sshd_log(self, host: str) -> str:
-        return (self.host_dir(host) / "sshd.log").read_text(errors="replace")
+        box = self.hosts[host].systemd
+        if box is not None:
+            return box.run("cat", "/var/log/sshd.log", check=False).stdout
+        log = self.host_dir(host) / "sshd.log"
+        return log.read_text(errors="replace") if log.exists() else ""
 
     # ---- tear-down ---------------------------------------------------------------
     def cleanup(self) -> None:
@@ -241,6 +273,8 @@ class Lab:
         for h in self.hosts.values():
             if h.sshd is not None and h.sshd.poll() is None:
                 h.sshd.kill()
+            if h.systemd is not None:
+                h.systemd.close()
         for ns in reversed(self._created):
             _kill_namespace(ns)
         for h in self.hosts.values():

@@ -106,14 +106,20 @@ def available() -> str | None:
         return "a PID + mount namespace needs root"
     if not Path(SYSTEMD).exists():
         return f"{SYSTEMD} missing (Debian package systemd)"
-    for tool in ("unshare", "nsenter", "findmnt"):
+    for tool in ("unshare", "nsenter", "findmnt", "setpriv"):
         if shutil.which(tool) is None:
             return f"{tool} missing (util-linux)"
     return None
 
 
-def _unshare() -> list[str]:
-    return ["unshare", "--fork", "--pid", "--mount", "--mount-proc", "/bin/sh", "-c", SETUP]
+def _unshare(netns: str = "") -> list[str]:
+    """The lab's command line. `setpriv --pdeathsig KILL` and `--kill-child` tie the lab to
+    the test process: when it dies (even by kill -9) unshare gets SIGKILL, and so does
+    the lab's PID 1 (and with it the namespace). `netns`: boot inside that network
+    namespace (`ip netns exec` execs, so the chain stays parent -> child)."""
+    lab = ["setpriv", "--pdeathsig", "KILL", "unshare", "--fork", "--kill-child", "--pid",
+           "--mount", "--mount-proc", "/bin/sh", "-c", SETUP]
+    return ["ip", "netns", "exec", netns, *lab] if netns else lab
 
 
 def dry_run(share: Path | None = None) -> str:
@@ -181,10 +187,13 @@ def sweep() -> list[int]:
 
 
 class SystemdLab:
-    """One booted lab; `share` (a test's folder) is seen read-only at /run/lab-share."""
+    """One booted lab; `share` (a test's folder) is seen read-only at /run/lab-share.
+    With `netns` (an `ip netns` name) the lab is a node of the namespace lab
+    (tests/netns.py): its systemd, and every command `run()` starts, use that network."""
 
-    def __init__(self, share: Path) -> None:
+    def __init__(self, share: Path, netns: str = "") -> None:
         self.share = share
+        self.netns = netns
         self.tag = f"{os.getpid()}-{next(_labs)}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0  # host PID of the lab's systemd
@@ -193,7 +202,7 @@ class SystemdLab:
         sweep()
         env = {**os.environ, "LAB_TAG": self.tag, "LAB_SHARE": str(self.share)}
         log = open(self.share / "lab-boot.log", "wb")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(_unshare(), env=env,
+        self.proc = subprocess.Popen(_unshare(self.netns), env=env,
                                      stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
@@ -219,7 +228,8 @@ class SystemdLab:
             input: str | None = None) -> subprocess.CompletedProcess[str]:
         """A command inside the lab (its mounts, its PID namespace)."""
         assert self.pid, "lab not started"
-        done = subprocess.run(["nsenter", "-t", str(self.pid), "-m", "-p", *cmd],
+        enter = ["nsenter", "-t", str(self.pid), "-m", "-p", *(["-n"] if self.netns else [])]
+        done = subprocess.run([*enter, *cmd],
                               capture_output=True, text=True, timeout=timeout, input=input,
                               env={"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
                                    "LANG": "C.UTF-8", "SYSTEMD_PAGER": "", "HOME": "/root"})

@@ -423,7 +423,7 @@ def test_one_journalctl_line_finds_every_step_of_an_operation(node: Node) -> Non
 def test_member_unit_runs_etcd_from_its_environment_file(lab: systemdlab.SystemdLab) -> None:
     """systemd/ckeetcd-member@.service as the daemon uses it over SSH: an environment file
     with the binary and the flags, `systemctl start`, `systemctl stop`. (The daemon
-    driving it on an SSH node of the namespace lab is not shown yet.)"""
+    driving it over SSH: tests/test_memberunit.py.)"""
     etcd = etcd_binary()
     block = next_block()
     lab.sh(f"cp {etcd} {etcd.parent / 'etcdctl'} /usr/local/bin/")

@@ -240,7 +240,15 @@ class Observer:
         return None
 
     async def _inspect(self, name: str) -> Runtime:
+        """The probe deadline is for asking an open connection. A one-shot command
+        (`status`, `plan`: readonly) opens its SSH connections first, within their own
+        `connect_timeout`: a login slower than the probe deadline (or the first import
+        of asyncssh) must not show a running member as "TimeoutError", not running. The
+        daemon does not wait on that: its connections stay open, and a probe must not
+        stall on a node that does not answer."""
         try:
+            if self.readonly:
+                await self.runtime.connect(name)
             return await asyncio.wait_for(self.runtime.inspect(name), self.probe_timeout * 2)
         except (OSError, TimeoutError) as e:
             return Runtime(reachable=False, error=str(e) or type(e).__name__)

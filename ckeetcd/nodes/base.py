@@ -188,6 +188,10 @@ class MemberRuntime(Protocol):
 
     async def inspect(self, name: str) -> Runtime: ...
 
+    async def connect(self, name: str) -> None:
+        """Open what inspecting `name` needs (its node's SSH connection) within that
+        connection's own deadline; OSError when it cannot. Nothing to do locally."""
+
     async def start(self, spec: MemberSpec) -> int: ...
 
     async def stop(self, name: str, timeout: float = 10.0) -> bool: ...

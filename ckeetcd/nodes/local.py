@@ -221,6 +221,9 @@ class LocalRuntime:
                 return pid
         return None
 
+    async def connect(self, name: str) -> None:
+        """Local members need no connection."""
+
     async def inspect(self, name: str) -> Runtime:
         pid = self._live_pid(name)
         if pid is not None:

@@ -76,6 +76,9 @@ class RoutedRuntime:
     async def inspect(self, name: str) -> Runtime:
         return await self.runtime_of(name).inspect(name)
 
+    async def connect(self, name: str) -> None:
+        await self.runtime_of(name).connect(name)
+
     async def start(self, spec: MemberSpec) -> int:
         return await self.runtime_of(spec.name).start(spec)
 

@@ -128,6 +128,9 @@ class SSHRuntime:
         self._nodes.clear()
 
     # ---- MemberRuntime -----------------------------------------------------------
+    async def connect(self, name: str) -> None:
+        await self.node(name).connect()
+
     async def inspect(self, name: str) -> Runtime:
         node = self.node(name)
         if self.cfg.member_service == "systemd":
@@ -223,7 +226,10 @@ class SSHRuntime:
             if not state.running:
                 return False
             if timeout <= 0:
-                await node.run(f"systemctl kill -s KILL {unit}; systemctl stop {unit}")
+                # Our own SIGKILL is no failure of the member: without reset-failed the
+                # unit stays "failed" and the node "degraded" after every removal.
+                await node.run(f"systemctl kill -s KILL {unit}; systemctl stop {unit}; "
+                               f"systemctl reset-failed {unit} 2>/dev/null || true")
             else:
                 await node.run(f"systemctl stop {unit}", timeout=timeout + 30)
             return True

@@ -55,6 +55,10 @@ class SSHNode:
         self._error: SSHError | None = None
         self._retry_at = 0.0
 
+    async def connect(self) -> None:
+        """Open the connection now (bounded by `[ssh] connect_timeout`)."""
+        await self._connect()
+
     async def _connect(self) -> Any:
         import asyncssh
 
