@@ -20,6 +20,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ckeetcd.core.config import EtcdConfig
 from ckeetcd.core.model import MemberExit, Runtime
@@ -35,6 +36,7 @@ from ckeetcd.nodes.base import (
     member_flags,
     prunable,
 )
+from ckeetcd.nodes.fingerprint import change_since_start, version_of, wanted_flags
 from ckeetcd.support.files import ensure_private_dir, fsync_dir, write_atomic, write_private
 from ckeetcd.support.polling import Backoff, Poll
 
@@ -214,7 +216,19 @@ class LocalRuntime:
         wal = self.data_dir(name) / "member" / "wal"
         has_data = wal.is_dir() and any(wal.iterdir())
         return Runtime(reachable=True, running=pid is not None, has_data=has_data, pid=pid,
-                       restoring=self._marker(name))
+                       restoring=self._marker(name), **self._fingerprint(name, pid))
+
+    def _fingerprint(self, name: str, pid: int | None) -> dict[str, Any]:
+        """What a restart would change (ckeetcd.nodes.fingerprint), for a running member."""
+        if pid is None:
+            return {}
+        try:
+            version = version_of(resolve_etcd_binary(self.etcd.binary))
+            cmd = json.loads(self._pidfile(name).read_text()).get("cmd")
+        except (OSError, ValueError, AttributeError):
+            return {}
+        wanted = wanted_flags(name, self.data_dir(name), self.tls_dir(name), self.etcd)
+        return {"wanted_version": version, "flag_change": change_since_start(cmd, wanted)}
 
     def _marker(self, name: str) -> str:
         try:
@@ -265,7 +279,8 @@ class LocalRuntime:
         ensure_private_dir(self.root)
         ensure_private_dir(mdir)
         ensure_private_dir(self.data_dir(spec.name))
-        cmd = [resolve_etcd_binary(self.etcd.binary),
+        binary = resolve_etcd_binary(self.etcd.binary)
+        cmd = [binary,
                *member_flags(spec, self.data_dir(spec.name), self.tls_dir(spec.name), self.etcd)]
         rotate_log(mdir / "etcd.log", self.log_max_bytes)
         with open(mdir / "etcd.log", "ab") as log:
@@ -280,8 +295,8 @@ class LocalRuntime:
         self._exit_codes.pop(spec.name, None)  # an earlier run's, never this one's
         start = _proc_start_time(proc.pid)
         write_atomic(self._pidfile(spec.name),
-                     json.dumps({"pid": proc.pid, "start_time": start, "cmd": cmd}).encode(),
-                     0o600)
+                     json.dumps({"pid": proc.pid, "start_time": start, "cmd": cmd,
+                                 "version": version_of(binary)}).encode(), 0o600)
         return proc.pid
 
     async def stop(self, name: str, timeout: float = 10.0) -> bool:
