@@ -141,3 +141,11 @@ def test_a_flag_change_walks_each_member_once_the_leader_last() -> None:
             restarted.append(op.member)
             flags[op.member] = ()
     assert restarted == ["b", "c", "a"]
+
+
+def test_an_auth_change_held_across_minors_does_not_hold_the_upgrade() -> None:
+    """A user added mid-upgrade waits for the upgrade, and the upgrade goes on."""
+    o = replace(rolled(cluster(NAMES), {**OLD, "b": "3.5.30"}), rbac_ready=False)
+    assert kinds(o) == [("stop-member", "c"), ("restart-member", "c")]
+    done = replace(rolled(cluster(NAMES), dict.fromkeys(NAMES, "3.5.30")), rbac_ready=False)
+    assert kinds(done) == [("ensure-rbac", "")]

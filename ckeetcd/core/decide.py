@@ -71,7 +71,7 @@ from ckeetcd.core.model import (
     StopMember,
     quorum,
 )
-from ckeetcd.core.rollplan import rolling_decision
+from ckeetcd.core.rollplan import pending, rolling_decision
 
 TRAFFIC_STOP = OpKind.STOP_APISERVER_TRAFFIC
 PUBLISH = OpKind.PUBLISH_ENDPOINTS
@@ -159,8 +159,9 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
                                         DisarmAlarm(alarm="NOSPACE")),
                         "NOSPACE alarm: compact, defragment each member, disarm")
 
-    # 5. RBAC once the cluster serves: root, kube-apiserver, auth on.
-    if observed.rbac_ready is False:
+    # 5. RBAC once the cluster serves: root, kube-apiserver, auth on. Not while auth
+    #    writes are held for a rolling upgrade across minors: the upgrade ends the hold.
+    if observed.rbac_ready is False and not (observed.auth_hold() and pending(desired, observed)):
         return Decision(Phase.RBAC, (EnsureRbac(),), "users, roles and auth")
 
     # 6. At most one learner: drop one the config does not name, else finish

@@ -46,6 +46,7 @@ class Desired:
     defrag_threshold: float = 0.0  # scheduled defrag above this free share (0 = off)
     defrag_min_db_size: int = 0  # ... of databases at least this big (bytes)
     etcd_flags: tuple[str, ...] = ()  # [etcd] extra_args: the version-path rules ask
+    rolling_changes: bool = True  # [etcd] rolling_changes
 
     def by_peer_url(self, peer_url: str) -> DesiredMember | None:
         return next((m for m in self.members if m.peer_url == peer_url), None)
@@ -74,6 +75,7 @@ class Desired:
             defrag_threshold=config.maintenance.defrag_threshold,
             defrag_min_db_size=config.maintenance.min_db_size,
             etcd_flags=tuple(config.etcd.extra_args),
+            rolling_changes=config.etcd.rolling_changes,
         )
 
 

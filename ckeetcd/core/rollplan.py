@@ -66,7 +66,7 @@ def refusal(desired: Desired, observed: Observed) -> str:
 def rolling_decision(desired: Desired, observed: Observed) -> Decision | None:
     """The rolling change's next step; None when every member runs what it should."""
     changes = pending(desired, observed)
-    if not changes:
+    if not changes or not desired.rolling_changes:
         return None
     left = describe(changes)
     why = refusal(desired, observed)
