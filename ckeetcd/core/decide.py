@@ -161,7 +161,8 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
 
     # 5. RBAC once the cluster serves: root, kube-apiserver, auth on. Not while auth
     #    writes are held for a rolling upgrade across minors: the upgrade ends the hold.
-    if observed.rbac_ready is False and not (observed.auth_hold() and pending(desired, observed)):
+    rolling_on = desired.rolling_changes and observed.auth_hold()
+    if observed.rbac_ready is False and not (rolling_on and pending(desired, observed)):
         return Decision(Phase.RBAC, (EnsureRbac(),), "users, roles and auth")
 
     # 6. At most one learner: drop one the config does not name, else finish

@@ -9,7 +9,8 @@ in place) or ignored by etcd on a data dir that exists. Pure, table-tested.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 
 from ckeetcd.core.etcdversions import parse_version
 from ckeetcd.core.model import Health, Runtime
@@ -68,3 +69,11 @@ def member_change(runtime: Runtime, health: Health | None) -> tuple[str, ...]:
     version = version_change(health.version if health and health.healthy else "",
                              runtime.wanted_version)
     return ((version,) if version else ()) + runtime.flag_change
+
+
+def change_tag(changes: Mapping[str, Iterable[str]]) -> str:
+    """A short name for one rolling change: the set of differences (the same for every
+    member of a uniform change, at every step of it), so its pre-change snapshot
+    is taken once even when a daemon is killed right after taking it."""
+    to = sorted({c for cs in changes.values() for c in cs})
+    return hashlib.sha256("\n".join(to).encode()).hexdigest()[:12]

@@ -303,7 +303,8 @@ class StopMember(Op):
     KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.STOP_MEMBER})
     kind: OpKind = OpKind.STOP_MEMBER
     archive_data: bool = False
-    pre_snapshot: bool = False  # a rolling change's first stop: a verified snapshot first
+    pre_snapshot: bool = False  # a rolling restart: a verified snapshot first, once per
+    snapshot_tag: str = ""  # ... change: skipped when one with this tag exists already
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,7 +5,8 @@ done and every member is healthy. It checks the version change with
 etcdversions.cluster_path first: a refused change touches no member (phase
 "upgrade-refused", the reason says why). Otherwise rolling.rolling_next says
 the step: restart a follower (stop, then restart on its data; the first stop
-of a change takes a verified snapshot first), move leadership to a member
+of a change takes a verified snapshot first, named by the change's tag, so a
+daemon killed after it does not take another), move leadership to a member
 already changed, or wait (a member behind the leader, a learner).
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 
 from ckeetcd.core.etcdversions import Refused, cluster_path, facts_from_flags, parse_version
 from ckeetcd.core.kinds import OpKind, Phase
-from ckeetcd.core.memberchange import member_change
+from ckeetcd.core.memberchange import change_tag, member_change
 from ckeetcd.core.model import (
     Decision,
     Desired,
@@ -53,6 +54,8 @@ def describe(changes: Mapping[str, tuple[str, ...]]) -> str:
 def refusal(desired: Desired, observed: Observed) -> str:
     """Why the wanted version change is refused ("" = allowed, or none wanted)."""
     running = [v for _, t in observed.member_versions() if (v := parse_version(t))]
+    if not running:  # no version known: member_change sees no version change either
+        return ""
     targets = sorted({v for m in observed.members or ()
                       if (v := parse_version(observed.runtime(_name(desired, m)).wanted_version))})
     facts = facts_from_flags(desired.etcd_flags)
@@ -89,11 +92,11 @@ def rolling_decision(desired: Desired, observed: Observed) -> Decision | None:
                         f"flags, or add members first (left: {left})")
     if isinstance(step, Restart):
         m = by_name[step.member]
-        first = len(changes) == len(by_name)  # nothing changed yet: a new rolling change
         client = m.client_urls[0] if m.client_urls else ""
         initial = tuple((x.name or f"member-{x.id:x}", u) for x in observed.members or ()
                         for u in x.peer_urls)
-        ops = (StopMember(member=step.member, member_id=m.id, pre_snapshot=first),
+        ops = (StopMember(member=step.member, member_id=m.id, pre_snapshot=True,
+                          snapshot_tag=change_tag(changes)),
                StartMember(kind=OpKind.RESTART_MEMBER, member=step.member, member_id=m.id,
                            peer_url=m.peer_url, client_url=client, initial_cluster=initial,
                            initial_state="existing"))
