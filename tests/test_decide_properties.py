@@ -37,6 +37,7 @@ from ckeetcd.core.kinds import (
     Phase,
     Role,
 )
+from ckeetcd.core.memberchange import member_change
 from ckeetcd.core.model import (
     Decision,
     Desired,
@@ -222,6 +223,9 @@ def change_states(draw: st.DrawFn) -> tuple[Desired, Observed]:
     return desired(names, apiserver_file=draw(st.booleans())), o
 
 
+VERSIONS = ["", "3.5.30", "3.5.30", "3.5.16", "3.4.23", "3.6.0"]
+
+
 @st.composite
 def with_extras(draw: st.DrawFn, base: st.SearchStrategy[tuple[Desired, Observed]]
                 ) -> tuple[Desired, Observed]:
@@ -238,6 +242,16 @@ def with_extras(draw: st.DrawFn, base: st.SearchStrategy[tuple[Desired, Observed
             health[i] = replace(h, db_size=size,
                                 db_size_in_use=int(size * draw(st.sampled_from(
                                     [0.0, 0.1, 0.5, 0.51, 0.9, 1.0]))))
+    runtimes = dict(o.runtimes)
+    if draw(often(3)):  # a rolling change: new binaries and/or flags on some members
+        for i, h in list(health.items()):
+            health[i] = replace(h, version=draw(st.sampled_from(VERSIONS)))
+        for n, r in list(runtimes.items()):
+            runtimes[n] = replace(r, wanted_version=draw(st.sampled_from(VERSIONS)),
+                                  flag_change=draw(st.sampled_from(
+                                      [(), (), ("--heartbeat-interval=100 -> "
+                                                "--heartbeat-interval=150",)])))
+    o = replace(o, runtimes=MappingProxyType(runtimes))
     d = replace(d, paused=draw(often(1)),
                 defrag_threshold=draw(st.sampled_from([0.0, 0.3, 0.5, 0.9])),
                 defrag_min_db_size=draw(st.sampled_from([0, 100, 10**6])))
@@ -371,6 +385,10 @@ def check_decision(d: Desired, o: Observed, dec: Decision, s: Standing = ALONE) 
             assert op.client_url == dm.client_url
         elif op.kind == "ensure-rbac":
             assert o.rbac_ready is False and has_quorum
+        elif op.kind == "restart-member" and any(
+                b.kind == "stop-member" and not b.archive_data and b.member == op.member
+                for b in before):
+            pass  # a rolling restart: _check_rolling
         elif op.kind == "restart-member":
             m = by_id.get(op.member_id)
             assert m is not None and m.peer_url == op.peer_url
@@ -412,6 +430,8 @@ def check_decision(d: Desired, o: Observed, dec: Decision, s: Standing = ALONE) 
                 r = o.runtime(dm.name)
                 assert (o.learner_ages.get(m.id, 0.0) > d.learner_timeout
                         or (m.started and _idle(r)))
+        elif op.kind == "stop-member" and not op.archive_data:
+            pass  # a rolling restart: _check_rolling
         elif op.kind == "stop-member":
             assert op.member, "stop-member without a node"
             r = o.runtime(op.member)
@@ -424,12 +444,48 @@ def check_decision(d: Desired, o: Observed, dec: Decision, s: Standing = ALONE) 
                 assert d.by_name(op.member) is not None
                 assert peer_url(op.member) not in by_peer
 
+    _check_rolling(d, o, dec)
     _check_quorum_walk(o, ops)
     _check_servers_file_after(d, o, ops)
     for op in ops:  # a learner that stalled is never started or promoted again
         m = by_id.get(op.member_id) or by_peer.get(op.peer_url)
         if op.kind in ("start-member", "promote-member") and m is not None and m.learner:
             assert o.learner_ages.get(m.id, 0.0) <= d.learner_timeout, "stalled learner kept"
+
+
+def _check_rolling(d: Desired, o: Observed, dec: Decision) -> None:
+    """Rule 12: a rolling change never takes down more than one member, never while any
+    member is unhealthy, never the leader while a follower waits, never when refused."""
+    def name(m: LiveMember) -> str:
+        dm = d.by_peer_url(m.peer_url)
+        return dm.name if dm else m.name
+
+    waiting = {name(m) for m in o.members or ()
+               if member_change(o.runtime(name(m)), o.health.get(m.id))}
+    stops = [op for op in dec.ops if op.kind == "stop-member" and not op.archive_data]
+    moves = [op for op in dec.ops if op.kind == "move-leader"]
+    if dec.phase == "upgrade-refused":
+        assert all(op.kind in TRAFFIC for op in dec.ops) and waiting
+    if not stops and not moves:
+        return
+    assert dec.phase == "rolling", dec
+    assert o.all_healthy(), "a rolling step while a member is unhealthy"
+    assert not o.learners()
+    assert len(stops) + len(moves) == 1, "more than one member down (or moved) at once"
+    leader = o.leader_id()
+    if stops:
+        stop = stops[0]
+        assert stop.member in waiting, f"{stop.member} restarted for nothing"
+        assert [(op.kind, op.member) for op in dec.ops] == [
+            ("stop-member", stop.member), ("restart-member", stop.member)]
+        if stop.member_id == leader:
+            assert waiting == {stop.member}, "the leader restarted while a follower waits"
+        assert stop.pre_snapshot and stop.snapshot_tag, "a rolling stop without a snapshot"
+    for mv in moves:
+        target = next(m for m in o.members or () if m.id == mv.member_id)
+        assert o.is_healthy(target) and name(target) not in waiting and target.id != leader
+        assert {name(m) for m in o.members or () if m.id == leader} == waiting, \
+            "leadership moves only when the leader is the last to change"
 
 
 def _check_maintenance(d: Desired, o: Observed, dec: Decision) -> None:

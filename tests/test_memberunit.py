@@ -31,7 +31,8 @@ from tests.netns import Lab
 
 REPO = Path(__file__).resolve().parent.parent
 WHY = netns.available() or systemdlab.available()
-pytestmark = [pytest.mark.skipif(WHY is not None, reason=WHY or ""), pytest.mark.usefixtures("real_etcd")]
+pytestmark = [pytest.mark.skipif(WHY is not None, reason=WHY or ""),
+              pytest.mark.usefixtures("real_etcd")]
 CANARY = Path(f"/tmp/ckeetcd-memberunit-canary-{os.getpid()}")
 NODES = ("h1", "h2", "h3", "h4")
 DATA_ROOT = "/var/lib/ckeetcd-member"

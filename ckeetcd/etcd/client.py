@@ -166,6 +166,11 @@ class EtcdClient:
         """Defragment this member's backend (it blocks reads and writes meanwhile)."""
         await self._call(self._maint.Defragment, rpc.DefragmentRequest(), timeout)
 
+    async def move_leader(self, target_id: int, timeout: float | None = None) -> None:
+        """Hand raft leadership to `target_id`; only the leader accepts it."""
+        await self._call(self._maint.MoveLeader, rpc.MoveLeaderRequest(targetID=target_id),
+                         timeout)
+
     async def alarm(self, action: str, member_id: int, alarm: str) -> None:
         """ACTIVATE or DEACTIVATE `alarm` ("NOSPACE", "CORRUPT") for `member_id`."""
         req = rpc.AlarmRequest(action=getattr(rpc.AlarmRequest, action), memberID=member_id,

@@ -37,6 +37,7 @@ from ckeetcd.nodes.base import (
     prunable,
     restore_bump_flags,
 )
+from ckeetcd.nodes.fingerprint import disk_free, running_change, version_of
 from ckeetcd.support.files import ensure_private_dir, fsync_dir, write_atomic, write_private
 from ckeetcd.support.polling import Backoff, Poll
 
@@ -231,15 +232,11 @@ class LocalRuntime:
         wal = self.data_dir(name) / "member" / "wal"
         has_data = wal.is_dir() and any(wal.iterdir())
         return Runtime(reachable=True, running=pid is not None, has_data=has_data, pid=pid,
-                       restoring=self._marker(name), disk_free=self._disk_free(name))
-
-    def _disk_free(self, name: str) -> int | None:
-        """Bytes free (for unprivileged writers) where the member's files live."""
-        try:
-            st = os.statvfs(self.member_dir(name))
-        except OSError:
-            return None
-        return st.f_bavail * st.f_frsize
+                       restoring=self._marker(name), disk_free=disk_free(self.member_dir(name)),
+                       **(running_change(name, self._pidfile(name), self.data_dir(name),
+                                         self.tls_dir(name), self.etcd,
+                                         resolve_etcd_binary(self.etcd.binary))
+                          if pid is not None else {}))
 
     def _marker(self, name: str) -> str:
         try:
@@ -290,7 +287,8 @@ class LocalRuntime:
         ensure_private_dir(self.root)
         ensure_private_dir(mdir)
         ensure_private_dir(self.data_dir(spec.name))
-        cmd = [resolve_etcd_binary(self.etcd.binary),
+        binary = resolve_etcd_binary(self.etcd.binary)
+        cmd = [binary,
                *member_flags(spec, self.data_dir(spec.name), self.tls_dir(spec.name), self.etcd)]
         rotate_log(mdir / "etcd.log", self.log_max_bytes)
         with open(mdir / "etcd.log", "ab") as log:
@@ -305,8 +303,8 @@ class LocalRuntime:
         self._exit_codes.pop(spec.name, None)  # an earlier run's, never this one's
         start = _proc_start_time(proc.pid)
         write_atomic(self._pidfile(spec.name),
-                     json.dumps({"pid": proc.pid, "start_time": start, "cmd": cmd}).encode(),
-                     0o600)
+                     json.dumps({"pid": proc.pid, "start_time": start, "cmd": cmd,
+                                 "version": version_of(binary)}).encode(), 0o600)
         return proc.pid
 
     async def stop(self, name: str, timeout: float = 10.0) -> bool:

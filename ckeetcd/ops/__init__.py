@@ -18,6 +18,7 @@ from ckeetcd.core.model import (
     DefragMember,
     DisarmAlarm,
     EnsureRbac,
+    MoveLeader,
     Op,
     PromoteMember,
     RemoveMember,
@@ -33,6 +34,7 @@ from ckeetcd.ops import (
     defrag_member,
     disarm_alarm,
     ensure_rbac,
+    move_leader,
     promote_member,
     remove_member,
     renew_certs,
@@ -77,6 +79,7 @@ def _runners() -> dict[OpKind, OpFn]:
         OpKind.COMPACT: _bound(OpKind.COMPACT, Compact, compact.run),
         OpKind.DEFRAG_MEMBER: _bound(OpKind.DEFRAG_MEMBER, DefragMember, defrag_member.run),
         OpKind.DISARM_ALARM: _bound(OpKind.DISARM_ALARM, DisarmAlarm, disarm_alarm.run),
+        OpKind.MOVE_LEADER: _bound(OpKind.MOVE_LEADER, MoveLeader, move_leader.run),
     }
 
 

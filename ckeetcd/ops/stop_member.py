@@ -11,6 +11,7 @@ from typing import Any
 from ckeetcd.core.model import StopMember
 from ckeetcd.nodes import Archive
 from ckeetcd.ops.context import OpContext, Skip
+from ckeetcd.ops.snapshot import pre_change_snapshot
 
 
 async def run(ctx: OpContext, op: StopMember) -> None:
@@ -18,6 +19,8 @@ async def run(ctx: OpContext, op: StopMember) -> None:
     # graceful stop: its data is kept (moved aside) and the WAL is fsynced. A
     # leader gets SIGTERM so it hands leadership over instead of costing an
     # election timeout.
+    if op.pre_snapshot:  # the first member of a rolling change: a verified snapshot first
+        await pre_change_snapshot(ctx, op, op.snapshot_tag)
     leaving = op.archive_data
     is_leader = op.member_id != 0 and op.member_id == ctx.observed.leader_id()
     grace = 0.0 if leaving and not is_leader else 10.0

@@ -150,6 +150,7 @@ class EtcdConfig:
     election_timeout_ms: int = 1000
     quota_backend_bytes: int = 0
     extra_args: tuple[str, ...] = ()
+    rolling_changes: bool = True  # restart members one at a time onto a new binary or flags
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ class Validator(Reader):
         """[etcd]; `env_file`: the flags go through a systemd EnvironmentFile (SSH members
         run as units), which cannot carry spaces or quotes."""
         keys = {"binary", "heartbeat_interval_ms", "election_timeout_ms",
-                "quota_backend_bytes", "extra_args"}
+                "quota_backend_bytes", "extra_args", "rolling_changes"}
         self.known(t, "etcd", keys)
         binary = self.string(t, "etcd", "binary", "") or ""
         hb = int(self.number(t, "etcd", "heartbeat_interval_ms", 100, 10, ETCD_MAX_HEARTBEAT_MS,
@@ -205,6 +205,7 @@ class Validator(Reader):
             election_timeout_ms=el,
             quota_backend_bytes=quota,
             extra_args=extra,
+            rolling_changes=self.boolean(t, "etcd", "rolling_changes", True),
         )
 
     def extra_args(self, args: tuple[str, ...], quota_set: bool, env_file: bool) -> None:

@@ -1,0 +1,167 @@
+"""A rolling upgrade of 3 members (3.5.16 -> 3.5.30) under steady writes: the daemon
+against a script doing the same restarts by hand, in the same run.
+
+- daemon: `[etcd] binary` is edited in the config; the running daemon restarts
+  the members one at a time (snapshot first, followers first, leadership moved
+  off the leader before it restarts), each after the previous one is healthy
+  and caught up.
+- script: the daemon is stopped first; for each member in config order the
+  script does what an operator's shell loop does: SIGTERM etcd, start the
+  same command line (from its pidfile) on the new binary, poll `etcdctl
+  endpoint health` until it answers, next member. It restarts the leader where
+  it stands (no move-leader).
+
+Load: one writer (tests.harness.Writer: numbered keys, each retried on a fresh
+endpoint until acknowledged) all along. Figures: total time from the change to
+every member healthy on the new version; failed write attempts; the longest
+stall (time one key took to be acknowledged); acknowledged keys lost (must be
+0). Results: bench/results/upgrade.json.
+
+    .venv/bin/python bench/upgrade.py [--runs 3]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    ETCDCTL,
+    ROOT,
+    BenchCluster,
+    Cadence,
+    bench_cluster,
+    cadence_parser,
+    stop_daemon,
+    summary,
+    wait_for,
+    write_result,
+)
+
+from ckeetcd.support.files import write_atomic
+from tests.harness import Writer
+
+ETCD_DIR = Path(os.environ.get("CKEETCD_ETCD_DIR", ROOT / ".etcd"))
+OLD, NEW = ETCD_DIR / "3.5.16" / "etcd", ETCD_DIR / "3.5.30" / "etcd"
+NAMES = ["m1", "m2", "m3"]
+
+
+def versions(c: BenchCluster) -> dict[str, str]:
+    out = {}
+    for n in NAMES:
+        h = c.status(n)
+        out[n] = h.version if h is not None and h.healthy else ""
+    return out
+
+
+def all_on(c: BenchCluster, version: str) -> bool:
+    return versions(c) == dict.fromkeys(NAMES, version)
+
+
+def daemon_run(cadence: Cadence) -> dict[str, Any]:
+    env = {"CKEETCD_ETCD_BINARY": str(OLD)}
+    with bench_cluster(NAMES, cadence, "upgrade-daemon", start=False) as c:
+        c.start_daemon(env=env)
+        c.wait_healthy(NAMES, timeout=90)
+        wait_for(lambda: all_on(c, "3.5.16"), 60, "3.5.16 everywhere")
+        with Writer(c, lambda: NAMES) as w:
+            wait_for(lambda: len(w.acked) > 50, 30, "writes flowing")
+            start = time.monotonic()
+            c.write_config(NAMES, extra=f'[etcd]\nbinary = "{NEW}"\n')
+            wait_for(lambda: all_on(c, "3.5.30"), 300, "3.5.30 everywhere", interval=0.02)
+            total = time.monotonic() - start
+            wait_for(lambda: len(w.acked) > 0, 5, "writes")
+        return {"total_s": round(total, 3), "failed_writes": w.failures,
+                "longest_stall_s": round(w.max_outage, 3), "lost": len(w.lost(NAMES[0])),
+                "acked": len(w.acked)}
+
+
+def restart_by_hand(c: BenchCluster, name: str) -> None:
+    pidfile = c.state_dir / "members" / name / "etcd.pid"
+    info = json.loads(pidfile.read_text())
+    pid, cmd = int(info["pid"]), [str(NEW), *info["cmd"][1:]]
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 30, f"{name} gone",
+             interval=0.01)
+    mdir = c.state_dir / "members" / name
+    with open(mdir / "etcd.log", "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, cwd=mdir, start_new_session=True)
+    stat = Path(f"/proc/{proc.pid}/stat").read_text()
+    start_time = stat[stat.rindex(")") + 2:].split()[19]
+    write_atomic(pidfile, json.dumps({"pid": proc.pid, "start_time": start_time,
+                                      "cmd": cmd}).encode(), 0o600)
+    tls = c.root_tls()
+
+    def healthy() -> bool:
+        r = subprocess.run([ETCDCTL, f"--endpoints={c.client_url(name)}",
+                            f"--cacert={tls.ca}", f"--cert={tls.cert}", f"--key={tls.key}",
+                            "endpoint", "health", "--command-timeout=1s"],
+                           capture_output=True, text=True, timeout=10)
+        return r.returncode == 0
+
+    wait_for(healthy, 60, f"{name} healthy", interval=0.05)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2:].split()[0] in ("Z", "X")
+
+
+def script_run(cadence: Cadence) -> dict[str, Any]:
+    env = {"CKEETCD_ETCD_BINARY": str(OLD)}
+    with bench_cluster(NAMES, cadence, "upgrade-script", start=False) as c:
+        c.start_daemon(env=env)
+        c.wait_healthy(NAMES, timeout=90)
+        wait_for(lambda: all_on(c, "3.5.16"), 60, "3.5.16 everywhere")
+        stop_daemon(c)
+        with Writer(c, lambda: NAMES) as w:
+            wait_for(lambda: len(w.acked) > 50, 30, "writes flowing")
+            start = time.monotonic()
+            for n in NAMES:
+                restart_by_hand(c, n)
+            wait_for(lambda: all_on(c, "3.5.30"), 60, "3.5.30 everywhere", interval=0.02)
+            total = time.monotonic() - start
+        return {"total_s": round(total, 3), "failed_writes": w.failures,
+                "longest_stall_s": round(w.max_outage, 3), "lost": len(w.lost(NAMES[0])),
+                "acked": len(w.acked)}
+
+
+def main() -> None:
+    ap = cadence_parser(__doc__)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    if not (OLD.exists() and NEW.exists()):
+        raise SystemExit("scripts/fetch-etcd 3.5.16 3.5.30 first")
+    cadence = Cadence.from_args(args.probe_interval)
+    runs: dict[str, list[dict[str, Any]]] = {"daemon": [], "script": []}
+    for i in range(args.runs):  # alternating, so drift hits both alike
+        runs["daemon"].append(daemon_run(cadence))
+        runs["script"].append(script_run(cadence))
+        print(f"run {i + 1}: daemon {runs['daemon'][-1]}  script {runs['script'][-1]}",
+              flush=True)
+    out: dict[str, Any] = {"when": dt.datetime.now(dt.timezone.utc).isoformat(),
+                           "from": "3.5.16", "to": "3.5.30", "cadence": cadence.__dict__}
+    for k, rs in runs.items():
+        out[k] = {"runs": rs,
+                  "total_s": summary([r["total_s"] for r in rs]),
+                  "longest_stall_s": summary([r["longest_stall_s"] for r in rs]),
+                  "failed_writes": sum(r["failed_writes"] for r in rs),
+                  "lost": sum(r["lost"] for r in rs)}
+    out["ratio_total"] = round(out["daemon"]["total_s"]["median"]
+                               / out["script"]["total_s"]["median"], 3)
+    write_result("upgrade", out)
+    print(json.dumps({k: out[k] for k in ("ratio_total",)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

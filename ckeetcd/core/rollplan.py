@@ -1,0 +1,105 @@
+"""The rolling change as a decision: one member at a time onto a new binary or new flags.
+
+Called by the ladder (ckeetcd.core.decide) only once nothing else is to be
+done and every member is healthy. It checks the version change with
+etcdversions.cluster_path first: a refused change touches no member (phase
+"upgrade-refused", the reason says why). Otherwise rolling.rolling_next says
+the step: restart a follower (stop, then restart on its data; the first stop
+of a change takes a verified snapshot first, named by the change's tag, so a
+daemon killed after it does not take another), move leadership to a member
+already changed, or wait (a member behind the leader, a learner).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ckeetcd.core.etcdversions import Refused, cluster_path, facts_from_flags, parse_version
+from ckeetcd.core.kinds import OpKind, Phase
+from ckeetcd.core.memberchange import change_tag, member_change
+from ckeetcd.core.model import (
+    Decision,
+    Desired,
+    LiveMember,
+    MoveLeader,
+    Observed,
+    StartMember,
+    StopMember,
+    quorum,
+)
+from ckeetcd.core.rolling import Done, Restart, roll_members, rolling_next
+from ckeetcd.core.rolling import MoveLeader as MoveStep
+
+
+def _name(desired: Desired, m: LiveMember) -> str:
+    d = desired.by_peer_url(m.peer_url)
+    return d.name if d else m.name
+
+
+def pending(desired: Desired, observed: Observed) -> Mapping[str, tuple[str, ...]]:
+    """Per member (by node name, config order) why it needs a restart; only those that do."""
+    out = {}
+    for m in observed.members or ():
+        name = _name(desired, m)
+        change = member_change(observed.runtime(name), observed.health.get(m.id))
+        if change:
+            out[name] = change
+    return out
+
+
+def describe(changes: Mapping[str, tuple[str, ...]]) -> str:
+    return "; ".join(f"{n}: {', '.join(c)}" for n, c in changes.items())
+
+
+def refusal(desired: Desired, observed: Observed) -> str:
+    """Why the wanted version change is refused ("" = allowed, or none wanted)."""
+    running = [v for _, t in observed.member_versions() if (v := parse_version(t))]
+    if not running:  # no version known: member_change sees no version change either
+        return ""
+    targets = sorted({v for m in observed.members or ()
+                      if (v := parse_version(observed.runtime(_name(desired, m)).wanted_version))})
+    facts = facts_from_flags(desired.etcd_flags)
+    for target in targets:
+        verdict = cluster_path(running, target, facts)
+        if isinstance(verdict, Refused):
+            return verdict.reason
+    return ""
+
+
+def rolling_decision(desired: Desired, observed: Observed) -> Decision | None:
+    """The rolling change's next step; None when every member runs what it should."""
+    changes = pending(desired, observed)
+    if not changes or not desired.rolling_changes:
+        return None
+    left = describe(changes)
+    why = refusal(desired, observed)
+    if why:
+        return Decision(Phase.UPGRADE_REFUSED, (), f"no member is restarted: {why} "
+                                                   f"(wanted: {left})")
+    step = rolling_next(roll_members(observed, lambda m: _name(desired, m) not in changes))
+    if isinstance(step, Done):
+        return None
+    by_name = {_name(desired, m): m for m in observed.members or ()}
+    if isinstance(step, MoveStep):
+        to = by_name[step.to]
+        return Decision(Phase.ROLLING, (MoveLeader(member=step.to, member_id=to.id),),
+                        f"{step.reason} (left: {left})")
+    voters = len(observed.voters())
+    if isinstance(step, Restart) and len(observed.healthy_voters()) - 1 < quorum(voters):
+        return Decision(Phase.ROLLING, (), f"restarting {step.member} would lose quorum "
+                        f"({voters} voter{'s' if voters != 1 else ''}), so the daemon does not: "
+                        "stop it by hand and the daemon starts it again on the new binary and "
+                        f"flags, or add members first (left: {left})")
+    if isinstance(step, Restart):
+        m = by_name[step.member]
+        client = m.client_urls[0] if m.client_urls else ""
+        initial = tuple((x.name or f"member-{x.id:x}", u) for x in observed.members or ()
+                        for u in x.peer_urls)
+        ops = (StopMember(member=step.member, member_id=m.id, pre_snapshot=True,
+                          snapshot_tag=change_tag(changes)),
+               StartMember(kind=OpKind.RESTART_MEMBER, member=step.member, member_id=m.id,
+                           peer_url=m.peer_url, client_url=client, initial_cluster=initial,
+                           initial_state="existing"))
+        return Decision(Phase.ROLLING, ops, f"restart {step.member} "
+                        f"({', '.join(changes[step.member])}): {step.reason} (left: {left})")
+    return Decision(Phase.ROLLING, (), f"rolling change waits: {step.reason} (left: {left})")

@@ -1,0 +1,79 @@
+"""A member's fingerprint at its start, and what a restart would give it (rolling changes).
+
+The node runtime records, in the member's pidfile, the command line it ran
+(binary and flags) and the version that binary's `--version` said. At each
+inspection it compares the recorded flags with those a restart would use
+(ckeetcd.core.memberchange), and says which version the configured binary
+is, so the decision knows which members need a restart and why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ckeetcd.core.config import EtcdConfig
+from ckeetcd.core.etcdversions import binary_version
+from ckeetcd.core.memberchange import flag_diff, restart_flags
+from ckeetcd.nodes.base import MemberSpec, member_flags
+
+_versions: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def version_of(binary: str) -> str:
+    """The version `binary --version` prints ("" when it cannot be run or says none);
+    asked once per file identity (path, device, inode, size, mtime)."""
+    try:
+        st = Path(binary).stat()
+    except OSError:
+        return ""
+    key = (binary, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _versions:
+        from ckeetcd.nodes.etcdprobe import ask  # etcdprobe imports the local runtime
+
+        try:
+            v = binary_version(ask(binary, ["--version"], sentinels=False))
+        except OSError:
+            return ""
+        _versions[key] = str(v) if v else ""
+    return _versions[key]
+
+
+def wanted_flags(name: str, data_dir: Path, tls_dir: Path, etcd: EtcdConfig) -> tuple[str, ...]:
+    """The restart-relevant flags a start of `name` would use now."""
+    spec = MemberSpec(name=name, client_url="", peer_url="", cluster_token="",
+                      initial_cluster=(), initial_state="existing")
+    return restart_flags(member_flags(spec, data_dir, tls_dir, etcd))
+
+
+def change_since_start(recorded_cmd: object, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    """flag_diff between the recorded command line (binary first) and `wanted`;
+    () when nothing usable was recorded (a member started before this existed
+    counts as current until its next start)."""
+    if not isinstance(recorded_cmd, list) or len(recorded_cmd) < 2:
+        return ()
+    return flag_diff(restart_flags([str(a) for a in recorded_cmd[1:]]), wanted)
+
+
+def running_change(name: str, pidfile: Path, data_dir: Path, tls_dir: Path, etcd: EtcdConfig,
+                   binary: str) -> dict[str, Any]:
+    """What a restart would change for a running member whose start left `pidfile`:
+    Runtime's `wanted_version` and `flag_change` ({} when unknown)."""
+    try:
+        version = version_of(binary)
+        cmd = json.loads(pidfile.read_text()).get("cmd")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    wanted = wanted_flags(name, data_dir, tls_dir, etcd)
+    return {"wanted_version": version, "flag_change": change_since_start(cmd, wanted)}
+
+
+def disk_free(path: Path) -> int | None:
+    """Bytes free (for unprivileged writers) on the filesystem of `path`; None: unknown."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize

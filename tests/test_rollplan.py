@@ -1,0 +1,170 @@
+"""The rolling change in the plan: fingerprint differences (table), the step the plan
+takes (table), and a walk to the end that restarts each member once, the leader last."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import MappingProxyType
+
+import pytest
+
+from ckeetcd.core.memberchange import flag_diff, member_change, restart_flags, version_change
+from ckeetcd.core.model import Health, Observed, Runtime
+from ckeetcd.core.planner import plan
+from tests.builders import cluster, desired, mid
+
+HB = ("--heartbeat-interval=100 -> --heartbeat-interval=150",)
+
+
+@pytest.mark.parametrize(("started", "wanted", "diff"), [
+    (["--heartbeat-interval=100"], ["--heartbeat-interval=100"], ()),
+    (["--heartbeat-interval=100"], ["--heartbeat-interval=150"], HB),
+    (["--a=1", "--b=2"], ["--b=2", "--a=1"], ()),  # order does not matter
+    ([], ["--quota-backend-bytes=1"], ("add --quota-backend-bytes=1",)),
+    (["--auto-compaction-retention=1"], [], ("drop --auto-compaction-retention=1",)),
+    (["--name=a", "--initial-cluster=a=x", "--initial-cluster-state=new"],
+     ["--name=a", "--initial-cluster=a=x,b=y", "--initial-cluster-state=existing"], ()),
+])
+def test_flag_diff(started: list[str], wanted: list[str], diff: tuple[str, ...]) -> None:
+    assert flag_diff(restart_flags(started), restart_flags(wanted)) == diff
+
+
+@pytest.mark.parametrize(("running", "wanted", "said"), [
+    ("3.4.23", "3.5.30", "etcd 3.4.23 -> 3.5.30"), ("3.5.30", "3.5.1", "etcd 3.5.30 -> 3.5.1"),
+    ("3.5.30", "3.5.30", ""), ("", "3.5.30", ""), ("3.5.30", "", ""),
+])
+def test_version_change(running: str, wanted: str, said: str) -> None:
+    assert version_change(running, wanted) == said
+
+
+def test_member_change_counts_only_running_members_and_trusts_their_status() -> None:
+    up = Health(healthy=True, version="3.4.23")
+    assert member_change(Runtime(running=True, wanted_version="3.5.30"), up) == (
+        "etcd 3.4.23 -> 3.5.30",)
+    assert member_change(Runtime(running=False, wanted_version="3.5.30", flag_change=HB),
+                         up) == ()
+    # Started before fingerprints were recorded: no flag change is known, none is made.
+    assert member_change(Runtime(running=True, wanted_version="3.4.23"), up) == ()
+
+
+NAMES = ["a", "b", "c"]
+
+
+def rolled(o: Observed, versions: dict[str, str], wanted: str = "3.5.30",
+           flags: dict[str, tuple[str, ...]] | None = None, applied: int = 1000,
+           leader: str = "a") -> Observed:
+    """`o` with member versions, a wanted binary version and flag changes."""
+    health = {i: replace(h, version=versions[n], raft_applied_index=applied,
+                         leader_id=mid(leader))
+              for n in NAMES for i, h in o.health.items() if i == mid(n)}
+    rts = {n: replace(r, wanted_version=wanted, flag_change=(flags or {}).get(n, ()))
+           for n, r in o.runtimes.items()}
+    return replace(o, health=MappingProxyType(health), runtimes=MappingProxyType(rts))
+
+
+D = desired(NAMES)
+OLD = {"a": "3.4.23", "b": "3.4.23", "c": "3.4.23"}
+
+
+def kinds(o: Observed) -> list[tuple[str, str]]:
+    return [(op.kind, op.member) for op in plan(D, o).ops]
+
+
+def test_first_follower_first_with_the_snapshot() -> None:
+    dec = plan(D, rolled(cluster(NAMES), OLD))
+    assert dec.phase == "rolling" and kinds(rolled(cluster(NAMES), OLD)) == [
+        ("stop-member", "b"), ("restart-member", "b")]
+    assert dec.ops[0].pre_snapshot and "etcd 3.4.23 -> 3.5.30" in dec.reason  # type: ignore
+
+
+def test_every_step_of_one_change_names_the_same_snapshot() -> None:
+    first = plan(D, rolled(cluster(NAMES), OLD)).ops[0]
+    dec = plan(D, rolled(cluster(NAMES), {**OLD, "b": "3.5.30"}))
+    assert [(op.kind, op.member) for op in dec.ops] == [("stop-member", "c"),
+                                                          ("restart-member", "c")]
+    assert dec.ops[0].snapshot_tag == first.snapshot_tag != ""  # type: ignore[attr-defined]
+    other = plan(D, rolled(cluster(NAMES), OLD, wanted="3.5.16")).ops[0]
+    assert other.snapshot_tag != first.snapshot_tag  # type: ignore[attr-defined]
+    flags = plan(D, rolled(cluster(NAMES), dict.fromkeys(NAMES, "3.5.30"),
+                           flags={"c": HB})).ops[0]
+    assert flags.pre_snapshot and flags.snapshot_tag  # type: ignore[attr-defined]
+
+
+def test_the_leader_last_after_moving_leadership() -> None:
+    o = rolled(cluster(NAMES), {"a": "3.4.23", "b": "3.5.30", "c": "3.5.30"})
+    assert kinds(o) == [("move-leader", "b")]
+    moved = rolled(cluster(NAMES), {"a": "3.4.23", "b": "3.5.30", "c": "3.5.30"}, leader="b")
+    assert kinds(moved) == [("stop-member", "a"), ("restart-member", "a")]
+
+
+def test_a_refused_downgrade_touches_no_member_and_says_why() -> None:
+    new = {n: "3.5.30" for n in NAMES}
+    dec = plan(D, rolled(cluster(NAMES), new, wanted="3.4.23"))
+    assert (dec.phase, dec.ops) == ("upgrade-refused", ())
+    assert "minor downgrade" in dec.reason and "ckeetcd restore" in dec.reason
+
+
+def test_a_skipped_minor_is_refused() -> None:
+    dec = plan(D, rolled(cluster(NAMES), OLD, wanted="3.6.0"))
+    assert (dec.phase, dec.ops) == ("upgrade-refused", ()) and "skips 3.5" in dec.reason
+
+
+def test_an_unhealthy_member_holds_the_rest() -> None:
+    o = rolled(cluster(NAMES, hung=["c"]), OLD)
+    dec = plan(D, o)
+    assert not any(op.kind == "stop-member" for op in dec.ops) and dec.phase != "rolling"
+
+
+def test_a_lagging_member_holds_the_next_restart() -> None:
+    o = rolled(cluster(NAMES), {**OLD, "b": "3.5.30"})
+    lagging = {i: replace(h, raft_applied_index=10 if i == mid("b") else 5000)
+               for i, h in o.health.items()}
+    dec = plan(D, replace(o, health=MappingProxyType(lagging)))
+    assert (dec.phase, dec.ops) == ("rolling", ()) and "not caught up" in dec.reason
+
+
+def test_two_members_are_not_restarted_by_the_daemon() -> None:
+    d = desired(["a", "b"])
+    o = rolled(cluster(["a", "b"]), {"a": "3.4.23", "b": "3.4.23", "c": ""})
+    dec = plan(d, o)
+    assert (dec.phase, dec.ops) == ("rolling", ()) and "would lose quorum" in dec.reason
+
+
+def test_a_flag_change_walks_each_member_once_the_leader_last() -> None:
+    """Apply each step to the observation as etcd would; every member restarts once."""
+    same = {n: "3.5.30" for n in NAMES}
+    flags = {n: HB for n in NAMES}
+    leader, restarted = "a", []
+    for _ in range(10):
+        dec = plan(D, rolled(cluster(NAMES), same, flags=flags, leader=leader))
+        if dec.phase == "steady":
+            break
+        assert dec.phase == "rolling", dec
+        op = dec.ops[0]
+        if op.kind == "move-leader":
+            leader = op.member
+        else:
+            restarted.append(op.member)
+            flags[op.member] = ()
+    assert restarted == ["b", "c", "a"]
+
+
+def test_an_auth_change_held_across_minors_does_not_hold_the_upgrade() -> None:
+    """A user added mid-upgrade waits for the upgrade, and the upgrade goes on."""
+    o = replace(rolled(cluster(NAMES), {**OLD, "b": "3.5.30"}), rbac_ready=False)
+    assert kinds(o) == [("stop-member", "c"), ("restart-member", "c")]
+    done = replace(rolled(cluster(NAMES), dict.fromkeys(NAMES, "3.5.30")), rbac_ready=False)
+    assert kinds(done) == [("ensure-rbac", "")]
+
+
+def test_a_flag_change_goes_on_while_no_member_version_is_known() -> None:
+    """Status without a version (an old build): flags still roll, nothing is refused."""
+    o = rolled(cluster(NAMES), dict.fromkeys(NAMES, ""), flags={"b": HB})
+    assert kinds(o) == [("stop-member", "b"), ("restart-member", "b")]
+
+
+def test_with_rolling_changes_off_nothing_is_restarted_and_rbac_is_not_skipped() -> None:
+    off = replace(D, rolling_changes=False)
+    assert plan(off, rolled(cluster(NAMES), OLD)).phase == "steady"
+    o = replace(rolled(cluster(NAMES), {**OLD, "b": "3.5.30"}), rbac_ready=False)
+    assert [op.kind for op in plan(off, o).ops] == ["ensure-rbac"]
