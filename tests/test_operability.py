@@ -197,6 +197,9 @@ def test_metrics_follow_a_hung_member_a_killed_leader_and_ops(make_cluster) -> N
     for role, name in (("client", "ca.crt"), ("peer", "peer-ca.crt")):
         assert s[("ckeetcd_ca_expiry_timestamp_seconds", (("role", role),))] == \
             not_after_of(pki / name).timestamp()  # type: ignore[union-attr]
+    # one daemon, no election: it acts alone (ckeetcd_daemon_role feeds CkeetcdNoLeaderDaemon)
+    assert s[("ckeetcd_daemon_role", (("role", "single"),))] == 1
+    assert s[("ckeetcd_daemon_role", (("role", "follower"),))] == 0
     assert s[("ckeetcd_daemon_cert_expiry_timestamp_seconds", ())] == \
         not_after_of(pki / "daemon-root.crt").timestamp()  # type: ignore[union-attr]
     leader = next(n for n in ("m1", "m2", "m3") if s[("ckeetcd_leader", (("member", n),))])

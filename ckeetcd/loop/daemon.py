@@ -214,7 +214,7 @@ class Daemon:
                     last_full = now if full else last_full
                     ran_ops, ok = await self._cycle(env, trust, history, desired, observed,
                                                     decision)
-                    METRICS.cycle_finished(decision.phase, time.monotonic() - now)
+                    METRICS.cycle_finished(decision.phase, time.monotonic() - now, decision.role)
                     # A failed op is decided again, but not in a tight loop.
                     backoff = 0.0 if ok else min(max(backoff * 2, 0.2),
                                                  self.config.daemon.interval)

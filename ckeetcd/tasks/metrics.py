@@ -13,7 +13,7 @@ members, has_quorum, leader, leader_changes_total, member_healthy,
 db_size_bytes, db_size_in_use_bytes, alarms, ops_total, op_duration_seconds,
 cycles_total, cycle_duration_seconds, phase, paused, cert_expiry_seconds,
 member_cert_expiry_timestamp_seconds, ca_expiry_timestamp_seconds,
-daemon_cert_expiry_timestamp_seconds, last_backup_success_timestamp_seconds,
+daemon_cert_expiry_timestamp_seconds, last_backup_success_timestamp_seconds, daemon_role,
 member_version_info, cluster_version_info, member_known_bad_release, auth_held.
 """
 
@@ -33,7 +33,7 @@ from prometheus_client.exposition import start_wsgi_server
 
 from ckeetcd.core.config import Config
 from ckeetcd.core.etcdversions import known_bad, parse_version
-from ckeetcd.core.kinds import Phase
+from ckeetcd.core.kinds import Phase, Role
 from ckeetcd.core.model import Desired, Observed
 from ckeetcd.pki import CLIENT, PEER, ca_paths
 from ckeetcd.pki.expiry import not_after_of
@@ -42,6 +42,7 @@ from ckeetcd.tasks.daemoncert import daemon_tls
 MEMBER_STATES = ("healthy", "unhealthy", "learner")
 ALARMS = ("NOSPACE", "CORRUPT")
 PHASES = tuple(Phase)
+ROLES = tuple(Role)
 OP_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 CYCLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 
@@ -80,6 +81,9 @@ class Metrics:
                                         buckets=CYCLE_BUCKETS, registry=r)
         self.phase = Gauge("ckeetcd_phase", "1 for the phase of the last decision",
                            ["phase"], registry=r)
+        self.role = Gauge("ckeetcd_daemon_role", "1 for this daemon's role in the last "
+                          "cycle (single, leader, follower, bootstrapper)", ["role"],
+                          registry=r)
         self.paused = Gauge("ckeetcd_paused", "1 while automatic changes are paused "
                             "(config or ckeetcd pause)", registry=r)
         self.cert_expiry = Gauge("ckeetcd_cert_expiry_seconds", "Seconds until the "
@@ -184,13 +188,16 @@ class Metrics:
         self.ops.labels(op, outcome).inc()
         self.op_duration.labels(op).observe(duration)
 
-    def cycle_finished(self, phase: str, duration: float) -> None:
+    def cycle_finished(self, phase: str, duration: float, role: str = "") -> None:
         self.cycles.labels(phase).inc()
         self.cycle_duration.observe(duration)
         with self._lock:
             self.phase.clear()
             for p in {*PHASES, phase}:
                 self.phase.labels(p).set(1 if p == phase else 0)
+            if role:
+                for r in {*ROLES, role}:
+                    self.role.labels(r).set(1 if r == role else 0)
 
     def record_backup_success(self, when: float | None = None) -> None:
         self._backup_recorded = max(self._backup_recorded, time.time() if when is None
