@@ -10,7 +10,8 @@ That must stay true when a test starts etcd some other way (a Cluster built in
 the test body, an in-process runtime, a daemon subprocess): for every test
 without `real_etcd`, $CKEETCD_ETCD_BINARY points at a guard script instead of
 etcd. The guard runs the real binary only for ckeetcd's flag probe (which ends
-at flag parsing, before etcd starts: ckeetcd.nodes.etcdprobe); any other call
+at flag parsing, before etcd starts: ckeetcd.nodes.etcdprobe) and for
+`etcd --version` (check-config's version report); any other call
 is recorded and refused, and the test then fails naming the command line. The
 harness refuses at once (`refuse_unless_allowed`) so such a test fails fast.
 """
@@ -44,6 +45,8 @@ def write_guard(folder: Path, real_binary: str) -> Path:
         "# Stands in for etcd in tests without the real_etcd fixture (tests/etcd_tier.py).\n"
         f'for a in "$@"; do [ "$a" = {shlex.quote(probe)} ] && '
         f'exec {shlex.quote(real_binary)} "$@"; done\n'
+        # `etcd --version` (check-config's version report) prints and exits: no etcd runs
+        f'[ "$*" = --version ] && exec {shlex.quote(real_binary)} --version\n'
         f'echo "$0 $*" >> {shlex.quote(str(record))}\n'
         'echo "etcd refused: this test has no real_etcd fixture (tests/etcd_tier.py)" >&2\n'
         "exit 97\n"

@@ -33,6 +33,11 @@ from tests.harness import Cluster, named, wait_for
 COMPACT = Compact()
 
 
+@pytest.fixture(autouse=True)
+def _captured(logs: list[Any]) -> None:
+    """Every step logs: into capture_logs, never to a stream an earlier test configured."""
+
+
 def context(tmp_path: Path, **kw: Any) -> tuple[OpContext, Any, History]:
     log, history = structlog.get_logger(), History(tmp_path)
     ctx = OpContext(config=None, desired=None, observed=None, runtime=None,  # type: ignore[arg-type]
