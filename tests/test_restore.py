@@ -166,6 +166,10 @@ def test_disaster_drill(make_cluster: Callable[..., Cluster], tmp_path: Path) ->
     for pid in pids.values():  # both hang first: no observation sees one dead, one healthy
         assert pid is not None
         os.kill(pid, signal.SIGSTOP)
+    # ... and the data goes only once the daemon has seen both hang: an observation begun
+    # before the stop could pair one member's healthy answer with the other's missing data.
+    wait_for(lambda: [e for e in c.events("cycle", since=mark) if e["phase"] == "no-quorum"],
+             30, "a cycle that sees both hang", abort=c.daemon_died)
     for name in pids:
         c.data_dir(name).rename(tmp_path / f"wiped-{name}")
     for pid in pids.values():
