@@ -102,6 +102,8 @@ def test_opened_keys_are_fixed_logged_and_shown_in_status(
     c.start_daemon()
     wait_for(lambda: c.events("key_mode_fixed", since=mark), 30, "the fix at start",
              abort=c.daemon_died)
+    wait_for(lambda: c.events("daemon_started", since=mark), 30, "daemon_started",
+             abort=c.daemon_died)  # logged after the fix: read both before comparing
     first = c.events(since=mark)
     assert [e["event"] for e in first].index("key_mode_fixed") < \
         [e["event"] for e in first].index("daemon_started")
