@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
+from collections.abc import Callable
 
+from ckeetcd.nodes.local import ETCD_BINARY_ENV
 from ckeetcd.ops.context import FAILPOINT_ENV
 from tests.harness import Cluster, Writer, wait_for
 
@@ -273,3 +276,31 @@ def test_member_exit_and_config_edit_wake_the_loop_before_the_probe(make_cluster
     mark = c.mark()
     c.write_config(["m1", "m2"])
     wait_for(lambda: c.events("config_reloaded", since=mark), 120, "config reloaded")
+
+
+def test_an_edit_made_while_the_daemon_starts_is_not_missed(
+        make_cluster: Callable[..., Cluster], real_etcd: str) -> None:
+    c = make_cluster(["m1"])
+    c.write_config(["m1", "m2"])
+    edit = c.root / "edit.toml"
+    edit.write_bytes(c.config_path.read_bytes())
+    c.write_config(["m1"])
+    done = c.root / "edited"
+    cfg = shlex.quote(str(c.config_path))
+    # `ckeetcd run` asks the etcd binary about itself after reading the config and before
+    # the loop starts: the operator's edit lands right in that gap.
+    wrapper = c.root / "etcd-that-edits-the-config"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"if [ ! -e {shlex.quote(str(done))} ]; then\n"
+        f"    : > {shlex.quote(str(done))}\n"
+        f"    cat {shlex.quote(str(edit))} > {cfg}.new && mv -f {cfg}.new {cfg}\n"
+        "fi\n"
+        f'exec {shlex.quote(real_etcd)} "$@"\n')
+    wrapper.chmod(0o755)
+    mark = c.mark()
+    c.start_daemon(env={ETCD_BINARY_ENV: str(wrapper)})
+    c.wait_healthy(["m1", "m2"], timeout=90)
+    assert done.exists()
+    reloaded = c.events("config_reloaded", since=mark)
+    assert reloaded and reloaded[0]["members"] == ["m1", "m2"], reloaded

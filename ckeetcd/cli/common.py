@@ -33,6 +33,14 @@ def load(args: argparse.Namespace) -> Config:
         _exit(e.problems)
 
 
+def config_mtime(args: argparse.Namespace) -> float | None:
+    """The config file's mtime, taken before `load` reads it (None: not to be had)."""
+    try:
+        return default_config_path(args.config or None, os.environ).stat().st_mtime
+    except (OSError, ValueError):
+        return None
+
+
 def load_and_probe(args: argparse.Namespace) -> Config:
     """load(), then ask the local etcd binary about itself and [etcd] extra_args
     (ckeetcd.nodes.etcdprobe): for `check-config` and `run`, before anything starts."""

@@ -66,13 +66,16 @@ def health_signature(observed: Observed) -> tuple[Any, ...]:
 
 
 class Daemon:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, config_mtime: float | None = None) -> None:
+        """`config_mtime`: the file's mtime from before `config` was read from it, so that
+        an edit made between that read and this start (the etcd probe runs in between)
+        is reloaded by the first cycle rather than missed."""
         self.config = config
         self.log = logs.get()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._reload_requested = False
-        self._config_mtime = _mtime(config.path)
+        self._config_mtime = _mtime(config.path) if config_mtime is None else config_mtime
         self._config_watched = False
         self.cycle = 0
         self.notify = Notifier.from_env()  # systemd: READY, RELOADING, STOPPING, WATCHDOG
@@ -110,7 +113,8 @@ class Daemon:
             return False
         self._reload_requested = False
         self._config_mtime = mtime
-        self.notify.reloading()
+        if self._started:  # before the first READY=1 there is no reload to announce
+            self.notify.reloading()
         self._ready = False  # READY=1 again once a cycle ran on what is now in force
         try:
             new = load_config(self.config.path)
