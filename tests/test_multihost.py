@@ -144,6 +144,9 @@ def test_host_cut_off_is_reported_and_its_traffic_stopped(lab: Lab, tmp_path: Pa
                             if e["host"] == lab.host(victim).address], 30,
                    f"an ssh_error for {victim}'s node")
     assert ssh[0]["kind"] in ("unreachable", "timeout"), ssh
+    row = next(m for m in c.status(leader)["members"] if m["name"] == victim)
+    assert (row["node_reachable"], row["running"], row["pid"]) == (False, None, None), row
+    assert row["error"], row
     removed = [e for d in others for e in c.events(d, "op", marks[d])
                if e["op"] in ("remove-member", "add-member")]
     assert not removed, "a desired member that is only unreachable must not be replaced"

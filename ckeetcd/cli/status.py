@@ -53,8 +53,10 @@ def _row(observed: Observed, name: str, live: Any, client_url: str, leader: int,
         "db_size": h.db_size if h and h.healthy else None,
         "in_cluster": live is not None,
         "desired": desired,
-        "running": rt.running if rt else None,
-        "pid": rt.pid if rt else None,
+        # a node that cannot be reached says nothing of its member: unknown, not stopped
+        "node_reachable": rt.reachable if rt else None,
+        "running": rt.running if rt and rt.reachable else None,
+        "pid": rt.pid if rt and rt.reachable else None,
         "error": (h.error if h and not h.healthy else "") or (rt.error if rt else ""),
         "version": (h.version or None) if h and h.healthy else None,
         "version_warning": bad_release_warning(parse_version(h.version)) or None
@@ -213,6 +215,9 @@ def status(args: argparse.Namespace) -> int:
     for w in trust["warnings"]:
         print(f"certificate: {w}")
     for r in table:
+        if r["node_reachable"] is False:
+            print(f"unreachable: {r['name']}'s node: {r['error'] or 'no answer'} "
+                  "(whether its member runs is not known)")
         last = r["last_exit"]
         if last and not r["healthy"]:
             after = f" after {last['ran_for']:g}s" if last.get("ran_for") is not None else ""
