@@ -53,20 +53,8 @@ def etcdctl_raw(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def version_over(address: str, port: int, context: ssl.SSLContext | None) -> str:
-    """GET /version over plain HTTP (context None) or HTTPS; the body, or why it failed."""
-    conn: http.client.HTTPConnection
-    if context is None:
-        conn = http.client.HTTPConnection(address, port, timeout=5)
-    else:
-        conn = http.client.HTTPSConnection(address, port, timeout=5, context=context)
-    try:
-        conn.request("GET", "/version")
-        resp = conn.getresponse()
-        return f"{resp.status} {resp.read().decode(errors='replace')}"
-    except (OSError, http.client.HTTPException) as e:
-        return f"failed: {e!r}"
-    finally:
-        conn.close()
+    """GET /version over plain HTTP (context None) or HTTPS; the answer, or why it failed."""
+    return request_over(address, port, context, "GET", "/version")
 
 
 def https_context(tls: TLSFiles, with_cert: bool = True) -> ssl.SSLContext:
@@ -83,10 +71,14 @@ def peer_tls(c: Cluster, name: str) -> TLSFiles:
                     key=tls / "peer.key")
 
 
-def request_over(address: str, port: int, context: ssl.SSLContext, method: str,
+def request_over(address: str, port: int, context: ssl.SSLContext | None, method: str,
                  path: str) -> str:
-    """One HTTPS request; "STATUS body", or why it failed."""
-    conn = http.client.HTTPSConnection(address, port, timeout=5, context=context)
+    """One HTTP (context None) or HTTPS request; "STATUS body", or why it failed."""
+    conn: http.client.HTTPConnection
+    if context is None:
+        conn = http.client.HTTPConnection(address, port, timeout=5)
+    else:
+        conn = http.client.HTTPSConnection(address, port, timeout=5, context=context)
     try:
         conn.request(method, path)
         resp = conn.getresponse()

@@ -10,11 +10,11 @@ The phase of every cycle line says the same thing continuously ("corrupt",
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from ckeetcd.core.config import Config
 from ckeetcd.core.model import Desired, Observed
+from ckeetcd.tasks.edges import EdgeTask, say_edge
 
 ACTIONS = {
     "NOSPACE": "compact, defragment every member one at a time (only while all are "
@@ -24,7 +24,7 @@ ACTIONS = {
 }
 
 
-class AlertWatch:
+class AlertWatch(EdgeTask):
     name = "alert-watch"
 
     def __init__(self, log: Any) -> None:
@@ -50,12 +50,4 @@ class AlertWatch:
                               member=names.get(member_id, ""))
             self.alarms = now
         why = "[daemon] paused = true" if desired.paused else observed.paused
-        if why != self.paused:
-            if why:
-                self.log.warning("paused", reason=why)
-            elif self.paused is not None:
-                self.log.info("resumed")
-            self.paused = why
-
-    async def run(self) -> None:
-        await asyncio.Event().wait()  # all the work is in offer()
+        self.paused = say_edge(self.log, self.paused, why, "paused", "resumed")

@@ -16,15 +16,15 @@ Status lines and the metrics say the same continuously; these are the edges.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from ckeetcd.core.config import Config
 from ckeetcd.core.etcdversions import bad_release_warning, known_bad, parse_version
 from ckeetcd.core.model import Desired, Observed
+from ckeetcd.tasks.edges import EdgeTask, say_edge
 
 
-class VersionWatch:
+class VersionWatch(EdgeTask):
     name = "version-watch"
 
     def __init__(self, log: Any) -> None:
@@ -54,13 +54,5 @@ class VersionWatch:
             self.log.info("etcd_cluster_version", version=cv,
                           before=self.cluster_version or None)
             self.cluster_version = cv
-        hold = observed.auth_hold()
-        if hold != self.hold:
-            if hold:
-                self.log.warning("auth_held", reason=hold)
-            elif self.hold is not None:
-                self.log.info("auth_hold_ended")
-            self.hold = hold
-
-    async def run(self) -> None:
-        await asyncio.Event().wait()  # all the work is in offer()
+        self.hold = say_edge(self.log, self.hold, observed.auth_hold(), "auth_held",
+                             "auth_hold_ended")
