@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from ckeetcd.core.config import Config, MemberConfig
 from ckeetcd.core.etcdversions import auth_hold
@@ -269,8 +269,9 @@ class Op:
 
     The base holds what every op is about (a member, by node name, ID and
     URLs, all optional); each op family below adds its own named fields and
-    says which kinds it carries (`KINDS`), so an op can only be built with
-    the fields its kind needs. The base itself builds none.
+    says which kinds it carries (`KINDS`; a family of one kind names it as the
+    default of `kind` instead), so an op can only be built with the fields
+    its kind needs. The base itself builds none.
     """
 
     KINDS: ClassVar[frozenset[OpKind]] = frozenset()
@@ -280,6 +281,12 @@ class Op:
     member_id: int = 0
     peer_url: str = ""
     client_url: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        only = cls.__dict__.get("kind")
+        if "KINDS" not in cls.__dict__ and isinstance(only, OpKind):
+            cls.KINDS = frozenset({only})
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
@@ -306,7 +313,6 @@ class StartMember(Op):
 class StopMember(Op):
     """stop-member; `archive_data`: then move its data aside (it leaves, or is re-added)."""
 
-    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.STOP_MEMBER})
     kind: OpKind = OpKind.STOP_MEMBER
     archive_data: bool = False
     pre_snapshot: bool = False  # a rolling restart: a verified snapshot first, once per
@@ -317,25 +323,21 @@ class StopMember(Op):
 class MoveLeader(Op):
     """move-leader: etcd's MoveLeader, sent to the raft leader, to `member` (`member_id`)."""
 
-    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.MOVE_LEADER})
     kind: OpKind = OpKind.MOVE_LEADER
 
 
 @dataclass(frozen=True, kw_only=True)
 class AddMember(Op):
-    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.ADD_MEMBER})
     kind: OpKind = OpKind.ADD_MEMBER
 
 
 @dataclass(frozen=True, kw_only=True)
 class RemoveMember(Op):
-    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.REMOVE_MEMBER})
     kind: OpKind = OpKind.REMOVE_MEMBER
 
 
 @dataclass(frozen=True, kw_only=True)
 class PromoteMember(Op):
-    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.PROMOTE_MEMBER})
     kind: OpKind = OpKind.PROMOTE_MEMBER
 
 
@@ -343,14 +345,12 @@ class PromoteMember(Op):
 class RenewCerts(Op):
     """renew-member-certs; `problem` says why its certificates must be replaced."""
 
-    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.RENEW_MEMBER_CERTS})
     kind: OpKind = OpKind.RENEW_MEMBER_CERTS
     problem: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
 class EnsureRbac(Op):
-    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.ENSURE_RBAC})
     kind: OpKind = OpKind.ENSURE_RBAC
 
 
@@ -370,7 +370,6 @@ class ServersFile(Op):
 class Compact(Op):
     """compact the key-value history; `reason` is logged with it."""
 
-    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.COMPACT})
     kind: OpKind = OpKind.COMPACT
     reason: Reason = Reason.NOSPACE
 
@@ -380,7 +379,6 @@ class DefragMember(Op):
     """defrag-member; a `fragmented` one is skipped once it no longer is, a `nospace` one
     always runs."""
 
-    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.DEFRAG_MEMBER})
     kind: OpKind = OpKind.DEFRAG_MEMBER
     reason: Reason = Reason.FRAGMENTED
 
@@ -389,7 +387,6 @@ class DefragMember(Op):
 class DisarmAlarm(Op):
     """disarm-alarm of this etcd alarm type ("NOSPACE") for every member that raised it."""
 
-    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.DISARM_ALARM})
     kind: OpKind = OpKind.DISARM_ALARM
     alarm: str = "NOSPACE"
 
