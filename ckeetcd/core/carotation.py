@@ -131,6 +131,28 @@ class Next:
     waiting: tuple[str, ...] = ()  # ROLL: members not yet on `trust` (config order)
 
 
+@dataclass(frozen=True)
+class RotationSeen:
+    """What the observer read for CA rotations: the records (pki dir), per member name
+    which CA signed its certificate of each role ((role, fingerprint), file reads),
+    and the daemons' root certificates."""
+
+    records: tuple[Record, ...] = ()
+    cert_from: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    daemons: tuple[DaemonCert, ...] = ()
+    new_ca: frozenset[str] = frozenset()  # roles whose new CA is here (Facts.new_ca)
+    now: float = 0.0  # the observer's wall clock (Unix time): the grace period's
+
+    def active(self) -> Record | None:
+        return next((r for r in self.records if not r.done), None)
+
+    def record(self, role: str) -> Record | None:
+        return next((r for r in self.records if r.role == role), None)
+
+    def signed_by(self, member: str, role: str) -> str:
+        return dict(dict(self.cert_from).get(member, ())).get(role, "")
+
+
 def fingerprint(cert_der: bytes) -> str:
     """A CA's name in records and bundle file names: SHA-256 of its DER, 16 hex digits."""
     return hashlib.sha256(cert_der).hexdigest()[:16]
