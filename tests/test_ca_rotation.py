@@ -92,6 +92,10 @@ def test_one_ca_cluster_migrates_then_rotates_its_peer_ca_under_writers(
     assert peer_answer(c, "m1", user, "ca.crt").startswith("200 ")
     with Watch(c) as watch, Writer(c, lambda: NAMES) as writer:
         c.stop_daemon()  # started again with the first failpoint, by run_to_done
+        pki = sorted(p.name for p in (c.state_dir / "pki").iterdir())
+        r = c.cli("ca", "rotate", "--client")  # one CA: the peers move out first
+        assert r.returncode == 2 and "migrate to a separate peer CA first" in r.stderr, r
+        assert sorted(p.name for p in (c.state_dir / "pki").iterdir()) == pki
         r = c.cli("ca", "rotate", "--peer")
         assert r.returncode == 0, r.stderr
         assert "migration from one CA" in r.stdout
@@ -110,6 +114,8 @@ def test_one_ca_cluster_migrates_then_rotates_its_peer_ca_under_writers(
             own = c.state_dir / "members" / name / "tls"
             assert peer_answer(c, name, TLSFiles(ca=own / "peer-ca.crt", cert=own / "peer.crt",
                                                  key=own / "peer.key")).startswith("200 ")
+        r = c.cli("ca", "rotate", "--client")
+        assert r.returncode == 2 and "not carried out by the daemon yet" in r.stderr, r
         # a peer certificate of the CA about to be replaced, kept aside
         old = tmp_path / "old-peer"
         shutil.copytree(c.state_dir / "members" / "m1" / "tls", old)

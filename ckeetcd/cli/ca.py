@@ -88,9 +88,11 @@ def ca_rotate(args: argparse.Namespace) -> int:
     import asyncio
     import time
 
-    from ckeetcd.cli.status import gather
+    from ckeetcd.cli.status import daemons, gather
+    from ckeetcd.coordination.election import daemon_id
     from ckeetcd.core.carotation import CLIENT, PEER, refusal
     from ckeetcd.core.rollplan import describe, pending
+    from ckeetcd.nodes.router import uses_ssh
     from ckeetcd.pki import PEER_CA_CERT, ca_paths
     from ckeetcd.pki.rotationfiles import RotationError, read_rotations, start_rotation
 
@@ -118,6 +120,16 @@ def ca_rotate(args: argparse.Namespace) -> int:
         sick = [m.name or f"{m.id:x}" for m in observed.members or ()
                 if not observed.is_healthy(m)]
         why += f" ({', '.join(sick) if sick else 'no member answers'})"
+    if not why and config.election:
+        leader, _ = asyncio.run(daemons(config, observed))
+        if leader != daemon_id(config):
+            why = (f"the leader daemon is {leader or 'not known'}, not this host's "
+                   f"({daemon_id(config)}): the record is read where the command runs, so "
+                   "run it on the leader's host (the other daemons do not see it yet)")
+    if not why and uses_ssh(config):
+        why = ("members run over SSH: their runtime does not record the command line a "
+               "member started with, so a rotation could not tell which bundle it trusts "
+               "(local runtime only for now)")
     if not why and role == CLIENT:
         why = ("the client CA rotation is not carried out by the daemon yet (its daemon "
                "certificates, grace period and bundle in `issue` output are still to do)")
