@@ -66,6 +66,7 @@ COMMANDS = [
     Command(("stop-members",)),
     Command(("ca", "export"), options=("--out",), flags=("--no-key",), writes=True),
     Command(("ca", "import"), positionals=("FILE",), flags=("--force",)),
+    Command(("ca", "rotate"), flags=("--peer", "--client"), writes=True),
     Command(("etcd", "root-issue"), options=("--output",), choices={"--output": ("json", "file")}),
     Command(("etcd", "issue"), positionals=("USER",), options=("--ttl", "--output"),
             choices={"--output": ("json", "file")}),
@@ -163,7 +164,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 ARGPARSE_WORDS = ("unrecognized arguments", "the following arguments are required",
-                  "argument ", "invalid choice", "expected one argument", "ambiguous option")
+                  "argument ", "invalid choice", "expected one argument", "ambiguous option",
+                  "one of the arguments")
 
 
 def check(cmd: Command, argv: list[str], code: int, out: str, err: str, workdir: Path) -> None:

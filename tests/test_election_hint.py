@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import structlog
 
+from ckeetcd.core.electionhint import election_hint
 from ckeetcd.core.kinds import Phase
 from ckeetcd.core.model import (
     AddMember,
@@ -19,7 +20,6 @@ from ckeetcd.core.model import (
     Op,
     RemoveMember,
     StopMember,
-    election_hint,
 )
 from ckeetcd.etcd.client import EtcdError
 from ckeetcd.loop.runner import run_ops

@@ -25,11 +25,12 @@ from ckeetcd.tasks.metrics import PHASES
 # (CONTRACT.md names the replacement ops; the rest are documented in the guide).
 OP_NAMES = {"start-member", "restart-member", "stop-member", "remove-member", "add-member",
             "promote-member", "ensure-rbac", "renew-member-certs", "stop-apiserver-traffic",
-            "publish-endpoints", "compact", "defrag-member", "disarm-alarm", "move-leader"}
+            "publish-endpoints", "compact", "defrag-member", "disarm-alarm", "move-leader",
+            "rotate-ca"}
 PHASE_NAMES = {"bootstrap", "repair", "certs", "no-quorum", "rbac", "member-add", "promote",
                "member-remove", "publish", "degraded", "steady", "nospace", "defrag",
                "corrupt", "paused", "restoring", "config-drift", "backoff", "refused",
-               "rolling", "upgrade-refused"}
+               "rolling", "upgrade-refused", "ca-rotation"}
 
 
 def test_every_name_is_the_string_it_always_was() -> None:

@@ -64,6 +64,17 @@ def test_peer_ca_action(facts: tuple[bool, bool, str, bool, bool, bool], want: s
     assert peer_ca_action(f) == want
 
 
+@pytest.mark.parametrize("client", [CA_LOAD, CA_FOLLOW])
+def test_a_migration_under_way_keeps_one_ca_while_members_show_the_new_peer_ca(
+        client: str) -> None:
+    """A daemon restarted mid-migration (ca rotate --peer on a one-CA cluster): members
+    already serve the new peer CA, which the rotation holds in next-peer/, not an import
+    this host missed."""
+    f = PeerFacts(cert=False, key=False, client_action=client, bootstrapper=True,
+                  cluster=True, served=True, rotating=True)
+    assert peer_ca_action(f) == PEER_ONE_CA
+
+
 def test_a_peer_ca_is_never_made_where_a_cluster_exists() -> None:
     """Over every combination: CREATE/FINISH only on a first start by the bootstrapper."""
     for cert in (F, T):

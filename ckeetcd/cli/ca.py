@@ -15,6 +15,8 @@ from pathlib import Path
 from ckeetcd.cli.common import claimed, load
 from ckeetcd.cli.errors import USAGE_ERROR
 
+HEALTH_TRIES = 5  # observations (a second apart) before `ca rotate` calls the cluster unhealthy
+
 
 def _error(message: str, status: int) -> int:
     print(f"error: {message}", file=sys.stderr)
@@ -77,4 +79,65 @@ def ca_import(args: argparse.Namespace) -> int:
     except OSError as e:
         return _error(f"{e.filename or config.cluster.pki_dir}: cannot write: {e.strerror or e}", 1)
     print(f"imported {what} into {config.cluster.pki_dir}")
+    return 0
+
+
+def ca_rotate(args: argparse.Namespace) -> int:
+    """Start a CA rotation: record it in the pki dir; the daemon carries it out
+    (ckeetcd.core.carotation). Exit 2, nothing written, when it may not start now."""
+    import asyncio
+    import time
+
+    from ckeetcd.cli.status import daemons, gather
+    from ckeetcd.coordination.election import daemon_id
+    from ckeetcd.core.carotation import CLIENT, PEER, refusal
+    from ckeetcd.core.rollplan import describe, pending
+    from ckeetcd.nodes.router import uses_ssh
+    from ckeetcd.pki import PEER_CA_CERT, ca_paths
+    from ckeetcd.pki.rotationfiles import RotationError, read_rotations, start_rotation
+
+    config = load(args)
+    role = PEER if args.peer else CLIENT
+    pki = config.cluster.pki_dir
+    try:
+        records = [r.record for r in read_rotations(pki).values()]
+    except RotationError as e:
+        return _error(str(e), USAGE_ERROR)
+    separate = (pki / PEER_CA_CERT).exists()
+    cert_path, key_path = ca_paths(pki, role if separate else CLIENT)
+    if not cert_path.exists():
+        return _error(f"{cert_path}: missing: no cluster CA here (start the daemon first)",
+                      USAGE_ERROR)
+    desired, observed = asyncio.run(gather(config))
+    for _ in range(HEALTH_TRIES - 1):  # one Status answer late under load is no sickness
+        if observed.all_healthy():
+            break
+        time.sleep(1.0)
+        desired, observed = asyncio.run(gather(config))
+    why = refusal(role, records, describe(pending(desired, observed)),
+                  observed.all_healthy(), key_path.exists(), separate)
+    if why and not observed.all_healthy():
+        sick = [m.name or f"{m.id:x}" for m in observed.members or ()
+                if not observed.is_healthy(m)]
+        why += f" ({', '.join(sick) if sick else 'no member answers'})"
+    if not why and config.election:
+        leader, _ = asyncio.run(daemons(config, observed))
+        if leader != daemon_id(config):
+            why = (f"the leader daemon is {leader or 'not known'}, not this host's "
+                   f"({daemon_id(config)}): the record is read where the command runs, so "
+                   "run it on the leader's host (the other daemons do not see it yet)")
+    if not why and uses_ssh(config):
+        why = ("members run over SSH: their runtime does not record the command line a "
+               "member started with, so a rotation could not tell which bundle it trusts "
+               "(local runtime only for now)")
+    if not why and role == CLIENT:
+        why = ("the client CA rotation is not carried out by the daemon yet (its daemon "
+               "certificates, grace period and bundle in `issue` output are still to do)")
+    if why:
+        return _error(f"ca rotate --{role}: {why}", USAGE_ERROR)
+    migration = role == PEER and not separate
+    rotation = start_rotation(pki, role, cert_path.read_bytes(), migration)
+    what = "migration from one CA to a separate peer CA" if migration else f"{role} CA rotation"
+    print(f"started the {what} (old CA {rotation.record.old}); the daemon carries it out one "
+          "member at a time: follow it with `ckeetcd status` or `ckeetcd plan`")
     return 0

@@ -169,6 +169,14 @@ def _add_commands(sub: Any) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--force", action="store_true", help="replace a different CA")
     p.set_defaults(func="ckeetcd.cli.ca:ca_import")
+    p = ca_sub.add_parser("rotate", help="replace a CA without downtime (the daemon does it, "
+                                         "one member at a time)")
+    _common(p)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--peer", action="store_true",
+                       help="the peer CA (a one-CA cluster: migrate to a separate peer CA)")
+    which.add_argument("--client", action="store_true", help="the client CA")
+    p.set_defaults(func="ckeetcd.cli.ca:ca_rotate")
 
     etcd = sub.add_parser("etcd", help="CKE-compatible admin words (also: ckecli etcd ...)")
     _etcd_commands(etcd.add_subparsers(dest="etcd_command", required=True, metavar="COMMAND"))

@@ -13,6 +13,7 @@ from ckeetcd.core.etcdversions import bad_release_warning, parse_version
 from ckeetcd.core.model import Observed
 from ckeetcd.core.planner import plan as plan_ops
 from ckeetcd.core.rollplan import pending
+from ckeetcd.core.rotationplan import rotation_lines, rotation_view
 
 
 def versions_view(observed: Observed) -> dict[str, Any]:
@@ -30,10 +31,11 @@ def plan(args: argparse.Namespace) -> int:
     decision = plan_ops(desired, observed)  # as one daemon would: the cluster's whole plan
     versions = versions_view(observed)
     restarts = {n: list(c) for n, c in pending(desired, observed).items()}
+    rotation = rotation_view(desired, observed)
     if args.output == "json":
         print(json.dumps({"phase": decision.phase, "reason": decision.reason,
                           "ops": [{"op": o.kind, "targets": o.targets()} for o in decision.ops],
-                          "versions": versions, "restarts": restarts}))
+                          "versions": versions, "restarts": restarts, "rotation": rotation}))
         return 0
     print(f"phase: {decision.phase}" + (f" ({decision.reason})" if decision.reason else ""))
     for i, op in enumerate(decision.ops, 1):
@@ -51,4 +53,6 @@ def plan(args: argparse.Namespace) -> int:
         print(f"auth held: {versions['auth_hold']}")
     for name, why in restarts.items():
         print(f"restart {name}: {', '.join(why)}")
+    for line in rotation_lines(rotation):
+        print(line)
     return 0

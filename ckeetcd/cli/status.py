@@ -15,6 +15,7 @@ from ckeetcd.core.etcdversions import bad_release_warning, parse_version
 from ckeetcd.core.memberchange import member_change
 from ckeetcd.core.model import Desired, Observed
 from ckeetcd.core.rollplan import pending, refusal
+from ckeetcd.core.rotationplan import rotation_lines, rotation_view
 from ckeetcd.loop.env import make_env
 from ckeetcd.pki.expiry import trust_view
 from ckeetcd.support.startbook import StartBook, iso
@@ -161,6 +162,7 @@ def status(args: argparse.Namespace) -> int:
     trust = trust_of(config, observed)
     restarts = pending(desired, observed)
     refused = refusal(desired, observed) if restarts else ""
+    rotation = rotation_view(desired, observed)
     if args.output == "json":
         print(json.dumps({"cluster": config.cluster.name,
                           "reachable": observed.members is not None,
@@ -172,6 +174,7 @@ def status(args: argparse.Namespace) -> int:
                           "restoring": restoring or None,
                           "key_modes": keys or None,
                           "trust": trust,
+                          "rotation": rotation,
                           "archived_bytes": archived_total,
                           "archived": {n: b for n, b in archived.items() if b},
                           "cluster_version": observed.cluster_version or None,
@@ -212,6 +215,8 @@ def status(args: argparse.Namespace) -> int:
     for k in keys:
         print(f"key: {k['path']}: {_key_line(k)}")
     print(_trust_line(trust))
+    for line in rotation_lines(rotation):
+        print(line)
     for w in trust["warnings"]:
         print(f"certificate: {w}")
     for r in table:

@@ -72,6 +72,7 @@ from ckeetcd.core.model import (
     quorum,
 )
 from ckeetcd.core.rollplan import pending, rolling_decision
+from ckeetcd.core.rotationplan import rotation_step
 
 TRAFFIC_STOP = OpKind.STOP_APISERVER_TRAFFIC
 PUBLISH = OpKind.PUBLISH_ENDPOINTS
@@ -196,6 +197,11 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
     if not observed.all_healthy():
         return Decision(Phase.DEGRADED, (), "some members unhealthy; waiting" + (
             " (NOSPACE alarm: defragmentation waits for every member)" if nospace else ""))
+
+    # 9a. A CA rotation (`ckeetcd ca rotate`): its next step, one member at a time.
+    rotating = rotation_step(desired, observed)
+    if rotating is not None:
+        return rotating
 
     # 9b. A new etcd binary or changed member flags: one member at a time.
     rolling = rolling_decision(desired, observed)

@@ -28,6 +28,7 @@ class OpKind(StrEnum):
     DEFRAG_MEMBER = "defrag-member"
     DISARM_ALARM = "disarm-alarm"
     MOVE_LEADER = "move-leader"  # etcd's MoveLeader, before a rolling change restarts the leader
+    ROTATE_CA = "rotate-ca"  # one step of a CA rotation (ckeetcd.core.carotation)
 
 
 class Phase(StrEnum):
@@ -54,6 +55,7 @@ class Phase(StrEnum):
     REFUSED = "refused"  # the plan broke one of its own invariants: nothing runs (a bug)
     ROLLING = "rolling"  # members restarted one at a time on a new binary or new flags
     UPGRADE_REFUSED = "upgrade-refused"  # the wanted etcd version change is not supported
+    CA_ROTATION = "ca-rotation"  # a CA rotation's step, or its wait (the grace period)
 
 
 class Role(StrEnum):
@@ -87,4 +89,5 @@ SELF_HEAL_OP = OpKind.RESTART_MEMBER
 # Phases where nothing is in flight; in any other the daemon loop polls faster.
 SETTLED_PHASES = frozenset({Phase.STEADY, Phase.DEGRADED, Phase.NO_QUORUM, Phase.PAUSED,
                             Phase.CORRUPT, Phase.RESTORING, Phase.CONFIG_DRIFT,
-                            Phase.BACKOFF, Phase.REFUSED, Phase.UPGRADE_REFUSED})
+                            Phase.BACKOFF, Phase.REFUSED, Phase.UPGRADE_REFUSED,
+                            Phase.CA_ROTATION})

@@ -16,11 +16,14 @@ from ckeetcd.core.etcdversions import parse_version
 from ckeetcd.core.model import Health, Runtime
 
 # Flags that are not a setting: who the member is, or only read on a first start.
-# --peer-trusted-ca-file is chosen once per cluster (one CA or a peer CA), not by config.
+# The trusted-CA files are not set by config either: they are a CA rotation's own
+# fingerprint (ckeetcd.core.carotation names each bundle file by its content and reads
+# the running bundle back from the recorded command line), rolled out by the rotation.
 IDENTITY_FLAGS = frozenset({
     "--name", "--data-dir", "--listen-client-urls", "--advertise-client-urls",
     "--listen-peer-urls", "--initial-advertise-peer-urls", "--initial-cluster",
     "--initial-cluster-state", "--initial-cluster-token", "--peer-trusted-ca-file",
+    "--trusted-ca-file",
 })
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
+from ckeetcd.core.carotation import RotationSeen
 from ckeetcd.core.config import Config, MemberConfig
 from ckeetcd.core.etcdversions import auth_hold
 from ckeetcd.core.kinds import NODE_LOCAL_OPS, OpKind, Phase, Reason, Role
@@ -47,6 +48,7 @@ class Desired:
     defrag_min_db_size: int = 0  # ... of databases at least this big (bytes)
     etcd_flags: tuple[str, ...] = ()  # [etcd] extra_args: the version-path rules ask
     rolling_changes: bool = True  # [etcd] rolling_changes
+    rotation_grace: float = 86400.0  # [tls] rotation_grace: old user certs after a rotation
 
     def by_peer_url(self, peer_url: str) -> DesiredMember | None:
         return next((m for m in self.members if m.peer_url == peer_url), None)
@@ -76,6 +78,7 @@ class Desired:
             defrag_min_db_size=config.maintenance.min_db_size,
             etcd_flags=tuple(config.etcd.extra_args),
             rolling_changes=config.etcd.rolling_changes,
+            rotation_grace=config.tls.rotation_grace.total_seconds(),
         )
 
 
@@ -166,6 +169,7 @@ class Runtime:
     # or unknown: a member whose start was not recorded counts as current).
     wanted_version: str = ""
     flag_change: tuple[str, ...] = ()
+    trust_files: tuple[tuple[str, str], ...] = ()  # (role, file its trusted-CA flag names)
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,7 @@ class Observed:
     paused: str = ""
     cert_expiry: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     cluster_version: str = ""
+    rotation: RotationSeen | None = None  # CA rotations (ckeetcd.core.carotation); None: none
 
     # ---- named predicates used by the ladder -------------------------------
     def runtime(self, name: str) -> Runtime:
@@ -347,6 +352,20 @@ class RenewCerts(Op):
 
     kind: OpKind = OpKind.RENEW_MEMBER_CERTS
     problem: str = ""
+    rotate: str = ""  # a CA rotation's re-issue: the role (peer, client) whose new CA signs
+
+
+@dataclass(frozen=True, kw_only=True)
+class RotateCA(Op):
+    """rotate-ca: the step `act` (ckeetcd.core.carotation.Act) of the rotation of `role`."""
+
+    KINDS: ClassVar[frozenset[OpKind]] = frozenset({OpKind.ROTATE_CA})
+    kind: OpKind = OpKind.ROTATE_CA
+    role: str = ""
+    act: str = ""
+
+    def targets(self) -> str:
+        return f"{self.role}:{self.act}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -394,7 +413,7 @@ class DisarmAlarm(Op):
 OP_TYPES: Mapping[OpKind, type[Op]] = MappingProxyType({
     kind: cls for cls in (StartMember, StopMember, AddMember, RemoveMember, PromoteMember,
                           RenewCerts, EnsureRbac, ServersFile, Compact, DefragMember,
-                          DisarmAlarm, MoveLeader)
+                          DisarmAlarm, MoveLeader, RotateCA)
     for kind in cls.KINDS
 })
 
@@ -407,33 +426,3 @@ class Decision:
     ops: tuple[Op, ...] = ()
     reason: str = ""
     role: Role = Role.SINGLE
-
-
-TIMEOUT_CODES = frozenset({"DEADLINE_EXCEEDED", "UNAVAILABLE"})
-
-
-def election_hint(observed: Observed, ops: tuple[Op, ...], failed: int, code: str) -> str:
-    """Why op `failed` of `ops` may have timed out for no fault of its own: a raft
-    election (etcd holds requests until it has a leader again). "" when the
-    observation gives no such reason or the error was not a timeout.
-
-    An operator seeing a bare DEADLINE_EXCEEDED would chase a fault that is not
-    there; this says when the cycle's own plan or the cluster explains it.
-    """
-    if code not in TIMEOUT_CODES or observed.members is None:
-        return ""
-    names = {m.id: m.name or f"{m.id:x}" for m in observed.members}
-    leader = observed.leader_id()
-    if not leader:
-        return ("no healthy member reported a raft leader when this cycle observed: an "
-                "election was in progress; the op is decided again once it ends")
-    stopped = [op for op in ops[:failed]
-               if op.kind == OpKind.STOP_MEMBER and op.member_id == leader]
-    if stopped or (ops[failed].kind == OpKind.REMOVE_MEMBER and ops[failed].member_id == leader):
-        return (f"this plan took down the raft leader {names.get(leader, '?')}: an election "
-                "was in progress; the op is decided again once it ends")
-    seen = {h.leader_id for h in observed.health.values() if h.healthy and h.leader_id}
-    if len(seen) > 1:
-        return ("healthy members disagreed on the raft leader when this cycle observed: an "
-                "election was in progress; the op is decided again once it ends")
-    return ""

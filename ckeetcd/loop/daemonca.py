@@ -63,6 +63,7 @@ from ckeetcd.pki import (
 )
 from ckeetcd.pki import write_cert_key as _write_cert_key
 from ckeetcd.pki.catransfer import PublicCA
+from ckeetcd.pki.rotationfiles import read_rotation, settle
 from ckeetcd.pki.tlsprobe import issuer_names
 from ckeetcd.tasks.daemoncert import daemon_tls, renew_due
 
@@ -131,7 +132,10 @@ def open_ca(config: Config) -> tuple[Trust, list[Note]]:
     renewed or replaced when unusable); CARefused when the daemon must not start. Notes
     are to be logged."""
     try:
+        settled = settle(config.cluster.pki_dir)  # a rotation's finish a kill left half done
         ca, action, cluster, notes = _open_ca(config)
+        notes += [("warning", "ca_rotation_finished", {"role": r, "why": "the daemon stopped "
+                   "while the new CA replaced the old one: completed"}) for r in settled]
         peer, peer_notes = _open_peer_ca(config, ca, action, cluster)
         return Trust(ca, peer), notes + peer_notes
     except CAError as e:
@@ -207,8 +211,10 @@ def _open_peer_ca(config: Config, ca: CA, client_action: str,
     loaded, or the client CA itself for a cluster made before the peer CA existed."""
     d = config.cluster.pki_dir
     cert_path, key_path = ca_paths(d, PEER)
+    rotation = read_rotation(d, PEER)
     f = PeerFacts(cert=cert_path.exists(), key=key_path.exists(), client_action=client_action,
-                  bootstrapper=facts(config).bootstrapper, cluster=cluster)
+                  bootstrapper=facts(config).bootstrapper, cluster=cluster,
+                  rotating=rotation is not None and not rotation.record.done)
     action = peer_ca_action(f)
     if action in (PEER_CREATE, PEER_FINISH) and client_action == CA_LOAD and _answering(config):
         # an imported or older CA, and members already serving it: not a first start

@@ -61,6 +61,7 @@ def make_env(config: Config, readonly: bool = False, log: Any = None,
                         probe_timeout=min(config.daemon.rpc_timeout, 1.0), readonly=readonly,
                         ca_pem=ca_file.read_bytes() if ca_file.exists() else None,
                         peer_ca_pem=peer_file.read_bytes() if peer_file.exists() else None,
-                        renew_before=config.tls.member_cert_renew_before, book=book)
+                        renew_before=config.tls.member_cert_renew_before, book=book,
+                        pki_dir=config.cluster.pki_dir)
     return Env(config, runtime, pool, observer, log)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from ckeetcd.coordination.pause import read_pause
+from ckeetcd.core.carotation import PEER, RotationSeen
 from ckeetcd.core.etcdversions import auth_status_safe, parse_version
 from ckeetcd.core.model import (
     Desired,
@@ -29,8 +30,10 @@ from ckeetcd.core.model import (
 )
 from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.etcd.rbac import rbac_in_place
+from ckeetcd.loop.rotationseen import see as see_rotations
 from ckeetcd.nodes import MemberRuntime
 from ckeetcd.pki import PEER_CA_CERT, member_tls_problem, not_after
+from ckeetcd.pki.rotationfiles import Rotation, peer_pem_for
 from ckeetcd.support.startbook import StartBook
 
 FORMED_MARKER = "cluster-formed.json"
@@ -53,8 +56,10 @@ class Observer:
                  readonly: bool = False, ca_pem: bytes | None = None,
                  peer_ca_pem: bytes | None = None,
                  renew_before: dt.timedelta = dt.timedelta(days=30),
-                 book: StartBook | None = None) -> None:
+                 book: StartBook | None = None, pki_dir: Path | None = None) -> None:
         self.runtime = runtime
+        self.pki_dir = pki_dir  # CA rotations are read there (None: not looked for)
+        self._rotations: dict[str, Rotation] = {}
         # Restart back-off and exits (ckeetcd.support.startbook); read-only for the commands.
         self.book = book
         self.pool = pool
@@ -112,6 +117,7 @@ class Observer:
         live_names = [m.name for m in members if m.name] if members else self._known_names
         names += [n for n in live_names if n not in names]
         alarms = {a for h in statuses for a in h.alarms}
+        rotation = await self._see_rotations(desired)
 
         # The remaining questions are independent: ask them all at once.
         async def runtimes_now() -> list[Runtime]:
@@ -158,7 +164,20 @@ class Observer:
             paused=read_pause(self.state_dir),
             cert_expiry=MappingProxyType(dict(self._cert_expiry)),
             cluster_version=cluster_version,
+            rotation=rotation,
         )
+
+    async def _see_rotations(self, desired: Desired) -> RotationSeen | None:
+        """CA rotations (ckeetcd.loop.rotationseen); the peer CA is read again while one
+        is recorded (a finished peer rotation puts a new peer-ca.crt in place)."""
+        if self.pki_dir is None:
+            return None
+        seen, self._rotations = await see_rotations(self.pki_dir, self.runtime,
+                                                    [d.name for d in desired.members])
+        if PEER in self._rotations:
+            peer = self.pki_dir / PEER_CA_CERT
+            self.peer_ca_pem = peer.read_bytes() if peer.exists() else None
+        return seen
 
     async def _cluster_version_now(self, members: tuple[LiveMember, ...] | None,
                                    health: dict[int, Health], deep: bool) -> str:
@@ -259,8 +278,8 @@ class Observer:
             return
         now = dt.datetime.now(dt.timezone.utc)
         names: tuple[str, ...] = ("ca.crt", "server.crt", "peer.crt", "server.key", "peer.key")
-        ca_pem, peer_ca_pem = self.ca_pem, self.peer_ca_pem
-        if peer_ca_pem is not None:
+        ca_pem = self.ca_pem
+        if self.peer_ca_pem is not None or PEER in self._rotations:
             names += (PEER_CA_CERT,)
 
         async def problem(d: DesiredMember) -> str | None:
@@ -273,7 +292,8 @@ class Observer:
                 self._cert_expiry[d.name] = min(known)
             return member_tls_problem(dict(zip(names, got, strict=True)), ca_pem, d.address,
                                       desired.member_dns, self.renew_before, now,
-                                      peer_ca_pem=peer_ca_pem)
+                                      peer_ca_pem=peer_pem_for(
+                                          got[2], self._rotations.get(PEER), self.peer_ca_pem))
 
         self._cert_expiry = {}
         found = await asyncio.gather(*(problem(d) for d in desired.members))

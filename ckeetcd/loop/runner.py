@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from ckeetcd.core.electionhint import election_hint
 from ckeetcd.core.kinds import STARTS
-from ckeetcd.core.model import Decision, Op, election_hint
+from ckeetcd.core.model import Decision, Op
 from ckeetcd.ops import OPS, OpContext
 from ckeetcd.tasks.metrics import METRICS
 

@@ -181,6 +181,8 @@ class MemberSpec:
     # The file in the member's tls dir that --peer-trusted-ca-file names: the peer CA
     # (peer-ca.crt), or ca.crt in a cluster made before the peer CA existed.
     peer_trust: str = "ca.crt"
+    # The file --trusted-ca-file names: ca.crt, or a client CA rotation's bundle.
+    client_trust: str = "ca.crt"
 
 
 class MemberRuntime(Protocol):
@@ -237,7 +239,7 @@ def member_flags(spec: MemberSpec, data_dir: Path, tls_dir: Path, etcd: EtcdConf
         f"--cert-file={tls_dir / 'server.crt'}",
         f"--key-file={tls_dir / 'server.key'}",
         "--client-cert-auth=true",
-        f"--trusted-ca-file={tls_dir / 'ca.crt'}",
+        f"--trusted-ca-file={tls_dir / spec.client_trust}",
         f"--peer-cert-file={tls_dir / 'peer.crt'}",
         f"--peer-key-file={tls_dir / 'peer.key'}",
         "--peer-client-cert-auth=true",

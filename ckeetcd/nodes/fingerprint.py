@@ -67,7 +67,24 @@ def running_change(name: str, pidfile: Path, data_dir: Path, tls_dir: Path, etcd
     except (OSError, ValueError, AttributeError):
         return {}
     wanted = wanted_flags(name, data_dir, tls_dir, etcd)
-    return {"wanted_version": version, "flag_change": change_since_start(cmd, wanted)}
+    return {"wanted_version": version, "flag_change": change_since_start(cmd, wanted),
+            "trust_files": trust_files(cmd)}
+
+
+TRUST_FLAGS = {"--trusted-ca-file": "client", "--peer-trusted-ca-file": "peer"}
+
+
+def trust_files(recorded_cmd: object) -> tuple[tuple[str, str], ...]:
+    """(role, file name) of the trusted-CA flags of a recorded command line: which bundle
+    the process loaded (ckeetcd.core.carotation.trust_of reads it)."""
+    if not isinstance(recorded_cmd, list):
+        return ()
+    out = []
+    for arg in recorded_cmd[1:]:
+        key, _, value = str(arg).partition("=")
+        if key in TRUST_FLAGS and value:
+            out.append((TRUST_FLAGS[key], Path(value).name))
+    return tuple(sorted(out))
 
 
 def disk_free(path: Path) -> int | None:

@@ -23,6 +23,7 @@ from ckeetcd.core.model import (
     PromoteMember,
     RemoveMember,
     RenewCerts,
+    RotateCA,
     ServersFile,
     StartMember,
     StopMember,
@@ -38,6 +39,7 @@ from ckeetcd.ops import (
     promote_member,
     remove_member,
     renew_certs,
+    rotate_ca,
     start_member,
     stop_member,
 )
@@ -77,6 +79,7 @@ def _runners() -> dict[OpKind, OpFn]:
         OpKind.PUBLISH_ENDPOINTS: _bound(OpKind.PUBLISH_ENDPOINTS, ServersFile,
                                          apiserver_traffic.run),
         OpKind.COMPACT: _bound(OpKind.COMPACT, Compact, compact.run),
+        OpKind.ROTATE_CA: _bound(OpKind.ROTATE_CA, RotateCA, rotate_ca.run),
         OpKind.DEFRAG_MEMBER: _bound(OpKind.DEFRAG_MEMBER, DefragMember, defrag_member.run),
         OpKind.DISARM_ALARM: _bound(OpKind.DISARM_ALARM, DisarmAlarm, disarm_alarm.run),
         OpKind.MOVE_LEADER: _bound(OpKind.MOVE_LEADER, MoveLeader, move_leader.run),

@@ -12,12 +12,15 @@ import contextlib
 import ssl
 from urllib.parse import urlsplit
 
-from ckeetcd.core.model import Op
+from ckeetcd.core.carotation import CLIENT, PEER
+from ckeetcd.core.model import RenewCerts
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
 from ckeetcd.ops.tls import ensure_member_tls, member_tls_state
+from ckeetcd.pki.rotationfiles import read_rotation, signer_of
 from ckeetcd.support.polling import Backoff, Poll
 
 SERVE_DEADLINE = 10.0
+CERT_OF = {PEER: "peer.crt", CLIENT: "server.crt"}  # the member certificate of each role
 
 
 async def served_cert(ctx: OpContext, url: str) -> bytes:
@@ -36,11 +39,24 @@ async def served_cert(ctx: OpContext, url: str) -> bytes:
     return bytes(der)
 
 
-async def run(ctx: OpContext, op: Op) -> None:
+async def _from_new_ca(ctx: OpContext, op: RenewCerts) -> bool:
+    """A CA rotation's re-issue: whether the member's certificate of the role is the new
+    CA's already (a daemon killed after installing it)."""
+    rotation = read_rotation(ctx.config.cluster.pki_dir, op.rotate)
+    if rotation is None or not rotation.record.new:
+        raise OpFailed(f"no {op.rotate} CA rotation with a new CA is recorded")
+    cert = await ctx.runtime.read_tls(op.member, CERT_OF[op.rotate])
+    return signer_of(cert, rotation) == rotation.record.new
+
+
+async def run(ctx: OpContext, op: RenewCerts) -> None:
     async with ctx.step(op, "install-tls") as install:
         # The observation that asked for this may be old (certificate files are
         # read on full observations only): look again before replacing anything.
-        if not await member_tls_state(ctx, op.member):
+        if op.rotate:
+            if await _from_new_ca(ctx, op):
+                raise Skip(f"its {op.rotate} certificate is from the new CA already")
+        elif not await member_tls_state(ctx, op.member):
             raise Skip("its certificates are fine now")
         await ensure_member_tls(ctx, op.member, force=True)
     if install.skipped:

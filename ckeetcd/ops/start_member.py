@@ -22,7 +22,7 @@ from ckeetcd.core.model import MemberExit, StartMember
 from ckeetcd.etcd import EtcdError
 from ckeetcd.nodes import MemberSpec
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
-from ckeetcd.ops.tls import ensure_member_tls, peer_trust
+from ckeetcd.ops.tls import client_trust, ensure_member_tls, peer_trust
 from ckeetcd.support.polling import Backoff, Poll
 
 START_WATCH = 5.0  # seconds a new process is watched for an early exit
@@ -49,6 +49,7 @@ async def run(ctx: OpContext, op: StartMember) -> None:
             initial_cluster=op.initial_cluster,
             initial_state=op.initial_state,
             peer_trust=peer_trust(ctx),
+            client_trust=client_trust(ctx),
         )
         if ctx.starts is not None:
             ctx.starts.started(op.member)  # counted before spawning: a failed spawn holds too

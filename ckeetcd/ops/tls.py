@@ -1,19 +1,69 @@
-"""Member certificates on the node: issued by the CA, re-issued when wrong or expiring."""
+"""Member certificates on the node: issued by the CA, re-issued when wrong or expiring.
+
+During a peer CA rotation (ckeetcd.core.carotation) the peer certificates are signed
+by the new peer CA once every member trusts it, and each member (re)started names
+the trust bundle the rotation wants now, installed beside its certificates.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 
+from ckeetcd.core.carotation import CLIENT, PEER, Facts, wanted_trust
+from ckeetcd.core.rotationplan import role_facts, signer_new, trust_name
 from ckeetcd.ops.context import OpContext, OpFailed
-from ckeetcd.pki import PEER_CA_CERT, member_tls_files, member_tls_problem
+from ckeetcd.pki import CA, PEER_CA_CERT, load_ca, member_tls_files, member_tls_problem
+from ckeetcd.pki.rotationfiles import load_next, peer_pem_for, read_rotation
 
 # the keys too: a set a killed daemon left half-written must not pass as fine
 TLS_CHECKED = ("ca.crt", "server.crt", "peer.crt", "server.key", "peer.key")
 
 
+def _facts(ctx: OpContext, role: str) -> Facts | None:
+    return role_facts(role, ctx.desired, ctx.observed)
+
+
 def peer_trust(ctx: OpContext) -> str:
     """The tls file --peer-trusted-ca-file names (ckeetcd.nodes.base.MemberSpec)."""
-    return PEER_CA_CERT if ctx.peer is not ctx.ca else "ca.crt"
+    return trust_name(PEER, _facts(ctx, PEER), ctx.peer is not ctx.ca)
+
+
+def client_trust(ctx: OpContext) -> str:
+    """The tls file --trusted-ca-file names."""
+    return trust_name(CLIENT, _facts(ctx, CLIENT), True)
+
+
+def peer_signer(ctx: OpContext) -> CA:
+    """The CA that signs peer certificates now: the new one of a peer rotation once every
+    member trusts it, the finished rotation's CA in place, else the daemon's peer CA."""
+    rotation = read_rotation(ctx.config.cluster.pki_dir, PEER)
+    if rotation is None:
+        return ctx.peer
+    if rotation.record.done:
+        return load_ca(ctx.config.cluster.pki_dir, PEER)
+    if signer_new(_facts(ctx, PEER)):
+        new = load_next(ctx.config.cluster.pki_dir, rotation)
+        if new is None:
+            raise OpFailed("the new peer CA's key is not on this host: copy the CA bundle "
+                           "(`ckeetcd ca export`) from the host that started the rotation")
+        return new
+    return ctx.peer
+
+
+async def install_trust(ctx: OpContext, name: str) -> None:
+    """Write the trust bundles a start of `name` names, when a rotation asks for one."""
+    files = {}
+    for role in (PEER, CLIENT):
+        rotation = read_rotation(ctx.config.cluster.pki_dir, role)
+        f = _facts(ctx, role)
+        if rotation is None or f is None:
+            continue
+        bundle = rotation.bundle(wanted_trust(f))
+        fname = trust_name(role, f, True)
+        if await ctx.runtime.read_tls(name, fname) != bundle:
+            files[fname] = bundle
+    if files:
+        await ctx.runtime.install_tls(name, files)
 
 
 async def member_tls_state(ctx: OpContext, name: str) -> str:
@@ -21,13 +71,15 @@ async def member_tls_state(ctx: OpContext, name: str) -> str:
     d = ctx.desired.by_name(name)
     if d is None:
         return ""
-    separate = ctx.peer is not ctx.ca
+    rotation = read_rotation(ctx.config.cluster.pki_dir, PEER)
+    separate = ctx.peer is not ctx.ca or rotation is not None
     names = TLS_CHECKED + ((PEER_CA_CERT,) if separate else ())
     files = {f: await ctx.runtime.read_tls(name, f) for f in names}
+    current = peer_signer(ctx).cert_pem if separate else None
     return member_tls_problem(files, ctx.ca.cert_pem, d.address, ctx.desired.member_dns,
                               ctx.config.tls.member_cert_renew_before,
                               dt.datetime.now(dt.timezone.utc),
-                              peer_ca_pem=ctx.peer.cert_pem if separate else None)
+                              peer_ca_pem=peer_pem_for(files["peer.crt"], rotation, current))
 
 
 async def ensure_member_tls(ctx: OpContext, name: str, force: bool = False) -> bool:
@@ -37,9 +89,10 @@ async def ensure_member_tls(ctx: OpContext, name: str, force: bool = False) -> b
         if await ctx.runtime.read_tls(name, "server.crt") is None:
             raise OpFailed(f"{name} is not a desired member and has no certificates")
         return False  # a leaving member restarted for quorum keeps what it has
+    await install_trust(ctx, name)
     if not force and not await member_tls_state(ctx, name):
         return False
     files = member_tls_files(ctx.ca, name, d.address, ctx.config.tls.member_cert_lifetime,
-                             ctx.desired.member_dns, peer_ca=ctx.peer)
+                             ctx.desired.member_dns, peer_ca=peer_signer(ctx))
     await ctx.runtime.install_tls(name, files)
     return True

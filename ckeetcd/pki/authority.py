@@ -355,6 +355,7 @@ class PeerFacts:
     bootstrapper: bool
     cluster: bool  # signs that the cluster exists (data, history, a member answering)
     served: bool = False  # a member's peer port serves a certificate of our peer CA
+    rotating: bool = False  # a peer CA rotation is under way (its new CA is in next-peer/)
 
 
 def peer_ca_action(f: PeerFacts) -> str:
@@ -366,7 +367,7 @@ def peer_ca_action(f: PeerFacts) -> str:
     if f.client_action == CA_FOLLOW:
         if f.cert:
             return PEER_FOLLOW
-        return PEER_ELSEWHERE if f.served else PEER_ONE_CA
+        return PEER_ELSEWHERE if f.served and not f.rotating else PEER_ONE_CA
     if f.cert and f.key:
         return PEER_LOAD
     if f.cert:
@@ -375,4 +376,5 @@ def peer_ca_action(f: PeerFacts) -> str:
         return PEER_FINISH if first_start else PEER_CERT_MISSING
     if first_start:
         return PEER_CREATE
-    return PEER_ELSEWHERE if f.served else PEER_ONE_CA
+    # a migration under way: members show the new peer CA, which the rotation holds
+    return PEER_ELSEWHERE if f.served and not f.rotating else PEER_ONE_CA

@@ -208,6 +208,9 @@ class TLSConfig:
     member_cert_lifetime: dt.timedelta = dt.timedelta(days=365)
     member_cert_renew_before: dt.timedelta = dt.timedelta(days=30)
     daemon_cert_lifetime: dt.timedelta = dt.timedelta(days=90)
+    # A client CA rotation: how long user certificates of the old CA keep working after
+    # every member and daemon moved to the new one (ckeetcd.core.carotation).
+    rotation_grace: dt.timedelta = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)

@@ -362,7 +362,7 @@ class Validator(Reader):
 
     def tls(self, t: Mapping[str, Any]) -> TLSConfig:
         self.known(t, "tls", {"member_cert_lifetime", "member_cert_renew_before",
-                              "daemon_cert_lifetime"})
+                              "daemon_cert_lifetime", "rotation_grace"})
         d = TLSConfig()
         lifetime = self.duration(t, "tls", "member_cert_lifetime", d.member_cert_lifetime)
         if lifetime < MIN_MEMBER_CERT_LIFETIME:
@@ -377,8 +377,9 @@ class Validator(Reader):
             self.bad("tls.daemon_cert_lifetime",
                      f"must be at least {int(MIN_DAEMON_CERT_LIFETIME.total_seconds())}s "
                      "(it is renewed with a third of it left)")
+        grace = self.duration(t, "tls", "rotation_grace", d.rotation_grace)
         return TLSConfig(member_cert_lifetime=lifetime, member_cert_renew_before=renew,
-                         daemon_cert_lifetime=daemon)
+                         daemon_cert_lifetime=daemon, rotation_grace=grace)
 
     def users(self, value: Any) -> tuple[UserConfig, ...]:
         if value is None:

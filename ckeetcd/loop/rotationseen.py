@@ -1,0 +1,65 @@
+"""What the observer reads for CA rotations (ckeetcd.core.carotation.RotationSeen):
+the records in the pki dir, whether each new CA is here, and which CA signed each
+member's certificates (their files, on the member's node)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from ckeetcd.core.carotation import CLIENT, PEER, RotationSeen
+from ckeetcd.nodes import MemberRuntime
+from ckeetcd.pki import ca_paths
+from ckeetcd.pki.rotationfiles import (
+    Rotation,
+    RotationError,
+    cert_fingerprint,
+    next_dir,
+    read_rotations,
+    signer_of,
+)
+
+CERT_OF = {PEER: "peer.crt", CLIENT: "server.crt"}  # the member certificate of each role
+
+
+def new_ca_here(pki_dir: Path, rotation: Rotation) -> bool:
+    """The rotation's new CA is here: in the next dir, or (a finish under way) in place."""
+    role, new = rotation.record.role, rotation.record.new
+    if not new:
+        return False
+    for d in (next_dir(pki_dir, role), pki_dir):
+        cert = ca_paths(d, role)[0]
+        try:
+            if cert_fingerprint(cert.read_bytes()) == new:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+async def see(pki_dir: Path, runtime: MemberRuntime,
+              names: list[str]) -> tuple[RotationSeen | None, dict[str, Rotation]]:
+    """The rotations seen now (None, {} when none was ever started)."""
+    try:
+        rotations = read_rotations(pki_dir)
+    except RotationError:
+        return None, {}  # `ckeetcd status` names the file; the daemon does not act on it
+    if not rotations:
+        return None, {}
+
+    async def member(name: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        out = []
+        for role, rotation in rotations.items():
+            try:
+                pem = await runtime.read_tls(name, CERT_OF[role])
+            except OSError:
+                pem = None
+            out.append((role, signer_of(pem, rotation)))
+        return name, tuple(out)
+
+    cert_from = await asyncio.gather(*(member(n) for n in names))
+    return RotationSeen(
+        records=tuple(r.record for r in rotations.values()), cert_from=tuple(cert_from),
+        new_ca=frozenset(role for role, r in rotations.items() if new_ca_here(pki_dir, r)),
+        now=time.time()), rotations

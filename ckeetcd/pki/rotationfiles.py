@@ -1,0 +1,218 @@
+"""The files of a CA rotation (ckeetcd.core.carotation decides; this reads and writes).
+
+In the pki dir, per role:
+
+- `rotation-<role>.json`: the record (`Record`, plus both CAs' certificates as PEM,
+  public) — written atomically, kept after the rotation is done: a rotated
+  role's members keep bundle-named trust files, and the next rotation reads
+  its "old" CA from it;
+- `next-<role>/`: the new CA while the rotation runs, made by `create_ca` (key
+  first, never overwritten), so a daemon killed while making it loads it again;
+- at the finish, its files replace `peer-ca.*` (or `ca.*`): the old key is gone.
+  `settle` completes a finish a killed daemon left half done; the daemon calls
+  it before it loads its CAs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ckeetcd.core.carotation import CLIENT, PEER, ROLES, Record, fingerprint
+from ckeetcd.pki.authority import CA, CAError, ca_paths, create_ca, load_ca
+from ckeetcd.support.files import write_atomic
+
+
+class RotationError(CAError):
+    """A rotation record that cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """A record and the CA certificates it names."""
+
+    record: Record
+    old_pem: bytes
+    new_pem: bytes = b""
+
+    def pem_of(self, fp: str) -> bytes:
+        return self.old_pem if fp == self.record.old else self.new_pem if fp == \
+            self.record.new else b""
+
+    def bundle(self, trust: frozenset[str]) -> bytes:
+        """The PEM bundle of the CAs in `trust`, old first."""
+        return b"".join(self.pem_of(fp) for fp in (self.record.old, self.record.new)
+                        if fp in trust)
+
+
+def record_path(pki_dir: Path, role: str) -> Path:
+    return pki_dir / f"rotation-{role}.json"
+
+
+def next_dir(pki_dir: Path, role: str) -> Path:
+    return pki_dir / f"next-{role}"
+
+
+def cert_fingerprint(pem: bytes) -> str:
+    cert = x509.load_pem_x509_certificate(pem)
+    return fingerprint(cert.public_bytes(serialization.Encoding.DER))
+
+
+def read_rotation(pki_dir: Path, role: str) -> Rotation | None:
+    """The record of `role` (None: never rotated); RotationError when unreadable."""
+    path = record_path(pki_dir, role)
+    try:
+        data = json.loads(path.read_text())
+        pems = data.pop("old_pem").encode(), data.pop("new_pem", "").encode()
+        record = Record(**data)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise RotationError(f"{path}: not a rotation record ({e})") from None
+    if record.role != role:
+        raise RotationError(f"{path}: records a {record.role} rotation, not {role}")
+    return Rotation(record, *pems)
+
+
+def read_rotations(pki_dir: Path) -> dict[str, Rotation]:
+    return {role: r for role in ROLES if (r := read_rotation(pki_dir, role)) is not None}
+
+
+def write_rotation(pki_dir: Path, rotation: Rotation) -> None:
+    data = {**asdict(rotation.record), "old_pem": rotation.old_pem.decode(),
+            "new_pem": rotation.new_pem.decode()}
+    write_atomic(record_path(pki_dir, rotation.record.role),
+                 json.dumps(data, indent=1).encode(), 0o600)
+
+
+def start_rotation(pki_dir: Path, role: str, current_pem: bytes, migration: bool,
+                   now: float | None = None) -> Rotation:
+    """A new record: the CA of `role` in use now becomes the old one."""
+    rotation = Rotation(Record(role=role, old=cert_fingerprint(current_pem),
+                               started=time.time() if now is None else now,
+                               migration=migration), current_pem)
+    write_rotation(pki_dir, rotation)
+    return rotation
+
+
+def make_next(pki_dir: Path, cluster: str, rotation: Rotation) -> tuple[CA, Rotation]:
+    """The new CA (made, or loaded when a killed daemon made it already), and the
+    record naming it."""
+    role = rotation.record.role
+    d = next_dir(pki_dir, role)
+    cert_path, key_path = ca_paths(d, role)
+    if cert_path.exists():
+        ca = load_ca(d, role)
+    else:  # with a key alone, a kill fell between create_ca's two writes: finish it
+        ca = create_ca(d, cluster, key=_bare_key(key_path) if key_path.exists() else None,
+                       role=role)
+    new_pem = ca.cert_pem
+    if rotation.record.new != cert_fingerprint(new_pem):
+        rotation = replace(rotation, record=replace(rotation.record,
+                                                    new=cert_fingerprint(new_pem)),
+                           new_pem=new_pem)
+        write_rotation(pki_dir, rotation)
+    return ca, rotation
+
+
+def issued_by(cert_pem: bytes | None, ca_pem: bytes) -> bool:
+    if not cert_pem or not ca_pem:
+        return False
+    try:
+        x509.load_pem_x509_certificate(cert_pem).verify_directly_issued_by(
+            x509.load_pem_x509_certificate(ca_pem))
+    except Exception:  # ValueError, TypeError, InvalidSignature: not issued by it either way
+        return False
+    return True
+
+
+def signer_of(cert_pem: bytes | None, rotation: Rotation) -> str:
+    """The fingerprint of the rotation's CA (new or old) that signed `cert_pem` ("": neither)."""
+    for fp, pem in ((rotation.record.new, rotation.new_pem),
+                    (rotation.record.old, rotation.old_pem)):
+        if fp and issued_by(cert_pem, pem):
+            return fp
+    return ""
+
+
+def peer_pem_for(peer_crt: bytes | None, rotation: Rotation | None,
+                 current: bytes | None) -> bytes | None:
+    """The CA a member's installed peer certificate must come from (member_tls_problem's
+    `peer_ca_pem`): during a peer rotation the old one (None: the one CA of a
+    migration) or the new one, whichever signed it; else the peer CA in place."""
+    if rotation is None or rotation.record.done:
+        return current
+    fp = signer_of(peer_crt, rotation)
+    if fp and fp == rotation.record.old:
+        return None if rotation.record.migration else rotation.old_pem
+    if fp and fp == rotation.record.new:
+        return rotation.new_pem
+    return current
+
+
+def _bare_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CAError(f"{path}: not an EC private key")
+    return key
+
+
+def load_next(pki_dir: Path, rotation: Rotation) -> CA | None:
+    """The new CA with its key (None: not here, e.g. a --no-key follower)."""
+    role = rotation.record.role
+    d = next_dir(pki_dir, role)
+    try:
+        return load_ca(d, role)
+    except FileNotFoundError:
+        return None
+
+
+def finish(pki_dir: Path, rotation: Rotation) -> Rotation:
+    """The new CA's files replace the role's CA files (key first), the next dir goes,
+    and the record says done. Idempotent: a second call completes a first one."""
+    role = rotation.record.role
+    d = next_dir(pki_dir, role)
+    (src_cert, src_key), (dst_cert, dst_key) = ca_paths(d, role), ca_paths(pki_dir, role)
+    if src_key.exists():
+        os.replace(src_key, dst_key)
+    if src_cert.exists():
+        os.replace(src_cert, dst_cert)
+    if d.exists():
+        for leftover in d.iterdir():
+            leftover.unlink()
+        d.rmdir()
+    done = replace(rotation, record=replace(rotation.record, done=True))
+    write_rotation(pki_dir, done)
+    return done
+
+
+def settle(pki_dir: Path) -> list[str]:
+    """Complete finishes a killed daemon left half done (a role whose CA files are the
+    new CA's key, or missing, while the next dir still holds the rest); the roles it
+    completed."""
+    out = []
+    for role, rotation in read_rotations(pki_dir).items():
+        if rotation.record.done:
+            continue
+        d = next_dir(pki_dir, role)
+        src_cert, src_key = ca_paths(d, role)
+        dst_cert, _ = ca_paths(pki_dir, role)
+        half = not src_key.exists() and (src_cert.exists() or (
+            dst_cert.exists() and cert_fingerprint(dst_cert.read_bytes()) == rotation.record.new))
+        if half:
+            finish(pki_dir, rotation)
+            out.append(role)
+    return out
+
+
+__all__ = ["CLIENT", "PEER", "Rotation", "RotationError", "cert_fingerprint", "finish",
+           "issued_by", "load_next", "make_next", "next_dir", "peer_pem_for", "read_rotation",
+           "read_rotations", "record_path", "settle", "signer_of", "start_rotation",
+           "write_rotation"]
