@@ -12,7 +12,7 @@ from ckeetcd.cli.status import gather
 from ckeetcd.core.etcdversions import bad_release_warning, parse_version
 from ckeetcd.core.model import Observed
 from ckeetcd.core.planner import plan as plan_ops
-from ckeetcd.core.rollplan import pending
+from ckeetcd.core.rollplan import pending, unknown
 
 
 def versions_view(observed: Observed) -> dict[str, Any]:
@@ -30,10 +30,12 @@ def plan(args: argparse.Namespace) -> int:
     decision = plan_ops(desired, observed)  # as one daemon would: the cluster's whole plan
     versions = versions_view(observed)
     restarts = {n: list(c) for n, c in pending(desired, observed).items()}
+    blind = dict(unknown(desired, observed))
     if args.output == "json":
         print(json.dumps({"phase": decision.phase, "reason": decision.reason,
                           "ops": [{"op": o.kind, "targets": o.targets()} for o in decision.ops],
-                          "versions": versions, "restarts": restarts}))
+                          "versions": versions, "restarts": restarts,
+                          "restart_unknown": blind or None}))
         return 0
     print(f"phase: {decision.phase}" + (f" ({decision.reason})" if decision.reason else ""))
     for i, op in enumerate(decision.ops, 1):
@@ -51,4 +53,6 @@ def plan(args: argparse.Namespace) -> int:
         print(f"auth held: {versions['auth_hold']}")
     for name, why in restarts.items():
         print(f"restart {name}: {', '.join(why)}")
+    for name, problem in blind.items():
+        print(f"restart unknown: {name}: {problem}")
     return 0

@@ -166,6 +166,9 @@ class Runtime:
     # or unknown: a member whose start was not recorded counts as current).
     wanted_version: str = ""
     flag_change: tuple[str, ...] = ()
+    # Why what a restart would run cannot be told (the binary is missing, fails, or its
+    # `--version` names no etcd version; "" = it can): a rolling change holds meanwhile.
+    change_unknown: str = ""
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,24 @@ def pending(desired: Desired, observed: Observed) -> Mapping[str, tuple[str, ...
     return out
 
 
+def unknown(desired: Desired, observed: Observed) -> Mapping[str, str]:
+    """Per running member (by node name) why what a restart would run cannot be told;
+    a rolling change holds while any is (its version path cannot be checked, and
+    that member would not come back)."""
+    out = {}
+    for m in observed.members or ():
+        rt = observed.runtime(_name(desired, m))
+        if rt.running and rt.change_unknown:
+            out[_name(desired, m)] = rt.change_unknown
+    return out
+
+
 def describe(changes: Mapping[str, tuple[str, ...]]) -> str:
     return "; ".join(f"{n}: {', '.join(c)}" for n, c in changes.items())
+
+
+def describe_unknown(blind: Mapping[str, str]) -> str:
+    return "; ".join(f"{n}: {why}" for n, why in blind.items())
 
 
 def refusal(desired: Desired, observed: Observed) -> str:
@@ -72,6 +88,10 @@ def rolling_decision(desired: Desired, observed: Observed) -> Decision | None:
     if not changes or not desired.rolling_changes:
         return None
     left = describe(changes)
+    if blind := unknown(desired, observed):
+        return Decision(Phase.ROLLING, (), "rolling change held: no member is restarted while "
+                        f"what a restart would run is unknown ({describe_unknown(blind)}; "
+                        f"wanted: {left})")
     why = refusal(desired, observed)
     if why:
         return Decision(Phase.UPGRADE_REFUSED, (), f"no member is restarted: {why} "
