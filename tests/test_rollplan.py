@@ -188,3 +188,15 @@ def test_a_member_whose_binary_cannot_say_its_version_holds_the_whole_change(
     o = rolled(cluster(NAMES), dict.fromkeys(NAMES, "3.5.30"))
     rts = {n: replace(r, wanted_version="", change_unknown=why) for n, r in o.runtimes.items()}
     assert plan(D, replace(o, runtimes=MappingProxyType(rts))).phase == "steady"
+
+
+def test_a_member_whose_node_cannot_be_inspected_holds_the_change() -> None:
+    """An SSH node that did not answer reports nothing to restart; counting it as changed
+    could hand leadership to a member still on the old binary."""
+    o = rolled(cluster(NAMES), {"a": "3.4.23", "b": "3.5.30", "c": "3.4.23"})
+    rts = {n: Runtime(reachable=False, error="ssh 10.0.0.3: timeout") if n == "c" else r
+           for n, r in o.runtimes.items()}
+    dec = plan(D, replace(o, runtimes=MappingProxyType(rts)))
+    assert (dec.phase, dec.ops) == ("rolling", ())
+    assert "c: its node is unreachable (ssh 10.0.0.3: timeout)" in dec.reason
+    assert kinds(o) == [("stop-member", "c"), ("restart-member", "c")]  # answered: goes on

@@ -48,14 +48,18 @@ def pending(desired: Desired, observed: Observed) -> Mapping[str, tuple[str, ...
 
 
 def unknown(desired: Desired, observed: Observed) -> Mapping[str, str]:
-    """Per running member (by node name) why what a restart would run cannot be told;
-    a rolling change holds while any is (its version path cannot be checked, and
-    that member would not come back)."""
+    """Per member (by node name) why whether it needs a restart cannot be told: its
+    node is unreachable, or the binary a restart would run cannot say its version.
+    A rolling change holds while any is: such a member would count as changed, the
+    leader could go to it, and the version path cannot be checked."""
     out = {}
     for m in observed.members or ():
-        rt = observed.runtime(_name(desired, m))
-        if rt.running and rt.change_unknown:
-            out[_name(desired, m)] = rt.change_unknown
+        name = _name(desired, m)
+        rt = observed.runtime(name)
+        if not rt.reachable:
+            out[name] = f"its node is unreachable ({rt.error or 'not inspected'})"
+        elif rt.running and rt.change_unknown:
+            out[name] = rt.change_unknown
     return out
 
 
