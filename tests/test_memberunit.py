@@ -28,8 +28,7 @@ from tests import netns, systemdlab
 from tests.harness import wait_for, wait_ok_ops
 from tests.multihost import MultiCluster
 from tests.netns import Lab
-from tests.test_multihost_rolling import SLOWER
-from tests.test_rolling_real import check_one_at_a_time
+from tests.test_multihost_rolling import SLOWER, check_one_at_a_time
 from tests.test_versions import E3516
 
 REPO = Path(__file__).resolve().parent.parent
@@ -229,7 +228,7 @@ def test_a_rolling_change_restarts_each_unit_once_on_the_new_binary_and_flags(
     if not (E3516.exists() and Path(cluster.etcd_binary) != E3516):
         pytest.skip("scripts/fetch-etcd 3.5.16 first, and members on another binary")
     names = ["h1", "h2", "h3"]
-    mark = cluster.mark("h1")
+    marks = cluster.marks()
     leader = next(m["name"] for m in cluster.status()["members"] if m["leader"])
     cluster.etcd_binary, cluster.extra = str(E3516), SLOWER
     cluster.write_config(names)
@@ -241,10 +240,7 @@ def test_a_rolling_change_restarts_each_unit_once_on_the_new_binary_and_flags(
             for m in rows)
 
     wait_for(done, 240, "every unit on 3.5.16 with the new flags", abort=cluster.died)
-    steps = [(e["op"], e["targets"]) for e in cluster.events("h1", "op", mark)
-             if e["outcome"] == "ok" and e["op"] in ("stop-member", "restart-member",
-                                                       "move-leader")]
-    check_one_at_a_time(steps, leader, names)
+    check_one_at_a_time(cluster, marks, leader)
     for name in names:
         env = env_file(node(lab, name), name)
         assert env["CKEETCD_ETCD_BINARY"] == str(E3516)
@@ -288,8 +284,7 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 from tests.netns import Lab
-from tests.test_multihost_rolling import SLOWER
-from tests.test_rolling_real import check_one_at_a_time
+from tests.test_multihost_rolling import SLOWER, check_one_at_a_time
 from tests.test_versions import E3516
 lab = Lab(Path({root!r}), hosts=1, systemd=("h1",)).start()
 print(lab.hosts["h1"].systemd.pid, flush=True)

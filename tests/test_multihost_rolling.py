@@ -27,7 +27,6 @@ from tests.soak import checker
 from tests.soak.engine import ROOT, SOAK_PREFIX, SOAK_USER
 from tests.soak.history import OK, read_history
 from tests.soak.workload import WorkloadSpec
-from tests.test_rolling_real import check_one_at_a_time
 from tests.test_versions import E35, E3516
 
 HOSTS = ["h1", "h2", "h3"]
@@ -47,17 +46,55 @@ def rolled(c: MultiCluster, since: dict[str, int]) -> list[tuple[str, str]]:
     return [(op, t) for _, op, t in sorted(steps)]
 
 
+def check_one_at_a_time(c: MultiCluster, since: dict[str, int], leader: str) -> None:
+    """Each member stopped once and restarted right after; each stop decided while that
+    member was a follower (the cycle's reason); the leader of the start last, after a
+    move-leader was sent. A move-leader may end in error and still have moved the
+    leadership (its daemon's lease ran short under load): its outcome is not asked."""
+    steps = rolled(c, since)
+    stops = [t for op, t in steps if op == "stop-member"]
+    assert sorted(stops) == HOSTS and stops[-1] == leader, steps
+    for i, (op, t) in enumerate(steps):
+        if op == "stop-member":
+            assert steps[i + 1] == ("restart-member", t), steps
+    decided = [e["reason"] for _, e in c.all_events("cycle", since)
+               if any(o.startswith("stop-member:") for o in e["ops"])]
+    assert decided and all("follower" in r and "first" in r for r in decided), decided
+    last_stop = max(e["timestamp"] for _, e in c.all_events("op", since)
+                    if e["op"] == "stop-member" and e["targets"] == leader)
+    assert any(e["timestamp"] < last_stop for _, e in c.all_events("op", since)
+               if e["op"] == "move-leader"), steps
+
+
 def etcd_leader(st: dict[str, Any]) -> str:
     return next(m["name"] for m in st["members"] if m["leader"])
 
 
-def settled(c: MultiCluster, version: str) -> bool:
-    """Every member healthy on `version`, with nothing left to restart."""
+def settled(c: MultiCluster, version: str) -> dict[str, Any] | None:
+    """`ckeetcd status` once every member is healthy on `version` with nothing left to
+    restart (None before)."""
     st = c.status()
     rows = [m for m in st["members"] if m["in_cluster"]]
-    return (sorted(m["name"] for m in rows) == HOSTS
+    done = (sorted(m["name"] for m in rows) == HOSTS
             and all(m["healthy"] and m["version"] == version and m["restart_for"] is None
                     and m["restart_unknown"] is None for m in rows))
+    return st if done else None
+
+
+def quiet(c: MultiCluster, since: dict[str, int] | None, version: str) -> bool:
+    """Every member restarted since `since` (None: none need be), answering on
+    `version`, and the leader daemon's last cycle steady: the daemons' logs and one
+    etcdctl, far cheaper than a `ckeetcd status` (which is asked once this holds)."""
+    if since is not None and not (
+            {t for op, t in rolled(c, since) if op == "restart-member"} >= set(HOSTS)):
+        return False
+    r = c.etcdctl("h4", "endpoint", "status", "-w", "json")
+    if r.returncode != 0:
+        return False
+    if [e["Status"]["version"] for e in json.loads(r.stdout)] != [version] * len(HOSTS):
+        return False
+    lead = c.leader()
+    return lead is not None and [e["phase"] for e in c.events(lead, "cycle")][-1:] == ["steady"]
 
 
 def start_workload(c: MultiCluster, root: Path) -> Any:
@@ -99,9 +136,9 @@ def test_rolling_upgrade_and_flag_change_over_ssh_with_writers(lab: Lab, tmp_pat
                      etcd_binary=str(E3516))
     c.share_ca()
     c.start_daemons()
-    c.wait_healthy(HOSTS)
-    wait_for(c.leader, 30, "a leader daemon", abort=c.died)
-    wait_for(lambda: settled(c, "3.5.16"), 60, "every member on 3.5.16", abort=c.died)
+    wait_for(c.leader, 60, "a leader daemon", abort=c.died)
+    st = wait_for(lambda: quiet(c, None, "3.5.16") and settled(c, "3.5.16"), 90,
+                  "every member on 3.5.16", abort=c.died)
     work = tmp_path / "work"
     work.mkdir()
     clients = start_workload(c, work)
@@ -109,13 +146,12 @@ def test_rolling_upgrade_and_flag_change_over_ssh_with_writers(lab: Lab, tmp_pat
         wait_for(lambda: acked(work) >= 20, 60, "the writers acknowledged")
 
         # 1. The upgrade: the config names another binary; nothing else changes.
-        marks, before = c.marks(), acked(work)
-        leader = etcd_leader(c.status())
+        marks, before, leader = c.marks(), acked(work), etcd_leader(st)
         c.etcd_binary = str(E35)
         c.write_config(HOSTS)
-        wait_for(lambda: settled(c, "3.5.30"), 240, "every member on 3.5.30", abort=c.died)
-        check_one_at_a_time(rolled(c, marks), leader, HOSTS)
-        st = c.status()
+        st = wait_for(lambda: quiet(c, marks, "3.5.30") and settled(c, "3.5.30"), 240,
+                      "every member on 3.5.30", abort=c.died)
+        check_one_at_a_time(c, marks, leader)
         assert st["cluster_version"].startswith("3.5."), st["cluster_version"]
         for m in HOSTS:
             cmd = json.loads((c.member_dir(m) / "etcd.cmd").read_text())
@@ -123,13 +159,15 @@ def test_rolling_upgrade_and_flag_change_over_ssh_with_writers(lab: Lab, tmp_pat
         wait_for(lambda: acked(work) > before + 20, 60, "writes after the upgrade")
 
         # 2. A flag change over SSH: each member restarted once more, the leader last.
-        marks, leader = c.marks(), etcd_leader(c.status())
+        marks, leader = c.marks(), etcd_leader(st)
         c.extra = USERS + SLOWER
         c.write_config(HOSTS)
-        wait_for(lambda: all("--heartbeat-interval=150" in (c.member_dir(m) / "etcd.cmd")
-                             .read_text() for m in HOSTS) and settled(c, "3.5.30"),
-                 240, "every member restarted with the new flags", abort=c.died)
-        check_one_at_a_time(rolled(c, marks), leader, HOSTS)
+        wait_for(lambda: quiet(c, marks, "3.5.30") and settled(c, "3.5.30"), 240,
+                 "every member restarted with the new flags", abort=c.died)
+        check_one_at_a_time(c, marks, leader)
+        for m in HOSTS:
+            cmd = json.loads((c.member_dir(m) / "etcd.cmd").read_text())
+            assert "--heartbeat-interval=150" in cmd and "--election-timeout=1500" in cmd
         wait_for(lambda: acked(work) > before + 40, 60, "writes after the flag change")
     finally:
         clients.send_signal(signal.SIGTERM)
@@ -139,5 +177,4 @@ def test_rolling_upgrade_and_flag_change_over_ssh_with_writers(lab: Lab, tmp_pat
     verdict = checker.check_writes(history, stored(c))
     assert verdict.violations == [], verdict.violations  # every acknowledged write is there
     assert verdict.acked > 60
-    c.wait_healthy(HOSTS)
-    assert c.died() is None
+    assert settled(c, "3.5.30") and c.died() is None

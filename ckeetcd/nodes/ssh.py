@@ -148,14 +148,15 @@ class SSHRuntime:
         node = self.node(name)
         units = self.cfg.member_service == "systemd"
         record = self.env_file(name) if units else f"{self.member_dir(name)}/{CMD_RECORD}"
-        probe = probe_script(record, self.binary(name))
+        binary = self.binary(name)
+        probe = probe_script(record, binary, self._fingerprints.known(node.host, binary))
         if units:
             unit = shlex.quote(UNIT.format(name=name))
             r = await node.run(
                 self._vars(name) + f"systemctl show -p ActiveState -p MainPID {unit}; "
                 'data=0; [ -n "$(ls -A "$d/data/member/wal" 2>/dev/null)" ] && data=1; '
                 'echo "Data=$data"; printf "Restoring="; ' + _READ_MARKER + probe)
-            head, cmd, identity = split_probe(r.text)
+            head, cmd, identity, answer = split_probe(r.text)
             props = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
             pid = int(props.get("MainPID", "0") or 0)
             running = props.get("ActiveState") in ("active", "activating", "reloading")
@@ -163,13 +164,13 @@ class SSHRuntime:
             marker = props.get("Restoring", "")
         else:
             r = await node.run(self._vars(name) + _INSPECT_PROCESS + probe)
-            head, cmd, identity = split_probe(r.text)
+            head, cmd, identity, answer = split_probe(r.text)
             first, _, marker = head.partition("\n")
             is_running, proc_id, data = first.split()
             running, has_data, pid = is_running == "1", data == "1", int(proc_id)
-        change = await self._fingerprints.change(
-            node, name, Path(str(self.member_dir(name))), self.binary(name), self.etcd, cmd,
-            identity, units, self.cfg.command_timeout) if running else {}
+        change = self._fingerprints.change(
+            node.host, name, Path(str(self.member_dir(name))), binary, self.etcd, cmd,
+            identity, answer, units, running)
         return Runtime(reachable=True, running=running, has_data=has_data,
                        pid=(pid or None) if running else None,
                        restoring=_marker_note(marker), **change)

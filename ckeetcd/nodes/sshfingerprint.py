@@ -4,10 +4,12 @@ The same question as ckeetcd.nodes.fingerprint answers for local members,
 asked over the node's SSH connection: the start command line recorded beside
 the member (`etcd.cmd` in process mode, the unit's EnvironmentFile with
 systemd) against the flags a restart would use, and the version the node's
-etcd binary says. `<binary> --version` runs once per binary identity on that
-node (path, inode, size, mtime, ctime: one `stat` rides along with every
-inspection), not every cycle. A binary that is missing, fails or names no
-version is never taken for "no change": the member's Runtime says why
+etcd binary says. Both ride along with the inspection's own SSH command: a
+`stat` of the binary every time, and `<binary> --version` (at most 10 s) only
+when that identity (path, inode, size, mtime, ctime) is not the one asked
+already, so a daemon asks once per binary and a CLI run once per node, never
+in a second round trip. A binary that is missing, fails or names no version
+is never taken for "no change": the member's Runtime says why
 (`change_unknown`, which holds a rolling change) and the log says it once
 (`etcd_binary_problem`).
 """
@@ -22,7 +24,6 @@ from typing import Any
 from ckeetcd.core.config import EtcdConfig
 from ckeetcd.core.etcdversions import binary_version
 from ckeetcd.nodes.fingerprint import restart_change, wanted_flags
-from ckeetcd.nodes.sshnode import SSHNode
 
 CMD_RECORD = "etcd.cmd"  # JSON list: the command line of the member's last start
 SECTION = "@@ckeetcd-"  # starts the lines that separate the parts of an inspection's output
@@ -36,18 +37,26 @@ def record_script(cmd: list[str]) -> str:
             f"mv -f \"$d/{CMD_RECORD}.tmp\" \"$d/{CMD_RECORD}\"\n")
 
 
-def probe_script(record: str, binary: str) -> str:
-    """Shell lines that print the start record (a path) and the binary's identity."""
+def probe_script(record: str, binary: str, known: str) -> str:
+    """Shell lines that print the start record (a path), the binary's identity and,
+    unless that identity is `known`, what `binary --version` says and its exit status."""
+    b = shlex.quote(binary)
     return (f"echo '{SECTION}record'; head -c {RECORD_LIMIT} {shlex.quote(record)} "
-            f"2>/dev/null; echo; echo '{SECTION}binary'; "
-            f"stat -L -c '%i %s %.9Y %.9Z' {shlex.quote(binary)} 2>&1 || true\n")
+            f"2>/dev/null; echo; echo '{SECTION}binary'\n"
+            f"if id=$(stat -L -c '%i %s %.9Y %.9Z' {b} 2>&1); then echo \"$id\"\n"
+            f"  if [ \"$id\" != {shlex.quote(known)} ]; then echo '{SECTION}version'\n"
+            f"    out=$(timeout 10 {b} --version 2>&1); st=$?; printf '%s\\n' \"$out\" | "
+            f"head -c {RECORD_LIMIT}; echo; echo \"{SECTION}exit $st\"; fi\n"
+            "else echo \"$id\" | head -n 1; fi\n")
 
 
-def split_probe(text: str) -> tuple[str, str, str]:
-    """(what came before, the record's text, the binary's stat line) of an output."""
+def split_probe(text: str) -> tuple[str, str, str, str | None]:
+    """(what came before, the record's text, the binary's stat line, what `--version`
+    printed with its exit status on the last line, or None when it was not asked)."""
     head, _, rest = text.partition(f"{SECTION}record\n")
     record, _, binary = rest.partition(f"{SECTION}binary\n")
-    return head, record.strip(), binary.strip()
+    identity, asked, answer = binary.partition(f"{SECTION}version\n")
+    return head, record.strip(), identity.strip(), answer if asked else None
 
 
 def recorded_cmd(record: str, env_file: bool) -> list[str] | None:
@@ -70,36 +79,46 @@ class RemoteFingerprints:
 
     def __init__(self, log: Any = None) -> None:
         self.log = log
-        self._versions: dict[tuple[str, str, str], str] = {}  # (host, binary, stat) -> version
+        # (host, binary) -> (identity, version) of the last good `--version`
+        self._versions: dict[tuple[str, str], tuple[str, str]] = {}
         self._said: dict[str, str] = {}  # member -> the problem logged last
 
-    async def version(self, node: SSHNode, binary: str, identity: str,
-                      timeout: float) -> tuple[str, str]:
-        """(version, "") of `binary` on `node`, or ("", why not)."""
+    def known(self, host: str, binary: str) -> str:
+        """The identity whose version is known (probe_script skips asking it again)."""
+        return self._versions.get((host, binary), ("", ""))[0]
+
+    def version(self, host: str, binary: str, identity: str,
+                answer: str | None) -> tuple[str, str]:
+        """(version, "") of `binary` on `host` from split_probe's parts, or ("", why not)."""
         fields = identity.split()
         if len(fields) != 4 or not all(f.replace(".", "").isdigit() for f in fields):
-            return "", f"{binary} on {node.host}: {identity or 'cannot stat it'}"
-        key = (node.host, binary, identity)
-        if key in self._versions:
-            return self._versions[key], ""
-        r = await node.run(f"{shlex.quote(binary)} --version 2>&1", timeout=timeout,
-                           check=False)
-        if r.status != 0:
-            tail = r.text.strip().splitlines()[-1:] or [""]
-            return "", f"`{binary} --version` on {node.host} exited {r.status}: {tail[0][:200]}"
-        v = binary_version(r.text)
+            return "", f"{binary} on {host}: {identity or 'cannot stat it'}"
+        known = self._versions.get((host, binary))
+        if answer is None:
+            if known is not None and known[0] == identity:
+                return known[1], ""
+            return "", f"`{binary} --version` on {host} was not asked"  # a race: next time
+        out, _, status = answer.rstrip().rpartition(f"{SECTION}exit ")
+        if status.strip() != "0":
+            tail = out.strip().splitlines()[-1:] or [""]
+            return "", (f"`{binary} --version` on {host} exited {status.strip() or '?'}: "
+                        f"{tail[0][:200]}")
+        v = binary_version(out)
         if v is None:
-            return "", f"`{binary} --version` on {node.host} names no etcd version"
-        self._versions[key] = str(v)
+            return "", f"`{binary} --version` on {host} names no etcd version"
+        self._versions[(host, binary)] = (identity, str(v))
         return str(v), ""
 
-    async def change(self, node: SSHNode, name: str, member_dir: Path, binary: str,
-                     etcd: EtcdConfig, record: str, identity: str, env_file: bool,
-                     timeout: float) -> dict[str, Any]:
-        """Runtime's wanted_version, flag_change and change_unknown for running `name`."""
-        version, problem = await self.version(node, binary, identity, timeout)
+    def change(self, host: str, name: str, member_dir: Path, binary: str, etcd: EtcdConfig,
+               record: str, identity: str, answer: str | None, env_file: bool,
+               running: bool) -> dict[str, Any]:
+        """Runtime's wanted_version, flag_change and change_unknown for `name` ({} when
+        it is not running: nothing to compare; a version answer is kept all the same)."""
+        version, problem = self.version(host, binary, identity, answer)
+        if not running:
+            return {}
         if problem and self._said.get(name) != problem and self.log is not None:
-            self.log.warning("etcd_binary_problem", member=name, host=node.host,
+            self.log.warning("etcd_binary_problem", member=name, host=host,
                              binary=binary, error=problem)
         self._said[name] = problem
         wanted = wanted_flags(name, member_dir / "data", member_dir / "tls", etcd)
