@@ -15,7 +15,14 @@ Load: one writer (tests.harness.Writer: numbered keys, each retried on a fresh
 endpoint until acknowledged) all along. Figures: total time from the change to
 every member healthy on the new version; failed write attempts; the longest
 stall (time one key took to be acknowledged); acknowledged keys lost (must be
-0). Results: bench/results/upgrade.json.
+0). Per run, where the time went: the daemon's from its history (seconds in each
+kind of op step, before the first step, between steps, after the last; each
+member's stop), the script's per member (stop, start to healthy), and which
+member led. A stop is etcd's own: after raft stops, etcd waits up to 1 s for
+its peer listener's connections to close (embed.Etcd.Close), and a peer that
+reconnected in that moment makes it wait the whole second; which stops do is
+etcd's race, and it is most of the spread between runs. Results:
+bench/results/upgrade.json.
 
     .venv/bin/python bench/upgrade.py [--runs 3]
 """
@@ -45,6 +52,7 @@ from _common import (
 )
 
 from ckeetcd.support.files import write_atomic
+from ckeetcd.support.history import History
 from tests.harness import Writer
 
 ETCD_DIR = Path(os.environ.get("CKEETCD_ETCD_DIR", ROOT / ".etcd"))
@@ -64,6 +72,37 @@ def all_on(c: BenchCluster, version: str) -> bool:
     return versions(c) == dict.fromkeys(NAMES, version)
 
 
+def breakdown(c: BenchCluster, t0: float, t1: float) -> dict[str, Any]:
+    """Where the daemon's time went between the config edit (wall time `t0`) and every
+    member seen on the new version (`t1`), from its history: seconds inside each kind
+    of op step, before the first step (reload, observe, plan), between steps (the
+    observations that wait for the restarted member to be healthy and caught up, and
+    the plan), and after the last step until the bench saw every member on the version."""
+    rows = [r for r in History(c.state_dir).read()
+            if r.get("event") in ("step-begin", "step-end") and t0 <= r["ts"] <= t1]
+    spans, begun = [], {}
+    for r in rows:
+        key = (r["op"], r["step"], r["targets"])
+        if r["event"] == "step-begin":
+            begun[key] = r["ts"]
+        elif key in begun:
+            spans.append((begun.pop(key), r["ts"], f"{r['op']}:{r['step']}", r["targets"]))
+    spans.sort()
+    steps: dict[str, float] = {}
+    stops: dict[str, float] = {}  # per member: etcd's own stop (SIGTERM to exit)
+    for b, e, name, target in spans:
+        steps[name] = round(steps.get(name, 0.0) + e - b, 3)
+        if name == "stop-member:stop-process":
+            stops[target] = round(e - b, 3)
+    if not spans:
+        return {"steps_s": {}}
+    inside = sum(e - b for b, e, _, _ in spans)
+    return {"before_first_step_s": round(spans[0][0] - t0, 3),
+            "between_steps_s": round(spans[-1][1] - spans[0][0] - inside, 3),
+            "after_last_step_s": round(t1 - spans[-1][1], 3),
+            "steps_s": steps, "stop_s": stops}
+
+
 def daemon_run(cadence: Cadence) -> dict[str, Any]:
     env = {"CKEETCD_ETCD_BINARY": str(OLD)}
     with bench_cluster(NAMES, cadence, "upgrade-daemon", start=False) as c:
@@ -72,17 +111,21 @@ def daemon_run(cadence: Cadence) -> dict[str, Any]:
         wait_for(lambda: all_on(c, "3.5.16"), 60, "3.5.16 everywhere")
         with Writer(c, lambda: NAMES) as w:
             wait_for(lambda: len(w.acked) > 50, 30, "writes flowing")
-            start = time.monotonic()
+            leader = c.leader_name(NAMES)
+            start, wall = time.monotonic(), time.time()
             c.write_config(NAMES, extra=f'[etcd]\nbinary = "{NEW}"\n')
             wait_for(lambda: all_on(c, "3.5.30"), 300, "3.5.30 everywhere", interval=0.02)
             total = time.monotonic() - start
             wait_for(lambda: len(w.acked) > 0, 5, "writes")
         return {"total_s": round(total, 3), "failed_writes": w.failures,
                 "longest_stall_s": round(w.max_outage, 3), "lost": len(w.lost(NAMES[0])),
-                "acked": len(w.acked)}
+                "acked": len(w.acked), "leader": leader,
+                "breakdown": breakdown(c, wall, wall + total)}
 
 
-def restart_by_hand(c: BenchCluster, name: str) -> None:
+def restart_by_hand(c: BenchCluster, name: str) -> tuple[float, float]:
+    """(seconds to stop, seconds from the new start to healthy)."""
+    t0 = time.monotonic()
     pidfile = c.state_dir / "members" / name / "etcd.pid"
     info = json.loads(pidfile.read_text())
     pid, cmd = int(info["pid"]), [str(NEW), *info["cmd"][1:]]
@@ -90,6 +133,7 @@ def restart_by_hand(c: BenchCluster, name: str) -> None:
     wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 30, f"{name} gone",
              interval=0.01)
     mdir = c.state_dir / "members" / name
+    t1 = time.monotonic()
     with open(mdir / "etcd.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, cwd=mdir, start_new_session=True)
@@ -107,6 +151,7 @@ def restart_by_hand(c: BenchCluster, name: str) -> None:
         return r.returncode == 0
 
     wait_for(healthy, 60, f"{name} healthy", interval=0.05)
+    return round(t1 - t0, 3), round(time.monotonic() - t1, 3)
 
 
 def _zombie(pid: int) -> bool:
@@ -126,14 +171,16 @@ def script_run(cadence: Cadence) -> dict[str, Any]:
         stop_daemon(c)
         with Writer(c, lambda: NAMES) as w:
             wait_for(lambda: len(w.acked) > 50, 30, "writes flowing")
+            leader = c.leader_name(NAMES)
             start = time.monotonic()
-            for n in NAMES:
-                restart_by_hand(c, n)
+            steps = {n: restart_by_hand(c, n) for n in NAMES}
             wait_for(lambda: all_on(c, "3.5.30"), 60, "3.5.30 everywhere", interval=0.02)
             total = time.monotonic() - start
         return {"total_s": round(total, 3), "failed_writes": w.failures,
                 "longest_stall_s": round(w.max_outage, 3), "lost": len(w.lost(NAMES[0])),
-                "acked": len(w.acked)}
+                "acked": len(w.acked), "leader": leader,
+                "breakdown": {"stop_s": {n: s for n, (s, _) in steps.items()},
+                              "start_to_healthy_s": {n: h for n, (_, h) in steps.items()}}}
 
 
 def main() -> None:

@@ -33,8 +33,9 @@ ETCDCTL = str(Path(PY).parent / "etcdctl")
 class MultiCluster:
     def __init__(self, lab: Lab, root: Path, members: list[str], daemons: list[str],
                  extra: str = "", daemon_extra: str = "", ssh_extra: str = "",
-                 data_root: str = "") -> None:
+                 data_root: str = "", etcd_binary: str = "") -> None:
         self.lab = lab
+        self.etcd_binary = etcd_binary or resolve_etcd_binary("")  # [ssh] etcd_binary
         self.root = root
         self.daemon_hosts = daemons
         self.extra = extra
@@ -70,7 +71,7 @@ class MultiCluster:
             "rpc_timeout = 1.0", "lease_ttl = 3", self.daemon_extra, "",
             "[ssh]", f'identity_file = "{self.lab.identity}"',
             f'known_hosts = "{self.lab.known_hosts}"', "connect_timeout = 2.0",
-            "command_timeout = 15.0", f'etcd_binary = "{resolve_etcd_binary("")}"',
+            "command_timeout = 15.0", f'etcd_binary = "{self.etcd_binary}"',
             f'data_root = "{self.data_root}"', self.ssh_extra, "",
             "[apiserver]", f'etcd_servers_file = "{self.servers_file(daemon)}"', "",
         ]

@@ -68,6 +68,15 @@ def test_ssh_config_defaults_and_routing() -> None:
      "members[0].runtime", "not one of"),
     (ssh_config(members=[{"name": "a", "address": "10.0.0.1", "ssh_host": "a;b"}]),
      "members[0].ssh_host", "not a host name"),
+    (ssh_config(members=[{"name": "a", "address": "10.0.0.1", "etcd_binary": "bin/etcd"}]),
+     "members[0].etcd_binary", "absolute path"),
+    (ssh_config(members=[{"name": "a", "address": "10.0.0.1", "etcd_binary": "/e;rm"}]),
+     "members[0].etcd_binary", "letters, digits"),
+    (ssh_config(members=[{"name": "a", "address": "10.0.0.1", "etcd_binary": 3}]),
+     "members[0].etcd_binary", "string"),
+    (ssh_config(members=[{"name": "a", "address": "10.0.0.1", "runtime": "local",
+                          "etcd_binary": "/opt/etcd"}]),
+     "members[0].etcd_binary", "only for members with runtime = \"ssh\""),
     (ssh_config(cluster={"name": "p", "state_dir": "/s", "runtime": "k8s"}),
      "cluster.runtime", "not one of"),
     (ssh_config(daemon={"id": "a b"}), "daemon.id", "not a valid name"),
@@ -108,3 +117,16 @@ def test_member_env_file_refuses_arguments_it_cannot_carry() -> None:
     rt = SSHRuntime(c.ssh, c.etcd, {"cp1": "10.0.0.1"})
     with pytest.raises(ValueError, match="EnvironmentFile"):
         rt.env_content(_spec())
+
+
+def test_a_member_may_name_its_own_etcd_binary() -> None:
+    """[[members]] etcd_binary: that node's etcd; the others keep [ssh] etcd_binary."""
+    from ckeetcd.nodes.router import RoutedRuntime
+
+    members = [{"name": "cp1", "address": "10.0.0.1", "etcd_binary": "/opt/etcd-3.5.30/etcd"},
+               {"name": "cp2", "address": "10.0.0.2"}]
+    c = parse_config(ssh_config(members=members), CONFIG)
+    assert [m.etcd_binary for m in c.members] == ["/opt/etcd-3.5.30/etcd", ""]
+    rt = RoutedRuntime(c).ssh
+    assert rt.command_line(_spec())[0] == "/opt/etcd-3.5.30/etcd"
+    assert rt.binary("cp2") == "/usr/local/bin/etcd"

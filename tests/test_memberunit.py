@@ -28,6 +28,8 @@ from tests import netns, systemdlab
 from tests.harness import wait_for, wait_ok_ops
 from tests.multihost import MultiCluster
 from tests.netns import Lab
+from tests.test_multihost_rolling import SLOWER, check_one_at_a_time
+from tests.test_versions import E3516
 
 REPO = Path(__file__).resolve().parent.parent
 WHY = netns.available() or systemdlab.available()
@@ -218,6 +220,34 @@ def test_status_waits_for_a_slow_login_instead_of_calling_the_member_stopped(
         wait_for(lambda: "Server listening" in lab.sshd_log("h2")[mark:], 30, "sshd back")
 
 
+def test_a_rolling_change_restarts_each_unit_once_on_the_new_binary_and_flags(
+        lab: Lab, cluster: MultiCluster) -> None:
+    """[ssh] etcd_binary (3.5.30 -> 3.5.16, a patch step) and heartbeat/election edited
+    at once: each unit is restarted once from a rewritten environment file, the leader
+    last; what the member runs is read back from that file (the unit's record)."""
+    if not (E3516.exists() and Path(cluster.etcd_binary) != E3516):
+        pytest.skip("scripts/fetch-etcd 3.5.16 first, and members on another binary")
+    names = ["h1", "h2", "h3"]
+    marks = cluster.marks()
+    leader = next(m["name"] for m in cluster.status()["members"] if m["leader"])
+    cluster.etcd_binary, cluster.extra = str(E3516), SLOWER
+    cluster.write_config(names)
+
+    def done() -> bool:
+        rows = [m for m in cluster.status()["members"] if m["in_cluster"]]
+        return sorted(m["name"] for m in rows) == names and all(
+            m["healthy"] and m["version"] == "3.5.16" and m["restart_for"] is None
+            for m in rows)
+
+    wait_for(done, 240, "every unit on 3.5.16 with the new flags", abort=cluster.died)
+    check_one_at_a_time(cluster, marks, leader)
+    for name in names:
+        env = env_file(node(lab, name), name)
+        assert env["CKEETCD_ETCD_BINARY"] == str(E3516)
+        assert "--heartbeat-interval=150" in env["CKEETCD_ETCD_FLAGS"].split()
+        assert_runs_as_unit(lab, cluster, name)
+
+
 def test_swap_away_stops_the_unit_for_good(lab: Lab, cluster: MultiCluster) -> None:
     # h3 must not lead: a leaving leader is stopped gracefully, the others by SIGKILL
     # (the path that once left the unit "failed")
@@ -254,6 +284,8 @@ import sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
 from tests.netns import Lab
+from tests.test_multihost_rolling import SLOWER, check_one_at_a_time
+from tests.test_versions import E3516
 lab = Lab(Path({root!r}), hosts=1, systemd=("h1",)).start()
 print(lab.hosts["h1"].systemd.pid, flush=True)
 time.sleep(600)

@@ -168,3 +168,35 @@ def test_with_rolling_changes_off_nothing_is_restarted_and_rbac_is_not_skipped()
     assert plan(off, rolled(cluster(NAMES), OLD)).phase == "steady"
     o = replace(rolled(cluster(NAMES), {**OLD, "b": "3.5.30"}), rbac_ready=False)
     assert [op.kind for op in plan(off, o).ops] == ["ensure-rbac"]
+
+
+@pytest.mark.parametrize("blind", ["a", "b"])  # the leader or a follower
+def test_a_member_whose_binary_cannot_say_its_version_holds_the_whole_change(
+        blind: str) -> None:
+    """No member is restarted while one node's binary is unknown: neither the version
+    path nor that member's return can be told (a flag change waits as well)."""
+    why = "`/opt/etcd --version` on 10.0.0.2 exited 127: not found"
+    for o in (rolled(cluster(NAMES), OLD),
+              rolled(cluster(NAMES), dict.fromkeys(NAMES, "3.5.30"), flags={"c": HB})):
+        rts = {n: replace(r, wanted_version="" if n == blind else r.wanted_version,
+                          change_unknown=why if n == blind else "")
+               for n, r in o.runtimes.items()}
+        dec = plan(D, replace(o, runtimes=MappingProxyType(rts)))
+        assert (dec.phase, dec.ops) == ("rolling", ())
+        assert "held" in dec.reason and f"{blind}: {why}" in dec.reason
+    # Nothing else to change: nothing to hold (status says what is unknown).
+    o = rolled(cluster(NAMES), dict.fromkeys(NAMES, "3.5.30"))
+    rts = {n: replace(r, wanted_version="", change_unknown=why) for n, r in o.runtimes.items()}
+    assert plan(D, replace(o, runtimes=MappingProxyType(rts))).phase == "steady"
+
+
+def test_a_member_whose_node_cannot_be_inspected_holds_the_change() -> None:
+    """An SSH node that did not answer reports nothing to restart; counting it as changed
+    could hand leadership to a member still on the old binary."""
+    o = rolled(cluster(NAMES), {"a": "3.4.23", "b": "3.5.30", "c": "3.4.23"})
+    rts = {n: Runtime(reachable=False, error="ssh 10.0.0.3: timeout") if n == "c" else r
+           for n, r in o.runtimes.items()}
+    dec = plan(D, replace(o, runtimes=MappingProxyType(rts)))
+    assert (dec.phase, dec.ops) == ("rolling", ())
+    assert "c: its node is unreachable (ssh 10.0.0.3: timeout)" in dec.reason
+    assert kinds(o) == [("stop-member", "c"), ("restart-member", "c")]  # answered: goes on

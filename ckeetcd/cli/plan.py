@@ -12,7 +12,7 @@ from ckeetcd.cli.status import gather
 from ckeetcd.core.etcdversions import bad_release_warning, parse_version
 from ckeetcd.core.model import Observed
 from ckeetcd.core.planner import plan as plan_ops
-from ckeetcd.core.rollplan import pending
+from ckeetcd.core.rollplan import pending, unknown
 from ckeetcd.core.rotationplan import rotation_lines, rotation_view
 
 
@@ -32,10 +32,12 @@ def plan(args: argparse.Namespace) -> int:
     versions = versions_view(observed)
     restarts = {n: list(c) for n, c in pending(desired, observed).items()}
     rotation = rotation_view(desired, observed)
+    blind = dict(unknown(desired, observed))
     if args.output == "json":
         print(json.dumps({"phase": decision.phase, "reason": decision.reason,
                           "ops": [{"op": o.kind, "targets": o.targets()} for o in decision.ops],
-                          "versions": versions, "restarts": restarts, "rotation": rotation}))
+                          "versions": versions, "restarts": restarts,
+                          "restart_unknown": blind or None, "rotation": rotation}))
         return 0
     print(f"phase: {decision.phase}" + (f" ({decision.reason})" if decision.reason else ""))
     for i, op in enumerate(decision.ops, 1):
@@ -53,6 +55,8 @@ def plan(args: argparse.Namespace) -> int:
         print(f"auth held: {versions['auth_hold']}")
     for name, why in restarts.items():
         print(f"restart {name}: {', '.join(why)}")
+    for name, problem in blind.items():
+        print(f"restart unknown: {name}: {problem}")
     for line in rotation_lines(rotation):
         print(line)
     return 0

@@ -63,6 +63,7 @@ def _row(observed: Observed, name: str, live: Any, client_url: str, leader: int,
         "version_warning": bad_release_warning(parse_version(h.version)) or None
         if h and h.healthy else None,
         "restart_for": list(member_change(rt, h)) or None if rt else None,
+        "restart_unknown": (rt.change_unknown or None) if rt and rt.running else None,
     }
 
 
@@ -200,6 +201,9 @@ def status(args: argparse.Namespace) -> int:
         print(f"auth held: {observed.auth_hold()}")
     for name, change in restarts.items():
         print(f"restart pending: {name}: {', '.join(change)}")
+    for r in table:
+        if r["restart_unknown"]:
+            print(f"restart unknown: {r['name']}: {r['restart_unknown']}")
     if refused:
         print(f"upgrade refused: {refused}")
     for a in alarms:

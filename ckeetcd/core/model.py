@@ -170,6 +170,9 @@ class Runtime:
     wanted_version: str = ""
     flag_change: tuple[str, ...] = ()
     trust_files: tuple[tuple[str, str], ...] = ()  # (role, file its trusted-CA flag names)
+    # Why what a restart would run cannot be told (the binary is missing, fails, or its
+    # `--version` names no etcd version; "" = it can): a rolling change holds meanwhile.
+    change_unknown: str = ""
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,28 @@ def pending(desired: Desired, observed: Observed) -> Mapping[str, tuple[str, ...
     return out
 
 
+def unknown(desired: Desired, observed: Observed) -> Mapping[str, str]:
+    """Per member (by node name) why whether it needs a restart cannot be told: its
+    node is unreachable, or the binary a restart would run cannot say its version.
+    A rolling change holds while any is: such a member would count as changed, the
+    leader could go to it, and the version path cannot be checked."""
+    out = {}
+    for m in observed.members or ():
+        name = _name(desired, m)
+        rt = observed.runtime(name)
+        if not rt.reachable:
+            out[name] = f"its node is unreachable ({rt.error or 'not inspected'})"
+        elif rt.running and rt.change_unknown:
+            out[name] = rt.change_unknown
+    return out
+
+
 def describe(changes: Mapping[str, tuple[str, ...]]) -> str:
     return "; ".join(f"{n}: {', '.join(c)}" for n, c in changes.items())
+
+
+def describe_unknown(blind: Mapping[str, str]) -> str:
+    return "; ".join(f"{n}: {why}" for n, why in blind.items())
 
 
 def refusal(desired: Desired, observed: Observed) -> str:
@@ -72,6 +92,10 @@ def rolling_decision(desired: Desired, observed: Observed) -> Decision | None:
     if not changes or not desired.rolling_changes:
         return None
     left = describe(changes)
+    if blind := unknown(desired, observed):
+        return Decision(Phase.ROLLING, (), "rolling change held: no member is restarted while "
+                        f"what a restart would run is unknown ({describe_unknown(blind)}; "
+                        f"wanted: {left})")
     why = refusal(desired, observed)
     if why:
         return Decision(Phase.UPGRADE_REFUSED, (), f"no member is restarted: {why} "

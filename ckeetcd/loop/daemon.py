@@ -44,6 +44,11 @@ from ckeetcd.tasks.metrics import METRICS
 EXIT_CONFIG = 2  # the config or its state dir must be fixed; nothing was changed
 
 TRANSITION_POLL = 0.1
+FOLLOW_UP = 0.05  # after ops ran: look again this soon at what they changed
+# ... and after a rolling step, at once: the restart's watch saw the member healthy (or
+# leadership moved), and the next step's own gates (every member healthy and caught
+# up) are what the next observation checks; waiting first only delays it.
+ROLLING_FOLLOW_UP = 0.0
 # After a change, an unsettled-looking phase (degraded, no-quorum) is polled
 # fast for this long before the loop falls back to the probe cadence.
 SETTLE_WINDOW = 10.0
@@ -199,7 +204,11 @@ class Daemon:
                 full = now - last_full >= self.config.daemon.interval
                 if full:
                     keys.check()  # a stat per key: opened-up keys are put back to 0600
-                observed = await env.observer.observe(desired, deep=full or ran_ops)
+                # After ops, a deep look (users, roles, certificates, alarms) at what they
+                # may have changed; a rolling restart changes none of those (its member's
+                # health and version come with every observation).
+                deep = full or (ran_ops and last_phase != Phase.ROLLING)
+                observed = await env.observer.observe(desired, deep=deep)
                 if isinstance(env.runtime, RoutedRuntime):
                     env.runtime.learn(observed.members)  # where leaving members live
                 sig = health_signature(observed)
@@ -229,8 +238,8 @@ class Daemon:
                 if os.environ.get(FAILPOINT_ENV, "") == "loop-slow":  # tests: a long tail
                     await asyncio.sleep(1.0)
                 pause = self.config.daemon.probe_interval
-                if ran_ops:
-                    pause = 0.05  # follow up on what the ops changed
+                if ran_ops:  # follow up on what the ops changed
+                    pause = ROLLING_FOLLOW_UP if decision.phase == Phase.ROLLING else FOLLOW_UP
                 elif decision.phase not in SETTLED_PHASES or (
                     decision.phase != Phase.STEADY and now - last_change < SETTLE_WINDOW
                 ):

@@ -57,20 +57,6 @@ def change_since_start(recorded_cmd: object, wanted: tuple[str, ...]) -> tuple[s
     return flag_diff(restart_flags([str(a) for a in recorded_cmd[1:]]), wanted)
 
 
-def running_change(name: str, pidfile: Path, data_dir: Path, tls_dir: Path, etcd: EtcdConfig,
-                   binary: str) -> dict[str, Any]:
-    """What a restart would change for a running member whose start left `pidfile`:
-    Runtime's `wanted_version` and `flag_change` ({} when unknown)."""
-    try:
-        version = version_of(binary)
-        cmd = json.loads(pidfile.read_text()).get("cmd")
-    except (OSError, ValueError, AttributeError):
-        return {}
-    wanted = wanted_flags(name, data_dir, tls_dir, etcd)
-    return {"wanted_version": version, "flag_change": change_since_start(cmd, wanted),
-            "trust_files": trust_files(cmd)}
-
-
 TRUST_FLAGS = {"--trusted-ca-file": "client", "--peer-trusted-ca-file": "peer"}
 
 
@@ -85,6 +71,30 @@ def trust_files(recorded_cmd: object) -> tuple[tuple[str, str], ...]:
         if key in TRUST_FLAGS and value:
             out.append((TRUST_FLAGS[key], Path(value).name))
     return tuple(sorted(out))
+
+
+def restart_change(recorded_cmd: object, wanted: tuple[str, ...], version: str,
+                   problem: str = "") -> dict[str, Any]:
+    """Runtime's `wanted_version`, `flag_change`, `trust_files` and `change_unknown` (the same for
+    every node runtime): an unknown version is said, never taken for "no change"."""
+    return {"wanted_version": version, "flag_change": change_since_start(recorded_cmd, wanted),
+            "trust_files": trust_files(recorded_cmd),
+            "change_unknown": "" if version else
+            (problem or "the etcd binary a restart would run names no etcd version")}
+
+
+def running_change(name: str, pidfile: Path, data_dir: Path, tls_dir: Path, etcd: EtcdConfig,
+                   binary: str) -> dict[str, Any]:
+    """What a restart would change for a running member whose start left `pidfile`:
+    Runtime's `wanted_version`, `flag_change`, `change_unknown` ({} when unknown)."""
+    try:
+        version = version_of(binary)
+        cmd = json.loads(pidfile.read_text()).get("cmd")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return restart_change(cmd, wanted_flags(name, data_dir, tls_dir, etcd), version,
+                          "" if version else f"`{binary} --version` names no etcd version "
+                                             "(missing, not executable, or not etcd)")
 
 
 def disk_free(path: Path) -> int | None:

@@ -50,6 +50,7 @@ class RoutedRuntime:
         self.ssh.reconfigure(config.ssh, config.etcd)
         self.local.log_max_bytes = self.ssh.log_max_bytes = config.maintenance.log_max_bytes
         self.default = config.cluster.runtime
+        self.ssh.binaries = {m.name: m.etcd_binary for m in config.members if m.etcd_binary}
         for m in config.members:
             self.kinds[m.name] = m.runtime
             if m.runtime == "ssh":

@@ -46,6 +46,13 @@ from ckeetcd.nodes.base import (
     prunable,
     restore_bump_flags,
 )
+from ckeetcd.nodes.sshfingerprint import (
+    CMD_RECORD,
+    RemoteFingerprints,
+    probe_script,
+    record_script,
+    split_probe,
+)
 from ckeetcd.nodes.sshnode import SSHError, SSHNode
 from ckeetcd.support.polling import Backoff, Poll
 
@@ -95,6 +102,8 @@ class SSHRuntime:
         self.hosts = dict(hosts)
         self.log = log
         self._nodes: dict[str, SSHNode] = {}
+        self.binaries: dict[str, str] = {}  # member -> [[members]] etcd_binary (overrides)
+        self._fingerprints = RemoteFingerprints(log)
         self.log_max_bytes = LOG_MAX_BYTES  # [maintenance] log_max_bytes (process mode)
 
     def reconfigure(self, cfg: SSHConfig, etcd: EtcdConfig) -> None:
@@ -116,6 +125,10 @@ class SSHRuntime:
     def member_dir(self, name: str) -> PurePosixPath:
         return PurePosixPath(self.cfg.data_root) / name
 
+    def binary(self, name: str) -> str:
+        """The etcd binary on `name`'s node: its own [[members]] etcd_binary, else [ssh]'s."""
+        return self.binaries.get(name) or self.cfg.etcd_binary
+
     def env_file(self, name: str) -> str:
         return f"{ENV_DIR}/member-{name}.env"
 
@@ -133,25 +146,34 @@ class SSHRuntime:
 
     async def inspect(self, name: str) -> Runtime:
         node = self.node(name)
-        if self.cfg.member_service == "systemd":
+        units = self.cfg.member_service == "systemd"
+        record = self.env_file(name) if units else f"{self.member_dir(name)}/{CMD_RECORD}"
+        binary = self.binary(name)
+        probe = probe_script(record, binary, self._fingerprints.known(node.host, binary))
+        if units:
             unit = shlex.quote(UNIT.format(name=name))
             r = await node.run(
                 self._vars(name) + f"systemctl show -p ActiveState -p MainPID {unit}; "
                 'data=0; [ -n "$(ls -A "$d/data/member/wal" 2>/dev/null)" ] && data=1; '
-                'echo "Data=$data"; printf "Restoring="; ' + _READ_MARKER)
-            lines = r.text.splitlines()
-            props = dict(line.split("=", 1) for line in lines if "=" in line)
+                'echo "Data=$data"; printf "Restoring="; ' + _READ_MARKER + probe)
+            head, cmd, identity, answer = split_probe(r.text)
+            props = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
             pid = int(props.get("MainPID", "0") or 0)
             running = props.get("ActiveState") in ("active", "activating", "reloading")
-            return Runtime(reachable=True, running=running and pid > 0,
-                           has_data=props.get("Data") == "1", pid=pid or None,
-                           restoring=_marker_note(props.get("Restoring", "")))
-        r = await node.run(self._vars(name) + _INSPECT_PROCESS)
-        first, _, marker = r.text.partition("\n")
-        is_running, proc_id, data = first.split()
-        return Runtime(reachable=True, running=is_running == "1", has_data=data == "1",
-                       pid=int(proc_id) if is_running == "1" else None,
-                       restoring=_marker_note(marker))
+            running, has_data = running and pid > 0, props.get("Data") == "1"
+            marker = props.get("Restoring", "")
+        else:
+            r = await node.run(self._vars(name) + _INSPECT_PROCESS + probe)
+            head, cmd, identity, answer = split_probe(r.text)
+            first, _, marker = head.partition("\n")
+            is_running, proc_id, data = first.split()
+            running, has_data, pid = is_running == "1", data == "1", int(proc_id)
+        change = self._fingerprints.change(
+            node.host, name, Path(str(self.member_dir(name))), binary, self.etcd, cmd,
+            identity, answer, units, running)
+        return Runtime(reachable=True, running=running, has_data=has_data,
+                       pid=(pid or None) if running else None,
+                       restoring=_marker_note(marker), **change)
 
     async def mark_restoring(self, name: str, note: str | None) -> None:
         node = self.node(name)
@@ -163,7 +185,7 @@ class SSHRuntime:
 
     def command_line(self, spec: MemberSpec) -> list[str]:
         d = Path(str(self.member_dir(spec.name)))
-        return [self.cfg.etcd_binary, *member_flags(spec, d / "data", d / "tls", self.etcd)]
+        return [self.binary(spec.name), *member_flags(spec, d / "data", d / "tls", self.etcd)]
 
     def env_content(self, spec: MemberSpec) -> bytes:
         """The member's EnvironmentFile for systemd/ckeetcd-member@.service."""
@@ -198,7 +220,8 @@ class SSHRuntime:
                 if state.running and state.pid:
                     return state.pid
             raise SSHError(node.host, "command", f"{unit} did not start within {UNIT_START:g}s")
-        cmd = " ".join(shlex.quote(a) for a in self.command_line(spec))
+        argv = self.command_line(spec)
+        cmd = " ".join(shlex.quote(a) for a in argv)
         # Under a lock, and only if not running by then: two daemons may start the
         # same member at once (the bootstrapper and the member's own node, without
         # quorum); the second finds it running instead of starting a second etcd.
@@ -210,6 +233,7 @@ class SSHRuntime:
             f"|| echo 0)\" -ge {self.log_max_bytes} ] && mv -f \"$d/etcd.log\" "
             "\"$d/etcd.log.1\" || true\n"
             f"echo '--- {stamp} start ({spec.initial_state})' >> \"$d/etcd.log\"\n"
+            + record_script(argv) +
             f"cd \"$d\"; setsid {cmd} 9>&- </dev/null >>\"$d/etcd.log\" 2>&1 &\n"
             "pid=$!\n"
             f"set -- $({_PROC_STAT})\n"
@@ -311,7 +335,7 @@ class SSHRuntime:
         d = str(self.member_dir(name))
         remote_db = f"{d}/restore.db"
         await node.put(remote_db, snapshot.read_bytes(), 0o600)
-        etcdutl = str(PurePosixPath(self.cfg.etcd_binary).parent / "etcdutl")
+        etcdutl = str(PurePosixPath(self.binary(name)).parent / "etcdutl")
         initial = ",".join(f"{n}={u}" for n, u in spec.initial_cluster)
         args = [etcdutl, "snapshot", "restore", remote_db, f"--name={spec.name}",
                 f"--initial-cluster={initial}", f"--initial-cluster-token={spec.cluster_token}",

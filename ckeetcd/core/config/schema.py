@@ -111,6 +111,9 @@ class MemberConfig:
     address: str
     runtime: str = "local"  # "local" (this machine) or "ssh" (its node, over SSH)
     ssh_host: str = ""  # where SSH connects for this member ("" = address)
+    # The etcd binary on this member's node ("" = [ssh] etcd_binary): nodes whose
+    # etcd lives elsewhere, or one node moved to a new binary on its own.
+    etcd_binary: str = ""
 
     @property
     def node_host(self) -> str:

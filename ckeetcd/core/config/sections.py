@@ -104,7 +104,7 @@ class Validator(Reader):
         addresses: dict[str, int] = {}
         for i, m in enumerate(value):
             prefix = f"members[{i}]"
-            self.known(m, prefix, {"name", "address", "runtime", "ssh_host"})
+            self.known(m, prefix, {"name", "address", "runtime", "ssh_host", "etcd_binary"})
             name = self.name(f"{prefix}.name", self.string(m, prefix, "name"))
             address = self.address(f"{prefix}.address", self.string(m, prefix, "address"))
             runtime = self.choice(m, prefix, "runtime", RUNTIMES, default_runtime)
@@ -112,6 +112,7 @@ class Validator(Reader):
             if ssh_host and not is_host(ssh_host):
                 self.bad(f"{prefix}.ssh_host", f"{show(ssh_host)} is not a host name or "
                                                "IP address")
+            binary = self.member_binary(m, prefix, runtime)
             if name is not None:
                 if name in names:
                     self.bad(f"{prefix}.name", f"duplicate name {show(name)} "
@@ -124,8 +125,20 @@ class Validator(Reader):
                 addresses.setdefault(address, i)
             if name is not None and address is not None:
                 out.append(MemberConfig(name=name, address=address, runtime=runtime,
-                                        ssh_host=ssh_host))
+                                        ssh_host=ssh_host, etcd_binary=binary))
         return tuple(out)
+
+    def member_binary(self, m: Mapping[str, Any], prefix: str, runtime: str) -> str:
+        """`[[members]] etcd_binary`: an absolute path on an SSH member's node."""
+        binary = self.string(m, prefix, "etcd_binary", "") or ""
+        key = f"{prefix}.etcd_binary"
+        if binary and runtime != "ssh":
+            self.bad(key, "only for members with runtime = \"ssh\" (a local member runs "
+                          "[etcd] binary)")
+        elif binary and not (binary.startswith("/") and REMOTE_PATH_RE.fullmatch(binary)):
+            self.bad(key, f"{show(binary)}: must be an absolute path on the member's node, "
+                          "of letters, digits and ._+-/ only")
+        return binary
 
     def ssh(self, t: Mapping[str, Any], members: tuple[MemberConfig, ...]) -> SSHConfig:
         d = SSHConfig()
