@@ -35,7 +35,8 @@ snapshot, and nothing else:
 
 Daemon log: every error-level event and every traceback must be explained:
 inside a fault window (start - EARLY to steady + LATE) of a kind listed for
-it in EXPLAINED. Tracebacks are never explained.
+it in EXPLAINED (or, with two voters left, in TWO_VOTER_WINDOW). Tracebacks
+are never explained.
 """
 
 from __future__ import annotations
@@ -266,6 +267,12 @@ EARLY, LATE = 0.5, 5.0  # seconds around a fault window that still explain an ev
 EXPLAINED: dict[str, tuple[str, ...]] = {
     "kill-quorum": ("quorum_lost",),  # two of three members down: that is quorum loss
 }
+# A swap removes the leaving member before it adds the new one: for a moment there are
+# two voters, and a member fault then (a swap under a fault) is a real loss of quorum.
+# Explained only with the event's own `voters` == 2: with three voters one fault is not.
+TWO_VOTER_WINDOW: dict[str, tuple[str, ...]] = {
+    "swap-under-fault": ("quorum_lost",),
+}
 
 
 @dataclass(frozen=True)
@@ -317,6 +324,8 @@ def explain(e: dict[str, Any], windows: list[Window]) -> str | None:
         for cause in w.causes:
             if e.get("event") in EXPLAINED.get(cause, ()):
                 return cause
+        if e.get("voters") == 2 and e.get("event") in TWO_VOTER_WINDOW.get(w.causes[0], ()):
+            return f"{w.causes[0]} (two voters)"
     return None
 
 
