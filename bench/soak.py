@@ -31,9 +31,9 @@ from typing import Any
 from _common import Cadence, bench_cluster, write_result
 
 from tests.soak import disk, figures
+from tests.soak.deck import FAULT_KINDS, schedule
 from tests.soak.disk import Disks
 from tests.soak.engine import Soak, SoakOptions, soak_extra
-from tests.soak.nemesis import FAULT_KINDS, schedule
 
 NAMES = ["m1", "m2", "m3"]
 

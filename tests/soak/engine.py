@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class SoakOptions:
     gap: float = 0.5             # workload alone between faults
     steady_timeout: float = 120.0
     prune_archives: bool = True  # delete removed members' archived data dirs after each fault
+    binaries: tuple[str, ...] = ()  # etcd binaries a rolling change may flip between
 
 
 class SoakFailure(Exception):
@@ -143,7 +145,7 @@ class Soak:
         tls = cluster.root_tls()
         self.probe = Probe(Path(tls.ca), Path(tls.cert), Path(tls.key))
         self.world = World(cluster, self.probe, cluster.live_names(),
-                           random.Random(options.seed), daemon_env, disks)
+                           random.Random(options.seed), daemon_env, disks, options.binaries)
         self.faults: list[FaultRecord] = []
         self.failures: list[str] = []
         self.diverged: list[str] = []  # members whose copy differs (checked after each fault)
@@ -217,7 +219,7 @@ class Soak:
             f.end(self.world)
             ended = time.monotonic()
             details.update(f.after)
-            steady = self.wait_steady(self.options.steady_timeout)
+            steady = self.wait_steady(self.options.steady_timeout, f.pending)
             resumed = self.wait_resumed(steady, self.options.steady_timeout)
         except (FaultError, SoakFailure) as e:
             self.failures.append(f"{f.kind} at {start:.3f} ({details}): {e}")
@@ -277,11 +279,13 @@ class Soak:
             return None
         return f"HashKV at revision {at} differs: {hashes} (revisions {revs})"
 
-    def wait_steady(self, timeout: float) -> float:
+    def wait_steady(self, timeout: float,
+                    pending: Callable[[World], str | None] | None = None) -> float:
+        """When the cluster was steady (and the fault's own `pending` outcome there)."""
         deadline = time.monotonic() + timeout
         why: str | None = "not probed"
         while time.monotonic() < deadline:
-            why = self.unsteady()
+            why = (pending(self.world) if pending else None) or self.unsteady()
             if why is None:
                 return time.monotonic()
             time.sleep(POLL)
