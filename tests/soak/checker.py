@@ -266,6 +266,9 @@ EARLY, LATE = 0.5, 5.0  # seconds around a fault window that still explain an ev
 # fault kind -> the error events it explains (nothing else is explained)
 EXPLAINED: dict[str, tuple[str, ...]] = {
     "kill-quorum": ("quorum_lost",),  # two of three members down: that is quorum loss
+    # the namespace lab, in the log of the daemon whose own node was cut off: its side
+    # has one member of three (tests/soak/labsoak.py)
+    "partition-own-node": ("quorum_lost",),
 }
 # A swap removes the leaving member before it adds the new one: for a moment there are
 # two voters, and a member fault then (a swap under a fault) is a real loss of quorum.
