@@ -157,8 +157,10 @@ def test_log_check_lists_every_error_and_tracebacks() -> None:
     lines = ['{"event": "cycle", "level": "info", "timestamp": "2026-01-01T00:00:10Z"}',
              '{"event": "quorum_lost", "level": "error", "timestamp": "2026-01-01T00:00:10Z"}',
              '{"event": "side_task_failed", "level": "error", "timestamp": "2026-01-01T00:00:10Z"}',
-             "Traceback (most recent call last):", ""]
+             "Traceback (most recent call last):", "",
+             '{"event": "quorum_in_doubt", "level": "warning", "timestamp": "2026-01-01T00:01Z"}']
     v = checker.check_log(lines, [Window(("kill-quorum", ""), T10 - 1, T10 + 1)])
+    assert [e["event"] for e in v.doubts] == ["quorum_in_doubt"]
     assert [e["event"] for e in v.errors] == ["quorum_lost", "side_task_failed", "raw"]
     assert [e["event"] for e in v.unexplained] == ["side_task_failed", "raw"]
 

@@ -336,6 +336,9 @@ def explain(e: dict[str, Any], windows: list[Window]) -> str | None:
 class LogVerdict:
     errors: list[dict[str, Any]] = field(default_factory=list)       # every one, with why
     unexplained: list[dict[str, Any]] = field(default_factory=list)
+    # warnings that were error-level alerts before the alert needed evidence (finding 7):
+    # counted, so a run shows how often one missed probe would have raised quorum_lost
+    doubts: list[dict[str, Any]] = field(default_factory=list)
 
     def by_event(self) -> dict[str, int]:
         out: dict[str, int] = defaultdict(int)
@@ -348,6 +351,8 @@ def check_log(lines: Iterable[str], windows: list[Window]) -> LogVerdict:
     v = LogVerdict()
     for line in lines:
         e = parse_log_line(line)
+        if e is not None and e.get("event") == "quorum_in_doubt":
+            v.doubts.append(e)
         if e is None or not needs_explaining(e):
             continue
         kind = explain(e, windows)

@@ -108,6 +108,7 @@ class Report:
             "reads_checked": o.reads,
             "daemon_errors": self.log.by_event(),
             "unexplained_daemon_errors": len(self.log.unexplained),
+            "quorum_in_doubt_warnings": len(self.log.doubts),
             "rbac_intact": not self.rbac_diff,
             "problems": self.problems(),
         }
@@ -127,7 +128,8 @@ class Report:
             f"{s['definite_failures_present']}, indeterminate {s['indeterminate_puts']}",
             f"quiet baseline: {self.figures.get('quiet')}",
             figures.table(self.figures.get("per_fault", {})),
-            f"daemon error events: {s['daemon_errors']}",
+            f"daemon error events: {s['daemon_errors']}, quorum_in_doubt warnings: "
+            f"{s['quorum_in_doubt_warnings']}",
             f"problems: {s['problems'] or 'none'}",
         ]
         return "\n".join(lines)
