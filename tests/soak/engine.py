@@ -157,6 +157,7 @@ class Soak:
         self._rbac_before: dict[str, str] = {}
         self._quiet: tuple[float, float] = (0.0, 0.0)
         self._log_start = cluster.mark()
+        self._failed_rollbacks: list[dict[str, float]] = []  # of faults that then failed
 
     def __enter__(self) -> Soak:
         return self
@@ -225,6 +226,7 @@ class Soak:
             resumed = self.wait_resumed(steady, self.options.steady_timeout)
         except (FaultError, SoakFailure) as e:
             self.failures.append(f"{f.kind} at {start:.3f} ({details}): {e}")
+            self._failed_rollbacks += f.after.get("rollbacks", [])  # what it did drop
             return None
         rec = FaultRecord(f.kind, details, start, ended, steady, wall,
                           wall + (steady - start), resumed)
@@ -396,7 +398,9 @@ class Soak:
         windows = [checker.Window((f.kind, f.details.get("under", {}).get("kind", "")),
                                   f.wall_start, f.wall_steady) for f in self.faults]
         rollbacks = tuple(checker.Rollback(int(rb["revision"]), float(rb["end"]))
-                          for f in self.faults for rb in f.details.get("rollbacks", ()))
+                          for rb in [*(rb for f in self.faults
+                                       for rb in f.details.get("rollbacks", ())),
+                                     *self._failed_rollbacks])
         lines = self.cluster.daemon_log.read_text().splitlines()[self._log_start:]
         report = Report(self.options.seed, self.faults, self.failures,
                         checker.check_writes(history, stored, rollbacks),

@@ -55,20 +55,20 @@ class RestoreKilledMidWay(Fault):
         if c.stop_daemon() not in (0, -signal.SIGTERM, None):  # the restore refuses to run
             # beside it
             raise FaultError(f"the daemon did not stop cleanly ({c.daemon_died()})")
-        steps, killed, first_at = self._restore(c, snap, k, extra_delay)
-        _, _, restored_at = self._restore(c, snap, None, 0.0)  # the operator runs it again
         # Nothing acknowledged before a run's members started comes from the cluster it
         # restored. A killed run that got that far had its own cluster, which served (from
-        # the snapshot) until the second run dropped it again: two rollbacks.
-        self.after["rollbacks"] = [{"revision": revision, "end": t}
-                                   for t in (first_at, restored_at) if t]
+        # the snapshot) until the second run dropped it again: two rollbacks. Recorded as
+        # each run restores, so that a run failing later still tells the checker (else the
+        # writes the restore dropped would count as lost).
+        self.after["rollbacks"] = []
+        steps, killed, _ = self._restore(c, snap, k, extra_delay, revision)
+        self._restore(c, snap, None, 0.0, revision)  # the operator runs it again
         w.start_daemon()
         return {"snapshot_revision": revision, "killed_after_step": k, "killed": killed,
                 "steps_done": steps}
 
-    @staticmethod
-    def _restore(c: Cluster, snap: Path, kill_after: int | None, extra_delay: float,
-                 ) -> tuple[list[str], bool, float]:
+    def _restore(self, c: Cluster, snap: Path, kill_after: int | None, extra_delay: float,
+                 revision: int) -> tuple[list[str], bool, float]:
         """Run `ckeetcd restore`; with `kill_after`, SIGKILL it right after that many
         op_step events. Returns the steps it logged, whether it was killed before it
         ended by itself, and when (monotonic) its restore-data step was seen done: its
@@ -92,6 +92,8 @@ class RestoreKilledMidWay(Fault):
                     steps.append(str(e.get("step")))
                     if e.get("step") == "restore-data" and e.get("outcome") == "ok":
                         restored_at = time.monotonic()
+                        self.after["rollbacks"].append({"revision": revision,
+                                                        "end": restored_at})
             time.sleep(0.005)
         if kill_after is None:
             steps += [str(e.get("step")) for e in tail.new() if e.get("event") == "op_step"]
