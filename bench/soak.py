@@ -101,7 +101,9 @@ def main() -> int:
                 if soak.failures or time.monotonic() > deadline:
                     break
                 rec = soak.step(f)
-                line = (f"{rec.kind} {rec.details.get('targets') or rec.details.get('leaving')}"
+                what = (rec.details.get("targets") or rec.details.get("leaving")
+                        or rec.details.get("change")) if rec else None
+                line = (f"{rec.kind} {what}"
                         f" steady {rec.to_steady:.2f}s" if rec else f"FAILED {soak.failures}")
                 print(f"[{i + 1}/{len(faults)} {time.monotonic() - t0:6.0f}s] {line}",
                       flush=True)
