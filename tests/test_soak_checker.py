@@ -6,14 +6,16 @@ Pure: no etcd. tests/test_soak.py runs the checker on a real soak.
 from __future__ import annotations
 
 import random
+import tomllib
 from collections import Counter
 
 import pytest
 
 from tests.soak import checker, figures
 from tests.soak.checker import Stored, Window
+from tests.soak.deck import FAULT_KINDS, schedule
 from tests.soak.history import FAILED, INDETERMINATE, OK, OpRecord, classify
-from tests.soak.nemesis import FAULT_KINDS, schedule
+from tests.soak.rolling import etcd_keys, with_etcd_key
 
 
 def put(client: str, start: float, end: float, key: str, rev: int = 0,
@@ -136,6 +138,13 @@ T10 = 1767225610.0  # 2026-01-01T00:00:10Z
     (QUORUM_LOST, [Window(("kill-quorum", ""), T10 - 1, T10 - checker.LATE - 1)], None),
     (QUORUM_LOST, [Window(("kill-leader", ""), T10 - 1, T10 + 1)], None),
     (QUORUM_LOST, [], None),
+    # a swap's two-voter moment (remove before add) with a member fault: a real loss
+    ({**QUORUM_LOST, "voters": 2}, [Window(("swap-under-fault", "disk-full"), T10 - 1, T10)],
+     "swap-under-fault (two voters)"),
+    ({**QUORUM_LOST, "voters": 3}, [Window(("swap-under-fault", "disk-full"), T10 - 1, T10)],
+     None),
+    ({**QUORUM_LOST, "voters": 2}, [Window(("daemon-killed-mid-swap", ""), T10 - 1, T10)],
+     None),
     ({**QUORUM_LOST, "exception": "Traceback ..."}, [Window(("kill-quorum", ""), T10 - 1,
                                                            T10 + 1)], None),
 ])
@@ -148,8 +157,10 @@ def test_log_check_lists_every_error_and_tracebacks() -> None:
     lines = ['{"event": "cycle", "level": "info", "timestamp": "2026-01-01T00:00:10Z"}',
              '{"event": "quorum_lost", "level": "error", "timestamp": "2026-01-01T00:00:10Z"}',
              '{"event": "side_task_failed", "level": "error", "timestamp": "2026-01-01T00:00:10Z"}',
-             "Traceback (most recent call last):", ""]
+             "Traceback (most recent call last):", "",
+             '{"event": "quorum_in_doubt", "level": "warning", "timestamp": "2026-01-01T00:01Z"}']
     v = checker.check_log(lines, [Window(("kill-quorum", ""), T10 - 1, T10 + 1)])
+    assert [e["event"] for e in v.doubts] == ["quorum_in_doubt"]
     assert [e["event"] for e in v.errors] == ["quorum_lost", "side_task_failed", "raw"]
     assert [e["event"] for e in v.unexplained] == ["side_task_failed", "raw"]
 
@@ -167,6 +178,31 @@ def test_schedule_is_balanced_and_seeded() -> None:
     assert max(counts.values()) - min(counts.values()) <= 1
     assert kinds == [f.kind for f in schedule(random.Random(7), len(kinds))]
     assert kinds != [f.kind for f in schedule(random.Random(8), len(kinds))]
+
+
+def test_every_prefix_of_the_schedule_is_balanced() -> None:
+    """A long run cut short by its time limit still has every kind +-1 (a run of 20 per
+    kind has exactly 20 each)."""
+    kinds = [f.kind for f in schedule(random.Random(1), 20 * len(FAULT_KINDS))]
+    assert Counter(kinds) == dict.fromkeys(FAULT_KINDS, 20)
+    for n in range(1, len(kinds)):
+        counts = Counter(kinds[:n])
+        assert max(counts.values()) - min(counts.get(k, 0) for k in FAULT_KINDS) <= 1, n
+    assert "daemon-killed-mid-rolling" in FAULT_KINDS
+
+
+@pytest.mark.parametrize(("extra", "key", "raw", "want"), [
+    ('[etcd]\nbinary = "/e"\n\n[apiserver]\nx = 1\n', "heartbeat_interval_ms", "150",
+     {"binary": '"/e"', "heartbeat_interval_ms": "150"}),
+    ('[etcd]\nheartbeat_interval_ms = 150\n', "heartbeat_interval_ms", "100",
+     {"heartbeat_interval_ms": "100"}),
+    ('[apiserver]\nx = 1\n', "binary", '"/f"', {"binary": '"/f"'}),
+])
+def test_rolling_fault_edits_only_the_etcd_section(extra: str, key: str, raw: str,
+                                                   want: dict[str, str]) -> None:
+    out = with_etcd_key(extra, key, raw)
+    assert etcd_keys(out) == want
+    assert tomllib.loads(out).get("apiserver") == tomllib.loads(extra).get("apiserver")
 
 
 def test_targets() -> None:

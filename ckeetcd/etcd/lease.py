@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import grpc
@@ -44,12 +45,16 @@ async def grant(client: EtcdClient, ttl: int) -> tuple[int, int]:
 async def keepalive(client: EtcdClient, lease: int, timeout: float | None = None) -> int:
     """Refresh `lease` once; returns its TTL (0: it had expired)."""
     call = _lease(client).LeaseKeepAlive(timeout=timeout or client.timeout)
+    # No half-close after the answer: the call is cancelled anyway, and a call that ended
+    # (its deadline, the server) between the read and a `done_writing` raised grpc.aio's
+    # internal ExecuteBatchError; a write to a call already over raises InvalidStateError.
     try:
         await call.write(rpc.LeaseKeepAliveRequest(ID=lease))
         r = await call.read()
-        await call.done_writing()
     except grpc.aio.AioRpcError as e:
         raise EtcdError(client.endpoint, e.code().name, e.details() or "") from e
+    except asyncio.InvalidStateError as e:
+        raise EtcdError(client.endpoint, "UNAVAILABLE", f"keepalive call over: {e}") from e
     finally:
         call.cancel()
     if r is grpc.aio.EOF:

@@ -60,7 +60,7 @@ from ckeetcd.ops.steps import StepRecorder
 from ckeetcd.pki import CA, PEER_CA_CERT, member_tls_files, member_tls_problem
 from ckeetcd.procedures.restore_checks import ClusterState, SnapshotInfo, file_identity
 from ckeetcd.support.history import History
-from ckeetcd.support.polling import Backoff, Poll
+from ckeetcd.support.polling import Backoff, Poll, retry
 
 OP = "restore-cluster"
 ARCHIVE_LABEL = "before-restore"
@@ -295,9 +295,18 @@ class Restorer:
         return "", url
 
     async def _rbac(self, desired: Desired, leader_url: str) -> list[str]:
-        async with EtcdClient(leader_url, self.tls, timeout=5.0) as client:
-            changes = await ensure_rbac(client, desired)
-            if not await rbac_in_place(client, desired):
-                raise RestoreFailed("users, roles or auth still differ after ensure-rbac")
-            return changes
+        """ensure_rbac (idempotent) until it holds. A member that just answered Status can
+        still refuse one new connection on a loaded machine ("timed out before receiving
+        SETTINGS frame", soak finding 9): unavailable is tried again, on a fresh channel,
+        within the start budget; one blip must not fail the whole restore."""
+        async def once() -> list[str]:
+            async with EtcdClient(leader_url, self.tls, timeout=5.0) as client:
+                changes = await ensure_rbac(client, desired)
+                if not await rbac_in_place(client, desired):
+                    raise RestoreFailed("users, roles or auth still differ after ensure-rbac")
+                return changes
+
+        return await retry(once, Poll(self.plan.config.daemon.start_timeout,
+                                      Backoff(HEALTH_POLL, 2.0, 1.0)),
+                           lambda e: isinstance(e, EtcdError) and e.unavailable)
 

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class SoakOptions:
     gap: float = 0.5             # workload alone between faults
     steady_timeout: float = 120.0
     prune_archives: bool = True  # delete removed members' archived data dirs after each fault
+    binaries: tuple[str, ...] = ()  # etcd binaries a rolling change may flip between
 
 
 class SoakFailure(Exception):
@@ -106,6 +108,7 @@ class Report:
             "reads_checked": o.reads,
             "daemon_errors": self.log.by_event(),
             "unexplained_daemon_errors": len(self.log.unexplained),
+            "quorum_in_doubt_warnings": len(self.log.doubts),
             "rbac_intact": not self.rbac_diff,
             "problems": self.problems(),
         }
@@ -125,7 +128,8 @@ class Report:
             f"{s['definite_failures_present']}, indeterminate {s['indeterminate_puts']}",
             f"quiet baseline: {self.figures.get('quiet')}",
             figures.table(self.figures.get("per_fault", {})),
-            f"daemon error events: {s['daemon_errors']}",
+            f"daemon error events: {s['daemon_errors']}, quorum_in_doubt warnings: "
+            f"{s['quorum_in_doubt_warnings']}",
             f"problems: {s['problems'] or 'none'}",
         ]
         return "\n".join(lines)
@@ -143,7 +147,7 @@ class Soak:
         tls = cluster.root_tls()
         self.probe = Probe(Path(tls.ca), Path(tls.cert), Path(tls.key))
         self.world = World(cluster, self.probe, cluster.live_names(),
-                           random.Random(options.seed), daemon_env, disks)
+                           random.Random(options.seed), daemon_env, disks, options.binaries)
         self.faults: list[FaultRecord] = []
         self.failures: list[str] = []
         self.diverged: list[str] = []  # members whose copy differs (checked after each fault)
@@ -153,6 +157,7 @@ class Soak:
         self._rbac_before: dict[str, str] = {}
         self._quiet: tuple[float, float] = (0.0, 0.0)
         self._log_start = cluster.mark()
+        self._failed_rollbacks: list[dict[str, float]] = []  # of faults that then failed
 
     def __enter__(self) -> Soak:
         return self
@@ -217,10 +222,11 @@ class Soak:
             f.end(self.world)
             ended = time.monotonic()
             details.update(f.after)
-            steady = self.wait_steady(self.options.steady_timeout)
+            steady = self.wait_steady(self.options.steady_timeout, f.pending)
             resumed = self.wait_resumed(steady, self.options.steady_timeout)
         except (FaultError, SoakFailure) as e:
             self.failures.append(f"{f.kind} at {start:.3f} ({details}): {e}")
+            self._failed_rollbacks += f.after.get("rollbacks", [])  # what it did drop
             return None
         rec = FaultRecord(f.kind, details, start, ended, steady, wall,
                           wall + (steady - start), resumed)
@@ -277,11 +283,13 @@ class Soak:
             return None
         return f"HashKV at revision {at} differs: {hashes} (revisions {revs})"
 
-    def wait_steady(self, timeout: float) -> float:
+    def wait_steady(self, timeout: float,
+                    pending: Callable[[World], str | None] | None = None) -> float:
+        """When the cluster was steady (and the fault's own `pending` outcome there)."""
         deadline = time.monotonic() + timeout
         why: str | None = "not probed"
         while time.monotonic() < deadline:
-            why = self.unsteady()
+            why = (pending(self.world) if pending else None) or self.unsteady()
             if why is None:
                 return time.monotonic()
             time.sleep(POLL)
@@ -390,7 +398,9 @@ class Soak:
         windows = [checker.Window((f.kind, f.details.get("under", {}).get("kind", "")),
                                   f.wall_start, f.wall_steady) for f in self.faults]
         rollbacks = tuple(checker.Rollback(int(rb["revision"]), float(rb["end"]))
-                          for f in self.faults for rb in f.details.get("rollbacks", ()))
+                          for rb in [*(rb for f in self.faults
+                                       for rb in f.details.get("rollbacks", ())),
+                                     *self._failed_rollbacks])
         lines = self.cluster.daemon_log.read_text().splitlines()[self._log_start:]
         report = Report(self.options.seed, self.faults, self.failures,
                         checker.check_writes(history, stored, rollbacks),

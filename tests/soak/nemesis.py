@@ -15,7 +15,10 @@ swap-under-fault (the same while another fault is active),
 daemon-killed-mid-swap (the daemon SIGKILLed after a random step of a swap,
 then started again), and restore-killed-mid-way (a backup under load, then
 `ckeetcd restore` from it SIGKILLed after a random step, run again to the
-end, the daemon started again: the store goes back to the snapshot).
+end, the daemon started again: the store goes back to the snapshot;
+tests/soak/restorefault.py), and daemon-killed-mid-rolling (the daemon
+SIGKILLed after a random step of a rolling change: tests/soak/rolling.py).
+The schedule of kinds is tests/soak/deck.py.
 """
 
 from __future__ import annotations
@@ -23,18 +26,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ckeetcd.nodes.local import resolve_etcdutl_binary
 from tests.harness import Cluster, ports_free
 from tests.soak.disk import Disks
 from tests.soak.probe import Probe
@@ -75,13 +73,14 @@ class World:
 
     def __init__(self, cluster: Cluster, probe: Probe, names: list[str], rng: random.Random,
                  daemon_env: dict[str, str] | None = None, disks: Disks | None = None,
-                 ) -> None:
+                 binaries: tuple[str, ...] = ()) -> None:
         self.cluster = cluster
         self.probe = probe
         self.names = list(names)
         self.rng = rng
         self.daemon_env = daemon_env or {}
         self.disks = disks  # every member dir on its own small disk (None: plain dirs)
+        self.binaries = binaries  # etcd binaries a rolling change may flip between
         self._next_member = 1 + max(int(n[1:]) for n in names if n[1:].isdigit())
 
     # ---- members ---------------------------------------------------------
@@ -91,15 +90,29 @@ class World:
     def peer_url(self, name: str) -> str:
         return f"https://{self.cluster.address_of(name)}:2380"
 
-    def proc(self, name: str) -> Proc | None:
-        """The member's live etcd, from its pidfile."""
+    def _pidfile(self, name: str) -> dict[str, Any] | None:
         try:
             info = json.loads((self.cluster.state_dir / "members" / name / "etcd.pid")
                               .read_text())
-            p = Proc(int(info["pid"]), str(info["start_time"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError):
+            return None
+        return info if isinstance(info, dict) else None
+
+    def proc(self, name: str) -> Proc | None:
+        """The member's live etcd, from its pidfile."""
+        try:
+            info = self._pidfile(name)
+            p = Proc(int(info["pid"]), str(info["start_time"]))  # type: ignore[index]
+        except (ValueError, KeyError, TypeError):
             return None
         return p if p.alive() else None
+
+    def command(self, name: str) -> list[str] | None:
+        """The command line the member's live etcd was started with (None: not running)."""
+        info = self._pidfile(name)
+        if self.proc(name) is None or info is None or not isinstance(info.get("cmd"), list):
+            return None
+        return [str(a) for a in info["cmd"]]
 
     def leader(self) -> str | None:
         """The member every answering desired member names as leader."""
@@ -200,6 +213,11 @@ class Fault:
         raise NotImplementedError
 
     def end(self, w: World) -> None:
+        return None
+
+    def pending(self, w: World) -> str | None:
+        """What of the fault's own outcome is still to come (None: nothing): the engine
+        waits for it as for steady."""
         return None
 
 
@@ -376,143 +394,3 @@ class DaemonKilledMidSwap(Fault):
         w.start_daemon()
         return {"leaving": leaving, "joining": new, "leaving_was_leader": leaving_was_leader,
                 "killed_after_step": k, "steps_done": steps}
-
-
-RESTORE_STEPS = 9  # op_step events of a restore: mark, stop, archive, tls, restore, start, ...
-CREATED = re.compile(r"created backup (\S+)")
-
-
-@dataclass
-class RestoreKilledMidWay(Fault):
-    """A backup under load; later the operator's restore from it, killed (SIGKILL) right
-    after its k-th step (k random, plus 0-20 ms), then run again to the end (the markers
-    it left say to), then the daemon started again.
-
-    What the workload wrote after the snapshot is gone: `after["rollbacks"]` gives the
-    checker the snapshot's revision and when each run's restored members started.
-    """
-
-    AFTER_SNAPSHOT = 0.3  # s of writes after the snapshot (the restore drops them)
-
-    def __post_init__(self) -> None:
-        self.kind = "restore-killed-mid-way"
-
-    def begin(self, w: World) -> dict[str, Any]:
-        k = w.rng.randint(1, RESTORE_STEPS - 1)
-        extra_delay = round(w.rng.uniform(0.0, 0.02), 4)
-        c = w.cluster
-        folder = c.root / "soak" / "backups"
-        r = c.cli("etcd", "local-backup", f"-dir={folder}", "--max-backups=1")
-        m = CREATED.match(r.stdout)
-        if r.returncode != 0 or not m:
-            raise FaultError(f"local-backup failed ({r.returncode}): {r.stderr[-500:]}")
-        snap = folder / m.group(1)
-        st = subprocess.run([resolve_etcdutl_binary(c.config.etcd.binary), "snapshot", "status",
-                             "-w", "json", str(snap)], capture_output=True, text=True,
-                            timeout=60)
-        if st.returncode != 0:
-            raise FaultError(f"etcdutl snapshot status {snap}: {st.stderr[-500:]}")
-        revision = int(json.loads(st.stdout)["revision"])
-        time.sleep(self.AFTER_SNAPSHOT)
-        if c.stop_daemon() not in (0, -signal.SIGTERM, None):  # the restore refuses to run
-            # beside it
-            raise FaultError(f"the daemon did not stop cleanly ({c.daemon_died()})")
-        steps, killed, first_at = self._restore(c, snap, k, extra_delay)
-        _, _, restored_at = self._restore(c, snap, None, 0.0)  # the operator runs it again
-        # Nothing acknowledged before a run's members started comes from the cluster it
-        # restored. A killed run that got that far had its own cluster, which served (from
-        # the snapshot) until the second run dropped it again: two rollbacks.
-        self.after["rollbacks"] = [{"revision": revision, "end": t}
-                                   for t in (first_at, restored_at) if t]
-        w.start_daemon()
-        return {"snapshot_revision": revision, "killed_after_step": k, "killed": killed,
-                "steps_done": steps}
-
-    @staticmethod
-    def _restore(c: Cluster, snap: Path, kill_after: int | None, extra_delay: float,
-                 ) -> tuple[list[str], bool, float]:
-        """Run `ckeetcd restore`; with `kill_after`, SIGKILL it right after that many
-        op_step events. Returns the steps it logged, whether it was killed before it
-        ended by itself, and when (monotonic) its restore-data step was seen done: its
-        members start only after that."""
-        cmd = [sys.executable, "-m", "ckeetcd.cli.main", "restore", "--from", str(snap), "--yes",
-               "--force", "--config", str(c.config_path), "--log-format", "json"]
-        log = c.root / "soak" / "restore.log"
-        steps: list[str] = []
-        restored_at = 0.0
-        with open(log, "ab") as out:
-            tail = DaemonLogTail(log)  # from the end of the earlier restores' lines
-            p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 180
-        while (kill_after is None or len(steps) < kill_after) and p.poll() is None:
-            if time.monotonic() > deadline:
-                p.kill()
-                p.wait(30)
-                raise FaultError(f"the restore logged only {steps} in 180 s")
-            for e in tail.new():
-                if e.get("event") == "op_step":
-                    steps.append(str(e.get("step")))
-                    if e.get("step") == "restore-data" and e.get("outcome") == "ok":
-                        restored_at = time.monotonic()
-            time.sleep(0.005)
-        if kill_after is None:
-            steps += [str(e.get("step")) for e in tail.new() if e.get("event") == "op_step"]
-            if p.wait(30) != 0 or not restored_at:
-                raise FaultError(f"the restore exited {p.returncode} after {steps}: see {log}")
-            return steps, False, restored_at
-        time.sleep(extra_delay)
-        killed = p.poll() is None
-        p.kill()
-        p.wait(30)
-        steps += [str(e.get("step")) for e in tail.new() if e.get("event") == "op_step"]
-        return steps, killed, restored_at
-
-
-FAULT_KINDS = ("kill-follower", "kill-leader", "kill-quorum", "hang-follower", "hang-leader",
-               "wipe-member", "disk-full", "swap", "swap-under-fault",
-               "daemon-killed-mid-swap", "restore-killed-mid-way")
-
-
-_MEMBER_FAULTS: dict[str, Callable[[], Fault]] = {
-    "kill-follower": lambda: Kill(role="follower"),
-    "kill-leader": lambda: Kill(role="leader"),
-    "kill-quorum": lambda: Kill(count=2),
-    "hang-follower": lambda: Hang(role="follower"),
-    "hang-leader": lambda: Hang(role="leader"),
-    "wipe-member": Wipe,
-    "disk-full": DiskFull,
-}
-
-
-def member_fault(kind: str) -> Fault:
-    """A fresh fault of one of the kinds that act on members."""
-    return _MEMBER_FAULTS[kind]()
-
-
-MEMBER_FAULTS = ("kill-follower", "kill-leader", "kill-quorum", "hang-follower", "hang-leader",
-                 "wipe-member", "disk-full")
-
-
-def make_fault(kind: str, rng: random.Random, under: tuple[str, ...] = MEMBER_FAULTS,
-               ) -> Fault:
-    """A fresh fault of `kind`; swap-under-fault draws its fault from `under`."""
-    if kind == "swap":
-        return Swap()
-    if kind == "swap-under-fault":
-        return Swap(under=member_fault(rng.choice(under)))
-    if kind == "daemon-killed-mid-swap":
-        return DaemonKilledMidSwap()
-    if kind == "restore-killed-mid-way":
-        return RestoreKilledMidWay()
-    return member_fault(kind)
-
-
-def schedule(rng: random.Random, faults: int, kinds: tuple[str, ...] = FAULT_KINDS,
-             disks: bool = True) -> list[Fault]:
-    """`faults` faults in random order, every kind as often as the others (±1).
-    Without `disks` (no tmpfs disks: not root) disk-full is left out, under swaps too."""
-    kinds = tuple(k for k in kinds if disks or k != "disk-full")
-    under = tuple(k for k in MEMBER_FAULTS if disks or k != "disk-full")
-    order = [kinds[i % len(kinds)] for i in range(faults)]
-    rng.shuffle(order)
-    return [make_fault(k, rng, under) for k in order]
