@@ -237,6 +237,16 @@ def summary(xs: list[float], digits: int = 4) -> dict[str, float | int]:
     }
 
 
+def writer_runs(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs of one side of a benchmark under a writer (total_s, longest_stall_s,
+    failed_writes, lost per run), with their summaries."""
+    return {"runs": rs,
+            "total_s": summary([r["total_s"] for r in rs]),
+            "longest_stall_s": summary([r["longest_stall_s"] for r in rs]),
+            "failed_writes": sum(r["failed_writes"] for r in rs),
+            "lost": sum(r["lost"] for r in rs)}
+
+
 def _git(*args: str) -> str:
     try:
         return subprocess.run(["git", *args], cwd=ROOT, text=True, capture_output=True,

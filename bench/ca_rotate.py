@@ -31,9 +31,9 @@ from _common import (
     Cadence,
     bench_cluster,
     cadence_parser,
-    summary,
     wait_for,
     write_result,
+    writer_runs,
 )
 
 from ckeetcd.pki import ensure_ca
@@ -103,11 +103,7 @@ def main() -> None:
                            "cadence": cadence.__dict__,
                            "note": "run 1's rotation is the one-CA migration"}
     for k, rs in runs.items():
-        out[k] = {"runs": rs,
-                  "total_s": summary([r["total_s"] for r in rs]),
-                  "longest_stall_s": summary([r["longest_stall_s"] for r in rs]),
-                  "failed_writes": sum(r["failed_writes"] for r in rs),
-                  "lost": sum(r["lost"] for r in rs)}
+        out[k] = writer_runs(rs)
     out["stall_ratio"] = round(out["rotation"]["longest_stall_s"]["median"]
                                / max(out["restarts"]["longest_stall_s"]["median"], 1e-9), 3)
     write_result("ca_rotate", out, cadence)

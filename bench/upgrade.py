@@ -46,9 +46,9 @@ from _common import (
     bench_cluster,
     cadence_parser,
     stop_daemon,
-    summary,
     wait_for,
     write_result,
+    writer_runs,
 )
 
 from ckeetcd.support.files import write_atomic
@@ -199,11 +199,7 @@ def main() -> None:
     out: dict[str, Any] = {"when": dt.datetime.now(dt.timezone.utc).isoformat(),
                            "from": "3.5.16", "to": "3.5.30", "cadence": cadence.__dict__}
     for k, rs in runs.items():
-        out[k] = {"runs": rs,
-                  "total_s": summary([r["total_s"] for r in rs]),
-                  "longest_stall_s": summary([r["longest_stall_s"] for r in rs]),
-                  "failed_writes": sum(r["failed_writes"] for r in rs),
-                  "lost": sum(r["lost"] for r in rs)}
+        out[k] = writer_runs(rs)
     out["ratio_total"] = round(out["daemon"]["total_s"]["median"]
                                / out["script"]["total_s"]["median"], 3)
     write_result("upgrade", out)

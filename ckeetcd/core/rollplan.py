@@ -31,7 +31,8 @@ from ckeetcd.core.rolling import Done, Restart, roll_members, rolling_next
 from ckeetcd.core.rolling import MoveLeader as MoveStep
 
 
-def _name(desired: Desired, m: LiveMember) -> str:
+def node_name(desired: Desired, m: LiveMember) -> str:
+    """A live member's node name (by its peer URL; its etcd name when no node has it)."""
     d = desired.by_peer_url(m.peer_url)
     return d.name if d else m.name
 
@@ -40,7 +41,7 @@ def pending(desired: Desired, observed: Observed) -> Mapping[str, tuple[str, ...
     """Per member (by node name, config order) why it needs a restart; only those that do."""
     out = {}
     for m in observed.members or ():
-        name = _name(desired, m)
+        name = node_name(desired, m)
         change = member_change(observed.runtime(name), observed.health.get(m.id))
         if change:
             out[name] = change
@@ -54,7 +55,7 @@ def unknown(desired: Desired, observed: Observed) -> Mapping[str, str]:
     leader could go to it, and the version path cannot be checked."""
     out = {}
     for m in observed.members or ():
-        name = _name(desired, m)
+        name = node_name(desired, m)
         rt = observed.runtime(name)
         if not rt.reachable:
             out[name] = f"its node is unreachable ({rt.error or 'not inspected'})"
@@ -76,8 +77,9 @@ def refusal(desired: Desired, observed: Observed) -> str:
     running = [v for _, t in observed.member_versions() if (v := parse_version(t))]
     if not running:  # no version known: member_change sees no version change either
         return ""
-    targets = sorted({v for m in observed.members or ()
-                      if (v := parse_version(observed.runtime(_name(desired, m)).wanted_version))})
+    wanted = (observed.runtime(node_name(desired, m)).wanted_version
+              for m in observed.members or ())
+    targets = sorted({v for w in wanted if (v := parse_version(w))})
     facts = facts_from_flags(desired.etcd_flags)
     for target in targets:
         verdict = cluster_path(running, target, facts)
@@ -100,10 +102,10 @@ def rolling_decision(desired: Desired, observed: Observed) -> Decision | None:
     if why:
         return Decision(Phase.UPGRADE_REFUSED, (), f"no member is restarted: {why} "
                                                    f"(wanted: {left})")
-    step = rolling_next(roll_members(observed, lambda m: _name(desired, m) not in changes))
+    step = rolling_next(roll_members(observed, lambda m: node_name(desired, m) not in changes))
     if isinstance(step, Done):
         return None
-    by_name = {_name(desired, m): m for m in observed.members or ()}
+    by_name = {node_name(desired, m): m for m in observed.members or ()}
     if isinstance(step, MoveStep):
         to = by_name[step.to]
         return Decision(Phase.ROLLING, (MoveLeader(member=step.to, member_id=to.id),),

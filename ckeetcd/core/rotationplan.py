@@ -32,7 +32,6 @@ from ckeetcd.core.kinds import OpKind, Phase
 from ckeetcd.core.model import (
     Decision,
     Desired,
-    LiveMember,
     MoveLeader,
     Observed,
     RenewCerts,
@@ -43,11 +42,7 @@ from ckeetcd.core.model import (
 )
 from ckeetcd.core.rolling import Done, Restart, roll_members, rolling_next
 from ckeetcd.core.rolling import MoveLeader as MoveStep
-
-
-def _name(desired: Desired, m: LiveMember) -> str:
-    d = desired.by_peer_url(m.peer_url)
-    return d.name if d else m.name
+from ckeetcd.core.rollplan import node_name
 
 
 def facts(record: Record, desired: Desired, observed: Observed) -> Facts:
@@ -56,7 +51,7 @@ def facts(record: Record, desired: Desired, observed: Observed) -> Facts:
     new_ca = bool(seen and record.role in seen.new_ca)
     members = []
     for m in observed.members or ():
-        name = _name(desired, m)
+        name = node_name(desired, m)
         files = dict(observed.runtime(name).trust_files)
         members.append(MemberTrust(
             name=name, healthy=observed.is_healthy(m),
@@ -103,7 +98,7 @@ def rotation_decision(desired: Desired, observed: Observed, f: Facts) -> Decisio
     if step.act in (Act.MAKE_CA, Act.START_GRACE, Act.FINISH, Act.REISSUE_DAEMON):
         return Decision(Phase.CA_ROTATION, (RotateCA(role=role, act=step.act),), why)
     if step.act == Act.REISSUE_MEMBER:
-        m = next(x for x in observed.members or () if _name(desired, x) == step.member)
+        m = next(x for x in observed.members or () if node_name(desired, x) == step.member)
         d = desired.by_name(step.member)
         return Decision(Phase.CA_ROTATION, (RenewCerts(
             member=step.member, member_id=m.id, peer_url=m.peer_url,
@@ -116,8 +111,8 @@ def rotation_decision(desired: Desired, observed: Observed, f: Facts) -> Decisio
 
 def _roll(desired: Desired, observed: Observed, step: Next, why: str, role: str) -> Decision:
     waiting = set(step.waiting)
-    roll = rolling_next(roll_members(observed, lambda m: _name(desired, m) not in waiting))
-    by_name = {_name(desired, m): m for m in observed.members or ()}
+    roll = rolling_next(roll_members(observed, lambda m: node_name(desired, m) not in waiting))
+    by_name = {node_name(desired, m): m for m in observed.members or ()}
     if isinstance(roll, Done):  # cannot be: waiting is not empty
         return Decision(Phase.CA_ROTATION, (), why)
     if isinstance(roll, MoveStep):

@@ -111,7 +111,7 @@ def member_tls_problem(
         installed = files.get(PEER_CA_CERT)
         if installed is None:
             return "missing"
-        if installed != peer_ca_pem or not _issued_by(peer, peer_ca_pem):
+        if installed != peer_ca_pem or not issued_by(peer, peer_ca_pem):
             return "peer certificate not from the peer CA"
     for cert, key_name in ((server, "server.key"), (peer, "peer.key")):
         if key_name not in files:
@@ -133,8 +133,10 @@ def member_tls_problem(
     return ""
 
 
-def _issued_by(cert_pem: bytes, ca_pem: bytes) -> bool:
-    """Whether the CA of `ca_pem` signed `cert_pem`."""
+def issued_by(cert_pem: bytes | None, ca_pem: bytes) -> bool:
+    """Whether the CA of `ca_pem` signed `cert_pem` (nothing to check: no)."""
+    if not cert_pem or not ca_pem:
+        return False
     try:
         x509.load_pem_x509_certificate(cert_pem).verify_directly_issued_by(
             x509.load_pem_x509_certificate(ca_pem))

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ckeetcd.core.carotation import CLIENT, PEER, ROLES, Record, fingerprint
 from ckeetcd.pki.authority import CA, CAError, ca_paths, create_ca, load_ca
+from ckeetcd.pki.members import issued_by
 from ckeetcd.support.files import write_atomic
 
 
@@ -122,17 +123,6 @@ def make_next(pki_dir: Path, cluster: str, rotation: Rotation) -> tuple[CA, Rota
     return ca, rotation
 
 
-def issued_by(cert_pem: bytes | None, ca_pem: bytes) -> bool:
-    if not cert_pem or not ca_pem:
-        return False
-    try:
-        x509.load_pem_x509_certificate(cert_pem).verify_directly_issued_by(
-            x509.load_pem_x509_certificate(ca_pem))
-    except Exception:  # ValueError, TypeError, InvalidSignature: not issued by it either way
-        return False
-    return True
-
-
 def signer_of(cert_pem: bytes | None, rotation: Rotation) -> str:
     """The fingerprint of the rotation's CA (new or old) that signed `cert_pem` ("": neither)."""
     for fp, pem in ((rotation.record.new, rotation.new_pem),
@@ -213,6 +203,6 @@ def settle(pki_dir: Path) -> list[str]:
 
 
 __all__ = ["CLIENT", "PEER", "Rotation", "RotationError", "cert_fingerprint", "finish",
-           "issued_by", "load_next", "make_next", "next_dir", "peer_pem_for", "read_rotation",
+           "load_next", "make_next", "next_dir", "peer_pem_for", "read_rotation",
            "read_rotations", "record_path", "settle", "signer_of", "start_rotation",
            "write_rotation"]

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ from tests.soak.figures import FaultRecord
 from tests.soak.history import OK, HistoryTail, read_history
 from tests.soak.nemesis import Fault, FaultError, World
 from tests.soak.probe import Probe
-from tests.soak.workload import WorkloadSpec, parse_servers
+from tests.soak.workload import WorkloadSpec, parse_servers, stop_workload
 
 ROOT = Path(__file__).resolve().parents[2]
 SOAK_USER, SOAK_PREFIX = "soak", "/soak/"
@@ -163,7 +162,7 @@ class Soak:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop_workload()
+        stop_workload(self.workload)
         self.probe.close()
 
     # ---- set-up --------------------------------------------------------------
@@ -319,16 +318,6 @@ class Soak:
                 shutil.rmtree(d, ignore_errors=True)
 
     # ---- the end ---------------------------------------------------------------
-    def _stop_workload(self) -> None:
-        p = self.workload
-        if p is not None and p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
-
     def rbac(self) -> dict[str, str]:
         """`etcdctl user get` / `role get` of every user and role, as text."""
         c = self.cluster
@@ -383,7 +372,7 @@ class Soak:
                 self.wait_steady(self.options.steady_timeout)
             except SoakFailure as e:
                 self.failures.append(f"final: {e}")
-        self._stop_workload()
+        stop_workload(self.workload)
         history = read_history(self.history_path)
         try:
             stored, copies = self.final_store()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import json
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from tests.multihost import PY, MultiCluster
 from tests.soak import checker, figures
 from tests.soak.figures import FaultRecord
 from tests.soak.history import OK, HistoryTail, read_history
-from tests.soak.workload import WorkloadSpec
+from tests.soak.workload import WorkloadSpec, stop_workload
 
 SOAK_USER, SOAK_PREFIX = "soak", "/soak/"
 USERS_EXTRA = f'[[users]]\nname = "{SOAK_USER}"\nprefix = "{SOAK_PREFIX}"\n'
@@ -81,7 +80,7 @@ class LabSoak:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop_workload()
+        stop_workload(self.workload)
 
     def start(self) -> None:
         """The soak user's certificate (ckecli, as an operator), then the clients."""
@@ -169,18 +168,8 @@ class LabSoak:
                                       int(kv["version"]))
         return out
 
-    def _stop_workload(self) -> None:
-        p = self.workload
-        if p is not None and p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
-
     def finish(self) -> LabReport:
-        self._stop_workload()
+        stop_workload(self.workload)
         history = read_history(self.history)
         stored = self.read()
         final = [f"{m}'s copy of {SOAK_PREFIX} differs" for m in self.c.members

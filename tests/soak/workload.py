@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -228,6 +229,18 @@ class Workload:
         await self.endpoints.close()
 
 
+def stop_workload(p: subprocess.Popen[bytes] | None) -> None:
+    """End a workload process the engine started: SIGTERM (it writes its last records),
+    then SIGKILL if it does not go within 30 s."""
+    if p is not None and p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m tests.soak.workload SPEC.json", file=sys.stderr)
@@ -239,3 +252,4 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv))
+
