@@ -12,6 +12,10 @@ warm-up run each (fresh processes every time, as an operator's shell would):
     made by `pki.CA.issue` on cryptography.x509, the daemon's own issuer);
 - the same `issue` command without `logs.configure()` (the structlog + rich
   import that `ckeetcd.cli.main` does for every command), to show what it costs;
+- a breakdown: the stages of `issue` (python start, parsing argv, loading the
+  config, importing pki with cryptography, loading the CA, signing) each run
+  cumulatively in a fresh `python -c`, python without its site packages (-S), and
+  `import cryptography.x509` alone: what the 2.5x target leaves;
 - the argparse parser of cli/main.py built and an `issue` command line parsed,
   in-process (median of 200): what a proxy that built only the named command
   could save at most (issue 13 dropped that proxy: it saved 10-20 ms);
@@ -65,6 +69,20 @@ NO_LOGS = (
     "sys.exit(issue(args))\n"
 )
 TARGET_ISSUE_VS_ETCDCTL_VERSION = 2.5
+# Where the time of `issue` goes: each stage runs the ones before it too, in a fresh
+# `python -c` (the differences of medians are the stages' own cost).
+STAGES = {
+    "1_python_startup": "",
+    "2_parse_argv": (
+        "import sys\n"
+        "from ckeetcd.cli.main import build_parser, normalize_go_flags\n"
+        "args = build_parser('ckecli').parse_args(normalize_go_flags(sys.argv[1:]))\n"),
+    "3_load_config": "from ckeetcd.cli.common import load\nconfig = load(args)\n",
+    "4_import_pki_cryptography": "import ckeetcd.pki\n",
+    "5_load_ca": "from ckeetcd.cli.certs import load_signing_ca, sign\n"
+                 "ca = load_signing_ca(config)\n",
+    "6_sign": "import datetime as dt\npair = sign(ca, 'app', dt.timedelta(hours=24))\n",
+}
 
 
 def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
@@ -142,10 +160,20 @@ def bench_issue(work: Path, runs: int) -> dict[str, object]:
     def etcdctl_version(i: int) -> None:
         run([ETCDCTL, "version"], env)
 
+    def stage(upto: str) -> Callable[[int], None]:
+        code = "".join(c for name, c in STAGES.items() if name <= upto) or "pass"
+        return lambda i: run([sys.executable, "-c", code, "etcd", "issue", "-ttl=24h",
+                              "-output=json", f"app{i}"], env)
+
+    stages = {name: stage(name) for name in STAGES}
     got = timed({"issue": ckecli_issue, "no_logs": ckecli_issue_no_logs,
                  "openssl": openssl_issue,
                  "version": etcdctl_version,
-                 "python": lambda i: run([sys.executable, "-c", "pass"], env)}, runs)
+                 "python": lambda i: run([sys.executable, "-c", "pass"], env),
+                 "python_no_site": lambda i: run([sys.executable, "-S", "-c", "pass"], env),
+                 "import_x509": lambda i: run([sys.executable, "-c", "import cryptography.x509"],
+                                              env),
+                 **stages}, runs)
     issue, no_logs = got["issue"], got["no_logs"]
     openssl, version, python = got["openssl"], got["version"], got["python"]
     # the baseline does the same job: its certificate verifies against the CA
@@ -166,6 +194,31 @@ def bench_issue(work: Path, runs: int) -> dict[str, object]:
         "target_met": ratio(issue, version) <= TARGET_ISSUE_VS_ETCDCTL_VERSION,
         "ratio_issue_without_logs_vs_etcdctl_version": ratio(no_logs, version),
         "ratio_issue_without_logs_vs_openssl": ratio(no_logs, openssl),
+        "breakdown": breakdown(got, version),
+    }
+
+
+def breakdown(got: dict[str, dict[str, float | int]],
+              version: dict[str, float | int]) -> dict[str, object]:
+    """Each stage's own CPU ms (median of the stage minus median of the one before), and
+    what the target leaves: python with its site packages and cryptography's import
+    alone, against 2.5x `etcdctl version`."""
+    own: dict[str, float] = {}
+    before = 0.0
+    for name in STAGES:
+        cpu = float(got[name]["cpu_median_s"])
+        own[name] = round((cpu - before) * 1000, 1)
+        before = cpu
+    return {
+        "stage_cpu_ms": own,
+        "stages_cpu_ms_total": round(before * 1000, 1),
+        "python_site_cpu_ms": round((float(got["python"]["cpu_median_s"]) -
+                                     float(got["python_no_site"]["cpu_median_s"])) * 1000, 1),
+        "python_plus_import_x509_cpu_ms": round(float(got["import_x509"]["cpu_median_s"]) * 1000,
+                                                1),
+        "target_cpu_ms": round(float(version["cpu_median_s"]) * 1000 *
+                               TARGET_ISSUE_VS_ETCDCTL_VERSION, 1),
+        "stages": {name: got[name] for name in STAGES},
     }
 
 

@@ -10,18 +10,27 @@ from structlog.testing import capture_logs
 from ckeetcd.nodes.local import ETCD_BINARY_ENV, resolve_etcd_binary
 from tests import etcd_tier, netns
 from tests.harness import Cluster, wait_for
+from tests.hypothesis_tiers import FAST_PROFILE
 from tests.netns import Lab
+
+assert FAST_PROFILE  # registered on import, before --hypothesis-profile=fast is read
+
+# The slow tier's marks and the fixtures they come from: `./scripts/test --fast` runs
+# the tests with neither (tests/etcd_tier.py).
+MARK_OF_FIXTURE = {etcd_tier.FIXTURE: "etcd", etcd_tier.TOOLS_FIXTURE: "tools"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark `etcd` every test that uses the real_etcd fixture (see tests/etcd_tier.py)."""
+    """Mark `etcd` every test that uses the real_etcd fixture, `tools` every one that uses
+    real_tools (see tests/etcd_tier.py); a hand-written mark is refused."""
     for item in items:
-        uses = etcd_tier.FIXTURE in getattr(item, "fixturenames", ())
-        if not uses and item.get_closest_marker("etcd"):
-            raise pytest.UsageError(f"{item.nodeid}: marked etcd by hand; the mark comes from "
-                                    f"the {etcd_tier.FIXTURE} fixture (tests/etcd_tier.py)")
-        if uses:
-            item.add_marker(pytest.mark.etcd)
+        used = getattr(item, "fixturenames", ())
+        for fixture, mark in MARK_OF_FIXTURE.items():
+            if fixture not in used and item.get_closest_marker(mark):
+                raise pytest.UsageError(f"{item.nodeid}: marked {mark} by hand; the mark comes "
+                                        f"from the {fixture} fixture (tests/etcd_tier.py)")
+            if fixture in used:
+                item.add_marker(getattr(pytest.mark, mark))
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +45,12 @@ def real_etcd() -> str:
     """The etcd binary the tests run; a test that starts etcd needs this (or a fixture
     that depends on it), which is also what marks it `etcd`."""
     return resolve_etcd_binary("")
+
+
+@pytest.fixture(scope="session")
+def real_tools() -> None:
+    """Requested by the fixtures that run a real program other than etcd for seconds
+    (promtool and prometheus, a booted systemd); it marks their tests `tools`."""
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,9 @@ from ckeetcd.nodes.etcdprobe import SENTINELS
 from ckeetcd.nodes.local import ETCD_BINARY_ENV
 
 FIXTURE = "real_etcd"
+# Tests that run another slow real program (promtool, prometheus, a booted systemd) get
+# the `tools` mark from this fixture the same way; the fast tier leaves them out too.
+TOOLS_FIXTURE = "real_tools"
 GUARD_NAME = "etcd-not-in-this-tier"
 RECORD_NAME = "etcd-not-in-this-tier.calls"
 

@@ -45,7 +45,8 @@ from ckeetcd.pki import (
     create_ca,
     ensure_ca,
 )
-from tests.harness import BIN, Cluster, ckecli, cli_env, names, wait_for
+from tests.harness import Cluster, cli_env, names, wait_for
+from tests.inproc import run_cli
 
 # ---- the decision ------------------------------------------------------------------------
 
@@ -288,7 +289,7 @@ def test_root_issue_refuses_a_ca_key_of_another_ca(tmp_path: Path) -> None:
     ensure_ca(tmp_path / "other", "test")
     shutil.copy(tmp_path / "other" / "ca.key", d / "ca.key")
     for args in (["root-issue"], ["issue", "app"], ["root-issue", "-output=file"]):
-        r = ckecli(c.path, *args, cwd=tmp_path)
+        r = run_cli("ckecli", "etcd", *args, env=cli_env(c.path), cwd=tmp_path)
         assert r.returncode == 1, r
         assert f"{d / 'ca.key'} does not belong to {d / 'ca.crt'}" in r.stderr
         assert r.stdout == "" and "Traceback" not in r.stderr
@@ -305,14 +306,31 @@ def test_signing_commands_name_a_damaged_ca_file(tmp_path: Path,
     for name, content, named in cases:
         (d / name).write_bytes(content)
         for args in (["etcd", "root-issue"], ["etcd", "issue", "app"]):
-            r = subprocess.run([str(BIN / "ckeetcd"), *args], capture_output=True, text=True,
-                               env=cli_env(c.path), timeout=60)
+            r = run_cli("ckeetcd", *args, env=cli_env(c.path))
             assert r.returncode == 1 and str(d / named) in r.stderr, (name, args, r)
             assert r.stdout == "" and "Traceback" not in r.stderr
         out = tmp_path / "bundle.json"
         assert main(["ca", "export", "--out", str(out), "--config", str(c.path)]) == 1
         assert str(d / named) in capsys.readouterr().err and not out.exists()
         (d / name).write_bytes(good[name])
+
+
+REPO = Path(__file__).resolve().parent.parent
+UNREADABLE_CASES = """
+import json, sys
+from pathlib import Path
+from tests.inproc import run_cli
+done = []
+for name, args in json.loads(sys.argv[2]):
+    path = Path(sys.argv[1]) / name
+    path.chmod(0o000)
+    try:
+        r = run_cli("ckeetcd", *args)
+    finally:
+        path.chmod(0o600)
+    done.append((r.returncode, r.stdout + r.stderr))
+print(json.dumps(done))
+"""
 
 
 def test_unreadable_pki_files_are_named(tmp_path: Path) -> None:
@@ -325,22 +343,22 @@ def test_unreadable_pki_files_are_named(tmp_path: Path) -> None:
         pytest.skip(f"setpriv cannot drop capabilities here: {probe.stderr!r}")
     c = signing_node(tmp_path)
     d = c.cluster.pki_dir
-    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
-    for name in ("ca.key", "ca.crt", "daemon-root.key"):
-        (d / name).chmod(0o000)
-        for args, code in ((["run", "--log-format", "json"], EXIT_REFUSED),
-                           (["etcd", "root-issue"], 1), (["ca", "export", "--out",
-                                                          str(tmp_path / "o.json")], 1)):
-            if name == "daemon-root.key" and args[0] != "run":
-                continue
-            r = subprocess.run([*drop, sys.executable, "-m", "ckeetcd.cli.main", *args,
-                                "--config", str(c.path)], capture_output=True, text=True,
-                               timeout=60)
-            assert r.returncode == code, (name, args, r)
-            text = r.stdout + r.stderr
-            assert str(d / name) in text and "ermission denied" in text, (name, args, text)
-            assert "Traceback" not in text
-        (d / name).chmod(0o600)
+    cases = [(name, [*args, "--config", str(c.path)], code)
+             for name in ("ca.key", "ca.crt", "daemon-root.key")
+             for args, code in ((["run", "--log-format", "json"], EXIT_REFUSED),
+                                (["etcd", "root-issue"], 1),
+                                (["ca", "export", "--out", str(tmp_path / "o.json")], 1))
+             if name != "daemon-root.key" or args[0] == "run"]
+    # one process without the capabilities runs every case in turn (tests/inproc.py)
+    r = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                        sys.executable, "-c", UNREADABLE_CASES, str(d),
+                        json.dumps([(name, args) for name, args, _ in cases])],
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    for (name, args, code), (got, text) in zip(cases, json.loads(r.stdout), strict=True):
+        assert got == code, (name, args, text)
+        assert str(d / name) in text and "ermission denied" in text, (name, args, text)
+        assert "Traceback" not in text
 
 
 def test_ca_import_of_a_bad_file_exits_2_and_writes_nothing(

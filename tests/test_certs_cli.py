@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from ckeetcd.pki import TLSFiles, ensure_ca, load_ca
 from ckeetcd.support.files import write_atomic, write_private
 from tests.harness import BIN, Cluster, ckecli, cli_env, running_cluster, tls_refused, wait_for
+from tests.inproc import run_cli
 
 NOW_SLACK = dt.timedelta(seconds=90)
 
@@ -217,7 +218,8 @@ def _config(root: Path, state_dir: Path) -> Path:
 
 
 def test_issue_needs_only_the_ca(tmp_path: Path) -> None:
-    """No member runs at the configured address: signing is local."""
+    """No member runs at the configured address: signing is local. (The installed
+    console script, in a process of its own; the cases below run in-process.)"""
     ca = ensure_ca(tmp_path / "state" / "pki", "off")
     config = _config(tmp_path, tmp_path / "state")
     r = ckecli(config, "issue", "-ttl=24h", "app")
@@ -229,7 +231,7 @@ def test_issue_needs_only_the_ca(tmp_path: Path) -> None:
 def test_a_certificate_outliving_the_ca_is_issued_with_a_warning(tmp_path: Path) -> None:
     ca = ensure_ca(tmp_path / "state" / "pki", "off")
     config = _config(tmp_path, tmp_path / "state")
-    r = ckecli(config, "issue", "-ttl=300000h", "app")
+    r = run_cli("ckecli", "etcd", "issue", "-ttl=300000h", "app", env=cli_env(config))
     assert r.returncode == 0, r.stderr
     assert "outlives the CA" in r.stderr
     assert_pair(json.loads(r.stdout), ca.cert_pem, "app", dt.timedelta(hours=300000))
@@ -238,7 +240,7 @@ def test_a_certificate_outliving_the_ca_is_issued_with_a_warning(tmp_path: Path)
 def test_missing_ca_exits_1_naming_the_file(tmp_path: Path) -> None:
     config = _config(tmp_path, tmp_path / "state")
     for args in (["root-issue"], ["issue", "app"]):
-        r = ckecli(config, *args)
+        r = run_cli("ckecli", "etcd", *args, env=cli_env(config))
         assert r.returncode == 1
         assert str(tmp_path / "state" / "pki" / "ca.crt") in r.stderr
         assert "ckeetcd run" in r.stderr
@@ -271,6 +273,6 @@ def test_ca_key_without_read_access_exits_1_naming_the_key(tmp_path: Path) -> No
 def test_bad_config_is_a_usage_error(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("[cluster]\nname = 'x'\n")
-    r = ckecli(config, "issue", "app")
+    r = run_cli("ckecli", "etcd", "issue", "app", env=cli_env(config))
     assert r.returncode == 2
     assert "cluster.state_dir" in r.stderr

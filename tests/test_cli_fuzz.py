@@ -37,8 +37,9 @@ from hypothesis import strategies as st
 
 from ckeetcd.cli.main import ckecli_main, main
 from ckeetcd.core.textcheck import refused_char
+from tests.hypothesis_tiers import examples
 
-FUZZ = settings(max_examples=80, derandomize=True, database=None, deadline=None,
+FUZZ = settings(max_examples=examples(80), derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 

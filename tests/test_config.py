@@ -12,7 +12,6 @@ import math
 import os
 import re
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from ckeetcd.core.config import (
     load_config,
     parse_config,
 )
+from tests.inproc import run_cli
 
 CONFIG = Path("/srv/ckeetcd/conf/ckeetcd.toml")
 
@@ -729,10 +729,9 @@ BAD_FILES: list[tuple[str, str, str]] = [
 
 def ckeetcd(*args: str, env: dict[str, str] | None = None,
             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`ckeetcd ARGS` without $CKEETCD_CONFIG (and with `env`), in-process (tests/inproc.py)."""
     clean = {k: v for k, v in os.environ.items() if k != CONFIG_ENV}
-    return subprocess.run([sys.executable, "-m", "ckeetcd.cli.main", *args],
-                          capture_output=True, text=True, timeout=60,
-                          env={**clean, **(env or {})}, cwd=cwd)
+    return run_cli("ckeetcd", *args, env={**clean, **(env or {})}, cwd=cwd)
 
 
 def etcd_processes_mentioning(text: str) -> list[int]:

@@ -27,10 +27,11 @@ from hypothesis import strategies as st
 
 from ckeetcd.core.config import Config, ConfigError, load_config
 from ckeetcd.core.textcheck import refused_char
+from tests.hypothesis_tiers import examples
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = (REPO / "config" / "example.toml").read_text()
-FUZZ = settings(max_examples=300, derandomize=True, database=None, deadline=None,
+FUZZ = settings(max_examples=examples(300), derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 

@@ -61,6 +61,7 @@ from tests.builders import (
     live,
     peer_url,
 )
+from tests.hypothesis_tiers import examples
 from tests.sim import Member, Node, OpFailed, World
 
 NAMES = [f"m{i}" for i in range(1, 8)]
@@ -72,7 +73,7 @@ MAINTENANCE = {OpKind.COMPACT, OpKind.DEFRAG_MEMBER, OpKind.DISARM_ALARM}
 CHANGES = MEMBER_LIST_CHANGES
 TRAFFIC = NODE_LOCAL_OPS
 
-FAST = settings(max_examples=1000, deadline=None,
+FAST = settings(max_examples=examples(1000), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
@@ -730,7 +731,7 @@ def _run(w: World, ops: Sequence[Op], k: int, had_quorum: bool, who: str) -> Non
             assert w.quorum_ok(), f"quorum broken by {who}'s {op.kind} {op.targets()}"
 
 
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=examples(300), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(worlds(), st.data())
 def test_interrupted_plans_converge_without_breaking_quorum(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from ckeetcd.core.config import (
 from ckeetcd.loop.daemon import Daemon
 from ckeetcd.nodes import MemberSpec, etcdprobe, member_flags
 from ckeetcd.nodes.local import resolve_etcd_binary
+from tests.inproc import run_cli
 
 CONFIG = Path("/srv/ckeetcd/ckeetcd.toml")
 ETCD = resolve_etcd_binary("")
@@ -248,9 +248,9 @@ address = "127.0.0.11"
 
 
 def ckeetcd(*args: str) -> subprocess.CompletedProcess[str]:
+    """`ckeetcd ARGS` without $CKEETCD_CONFIG, in-process (tests/inproc.py)."""
     env = {k: v for k, v in os.environ.items() if k != "CKEETCD_CONFIG"}
-    return subprocess.run([sys.executable, "-m", "ckeetcd.cli.main", *args],
-                          capture_output=True, text=True, timeout=60, env=env)
+    return run_cli("ckeetcd", *args, env=env)
 
 
 @pytest.mark.parametrize(("etcd", "key"), [

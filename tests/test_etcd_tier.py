@@ -45,3 +45,11 @@ def test_the_harness_refuses_a_cluster_at_once(tmp_path: Path) -> None:
 def test_with_real_etcd_the_binary_is_etcd(real_etcd: str) -> None:
     assert Path(os.environ.get(ETCD_BINARY_ENV, real_etcd)).name != etcd_tier.GUARD_NAME
     assert Path(resolve_etcd_binary("")).name != etcd_tier.GUARD_NAME
+
+
+def test_real_tools_marks_its_tests_tools(request: pytest.FixtureRequest,
+                                          real_tools: None) -> None:
+    """The fixtures that run promtool, prometheus or a booted systemd depend on real_tools:
+    their tests carry `tools`, and `./scripts/test --fast` leaves them out."""
+    assert request.node.get_closest_marker("tools") is not None
+    assert request.node.get_closest_marker("etcd") is None

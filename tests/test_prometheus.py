@@ -36,7 +36,8 @@ def prometheus_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def bins() -> Path:
+def bins(real_tools: None) -> Path:
+    """promtool and prometheus run for seconds: their tests are in the `tools` tier."""
     return prometheus_dir()
 
 

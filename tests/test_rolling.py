@@ -21,6 +21,7 @@ from ckeetcd.core.rolling import (
     roll_members,
     rolling_next,
 )
+from tests.hypothesis_tiers import examples
 
 
 def m(name: str, done: bool = False, leader: bool = False, healthy: bool = True,
@@ -141,7 +142,7 @@ def clusters(draw: st.DrawFn) -> tuple[list[RollMember], list[int]]:
     return members, delays
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(clusters())
 def test_rolling_change_properties(case: tuple[list[RollMember], list[int]]) -> None:
     members, delays = case

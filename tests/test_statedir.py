@@ -349,12 +349,12 @@ def test_an_immutable_state_dir(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 @pytest.mark.parametrize("value", ["/proc/self/ckeetcd", "/sys/ckeetcd", "st\\u0000ate"])
-def test_run_refuses_proc_and_nul_as_a_config_error(value: str, tmp_path: Path) -> None:
+def test_run_refuses_proc_and_nul_as_a_config_error(value: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     cfg = write_config(tmp_path, value)
-    r = subprocess.run([sys.executable, "-m", "ckeetcd.cli.main", "run", "--config", str(cfg)],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2, r
-    assert f"{cfg}: cluster.state_dir: " in r.stderr and "Traceback" not in r.stderr
+    code, text = run_cli(["run"], cfg, capsys)
+    assert code == 2, text
+    assert f"{cfg}: cluster.state_dir: " in text and "Traceback" not in text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckeetcd.toml"]
 
 

@@ -51,7 +51,8 @@ def canary_after_each(canary: str, tmp_path: Path) -> Iterator[None]:
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[systemdlab.SystemdLab]:
+def lab(tmp_path: Path, real_tools: None) -> Iterator[systemdlab.SystemdLab]:
+    """A booted private systemd (seconds): its tests are in the `tools` tier."""
     box = systemdlab.SystemdLab(tmp_path)
     try:
         box.start()

@@ -68,6 +68,10 @@ def refused_char(text: str) -> str | None:
     A surrogate stands for a byte that is not UTF-8 (Python's surrogateescape);
     it is named as that byte.
     """
+    # Every refused category is one str.isprintable() refuses too (C, Z but the space):
+    # a printable text is settled at C speed (a 5 MB config value took 0.3 s per key).
+    if text.isprintable():
+        return None
     for i, c in enumerate(text):
         cat = unicodedata.category(c)
         if cat not in REFUSED_CATEGORIES:

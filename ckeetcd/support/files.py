@@ -7,7 +7,6 @@ chmod-ed (it may be shared: a backup target, /etc/kubernetes, a mount point).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -18,6 +17,8 @@ def write_private(path: Path, data: bytes) -> None:
 
 def _staged(folder: Path, name: str, data: bytes, mode: int) -> str:
     """A fsynced temp file with `data` and `mode` in `folder`; returns its path."""
+    import tempfile  # with random and hashlib: off the path of commands that only read
+
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
     try:
         os.fchmod(fd, mode)
