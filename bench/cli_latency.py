@@ -47,12 +47,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import ETCDCTL  # noqa: E402
+
 from ckeetcd.pki import ensure_ca  # noqa: E402
 from tests.harness import Cluster  # noqa: E402
 
 BIN = Path(sys.executable).parent
 CKECLI = str(BIN / "ckecli")
-ETCDCTL = str(BIN / "etcdctl")
 OPENSSL = "openssl"
 EXTENSIONS = (
     "basicConstraints = critical, CA:FALSE\n"
