@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import random
-import signal
 import socket
 import ssl
 import statistics
@@ -56,7 +55,7 @@ from ckeetcd.etcd.rbac import rbac_in_place  # noqa: E402
 from ckeetcd.nodes import LocalRuntime, MemberSpec, member_flags, resolve_etcd_binary  # noqa: E402
 from ckeetcd.pki import TLSFiles, ensure_ca, member_tls_files  # noqa: E402
 from ckeetcd.support.files import ensure_private_dir, write_atomic, write_private  # noqa: E402
-from tests.harness import ports_free  # noqa: E402
+from tests.harness import ports_free, terminate  # noqa: E402
 
 NAMES = ["b1", "b2", "b3"]
 TARGET = 1.2
@@ -234,13 +233,7 @@ def measure_ckeetcd(root: Path, block: str, cadence: Cadence) -> Sample:
                               "peer_check_wait": peer_check_wait(state),
                               **breakdown(log_path, wall)})
     finally:
-        if daemon is not None and daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+        terminate(daemon, 20)
         runtime = LocalRuntime(state, config.etcd)  # members our daemon started (pidfiles)
 
         async def stop_members() -> None:

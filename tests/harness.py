@@ -79,6 +79,18 @@ def next_block() -> str:
             return block
 
 
+def terminate(p: subprocess.Popen[bytes] | None, grace: float) -> None:
+    """End a process this test run started: SIGTERM (it may write its last records or
+    stop its members), then SIGKILL if it has not gone within `grace` seconds."""
+    if p is not None and p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1,
              abort: Callable[[], str | None] | None = None) -> T:
     """Poll `predicate` until it returns something truthy, or fail naming `what`.

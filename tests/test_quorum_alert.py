@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -86,22 +87,27 @@ def slow_election_cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     return c
 
 
-def test_one_missed_probe_of_running_members_is_a_doubt_not_the_alert(
-        slow_election_cluster: Cluster) -> None:
-    c = slow_election_cluster
+def followers_stopped_until(c: Cluster, what: str,
+                            seen: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Both followers SIGSTOPped until `seen` returns events (then SIGCONT): those events."""
     _, followers = leader_and_followers(c)
     pids = [c.member_pid(n) for n in followers]
     assert all(pids)
-    mark = c.mark()
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)  # type: ignore[arg-type]
     try:
-        seen = wait_for(lambda: [e for e in c.events(since=mark)
-                                 if e["event"] in (qa.IN_DOUBT, qa.LOST)], 30,
-                        "the daemon seeing the two followers silent", abort=c.daemon_died)
+        return wait_for(seen, 30, what, abort=c.daemon_died)
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)  # type: ignore[arg-type]
+
+
+def test_one_missed_probe_of_running_members_is_a_doubt_not_the_alert(
+        slow_election_cluster: Cluster) -> None:
+    c = slow_election_cluster
+    mark = c.mark()
+    seen = followers_stopped_until(c, "the daemon seeing the two followers silent", lambda: [
+        e for e in c.events(since=mark) if e["event"] in (qa.IN_DOUBT, qa.LOST)])
     assert seen[0]["event"] == qa.IN_DOUBT and seen[0]["level"] == "warning", seen[0]
     assert seen[0]["running_voters"] == 3 and seen[0]["healthy_voters"] <= 1
     wait_for(lambda: c.events(qa.DOUBT_CLEARED, since=mark), 30, "the doubt cleared",
@@ -112,18 +118,8 @@ def test_one_missed_probe_of_running_members_is_a_doubt_not_the_alert(
 
 def test_a_loss_still_seen_a_probe_deadline_later_is_the_alert(cluster: Cluster) -> None:
     c = cluster
-    _, followers = leader_and_followers(c)
-    pids = [c.member_pid(n) for n in followers]
-    assert all(pids)
     mark = c.mark()
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)  # type: ignore[arg-type]
-    try:
-        lost = wait_for(lambda: c.events(qa.LOST, since=mark), 30, "quorum_lost",
-                        abort=c.daemon_died)
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)  # type: ignore[arg-type]
+    lost = followers_stopped_until(c, "quorum_lost", lambda: c.events(qa.LOST, since=mark))
     assert lost[0]["level"] == "error" and "ckeetcd restore" in lost[0]["hint"]
     doubts = c.events(qa.IN_DOUBT, since=mark)
     assert len(doubts) == 1 and doubts[0]["timestamp"] < lost[0]["timestamp"]

@@ -30,14 +30,14 @@ from typing import Any
 import grpc
 
 from ckeetcd.support.files import write_private
-from tests.harness import Cluster, ckecli
+from tests.harness import Cluster, ckecli, terminate
 from tests.soak import checker, figures
 from tests.soak.disk import Disks
 from tests.soak.figures import FaultRecord
 from tests.soak.history import OK, HistoryTail, read_history
 from tests.soak.nemesis import Fault, FaultError, World
 from tests.soak.probe import Probe
-from tests.soak.workload import WorkloadSpec, parse_servers, stop_workload
+from tests.soak.workload import WorkloadSpec, parse_servers
 
 ROOT = Path(__file__).resolve().parents[2]
 SOAK_USER, SOAK_PREFIX = "soak", "/soak/"
@@ -162,7 +162,7 @@ class Soak:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        stop_workload(self.workload)
+        terminate(self.workload, 30)
         self.probe.close()
 
     # ---- set-up --------------------------------------------------------------
@@ -372,7 +372,7 @@ class Soak:
                 self.wait_steady(self.options.steady_timeout)
             except SoakFailure as e:
                 self.failures.append(f"final: {e}")
-        stop_workload(self.workload)
+        terminate(self.workload, 30)
         history = read_history(self.history_path)
         try:
             stored, copies = self.final_store()

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from ckeetcd.support.files import write_private
-from tests.harness import BIN, cli_env
+from tests.harness import BIN, cli_env, terminate
 from tests.multihost import PY, MultiCluster
 from tests.soak import checker, figures
 from tests.soak.figures import FaultRecord
 from tests.soak.history import OK, HistoryTail, read_history
-from tests.soak.workload import WorkloadSpec, stop_workload
+from tests.soak.workload import WorkloadSpec
 
 SOAK_USER, SOAK_PREFIX = "soak", "/soak/"
 USERS_EXTRA = f'[[users]]\nname = "{SOAK_USER}"\nprefix = "{SOAK_PREFIX}"\n'
@@ -80,7 +80,7 @@ class LabSoak:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        stop_workload(self.workload)
+        terminate(self.workload, 30)
 
     def start(self) -> None:
         """The soak user's certificate (ckecli, as an operator), then the clients."""
@@ -169,7 +169,7 @@ class LabSoak:
         return out
 
     def finish(self) -> LabReport:
-        stop_workload(self.workload)
+        terminate(self.workload, 30)
         history = read_history(self.history)
         stored = self.read()
         final = [f"{m}'s copy of {SOAK_PREFIX} differs" for m in self.c.members

@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -227,18 +226,6 @@ class Workload:
             await asyncio.gather(*tasks)  # each ends after its current operation
             self.flush(out)
         await self.endpoints.close()
-
-
-def stop_workload(p: subprocess.Popen[bytes] | None) -> None:
-    """End a workload process the engine started: SIGTERM (it writes its last records),
-    then SIGKILL if it does not go within 30 s."""
-    if p is not None and p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(10)
 
 
 def main(argv: list[str]) -> int:
