@@ -121,8 +121,14 @@ def ca_rotate(args: argparse.Namespace) -> int:
                 if not observed.is_healthy(m)]
         why += f" ({', '.join(sick) if sick else 'no member answers'})"
     if not why and config.election:
-        leader, _ = asyncio.run(daemons(config, observed))
-        if leader != daemon_id(config):
+        leader, live = asyncio.run(daemons(config, observed))
+        others = sorted(str(d.get("id")) for d in live or () if d.get("id") != leader)
+        if role == CLIENT and others:
+            why = (f"other daemons are running ({', '.join(others)}): their root client "
+                   "certificates are not re-issued from the new client CA yet (they would be "
+                   "locked out at drop-old); stop them for the rotation, then `ca export` / "
+                   "`ca import --force` the new CA to their hosts")
+        elif leader != daemon_id(config):
             why = (f"the leader daemon is {leader or 'not known'}, not this host's "
                    f"({daemon_id(config)}): the record is read where the command runs, so "
                    "run it on the leader's host (the other daemons do not see it yet)")
@@ -130,9 +136,6 @@ def ca_rotate(args: argparse.Namespace) -> int:
         why = ("members run over SSH: their runtime does not record the command line a "
                "member started with, so a rotation could not tell which bundle it trusts "
                "(local runtime only for now)")
-    if not why and role == CLIENT:
-        why = ("the client CA rotation is not carried out by the daemon yet (its daemon "
-               "certificates, grace period and bundle in `issue` output are still to do)")
     if why:
         return _error(f"ca rotate --{role}: {why}", USAGE_ERROR)
     migration = role == PEER and not separate
