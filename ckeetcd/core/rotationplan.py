@@ -14,6 +14,8 @@ command line, so the generic flag comparison leaves them out
 
 from __future__ import annotations
 
+import datetime as dt
+
 from ckeetcd.core.carotation import (
     CLIENT,
     LEGACY_TRUST,
@@ -182,6 +184,10 @@ def rotation_lines(view: dict[str, object] | None) -> list[str]:
             continue
         what = " (migration from one CA)" if r["migration"] else ""
         out.append(f"rotation: {role} CA{what}, stage {r['stage']}: {r['reason']}")
+        if r["grace_until"]:
+            until = dt.datetime.fromtimestamp(r["grace_until"], dt.timezone.utc)
+            out.append(f"rotation: user certificates of the old {role} CA accepted until "
+                       f"{until:%Y-%m-%d %H:%M:%S} UTC (the grace period)")
         for name, m in r["members"].items():
             trusts = "+".join(m["trusts"]) if m["trusts"] is not None else "unknown"
             out.append(f"rotation: {name}: trusts {trusts}, certificate {m['certificate']}")
