@@ -98,4 +98,5 @@ def test_client_rotation_daemon_cert_then_grace_then_drop_old() -> None:
     lines = rotation_lines(rotation_view(D, waiting))
     assert "rotation: user certificates of the old client CA accepted until 1970-01-01 " \
         "00:17:10 UTC (the grace period)" in lines, lines
+    assert any("pki/client-bundle.crt" in line for line in lines), lines
     assert ops(client_rotating(NEW, NEW, 999.0))[0] == ("stop-member", "b")  # drop-old

@@ -46,6 +46,9 @@ from ckeetcd.core.model import (
 from ckeetcd.core.rolling import Done, Restart, roll_members, rolling_next
 from ckeetcd.core.rolling import MoveLeader as MoveStep
 
+# Client rotation stages in which a member's server certificate may be from either CA.
+SERVERS_MIXED = ("reissue-members", "reissue-daemons", "grace", "drop-old", "finish")
+
 
 def _name(desired: Desired, m: LiveMember) -> str:
     d = desired.by_peer_url(m.peer_url)
@@ -184,6 +187,10 @@ def rotation_lines(view: dict[str, object] | None) -> list[str]:
             continue
         what = " (migration from one CA)" if r["migration"] else ""
         out.append(f"rotation: {role} CA{what}, stage {r['stage']}: {r['reason']}")
+        if role == CLIENT and r["stage"] in SERVERS_MIXED:
+            out.append("rotation: member server certificates come from either client CA now: "
+                       "clients verify them with the old + new bundle (pki/client-bundle.crt, "
+                       "the ca_certificate of `ckecli etcd issue`)")
         if r["grace_until"]:
             until = dt.datetime.fromtimestamp(r["grace_until"], dt.timezone.utc)
             out.append(f"rotation: user certificates of the old {role} CA accepted until "
