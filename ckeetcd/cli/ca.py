@@ -90,7 +90,7 @@ def ca_rotate(args: argparse.Namespace) -> int:
 
     from ckeetcd.cli.status import daemons, gather
     from ckeetcd.coordination.election import daemon_id
-    from ckeetcd.core.carotation import CLIENT, PEER, refusal
+    from ckeetcd.core.carotation import CLIENT, PEER, daemons_refusal, refusal
     from ckeetcd.core.rollplan import describe, pending
     from ckeetcd.nodes.router import uses_ssh
     from ckeetcd.pki import PEER_CA_CERT, ca_paths
@@ -122,13 +122,9 @@ def ca_rotate(args: argparse.Namespace) -> int:
         why += f" ({', '.join(sick) if sick else 'no member answers'})"
     if not why and config.election:
         leader, live = asyncio.run(daemons(config, observed))
-        others = sorted(str(d.get("id")) for d in live or () if d.get("id") != leader)
-        if role == CLIENT and others:
-            why = (f"other daemons are running ({', '.join(others)}): their root client "
-                   "certificates are not re-issued from the new client CA yet (they would be "
-                   "locked out at drop-old); stop them for the rotation, then `ca export` / "
-                   "`ca import --force` the new CA to their hosts")
-        elif leader != daemon_id(config):
+        why = daemons_refusal(role, [str(d.get("id")) for d in live or ()
+                                     if d.get("id") != leader])
+        if not why and leader != daemon_id(config):
             why = (f"the leader daemon is {leader or 'not known'}, not this host's "
                    f"({daemon_id(config)}): the record is read where the command runs, so "
                    "run it on the leader's host (the other daemons do not see it yet)")
