@@ -22,8 +22,11 @@ from tests.test_security import https_context, request_over
 
 NAMES = ["m1", "m2", "m3"]
 GRACE = 10  # seconds ([tls] rotation_grace): long enough to look at it, short for CI
+# Killed right after each of these, in this order, one per run; the stop is drop-old's
+# (trust-both's stops came before the grace): the daemon restarts with its new-CA
+# certificate while ca.crt is still the old CA.
 KILLS = ["rotate-ca:make-ca", "renew-member-certs:install-tls", "rotate-ca:reissue-daemon",
-         "rotate-ca:finish"]
+         "rotate-ca:start-grace", "stop-member:stop-process", "rotate-ca:finish"]
 
 
 def client_role(c: Cluster) -> dict[str, Any] | None:
