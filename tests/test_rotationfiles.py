@@ -149,3 +149,37 @@ def test_a_daemon_cert_from_the_next_client_ca_is_usable(pki: Path, tmp_path: Pa
     assert client_cert_problem(tls, old.cert, new.cert) == ""
     stranger = x509.load_pem_x509_certificate(create_ca(tmp_path / "x", "test").cert_pem)
     assert client_cert_problem(tls, old.cert, stranger) == "not signed by the CA in ca.crt"
+
+
+def test_the_daemon_signs_with_the_client_ca_a_finish_put_in_place(
+        pki: Path, logs: list[dict[str, object]]) -> None:
+    """After a client rotation's finish, the running daemon's trust and the side tasks
+    that sign (renewals, followers' requests) hold the new CA; unchanged files: no-op."""
+    import structlog
+
+    from ckeetcd.core.carotation import CLIENT
+    from ckeetcd.core.config import load_config
+    from ckeetcd.loop.startup import reload_client_ca
+    from ckeetcd.pki import Trust
+    from tests.harness import named
+
+    path = pki.parent / "ckeetcd.toml"  # a config that names the pki dir (its parent)
+    path.write_text(f'[cluster]\nname = "test"\nstate_dir = "{pki.parent}"\n'
+                    '[[members]]\nname = "m1"\naddress = "127.0.0.1"\n')
+    config = load_config(path)
+    trust = Trust(load_ca(pki), load_ca(pki, PEER))
+
+    class Signer:  # the attribute the daemon's signing side tasks keep their CA in
+        def __init__(self, ca: object) -> None:
+            self.ca = ca
+
+    side = [Signer(trust.client), Signer(trust.peer)]
+    log = structlog.get_logger()
+    assert reload_client_ca(config, trust, side, log) is trust
+    r = start_rotation(pki, CLIENT, trust.client.cert_pem, migration=False)
+    new, r = make_next(pki, "test", r)
+    finish(pki, r)
+    reloaded = reload_client_ca(config, trust, side, log)
+    assert reloaded.client.cert_pem == new.cert_pem and reloaded.peer is trust.peer
+    assert side[0].ca is reloaded.client and side[1].ca is trust.peer
+    assert [e["role"] for e in named(logs, "ca_reloaded")] == ["client"]
