@@ -370,11 +370,11 @@ class Writer:
         from ckeetcd.etcd import EtcdError
 
         i = 0
-        tls = self.cluster.root_tls()
         while not self._stop.is_set():
             key = f"/writer/{i:06d}".encode()
             start = time.monotonic()
             while not self._stop.is_set():
+                tls = self.cluster.root_tls()  # a client CA rotation's bundle once in force
                 names = self.endpoints()
                 name = names[(i + self.failures) % len(names)]
                 client = EtcdClient(self.cluster.client_url(name), tls, timeout=2.0)

@@ -156,6 +156,20 @@ def test_refusal(args: tuple[str, list[Record], str, bool, bool, bool], says: st
     assert (says in why) if says else why == ""
 
 
+@pytest.mark.parametrize(("role", "others", "says"), [
+    (CLIENT, [], ""),
+    (PEER, ["d2"], ""),  # a peer rotation touches no daemon certificate
+    (CLIENT, ["d3", "d2"], "other daemons are running (d2, d3)"),
+])
+def test_a_client_rotation_is_refused_while_other_daemons_run(
+        role: str, others: list[str], says: str) -> None:
+    from ckeetcd.core.carotation import daemons_refusal
+
+    why = daemons_refusal(role, others)
+    assert (says in why) if says else why == "", why
+
+
+
 # ---- walks to the end ------------------------------------------------------------------
 @dataclass
 class World:

@@ -98,3 +98,88 @@ def test_a_migration_finish_leaves_the_client_ca_alone(tmp_path: Path) -> None:
     finish(pki, r)
     assert load_ca(pki).cert_pem == client.cert_pem
     assert cert_fingerprint((pki / "peer-ca.crt").read_bytes()) == r.record.new
+
+
+def test_client_rotation_files_the_bundle_and_which_ca_crt_a_member_needs(pki: Path) -> None:
+    """The client bundle is what servers are verified with while it is here (ca.crt
+    again after the finish), and the ca.crt a member needs follows its server.crt."""
+    import datetime as dt
+
+    from ckeetcd.core.carotation import CLIENT
+    from ckeetcd.pki.rotationfiles import (
+        ca_pem_for,
+        client_bundle_path,
+        server_trust_file,
+        write_client_bundle,
+    )
+
+    old = load_ca(pki)
+    r = start_rotation(pki, CLIENT, old.cert_pem, migration=False)
+    new, r = make_next(pki, "test", r)
+    assert server_trust_file(pki) == pki / "ca.crt"
+    assert write_client_bundle(pki, r) and not write_client_bundle(pki, r)  # once
+    assert client_bundle_path(pki).read_bytes() == old.cert_pem + new.cert_pem
+    assert server_trust_file(pki) == client_bundle_path(pki)
+    day = dt.timedelta(days=1)
+    old_server, new_server = (ca.issue("m1", day, server=True).cert_pem for ca in (old, new))
+    assert ca_pem_for(old_server, r, b"current") == old.cert_pem
+    assert ca_pem_for(new_server, r, b"current") == new.cert_pem
+    assert ca_pem_for(b"garbage", r, b"current") == b"current"
+    assert ca_pem_for(new_server, None, b"current") == b"current"
+    done = finish(pki, r)
+    assert ca_pem_for(old_server, done, b"current") == b"current"
+    assert not client_bundle_path(pki).exists() and server_trust_file(pki) == pki / "ca.crt"
+    assert (pki / "ca.crt").read_bytes() == new.cert_pem
+
+
+def test_a_daemon_cert_from_the_next_client_ca_is_usable(pki: Path, tmp_path: Path) -> None:
+    """A daemon killed after the rotation re-issued its certificate keeps it at start."""
+    import datetime as dt
+
+    from cryptography import x509
+
+    from ckeetcd.loop.daemonca import client_cert_problem
+    from ckeetcd.pki import TLSFiles, write_cert_key
+
+    old = load_ca(pki)
+    new = create_ca(tmp_path / "other", "test")
+    tls = TLSFiles(ca=pki / "ca.crt", cert=tmp_path / "d.crt", key=tmp_path / "d.key")
+    write_cert_key(tls.cert, tls.key, new.issue("root", dt.timedelta(days=1)))
+    assert client_cert_problem(tls, old.cert) == "not signed by the CA in ca.crt"
+    assert client_cert_problem(tls, old.cert, new.cert) == ""
+    stranger = x509.load_pem_x509_certificate(create_ca(tmp_path / "x", "test").cert_pem)
+    assert client_cert_problem(tls, old.cert, stranger) == "not signed by the CA in ca.crt"
+
+
+def test_the_daemon_signs_with_the_client_ca_a_finish_put_in_place(
+        pki: Path, logs: list[dict[str, object]]) -> None:
+    """After a client rotation's finish, the running daemon's trust and the side tasks
+    that sign (renewals, followers' requests) hold the new CA; unchanged files: no-op."""
+    import structlog
+
+    from ckeetcd.core.carotation import CLIENT
+    from ckeetcd.core.config import load_config
+    from ckeetcd.loop.startup import reload_client_ca
+    from ckeetcd.pki import Trust
+    from tests.harness import named
+
+    path = pki.parent / "ckeetcd.toml"  # a config that names the pki dir (its parent)
+    path.write_text(f'[cluster]\nname = "test"\nstate_dir = "{pki.parent}"\n'
+                    '[[members]]\nname = "m1"\naddress = "127.0.0.1"\n')
+    config = load_config(path)
+    trust = Trust(load_ca(pki), load_ca(pki, PEER))
+
+    class Signer:  # the attribute the daemon's signing side tasks keep their CA in
+        def __init__(self, ca: object) -> None:
+            self.ca = ca
+
+    side = [Signer(trust.client), Signer(trust.peer)]
+    log = structlog.get_logger()
+    assert reload_client_ca(config, trust, side, log) is trust
+    r = start_rotation(pki, CLIENT, trust.client.cert_pem, migration=False)
+    new, r = make_next(pki, "test", r)
+    finish(pki, r)
+    reloaded = reload_client_ca(config, trust, side, log)
+    assert reloaded.client.cert_pem == new.cert_pem and reloaded.peer is trust.peer
+    assert side[0].ca is reloaded.client and side[1].ca is trust.peer
+    assert [e["role"] for e in named(logs, "ca_reloaded")] == ["client"]

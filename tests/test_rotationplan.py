@@ -69,3 +69,34 @@ def test_trust_names_of_a_cluster_never_rotated_are_the_old_ones() -> None:
     assert trust_name(PEER, None, separate=False) == "ca.crt"
     f = role_facts(PEER, D, rotating({}, {}))
     assert f is not None and trust_name(PEER, f, separate=False) == BOTH
+
+
+def client_rotating(certs: str, daemon: str, grace_until: float) -> Observed:
+    """Every member on the old + new client bundle, their server certs from `certs`,
+    this daemon's root certificate from `daemon`; the observer's clock at 1000."""
+    from ckeetcd.core.carotation import CLIENT, DaemonCert
+
+    both = trust_file(CLIENT, {OLD, NEW})
+    o = cluster(NAMES)
+    rts = {n: replace(r, trust_files=((CLIENT, both),)) for n, r in o.runtimes.items()}
+    seen = RotationSeen(records=(Record(CLIENT, OLD, NEW, grace_until=grace_until),),
+                        cert_from=tuple((n, ((CLIENT, certs),)) for n in NAMES),
+                        daemons=(DaemonCert("this daemon", daemon, me=True),),
+                        new_ca=frozenset({CLIENT}), now=1000.0)
+    return replace(o, runtimes=MappingProxyType(rts), rotation=seen)
+
+
+def test_client_rotation_daemon_cert_then_grace_then_drop_old() -> None:
+    from ckeetcd.core.rotationplan import rotation_lines, rotation_view
+
+    assert ops(client_rotating(OLD, OLD, 0)) == [("renew-member-certs", "a")]
+    assert ops(client_rotating(NEW, OLD, 0)) == [("rotate-ca", "client:reissue-daemon")]
+    assert ops(client_rotating(NEW, NEW, 0)) == [("rotate-ca", "client:start-grace")]
+    waiting = client_rotating(NEW, NEW, 1030.0)
+    d = plan(D, waiting)
+    assert (d.phase, d.ops) == ("ca-rotation", ()) and "30s more" in d.reason, d
+    lines = rotation_lines(rotation_view(D, waiting))
+    assert "rotation: user certificates of the old client CA accepted until 1970-01-01 " \
+        "00:17:10 UTC (the grace period)" in lines, lines
+    assert any("pki/client-bundle.crt" in line for line in lines), lines
+    assert ops(client_rotating(NEW, NEW, 999.0))[0] == ("stop-member", "b")  # drop-old

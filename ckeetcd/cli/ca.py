@@ -90,7 +90,7 @@ def ca_rotate(args: argparse.Namespace) -> int:
 
     from ckeetcd.cli.status import daemons, gather
     from ckeetcd.coordination.election import daemon_id
-    from ckeetcd.core.carotation import CLIENT, PEER, refusal
+    from ckeetcd.core.carotation import CLIENT, PEER, daemons_refusal, refusal
     from ckeetcd.core.rollplan import describe, pending
     from ckeetcd.nodes.router import uses_ssh
     from ckeetcd.pki import PEER_CA_CERT, ca_paths
@@ -121,8 +121,10 @@ def ca_rotate(args: argparse.Namespace) -> int:
                 if not observed.is_healthy(m)]
         why += f" ({', '.join(sick) if sick else 'no member answers'})"
     if not why and config.election:
-        leader, _ = asyncio.run(daemons(config, observed))
-        if leader != daemon_id(config):
+        leader, live = asyncio.run(daemons(config, observed))
+        why = daemons_refusal(role, [str(d.get("id")) for d in live or ()
+                                     if d.get("id") != leader])
+        if not why and leader != daemon_id(config):
             why = (f"the leader daemon is {leader or 'not known'}, not this host's "
                    f"({daemon_id(config)}): the record is read where the command runs, so "
                    "run it on the leader's host (the other daemons do not see it yet)")
@@ -130,9 +132,6 @@ def ca_rotate(args: argparse.Namespace) -> int:
         why = ("members run over SSH: their runtime does not record the command line a "
                "member started with, so a rotation could not tell which bundle it trusts "
                "(local runtime only for now)")
-    if not why and role == CLIENT:
-        why = ("the client CA rotation is not carried out by the daemon yet (its daemon "
-               "certificates, grace period and bundle in `issue` output are still to do)")
     if why:
         return _error(f"ca rotate --{role}: {why}", USAGE_ERROR)
     migration = role == PEER and not separate

@@ -2,7 +2,11 @@
 
 Signed locally with the cluster CA (`<state_dir>/pki/ca.{crt,key}`), so the
 caller needs read access to the CA key; etcd itself is never contacted. With
-client-certificate auth etcd takes the user name from the CN. The
+client-certificate auth etcd takes the user name from the CN. During a client
+CA rotation, once every member trusts the new CA (the daemon has written
+`pki/client-bundle.crt`), certificates come from the new CA and
+`ca_certificate` is that bundle (old + new): it verifies the servers whichever
+CA signed theirs at the moment. The
 certificate comes from `pki.CA.issue`, the issuer the daemon uses for its own
 client certificates, so there is one way a certificate is made.
 
@@ -95,6 +99,24 @@ def load_signing_ca(config: Config) -> CA:
         return load_ca(config.cluster.pki_dir)
 
 
+def signing_ca_and_trust(config: Config) -> tuple[CA, bytes]:
+    """The CA that signs client certificates now and the `ca_certificate` to hand out:
+    the client rotation's new CA and its old + new bundle while the bundle is in force,
+    else the cluster CA and its certificate."""
+    from ckeetcd.pki.rotationfiles import CLIENT, client_bundle_path, load_next, read_rotation
+
+    d = config.cluster.pki_dir
+    bundle = client_bundle_path(d)
+    with _reading_ca(config):
+        rotation = read_rotation(d, CLIENT) if bundle.exists() else None
+        if rotation is not None and not rotation.record.done:
+            new = load_next(d, rotation)
+            if new is not None:
+                return new, bundle.read_bytes()
+    ca = load_signing_ca(config)
+    return ca, ca.cert_pem
+
+
 def load_signing_peer_ca(config: Config) -> CA | None:
     """The cluster's own peer CA with its key; None for a cluster with one CA."""
     from ckeetcd.pki import PEER, PEER_CA_CERT, load_ca
@@ -141,9 +163,9 @@ def emit(ca_pem: bytes, cert_pem: bytes, key_pem: bytes, user: str, output: str)
 def _issue(args: argparse.Namespace, user: str, lifetime: dt.timedelta) -> int:
     config = load(args)
     try:
-        ca = load_signing_ca(config)
+        ca, trust = signing_ca_and_trust(config)
         pair = sign(ca, user, lifetime)
-        emit(ca.cert_pem, pair.cert_pem, pair.key_pem, user, args.output)
+        emit(trust, pair.cert_pem, pair.key_pem, user, args.output)
     except CommandFailed as e:
         return fail(e)
     return 0

@@ -324,3 +324,15 @@ def refusal(role: str, records: Sequence[Record], rolling: str, healthy: bool,
         return ("this cluster has one CA for peers and clients: migrate to a separate peer "
                 "CA first (`ckeetcd ca rotate --peer`)")
     return ""
+
+
+def daemons_refusal(role: str, others: Sequence[str]) -> str:
+    """Why `ca rotate --ROLE` may not start while the daemons `others` (not the leader)
+    run ("" = it may): a client rotation re-issues only this daemon's root certificate,
+    so another daemon's would be refused by every member from drop-old on."""
+    if role != CLIENT or not others:
+        return ""
+    return (f"other daemons are running ({', '.join(sorted(others))}): their root client "
+            "certificates are not re-issued from the new client CA yet (they would be "
+            "locked out at drop-old); stop them for the rotation, then `ca export` / "
+            "`ca import --force` the new CA to their hosts")

@@ -14,6 +14,8 @@ command line, so the generic flag comparison leaves them out
 
 from __future__ import annotations
 
+import datetime as dt
+
 from ckeetcd.core.carotation import (
     CLIENT,
     LEGACY_TRUST,
@@ -43,6 +45,10 @@ from ckeetcd.core.model import (
 from ckeetcd.core.rolling import Done, Restart, roll_members, rolling_next
 from ckeetcd.core.rolling import MoveLeader as MoveStep
 from ckeetcd.core.rollplan import node_name
+
+# Client rotation stages in which a member's server certificate may be from either CA.
+SERVERS_MIXED = ("reissue-members", "reissue-daemons", "grace", "drop-old", "finish")
+
 
 
 def facts(record: Record, desired: Desired, observed: Observed) -> Facts:
@@ -177,6 +183,14 @@ def rotation_lines(view: dict[str, object] | None) -> list[str]:
             continue
         what = " (migration from one CA)" if r["migration"] else ""
         out.append(f"rotation: {role} CA{what}, stage {r['stage']}: {r['reason']}")
+        if role == CLIENT and r["stage"] in SERVERS_MIXED:
+            out.append("rotation: member server certificates come from either client CA now: "
+                       "clients verify them with the old + new bundle (pki/client-bundle.crt, "
+                       "the ca_certificate of `ckecli etcd issue`)")
+        if r["grace_until"]:
+            until = dt.datetime.fromtimestamp(r["grace_until"], dt.timezone.utc)
+            out.append(f"rotation: user certificates of the old {role} CA accepted until "
+                       f"{until:%Y-%m-%d %H:%M:%S} UTC (the grace period)")
         for name, m in r["members"].items():
             trusts = "+".join(m["trusts"]) if m["trusts"] is not None else "unknown"
             out.append(f"rotation: {name}: trusts {trusts}, certificate {m['certificate']}")

@@ -19,7 +19,7 @@ from typing import Any
 
 from ckeetcd.coordination.election import Leadership
 from ckeetcd.core.config import Config, ConfigError, load_config
-from ckeetcd.core.kinds import SETTLED_PHASES, Phase
+from ckeetcd.core.kinds import SETTLED_PHASES, OpKind, Phase
 from ckeetcd.core.model import Decision, Desired, Observed
 from ckeetcd.core.planner import plan
 from ckeetcd.core.readiness import start_status
@@ -27,7 +27,7 @@ from ckeetcd.loop.daemonca import EXIT_REFUSED
 from ckeetcd.loop.env import Env, make_env
 from ckeetcd.loop.runner import run_ops
 from ckeetcd.loop.sidetasks import SideTask, build_side_tasks, stop_all, supervise
-from ckeetcd.loop.startup import can_lead, claim, daemon_ca, prune_archives
+from ckeetcd.loop.startup import can_lead, claim, daemon_ca, prune_archives, reload_client_ca
 from ckeetcd.nodes import LocalRuntime, etcdprobe
 from ckeetcd.nodes.router import RoutedRuntime
 from ckeetcd.ops import OpContext
@@ -227,6 +227,8 @@ class Daemon:
                     last_full = now if full else last_full
                     ran_ops, ok = await self._cycle(env, trust, history, desired, observed,
                                                     decision)
+                    if any(op.kind == OpKind.ROTATE_CA for op in decision.ops):
+                        trust = reload_client_ca(self.config, trust, side, self.log)
                     METRICS.cycle_finished(decision.phase, time.monotonic() - now, decision.role)
                     # A failed op is decided again, but not in a tight loop.
                     backoff = 0.0 if ok else min(max(backoff * 2, 0.2),

@@ -63,7 +63,7 @@ from ckeetcd.pki import (
 )
 from ckeetcd.pki import write_cert_key as _write_cert_key
 from ckeetcd.pki.catransfer import PublicCA
-from ckeetcd.pki.rotationfiles import read_rotation, settle
+from ckeetcd.pki.rotationfiles import CLIENT, read_rotation, settle
 from ckeetcd.pki.tlsprobe import issuer_names
 from ckeetcd.tasks.daemoncert import daemon_tls, renew_due
 
@@ -177,7 +177,7 @@ def _open_ca(config: Config) -> tuple[CA, str, bool, list[Note]]:
                    "(a first start that stopped in between): the certificate was made for it"}))
     elif action == CA_FOLLOW:
         cert = read_ca_cert(cert_path)
-        problem = client_cert_problem(daemon_tls(config), cert)
+        problem = client_cert_problem(daemon_tls(config), cert, _next_client_ca(config))
         if problem:
             raise CARefused("daemon_cert_unusable", f"{daemon_tls(config).cert}: {problem}; "
                             "without the CA key this daemon cannot make a new one",
@@ -297,17 +297,36 @@ def _refusal(config: Config, action: str, f: CAFacts) -> CARefused:
              f"{config.cluster.state_dir} aside (and stop its members) to start a new one")
 
 
-def client_cert_problem(tls: TLSFiles, ca_cert: x509.Certificate) -> str:
-    """Why the daemon's root client certificate cannot be used ("" when it can)."""
+def _next_client_ca(config: Config) -> x509.Certificate | None:
+    """The new CA of a client CA rotation under way (None: none is, or not made yet)."""
+    try:
+        rotation = read_rotation(config.cluster.pki_dir, CLIENT)
+    except CAError:
+        return None
+    if rotation is None or rotation.record.done or not rotation.new_pem:
+        return None
+    return x509.load_pem_x509_certificate(rotation.new_pem)
+
+
+def client_cert_problem(tls: TLSFiles, ca_cert: x509.Certificate,
+                        next_ca: x509.Certificate | None = None) -> str:
+    """Why the daemon's root client certificate cannot be used ("" when it can). During
+    a client CA rotation one from its new CA (`next_ca`) is as good: a daemon killed
+    after the rotation re-issued it must not go back to the old CA."""
     try:
         cert = x509.load_pem_x509_certificate(tls.cert.read_bytes())
     except FileNotFoundError:
         return "missing"
     except ValueError:
         return "not a PEM certificate"
-    try:
-        cert.verify_directly_issued_by(ca_cert)
-    except Exception:  # ValueError, TypeError, InvalidSignature: not ours either way
+    for issuer in (ca_cert, next_ca):
+        try:
+            if issuer is not None:
+                cert.verify_directly_issued_by(issuer)
+                break
+        except Exception:  # ValueError, TypeError, InvalidSignature: not ours either way
+            continue
+    else:
         return "not signed by the CA in ca.crt"
     try:
         key = serialization.load_pem_private_key(tls.key.read_bytes(), password=None)
@@ -324,7 +343,7 @@ def _ensure_client_cert(config: Config, ca: CA) -> list[Note]:
     """Issue the root client certificate when it is missing, unusable or due (1/3 life)."""
     tls = daemon_tls(config)
     lifetime = config.tls.daemon_cert_lifetime
-    problem = client_cert_problem(tls, ca.cert)
+    problem = client_cert_problem(tls, ca.cert, _next_client_ca(config))
     if not problem:
         expires = x509.load_pem_x509_certificate(tls.cert.read_bytes()).not_valid_after_utc
         if not renew_due(expires, lifetime, dt.datetime.now(dt.timezone.utc)):

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from ckeetcd.coordination.pause import read_pause
-from ckeetcd.core.carotation import PEER, RotationSeen
+from ckeetcd.core.carotation import CLIENT, PEER, RotationSeen
 from ckeetcd.core.etcdversions import auth_status_safe, parse_version
 from ckeetcd.core.model import (
     Desired,
@@ -33,7 +33,7 @@ from ckeetcd.etcd.rbac import rbac_in_place
 from ckeetcd.loop.rotationseen import see as see_rotations
 from ckeetcd.nodes import MemberRuntime
 from ckeetcd.pki import PEER_CA_CERT, member_tls_problem, not_after
-from ckeetcd.pki.rotationfiles import Rotation, peer_pem_for
+from ckeetcd.pki.rotationfiles import Rotation, ca_pem_for, peer_pem_for
 from ckeetcd.support.startbook import StartBook
 
 FORMED_MARKER = "cluster-formed.json"
@@ -177,6 +177,9 @@ class Observer:
         if PEER in self._rotations:
             peer = self.pki_dir / PEER_CA_CERT
             self.peer_ca_pem = peer.read_bytes() if peer.exists() else None
+        if CLIENT in self._rotations:  # a finished client rotation puts a new ca.crt in place
+            client = self.pki_dir / "ca.crt"
+            self.ca_pem = client.read_bytes() if client.exists() else self.ca_pem
         return seen
 
     async def _cluster_version_now(self, members: tuple[LiveMember, ...] | None,
@@ -290,7 +293,9 @@ class Observer:
             expiry = [_not_after(pem) for pem in got[1:3]]
             if known := [t for t in expiry if t is not None]:
                 self._cert_expiry[d.name] = min(known)
-            return member_tls_problem(dict(zip(names, got, strict=True)), ca_pem, d.address,
+            return member_tls_problem(dict(zip(names, got, strict=True)),
+                                      ca_pem_for(got[1], self._rotations.get(CLIENT), ca_pem),
+                                      d.address,
                                       desired.member_dns, self.renew_before, now,
                                       peer_ca_pem=peer_pem_for(
                                           got[2], self._rotations.get(PEER), self.peer_ca_pem))

@@ -1,6 +1,8 @@
 """What the observer reads for CA rotations (ckeetcd.core.carotation.RotationSeen):
 the records in the pki dir, whether each new CA is here, and which CA signed each
-member's certificates (their files, on the member's node)."""
+member's certificates (their files, on the member's node), and during a client
+rotation which CA signed this daemon's own root certificate. Other daemons' are not
+seen yet (not in presence): a client rotation is for one daemon for now."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from ckeetcd.core.carotation import CLIENT, PEER, RotationSeen
+from ckeetcd.core.carotation import CLIENT, PEER, DaemonCert, RotationSeen
 from ckeetcd.nodes import MemberRuntime
 from ckeetcd.pki import ca_paths
 from ckeetcd.pki.rotationfiles import (
@@ -20,6 +22,7 @@ from ckeetcd.pki.rotationfiles import (
     signer_of,
 )
 
+DAEMON_CERT = "daemon-root.crt"  # ckeetcd.tasks.daemoncert.daemon_tls (a layer above)
 CERT_OF = {PEER: "peer.crt", CLIENT: "server.crt"}  # the member certificate of each role
 
 
@@ -59,7 +62,15 @@ async def see(pki_dir: Path, runtime: MemberRuntime,
         return name, tuple(out)
 
     cert_from = await asyncio.gather(*(member(n) for n in names))
+    daemons: tuple[DaemonCert, ...] = ()
+    if CLIENT in rotations:
+        try:
+            own = (pki_dir / DAEMON_CERT).read_bytes()
+        except OSError:
+            own = None
+        daemons = (DaemonCert("this daemon", signer_of(own, rotations[CLIENT]), me=True),)
     return RotationSeen(
         records=tuple(r.record for r in rotations.values()), cert_from=tuple(cert_from),
+        daemons=daemons,
         new_ca=frozenset(role for role, r in rotations.items() if new_ca_here(pki_dir, r)),
         now=time.time()), rotations

@@ -8,7 +8,7 @@ from ckeetcd.core.config import Config
 from ckeetcd.loop.daemonca import CARefused, open_ca
 from ckeetcd.loop.env import Env
 from ckeetcd.ops.stop_member import log_pruned
-from ckeetcd.pki import CA, Trust, ca_paths, load_ca
+from ckeetcd.pki import CA, CAError, Trust, ca_paths, load_ca
 from ckeetcd.support.history import History
 from ckeetcd.support.statedir import StateDirError, claim_state_dir
 
@@ -52,6 +52,26 @@ def claim(config: Config, log: Any) -> bool:
         return False
     log_notes(log, taken.notes)
     return True
+
+
+def reload_client_ca(config: Config, trust: Trust, side: list[Any], log: Any) -> Trust:
+    """The trust with the client CA read again when a client CA rotation's finish put a
+    new ca.crt (and key) in place, handed to the side tasks that sign with it (renewals,
+    followers' requests): the daemon signs with the new CA without a restart."""
+    cert, key = ca_paths(config.cluster.pki_dir)
+    try:
+        if cert.read_bytes() == trust.client.cert_pem or not key.exists():
+            return trust
+        ca = load_ca(config.cluster.pki_dir)
+    except (OSError, CAError, ValueError) as e:
+        log.warning("ca_reload_failed", file=str(cert), error=str(e))
+        return trust
+    for task in side:
+        if getattr(task, "ca", None) is trust.client:
+            task.ca = ca
+    log.info("ca_reloaded", role="client", ca_cert=str(cert),
+             subject=ca.cert.subject.rfc4514_string())
+    return Trust(ca, trust.peer)
 
 
 def load_ca_for(config: Config) -> CA:

@@ -1,19 +1,31 @@
 """Member certificates on the node: issued by the CA, re-issued when wrong or expiring.
 
-During a peer CA rotation (ckeetcd.core.carotation) the peer certificates are signed
-by the new peer CA once every member trusts it, and each member (re)started names
-the trust bundle the rotation wants now, installed beside its certificates.
+During a CA rotation (ckeetcd.core.carotation) the certificates of the role (peer
+certificates, or server certificates for the client CA) are signed by the new CA
+once every member trusts it, and each member (re)started names the trust bundle
+the rotation wants now, installed beside its certificates. From that moment of a
+client rotation the daemon verifies servers with the old + new bundle
+(`client-bundle.crt`), since their certificates come from either CA.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from ckeetcd.core.carotation import CLIENT, PEER, Facts, wanted_trust
 from ckeetcd.core.rotationplan import role_facts, signer_new, trust_name
 from ckeetcd.ops.context import OpContext, OpFailed
 from ckeetcd.pki import CA, PEER_CA_CERT, load_ca, member_tls_files, member_tls_problem
-from ckeetcd.pki.rotationfiles import load_next, peer_pem_for, read_rotation
+from ckeetcd.pki.rotationfiles import (
+    Rotation,
+    ca_pem_for,
+    load_next,
+    peer_pem_for,
+    read_rotation,
+    server_trust_file,
+    write_client_bundle,
+)
 
 # the keys too: a set a killed daemon left half-written must not pass as fine
 TLS_CHECKED = ("ca.crt", "server.crt", "peer.crt", "server.key", "peer.key")
@@ -50,6 +62,39 @@ def peer_signer(ctx: OpContext) -> CA:
     return ctx.peer
 
 
+def client_signer(ctx: OpContext) -> CA:
+    """The CA that signs the members' server certificates now: the new one of a client
+    rotation once every member trusts it (the daemon then verifies servers with the
+    bundle: `use_client_bundle`), the finished rotation's CA in place, else the
+    daemon's client CA."""
+    pki = ctx.config.cluster.pki_dir
+    rotation = read_rotation(pki, CLIENT)
+    if rotation is None:
+        return ctx.ca
+    if rotation.record.done:
+        return load_ca(pki)
+    if signer_new(_facts(ctx, CLIENT)):
+        new = load_next(pki, rotation)
+        if new is None:
+            raise OpFailed("the new client CA's key is not on this host: copy the CA bundle "
+                           "(`ckeetcd ca export`) from the host that started the rotation")
+        use_client_bundle(ctx, rotation)
+        return new
+    return ctx.ca
+
+
+def use_client_bundle(ctx: OpContext, rotation: Rotation | None) -> None:
+    """Write the old + new client CA bundle (once) and verify servers with whichever
+    file is in force now (the bundle, or ca.crt after the finish): new channels."""
+    pki = ctx.config.cluster.pki_dir
+    if rotation is not None and not rotation.record.done:
+        write_client_bundle(pki, rotation)
+    want = server_trust_file(pki)
+    if ctx.pool.tls.ca != want:
+        ctx.pool.tls = dataclasses.replace(ctx.pool.tls, ca=want)
+        ctx.pool.rotate()
+
+
 async def install_trust(ctx: OpContext, name: str) -> None:
     """Write the trust bundles a start of `name` names, when a rotation asks for one."""
     files = {}
@@ -76,7 +121,9 @@ async def member_tls_state(ctx: OpContext, name: str) -> str:
     names = TLS_CHECKED + ((PEER_CA_CERT,) if separate else ())
     files = {f: await ctx.runtime.read_tls(name, f) for f in names}
     current = peer_signer(ctx).cert_pem if separate else None
-    return member_tls_problem(files, ctx.ca.cert_pem, d.address, ctx.desired.member_dns,
+    ca_pem = ca_pem_for(files["server.crt"], read_rotation(ctx.config.cluster.pki_dir, CLIENT),
+                        client_signer(ctx).cert_pem)
+    return member_tls_problem(files, ca_pem, d.address, ctx.desired.member_dns,
                               ctx.config.tls.member_cert_renew_before,
                               dt.datetime.now(dt.timezone.utc),
                               peer_ca_pem=peer_pem_for(files["peer.crt"], rotation, current))
@@ -92,7 +139,8 @@ async def ensure_member_tls(ctx: OpContext, name: str, force: bool = False) -> b
     await install_trust(ctx, name)
     if not force and not await member_tls_state(ctx, name):
         return False
-    files = member_tls_files(ctx.ca, name, d.address, ctx.config.tls.member_cert_lifetime,
-                             ctx.desired.member_dns, peer_ca=peer_signer(ctx))
+    files = member_tls_files(client_signer(ctx), name, d.address,
+                             ctx.config.tls.member_cert_lifetime, ctx.desired.member_dns,
+                             peer_ca=peer_signer(ctx))
     await ctx.runtime.install_tls(name, files)
     return True

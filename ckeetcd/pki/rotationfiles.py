@@ -8,6 +8,10 @@ In the pki dir, per role:
   its "old" CA from it;
 - `next-<role>/`: the new CA while the rotation runs, made by `create_ca` (key
   first, never overwritten), so a daemon killed while making it loads it again;
+- `client-bundle.crt` (client CA only): old + new CA, written once every member
+  trusts both; while it is here the daemon verifies servers with it and
+  `ckecli etcd issue` hands it out as `ca_certificate` (the servers' certificates
+  come from either CA then);
 - at the finish, its files replace `peer-ca.*` (or `ca.*`): the old key is gone.
   `settle` completes a finish a killed daemon left half done; the daemon calls
   it before it loads its CAs.
@@ -59,6 +63,30 @@ def record_path(pki_dir: Path, role: str) -> Path:
 
 def next_dir(pki_dir: Path, role: str) -> Path:
     return pki_dir / f"next-{role}"
+
+
+CLIENT_BUNDLE = "client-bundle.crt"
+
+
+def client_bundle_path(pki_dir: Path) -> Path:
+    return pki_dir / CLIENT_BUNDLE
+
+
+def server_trust_file(pki_dir: Path) -> Path:
+    """The CA file a client of the members verifies their server certificates with: the
+    client rotation's bundle while it is here, else ca.crt."""
+    bundle = client_bundle_path(pki_dir)
+    return bundle if bundle.exists() else pki_dir / "ca.crt"
+
+
+def write_client_bundle(pki_dir: Path, rotation: Rotation) -> bool:
+    """Write the old + new client CA bundle (idempotent); whether it was written now."""
+    want = rotation.bundle(frozenset({rotation.record.old, rotation.record.new}))
+    path = client_bundle_path(pki_dir)
+    if path.exists() and path.read_bytes() == want:
+        return False
+    write_atomic(path, want, 0o644)
+    return True
 
 
 def cert_fingerprint(pem: bytes) -> str:
@@ -147,6 +175,15 @@ def peer_pem_for(peer_crt: bytes | None, rotation: Rotation | None,
     return current
 
 
+def ca_pem_for(cert: bytes | None, rotation: Rotation | None, current: bytes) -> bytes:
+    """The ca.crt a member's tls dir must hold next to `cert` (its server.crt): during a
+    client rotation the CA that signed it (old or new), else the client CA in place."""
+    if rotation is None or rotation.record.done:
+        return current
+    fp = signer_of(cert, rotation)
+    return rotation.pem_of(fp) if fp else current
+
+
 def _bare_key(path: Path) -> ec.EllipticCurvePrivateKey:
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
@@ -174,6 +211,8 @@ def finish(pki_dir: Path, rotation: Rotation) -> Rotation:
         os.replace(src_key, dst_key)
     if src_cert.exists():
         os.replace(src_cert, dst_cert)
+    if role == CLIENT:
+        client_bundle_path(pki_dir).unlink(missing_ok=True)
     if d.exists():
         for leftover in d.iterdir():
             leftover.unlink()
@@ -202,7 +241,27 @@ def settle(pki_dir: Path) -> list[str]:
     return out
 
 
-__all__ = ["CLIENT", "PEER", "Rotation", "RotationError", "cert_fingerprint", "finish",
-           "load_next", "make_next", "next_dir", "peer_pem_for", "read_rotation",
-           "read_rotations", "record_path", "settle", "signer_of", "start_rotation",
-           "write_rotation"]
+__all__ = [
+    "CLIENT",
+    "CLIENT_BUNDLE",
+    "PEER",
+    "Rotation",
+    "RotationError",
+    "ca_pem_for",
+    "cert_fingerprint",
+    "client_bundle_path",
+    "finish",
+    "load_next",
+    "make_next",
+    "next_dir",
+    "peer_pem_for",
+    "read_rotation",
+    "read_rotations",
+    "record_path",
+    "server_trust_file",
+    "settle",
+    "signer_of",
+    "start_rotation",
+    "write_client_bundle",
+    "write_rotation",
+]

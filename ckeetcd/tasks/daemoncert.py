@@ -38,6 +38,7 @@ from ckeetcd.core.model import Desired, Observed
 from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.pki import CA, TLSFiles, key_pem, not_after
 from ckeetcd.pki.catransfer import PublicCA
+from ckeetcd.pki.rotationfiles import server_trust_file
 from ckeetcd.support.files import write_atomic, write_private
 
 ROOT = "root"
@@ -48,8 +49,10 @@ SIGN_EVERY = 5.0  # seconds between the leader's looks for requests
 
 
 def daemon_tls(config: Config) -> TLSFiles:
+    """The daemon's root client files; servers are verified with the client CA rotation's
+    bundle while one runs (ckeetcd.pki.rotationfiles.server_trust_file)."""
     d = config.cluster.pki_dir
-    return TLSFiles(ca=d / "ca.crt", cert=d / "daemon-root.crt", key=d / "daemon-root.key")
+    return TLSFiles(ca=server_trust_file(d), cert=d / "daemon-root.crt", key=d / "daemon-root.key")
 
 
 def renew_due(expires: dt.datetime, lifetime: dt.timedelta, now: dt.datetime) -> bool:
