@@ -11,7 +11,7 @@ import pytest
 from ckeetcd.core.memberchange import flag_diff, member_change, restart_flags, version_change
 from ckeetcd.core.model import Health, Observed, Runtime
 from ckeetcd.core.planner import plan
-from tests.builders import cluster, desired, mid
+from tests.builders import client_url, cluster, desired, mid
 
 HB = ("--heartbeat-interval=100 -> --heartbeat-interval=150",)
 
@@ -88,6 +88,21 @@ def test_every_step_of_one_change_names_the_same_snapshot() -> None:
     flags = plan(D, rolled(cluster(NAMES), dict.fromkeys(NAMES, "3.5.30"),
                            flags={"c": HB})).ops[0]
     assert flags.pre_snapshot and flags.snapshot_tag  # type: ignore[attr-defined]
+
+
+def test_a_restarted_member_leaves_the_etcd_servers_file_first() -> None:
+    with_file = desired(NAMES, apiserver_file=True)
+    o = replace(rolled(cluster(NAMES, published=NAMES), OLD))
+    dec = plan(with_file, o)
+    assert [(op.kind, op.targets()) for op in dec.ops] == [
+        ("stop-apiserver-traffic", ",".join(client_url(n) for n in ("a", "c"))),
+        ("stop-member", "b"), ("restart-member", "b")]
+    # a daemon killed right after the cut: the healthy member is published again first,
+    # and the restart comes with its own cut in the next cycle (one batch, never split)
+    cut = rolled(cluster(NAMES, published=["a", "c"]), OLD)
+    assert [op.kind for op in plan(with_file, cut).ops] == ["publish-endpoints"]
+    # no servers file kept: nothing to cut
+    assert kinds(rolled(cluster(NAMES), OLD)) == [("stop-member", "b"), ("restart-member", "b")]
 
 
 def test_the_leader_last_after_moving_leadership() -> None:

@@ -201,12 +201,12 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
     # 9a. A CA rotation (`ckeetcd ca rotate`): its next step, one member at a time.
     rotating = rotation_step(desired, observed)
     if rotating is not None:
-        return rotating
+        return _traffic_off_before_stop(desired, observed, rotating)
 
     # 9b. A new etcd binary or changed member flags: one member at a time.
     rolling = rolling_decision(desired, observed)
     if rolling is not None:
-        return rolling
+        return _traffic_off_before_stop(desired, observed, rolling)
 
     # 10. Scheduled defragmentation: the most fragmented big database, one member
     #     per decision, followers before the leader.
@@ -223,6 +223,20 @@ def _ladder(desired: Desired, observed: Observed) -> Decision:
 
 
 # ---- rung helpers ----------------------------------------------------------
+def _traffic_off_before_stop(desired: Desired, observed: Observed,
+                             decision: Decision) -> Decision:
+    """A member stopped for a restart (a rolling change, a CA rotation) leaves the etcd
+    servers file first, as a leaving member does: kube-apiservers stop sending to it
+    before it goes. The publish rung puts it back once it is healthy again."""
+    stop = next((op for op in decision.ops if op.kind == OpKind.STOP_MEMBER), None)
+    if stop is None:
+        return decision
+    traffic = _traffic_op(desired, observed, TRAFFIC_STOP, exclude=stop.member_id)
+    if traffic is None:
+        return decision
+    return Decision(decision.phase, (traffic, *decision.ops), decision.reason, decision.role)
+
+
 def _with_holds(observed: Observed, decision: Decision) -> Decision:
     """Say which stopped members wait for their restart hold; "backoff" when idle."""
     held = sorted((r.held_until, n) for n, r in observed.runtimes.items()
