@@ -63,16 +63,19 @@ def one_ca_cluster(make_cluster: Callable[..., Cluster]) -> Cluster:
     return c
 
 
-def run_to_done(c: Cluster, kills: list[str]) -> list[str]:
-    """Run the daemon until the peer rotation is done: first once per failpoint (each
-    run ends killed right after that step), then without one. The failpoints hit."""
+def run_to_done(c: Cluster, kills: list[str], done: Callable[[], bool] | None = None,
+                what: str = "the peer rotation done") -> list[str]:
+    """Run the daemon until the rotation is `done` (default: the peer rotation): first
+    once per failpoint (each run ends killed right after that step), then without one.
+    The failpoints hit."""
+    finished = done or (lambda: rotated(c))
     hit = []
     for point in kills:
         c.stop_daemon()  # (none runs unless the last point was never reached)
         mark = c.mark()
         daemon = c.start_daemon(env={"CKEETCD_FAILPOINT": point})
-        wait_for(lambda d=daemon: d.poll() is not None or rotated(c), 180,
-                 f"the daemon killed after {point}, or the rotation done")
+        wait_for(lambda d=daemon: d.poll() is not None or finished(), 180,
+                 f"the daemon killed after {point}, or {what}")
         if daemon.poll() is not None:
             assert daemon.returncode == -signal.SIGKILL, daemon.returncode
             assert [f"{e['op']}:{e['step']}" for e in c.events("failpoint", since=mark)] \
@@ -80,7 +83,7 @@ def run_to_done(c: Cluster, kills: list[str]) -> list[str]:
             hit.append(point)
     if c.daemon is None or c.daemon.poll() is not None:
         c.start_daemon()
-    wait_for(lambda: rotated(c), 240, "the peer rotation done", abort=c.daemon_died)
+    wait_for(finished, 240, what, abort=c.daemon_died)
     return hit
 
 

@@ -8,15 +8,14 @@ No acknowledged write lost, quorum held."""
 from __future__ import annotations
 
 import json
-import signal
 import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ckeetcd.pki import TLSFiles
-from tests.harness import Cluster, Writer, ckecli, wait_for
-from tests.test_ca_rotation import status
+from tests.harness import Cluster, Writer, ckecli
+from tests.test_ca_rotation import run_to_done, status
 from tests.test_crash_safety import Watch
 from tests.test_security import https_context, request_over
 
@@ -88,21 +87,7 @@ def test_client_ca_rotation_under_writers_with_kills(
         r = c.cli("ca", "rotate", "--client")
         assert r.returncode == 0, r.stderr
         assert "client CA rotation" in r.stdout
-        hit = []
-        for point in KILLS:
-            c.stop_daemon()
-            mark = c.mark()
-            daemon = c.start_daemon(env={"CKEETCD_FAILPOINT": point})
-            wait_for(lambda d=daemon: d.poll() is not None or look(), 180,
-                     f"the daemon killed after {point}, or the rotation done")
-            if daemon.poll() is not None:
-                assert daemon.returncode == -signal.SIGKILL, daemon.returncode
-                assert [f"{e['op']}:{e['step']}" for e in c.events("failpoint", since=mark)] \
-                    == [point]
-                hit.append(point)
-        if c.daemon is None or c.daemon.poll() is not None:
-            c.start_daemon()
-        wait_for(look, 240, "the client rotation done", abort=c.daemon_died)
+        hit = run_to_done(c, KILLS, look, "the client rotation done")
         c.wait_healthy(NAMES)
     assert hit == KILLS
     assert seen_grace == [{"old": [True] * 3, "new": [True] * 3}]
