@@ -103,12 +103,23 @@ def breakdown(c: BenchCluster, t0: float, t1: float) -> dict[str, Any]:
             "steps_s": steps, "stop_s": stops}
 
 
+def on_old_binary(c: BenchCluster) -> None:
+    """Bootstrap `c` by its daemon on the old etcd, every member healthy on it."""
+    c.start_daemon(env={"CKEETCD_ETCD_BINARY": str(OLD)})
+    c.wait_healthy(NAMES, timeout=90)
+    wait_for(lambda: all_on(c, "3.5.16"), 60, "3.5.16 everywhere")
+
+
+def result(w: Writer, total: float, leader: str, breakdown: dict[str, Any]) -> dict[str, Any]:
+    """One run's figures, the same for both sides."""
+    return {"total_s": round(total, 3), "failed_writes": w.failures,
+            "longest_stall_s": round(w.max_outage, 3), "lost": len(w.lost(NAMES[0])),
+            "acked": len(w.acked), "leader": leader, "breakdown": breakdown}
+
+
 def daemon_run(cadence: Cadence) -> dict[str, Any]:
-    env = {"CKEETCD_ETCD_BINARY": str(OLD)}
     with bench_cluster(NAMES, cadence, "upgrade-daemon", start=False) as c:
-        c.start_daemon(env=env)
-        c.wait_healthy(NAMES, timeout=90)
-        wait_for(lambda: all_on(c, "3.5.16"), 60, "3.5.16 everywhere")
+        on_old_binary(c)
         with Writer(c, lambda: NAMES) as w:
             wait_for(lambda: len(w.acked) > 50, 30, "writes flowing")
             leader = c.leader_name(NAMES)
@@ -117,10 +128,7 @@ def daemon_run(cadence: Cadence) -> dict[str, Any]:
             wait_for(lambda: all_on(c, "3.5.30"), 300, "3.5.30 everywhere", interval=0.02)
             total = time.monotonic() - start
             wait_for(lambda: len(w.acked) > 0, 5, "writes")
-        return {"total_s": round(total, 3), "failed_writes": w.failures,
-                "longest_stall_s": round(w.max_outage, 3), "lost": len(w.lost(NAMES[0])),
-                "acked": len(w.acked), "leader": leader,
-                "breakdown": breakdown(c, wall, wall + total)}
+        return result(w, total, leader, breakdown(c, wall, wall + total))
 
 
 def restart_by_hand(c: BenchCluster, name: str) -> tuple[float, float]:
@@ -163,11 +171,8 @@ def _zombie(pid: int) -> bool:
 
 
 def script_run(cadence: Cadence) -> dict[str, Any]:
-    env = {"CKEETCD_ETCD_BINARY": str(OLD)}
     with bench_cluster(NAMES, cadence, "upgrade-script", start=False) as c:
-        c.start_daemon(env=env)
-        c.wait_healthy(NAMES, timeout=90)
-        wait_for(lambda: all_on(c, "3.5.16"), 60, "3.5.16 everywhere")
+        on_old_binary(c)
         stop_daemon(c)
         with Writer(c, lambda: NAMES) as w:
             wait_for(lambda: len(w.acked) > 50, 30, "writes flowing")
@@ -176,11 +181,9 @@ def script_run(cadence: Cadence) -> dict[str, Any]:
             steps = {n: restart_by_hand(c, n) for n in NAMES}
             wait_for(lambda: all_on(c, "3.5.30"), 60, "3.5.30 everywhere", interval=0.02)
             total = time.monotonic() - start
-        return {"total_s": round(total, 3), "failed_writes": w.failures,
-                "longest_stall_s": round(w.max_outage, 3), "lost": len(w.lost(NAMES[0])),
-                "acked": len(w.acked), "leader": leader,
-                "breakdown": {"stop_s": {n: s for n, (s, _) in steps.items()},
-                              "start_to_healthy_s": {n: h for n, (_, h) in steps.items()}}}
+        return result(w, total, leader,
+                      {"stop_s": {n: s for n, (s, _) in steps.items()},
+                       "start_to_healthy_s": {n: h for n, (_, h) in steps.items()}})
 
 
 def main() -> None:
