@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                         f"from the {fixture} fixture (tests/etcd_tier.py)")
             if fixture in used:
                 item.add_marker(getattr(pytest.mark, mark))
+
+
+@pytest.fixture(scope="module")
+def module_tmp_path(request: pytest.FixtureRequest,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A dir for one test file's shared cluster or lab, removed after the file like a
+    passed test's tmp_path (tmp_path_retention_policy): etcd's preallocated WAL files
+    make each cluster hundreds of MB. Kept when a test failed while it was in use."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    failed_before = request.session.testsfailed
+    yield path
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

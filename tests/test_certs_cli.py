@@ -29,8 +29,8 @@ NOW_SLACK = dt.timedelta(seconds=90)
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, real_etcd: str) -> Iterator[Cluster]:
-    yield from running_cluster(tmp_path_factory.mktemp("certs-cluster"))
+def cluster(module_tmp_path: Path, real_etcd: str) -> Iterator[Cluster]:
+    yield from running_cluster(module_tmp_path)
 
 
 def bash(script: str, config: Path, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -321,9 +321,9 @@ NS = ("-n", "kube-system")
 
 
 @pytest.fixture(scope="module")
-def kube(tmp_path_factory: pytest.TempPathFactory,
+def kube(module_tmp_path: Path,
          real_etcd: str) -> Iterator[tuple[Cluster, KubeAPIServer]]:
-    root = tmp_path_factory.mktemp("kube-daemon")
+    root = module_tmp_path
     (root / "api").mkdir()
     (root / "cluster").mkdir()
     with KubeAPIServer(root / "api") as api:

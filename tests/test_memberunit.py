@@ -60,9 +60,9 @@ def canary() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(module_tmp_path: Path) -> Iterator[Lab]:
     netns.sweep()
-    made = Lab(tmp_path_factory.mktemp("memberunit") / "lab", hosts=4, systemd=NODES)
+    made = Lab(module_tmp_path / "lab", hosts=4, systemd=NODES)
     made.start()
     try:
         text = (REPO / "systemd" / "ckeetcd-member@.service").read_text()
@@ -76,8 +76,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="module")
-def cluster(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiCluster]:
-    c = MultiCluster(lab, tmp_path_factory.mktemp("mc"), ["h1", "h2", "h3"], ["h1"],
+def cluster(lab: Lab, module_tmp_path: Path) -> Iterator[MultiCluster]:
+    (module_tmp_path / "mc").mkdir()
+    c = MultiCluster(lab, module_tmp_path / "mc", ["h1", "h2", "h3"], ["h1"],
                      ssh_extra='member_service = "systemd"', data_root=DATA_ROOT)
     c.start_daemon("h1")
     try:

@@ -27,8 +27,8 @@ class Scene:
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory: pytest.TempPathFactory, real_etcd: str) -> Iterator[Scene]:
-    c = Cluster(tmp_path_factory.mktemp("secrets"), NAMES)
+def scene(module_tmp_path: Path, real_etcd: str) -> Iterator[Scene]:
+    c = Cluster(module_tmp_path, NAMES)
     s = Scene(c)
     try:
         c.start_daemon()

@@ -33,9 +33,9 @@ FAIL_FAST = ("--dial-timeout=1s", "--command-timeout=1s")  # for calls that must
 
 
 @pytest.fixture(scope="module")
-def sec(tmp_path_factory: pytest.TempPathFactory, real_etcd: str) -> Iterator[Cluster]:
+def sec(module_tmp_path: Path, real_etcd: str) -> Iterator[Cluster]:
     """One healthy 3-member cluster (daemon running) for every test here."""
-    c = Cluster(tmp_path_factory.mktemp("security"), NAMES)
+    c = Cluster(module_tmp_path, NAMES)
     try:
         c.start_daemon()
         c.wait_healthy(NAMES)

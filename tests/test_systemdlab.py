@@ -223,8 +223,8 @@ def install(lab: systemdlab.SystemdLab, share: Path) -> Node:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
-    share = tmp_path_factory.mktemp("systemdlab-node")
+def node(module_tmp_path: Path) -> Iterator[Node]:
+    share = module_tmp_path
     box = systemdlab.SystemdLab(share)
     try:
         box.start()

@@ -22,9 +22,9 @@ from tests.harness import Cluster, ckecli, running_cluster
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory,
+def app(module_tmp_path: Path,
         real_etcd: str) -> Iterator[tuple[Cluster, object]]:
-    for c in running_cluster(tmp_path_factory.mktemp("reach")):
+    for c in running_cluster(module_tmp_path):
         r = ckecli(c.config_path, "user-add", "app", "/app/")
         assert r.returncode == 0, r.stderr
         yield c, c.client_cert("app")

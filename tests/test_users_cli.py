@@ -25,8 +25,8 @@ from tests.harness import Cluster, ckecli, cli_env, running_cluster, wait_for
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, real_etcd: str) -> Iterator[Cluster]:
-    yield from running_cluster(tmp_path_factory.mktemp("users-cluster"))
+def cluster(module_tmp_path: Path, real_etcd: str) -> Iterator[Cluster]:
+    yield from running_cluster(module_tmp_path)
 
 
 def issue_like_the_seed(cluster: Cluster, user: str, cwd: Path) -> TLSFiles:
