@@ -5,13 +5,14 @@ One cluster serves the whole module; each test uses its own files and users.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import secrets
 import shutil
 import stat
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from ckeetcd.pki import TLSFiles, ensure_ca, load_ca
 from ckeetcd.support.files import write_atomic, write_private
 from tests.harness import BIN, Cluster, ckecli, cli_env, running_cluster, tls_refused, wait_for
 from tests.inproc import run_cli
+
+REPO = Path(__file__).resolve().parent.parent
 
 NOW_SLACK = dt.timedelta(seconds=90)
 
@@ -251,8 +254,12 @@ def test_ca_key_without_read_access_exits_1_naming_the_key(tmp_path: Path) -> No
     """Run as nobody with the CA cert readable but ca.key root-only (0600)."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run as another user")
-    root = Path(tempfile.mkdtemp(prefix="ckeetcd-perm-"))  # tmp_path's parents are 0700
+    # tmp_path's parents are 0700, and the machine's /tmp is not ours: a dir in the
+    # checkout (ignored by git), whose parents another user can traverse.
+    root = REPO / ".test-perm" / f"{os.getpid()}-{secrets.token_hex(4)}"
+    root.mkdir(parents=True)
     try:
+        root.parent.chmod(0o755)
         root.chmod(0o755)
         ensure_ca(root / "state" / "pki", "off")
         (root / "state").chmod(0o755)
@@ -268,6 +275,8 @@ def test_ca_key_without_read_access_exits_1_naming_the_key(tmp_path: Path) -> No
         assert r.stdout == ""
     finally:
         shutil.rmtree(root)
+        with contextlib.suppress(OSError):  # another worker's dir may still be there
+            root.parent.rmdir()
 
 
 def test_bad_config_is_a_usage_error(tmp_path: Path) -> None:
