@@ -130,6 +130,8 @@ def test_longest_gap(acks: list[float], window: tuple[float, float], want: float
 
 QUORUM_LOST = {"event": "quorum_lost", "level": "error", "timestamp": "2026-01-01T00:00:10Z"}
 T10 = 1767225610.0  # 2026-01-01T00:00:10Z
+SWAP_AND_FAULT = {**QUORUM_LOST, "voters": 3, "running_voters": 1}
+FAULT_ON_M3 = Window(("swap-under-fault", "disk-full"), T10 - 1, T10, "m1", ("m3",))
 
 
 @pytest.mark.parametrize(("event", "windows", "want"), [
@@ -145,6 +147,19 @@ T10 = 1767225610.0  # 2026-01-01T00:00:10Z
      None),
     ({**QUORUM_LOST, "voters": 2}, [Window(("daemon-killed-mid-swap", ""), T10 - 1, T10)],
      None),
+    # three voters: the swap stopped the leaving m1 (data archived), the fault took m3
+    ({**SWAP_AND_FAULT, "stopped_with_data": ["m3"]}, [FAULT_ON_M3],
+     "swap-under-fault (leaving member stopped, fault target down)"),
+    ({**SWAP_AND_FAULT, "stopped_with_data": ["m3", "m1"]}, [FAULT_ON_M3],
+     "swap-under-fault (leaving member stopped, fault target down)"),
+    # ... but not when a member the fault did not hit is down too, nor two running
+    ({**SWAP_AND_FAULT, "stopped_with_data": ["m2"]}, [FAULT_ON_M3], None),
+    ({**SWAP_AND_FAULT, "stopped_with_data": ["m3", "m2"]}, [FAULT_ON_M3], None),
+    ({**SWAP_AND_FAULT, "stopped_with_data": ["m3"], "running_voters": 2}, [FAULT_ON_M3],
+     None),
+    ({**SWAP_AND_FAULT, "stopped_with_data": ["m3"]},
+     [Window(("swap", ""), T10 - 1, T10, "m1", ("m3",))], None),
+    ({**SWAP_AND_FAULT, "stopped_with_data": []}, [FAULT_ON_M3], None),
     ({**QUORUM_LOST, "exception": "Traceback ..."}, [Window(("kill-quorum", ""), T10 - 1,
                                                            T10 + 1)], None),
 ])

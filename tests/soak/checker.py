@@ -270,9 +270,11 @@ EXPLAINED: dict[str, tuple[str, ...]] = {
     # has one member of three (tests/soak/labsoak.py)
     "partition-own-node": ("quorum_lost",),
 }
-# A swap removes the leaving member before it adds the new one: for a moment there are
-# two voters, and a member fault then (a swap under a fault) is a real loss of quorum.
-# Explained only with the event's own `voters` == 2: with three voters one fault is not.
+# A swap stops the leaving member, removes it, then adds the new one (DESIGN.md rule
+# 3): for a while one voter of three is down by design, then there are two voters, and
+# a member fault then (a swap under a fault) is a real loss of quorum. Explained with
+# the event's own `voters` == 2, or with three voters when the two that are down are
+# the leaving member and the fault's own targets; one fault alone is never explained.
 TWO_VOTER_WINDOW: dict[str, tuple[str, ...]] = {
     "swap-under-fault": ("quorum_lost",),
 }
@@ -283,6 +285,18 @@ class Window:
     causes: tuple[str, ...]  # the fault's kind, and the kind of a fault it ran under
     start: float             # wall clock (time.time()), like the log's timestamps
     steady: float
+    leaving: str = ""                # a swap's leaving member
+    under_targets: tuple[str, ...] = ()  # the members the fault it ran under hit
+
+
+def _swap_and_fault_down(e: dict[str, Any], w: Window) -> bool:
+    """Three voters, one running: the swap's stopped leaving member and the fault's own
+    targets are the two down (the stopped ones that keep their data are the targets;
+    the leaving member's data is archived by the swap's stop)."""
+    stopped = set(e.get("stopped_with_data") or ())
+    hit = set(w.under_targets)
+    return (bool(w.leaving) and e.get("voters") == 3 and e.get("running_voters") == 1
+            and bool(stopped & hit) and stopped <= hit | {w.leaving})
 
 
 def parse_log_line(line: str) -> dict[str, Any] | None:
@@ -327,8 +341,11 @@ def explain(e: dict[str, Any], windows: list[Window]) -> str | None:
         for cause in w.causes:
             if e.get("event") in EXPLAINED.get(cause, ()):
                 return cause
-        if e.get("voters") == 2 and e.get("event") in TWO_VOTER_WINDOW.get(w.causes[0], ()):
-            return f"{w.causes[0]} (two voters)"
+        if e.get("event") in TWO_VOTER_WINDOW.get(w.causes[0], ()):
+            if e.get("voters") == 2:
+                return f"{w.causes[0]} (two voters)"
+            if _swap_and_fault_down(e, w):
+                return f"{w.causes[0]} (leaving member stopped, fault target down)"
     return None
 
 

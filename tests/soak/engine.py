@@ -385,7 +385,9 @@ class Soak:
         except (SoakFailure, subprocess.TimeoutExpired) as e:
             rbac_diff = [f"users and roles could not be read at the end: {e}"]
         windows = [checker.Window((f.kind, f.details.get("under", {}).get("kind", "")),
-                                  f.wall_start, f.wall_steady) for f in self.faults]
+                                  f.wall_start, f.wall_steady, f.details.get("leaving", ""),
+                                  tuple(f.details.get("under", {}).get("targets", ())))
+                   for f in self.faults]
         rollbacks = tuple(checker.Rollback(int(rb["revision"]), float(rb["end"]))
                           for rb in [*(rb for f in self.faults
                                        for rb in f.details.get("rollbacks", ())),

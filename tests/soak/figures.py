@@ -85,6 +85,7 @@ def per_kind(faults: list[FaultRecord], acks: list[float]) -> dict[str, dict[str
 
 def fault_rows(faults: list[FaultRecord], acks: list[float]) -> list[dict[str, Any]]:
     return [{"kind": f.kind, **f.details, "start": round(f.start, 3),
+             "wall_start": round(f.wall_start, 3), "wall_steady": round(f.wall_steady, 3),
              "write_stall_s": round(longest_gap(acks, f.start, f.steady), 3),
              "to_steady_s": round(f.to_steady, 3)} for f in faults]
 
