@@ -42,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.slowlink import PingResult, Shape, heal_commands, parse_ping, slow_commands
 from tests.systemdlab import SHARE, SystemdLab
 
 SSHD = "/usr/sbin/sshd"
@@ -259,6 +260,22 @@ class Lab:
     def link(self, host: str, up: bool) -> None:
         """Cut `host` off the network (`ip link set eth0 down`) or bring it back."""
         _run("ip", "-n", self.hosts[host].ns, "link", "set", "eth0", "up" if up else "down")
+
+    def slow(self, host: str, shape: Shape) -> None:
+        """Make `host`'s link slow and lossy both ways (tests/slowlink.py), on the bridge's
+        side of its veth; `heal()` undoes it (so does cleanup(): it goes with the namespace)."""
+        for cmd in slow_commands(f"v{host}", f"ifb-{host}", shape):
+            _run("ip", "netns", "exec", self.bridge_ns, *cmd)
+
+    def heal(self, host: str) -> None:
+        for cmd in heal_commands(f"v{host}", f"ifb-{host}"):
+            _run("ip", "netns", "exec", self.bridge_ns, *cmd)
+
+    def ping(self, src: str, dst: str, count: int, interval: float = 0.2) -> PingResult:
+        """`ping -c COUNT` from host `src` to host `dst`: round trip and loss."""
+        r = self.exec(src, "ping", "-q", "-n", "-c", str(count), "-i", str(interval), "-W", "2",
+                      self.hosts[dst].address, timeout=count * interval + 30)
+        return parse_ping(r.stdout + r.stderr)
 
     def sshd_log(self, host: str) -> str:
         box = self.hosts[host].systemd

@@ -119,16 +119,24 @@ class SSHNode:
             r = await conn.run(command, input=stdin, encoding=None, check=False,
                                timeout=deadline)
         except asyncssh.TimeoutError as e:
-            await self._drop()
+            await self._drop(conn)
             raise self._failed("timeout", f"no answer within {deadline:g}s to "
                                           f"{command.split()[0]}...") from e
         except (asyncssh.Error, OSError) as e:
-            await self._drop()
+            await self._drop(conn)
             raise self._failed("unreachable", f"connection lost: {e}") from e
+        except AssertionError as e:
+            # asyncssh 2.x asserts (channel.get_connection) when the connection is
+            # closed while this session is being opened: another call's deadline
+            # dropped it, or its keepalive gave up on a slow link. A lost connection,
+            # not a bug of ours (it killed a daemon in the slow-link lab soak).
+            await self._drop(conn)
+            raise self._failed("unreachable", "connection lost: closed while a session "
+                                              f"was being opened ({e!r})") from e
         except asyncio.CancelledError:
             # The caller's deadline passed (a probe): the connection may be
             # dead without knowing it yet; the next call connects afresh.
-            await self._drop()
+            await self._drop(conn)
             raise
         result = Result(r.exit_status if r.exit_status is not None else -1,
                         bytes(r.stdout or b""), bytes(r.stderr or b""))
@@ -145,7 +153,11 @@ class SSHNode:
         await self.run(f"umask 077 && mkdir -p {parent} && cat > {tmp} && "
                        f"chmod {mode:o} {tmp} && mv -f {tmp} {q}", stdin=content)
 
-    async def _drop(self) -> None:
+    async def _drop(self, used: Any = None) -> None:
+        """Close the connection; with `used`, only if it is still that one (a call that
+        failed on an old connection must not close the one another call opened since)."""
+        if used is not None and self._conn is not used:
+            return
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()

@@ -328,6 +328,12 @@ def _wall(e: dict[str, Any]) -> float | None:
         return None
 
 
+def event_time(e: dict[str, Any]) -> float:
+    """The event's wall-clock time (time.time()), NaN when it has none."""
+    t = _wall(e)
+    return float("nan") if t is None else t
+
+
 def explain(e: dict[str, Any], windows: list[Window]) -> str | None:
     """The fault kind that explains error event `e`, or None."""
     if is_traceback(e):

@@ -8,10 +8,11 @@ daemon and its own etcd servers file. So here:
   the `[[users]]` user "soak") runs inside the namespace of a client host
   that holds no member (`ip netns exec`), following the servers file of one
   node, as a kube-apiserver on that node would;
-- a fault is a partition: a host's link down (`ip link set eth0 down`), a
-  hold, the link up again; the run waits until every member is a healthy
-  voter and every daemon's servers file lists all of them, and until a
-  write is acknowledged after that;
+- a fault is a partition (a host's link down, `ip link set eth0 down`) or a
+  slow link (tests/slowlink.py: a host's link rate-limited with a bounded
+  queue, and lossy, both ways), a hold, the link healed; the run waits
+  until every member is a healthy voter and every daemon's servers file
+  lists all of them, and until a write is acknowledged after that;
 - the final store, each member's own copy and the soak role are read with
   etcdctl inside the lab; the history goes through the same checker.
 
@@ -34,6 +35,7 @@ from typing import Any
 from ckeetcd.support.files import write_private
 from tests.harness import BIN, cli_env, terminate
 from tests.multihost import PY, MultiCluster
+from tests.slowlink import Shape
 from tests.soak import checker, figures
 from tests.soak.figures import FaultRecord
 from tests.soak.history import OK, HistoryTail, read_history
@@ -42,6 +44,7 @@ from tests.soak.workload import WorkloadSpec
 SOAK_USER, SOAK_PREFIX = "soak", "/soak/"
 USERS_EXTRA = f'[[users]]\nname = "{SOAK_USER}"\nprefix = "{SOAK_PREFIX}"\n'
 POLL = 0.05
+PING_EVERY = 0.2  # s between two pings across a slow link
 
 
 @dataclass
@@ -57,6 +60,15 @@ class LabReport:
         return [*self.writes.violations, *self.order.violations, *self.final,
                 *(f"unexplained error on {d}: {e}" for d, v in self.errors.items()
                   for e in v.unexplained)]
+
+
+def own_node(kind: str) -> str:
+    """The cause a fault of a daemon's own node is to that daemon: "partition-leader-node"
+    -> "partition-own-node", "slow-link-follower-node" -> "slow-link-own-node"."""
+    for family in ("partition", "slow-link"):
+        if kind.startswith(family + "-"):
+            return f"{family}-own-node"
+    return kind
 
 
 class LabSoak:
@@ -136,16 +148,39 @@ class LabSoak:
             while_cut()
         finally:
             self.c.lab.link(host, up=True)
+        return self._settle(f"partition-{role}", {"targets": [host], "leader_daemon": leader},
+                            start, wall)
+
+    def slow_link(self, host: str, shape: Shape, hold: float, role: str) -> FaultRecord:
+        """Make `host`'s link slow and lossy both ways (tests/slowlink.py) for `hold`
+        seconds, measured meanwhile by `ping` from the client host across it; then heal
+        and wait. The record carries the shape and what ping saw."""
+        start, wall = time.monotonic(), time.time()
+        leader = self.c.leader()
+        self.c.lab.slow(host, shape)
+        try:
+            ping = self.c.lab.ping(self.client_host, host, count=max(int(hold / PING_EVERY), 1),
+                                   interval=PING_EVERY)
+        finally:
+            self.c.lab.heal(host)
+        return self._settle(f"slow-link-{role}", {
+            "targets": [host], "leader_daemon": leader, "shape": shape.describe(),
+            "ping": ping.describe(), "held_s": round(time.monotonic() - start, 3)}, start, wall)
+
+    def _settle(self, kind: str, details: dict[str, Any], start: float, wall: float,
+                ) -> FaultRecord:
+        """After a fault's end: steady (every member a healthy voter, every servers file
+        full), then a write acknowledged after that."""
         ended = time.monotonic()
         deadline = ended + 120
         while not self.steady():
-            assert time.monotonic() < deadline, f"not steady 120 s after healing {host}"
+            assert time.monotonic() < deadline, f"not steady 120 s after {kind} ended"
             assert not self.c.died(), self.c.died()
             time.sleep(0.3)
         steady = time.monotonic()
         resumed = self.wait_resumed(steady, 60)
-        rec = FaultRecord(f"partition-{role}", {"targets": [host], "leader_daemon": leader},
-                          start, ended, steady, wall, wall + (steady - start), resumed)
+        rec = FaultRecord(kind, details, start, ended, steady, wall, wall + (steady - start),
+                          resumed)
         self.faults.append(rec)
         return rec
 
@@ -177,9 +212,9 @@ class LabSoak:
         if self.role() != self._role_before:
             final.append(f"role {SOAK_USER} changed: {self._role_before!r} -> {self.role()!r}")
         errors = {}
-        for d in self.c.daemon_hosts:  # a partition of its own node explains more
-            windows = [checker.Window(("partition-own-node" if d in f.details["targets"]
-                                       else f.kind,), f.wall_start, f.wall_steady)
+        for d in self.c.daemon_hosts:  # a fault of its own node explains more
+            windows = [checker.Window((own_node(f.kind), f.kind) if d in f.details["targets"]
+                                      else (f.kind,), f.wall_start, f.wall_steady)
                        for f in self.faults]
             lines = self.c.log_path(d).read_text().splitlines()[self._marks[d]:]
             errors[d] = checker.check_log(lines, windows)
