@@ -97,12 +97,16 @@ def test_a_restarted_member_leaves_the_etcd_servers_file_first() -> None:
     assert [(op.kind, op.targets()) for op in dec.ops] == [
         ("stop-apiserver-traffic", ",".join(client_url(n) for n in ("a", "c"))),
         ("stop-member", "b"), ("restart-member", "b")]
+    # ... and drains before it stops ([apiserver] drain_seconds): clients that follow
+    # the file are off it by then
+    assert dec.ops[1].drain  # type: ignore[attr-defined]
     # a daemon killed right after the cut: the healthy member is published again first,
     # and the restart comes with its own cut in the next cycle (one batch, never split)
     cut = rolled(cluster(NAMES, published=["a", "c"]), OLD)
     assert [op.kind for op in plan(with_file, cut).ops] == ["publish-endpoints"]
-    # no servers file kept: nothing to cut
+    # no servers file kept: nothing to cut, nothing to drain
     assert kinds(rolled(cluster(NAMES), OLD)) == [("stop-member", "b"), ("restart-member", "b")]
+    assert not plan(D, rolled(cluster(NAMES), OLD)).ops[0].drain  # type: ignore[attr-defined]
 
 
 def test_the_leader_last_after_moving_leadership() -> None:

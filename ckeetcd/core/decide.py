@@ -47,6 +47,7 @@ Invariants every returned op list keeps (tests/test_decide_properties.py):
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from ckeetcd.core.kinds import NODE_LOCAL_OPS, OpKind, Phase, Reason
@@ -227,14 +228,18 @@ def _traffic_off_before_stop(desired: Desired, observed: Observed,
                              decision: Decision) -> Decision:
     """A member stopped for a restart (a rolling change, a CA rotation) leaves the etcd
     servers file first, as a leaving member does: kube-apiservers stop sending to it
-    before it goes. The publish rung puts it back once it is healthy again."""
-    stop = next((op for op in decision.ops if op.kind == OpKind.STOP_MEMBER), None)
+    before it goes, and the stop drains first ([apiserver] drain_seconds) so that
+    clients which re-read the file have moved off it. The publish rung puts it back
+    once it is healthy again."""
+    stop = next((op for op in decision.ops if isinstance(op, StopMember)), None)
     if stop is None:
         return decision
     traffic = _traffic_op(desired, observed, TRAFFIC_STOP, exclude=stop.member_id)
     if traffic is None:
         return decision
-    return Decision(decision.phase, (traffic, *decision.ops), decision.reason, decision.role)
+    ops = tuple(dataclasses.replace(op, drain=True) if op is stop else op
+                for op in decision.ops)
+    return Decision(decision.phase, (traffic, *ops), decision.reason, decision.role)
 
 
 def _with_holds(observed: Observed, decision: Decision) -> Decision:

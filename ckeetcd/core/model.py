@@ -325,6 +325,9 @@ class StopMember(Op):
     archive_data: bool = False
     pre_snapshot: bool = False  # a rolling restart: a verified snapshot first, once per
     snapshot_tag: str = ""  # ... change: skipped when one with this tag exists already
+    # Cut from the etcd servers file just before (same decision): wait [apiserver]
+    # drain_seconds first, so clients that follow the file are off it when it stops.
+    drain: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
