@@ -4,14 +4,17 @@ The real thing over SSH: tests/test_multihost_rolling.py."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from ckeetcd.core.binaryreport import BinaryAnswer, Report, binary_report
-from ckeetcd.core.config import Problem, parse_config
+from ckeetcd.core.config import Problem, SSHConfig, parse_config
 from ckeetcd.core.etcdversions import facts_from_flags, parse_version
-from ckeetcd.nodes.sshversion import ssh_binaries
+from ckeetcd.nodes.sshnode import Result, SSHError, SSHNode
+from ckeetcd.nodes.sshversion import ssh_binaries, ssh_binary_answers
+from tests.test_ssh_shell import ShellNode
 
 F = "/etc/ckeetcd/ckeetcd.toml"
 V = parse_version
@@ -146,3 +149,41 @@ def test_each_node_and_binary_is_asked_once_under_the_key_that_names_it() -> Non
 def test_problem_reads_as_every_config_problem() -> None:
     r = binary_report(F, [node("10.0.0.2", "h2", "3.4.23")], RUN_3516)
     assert r.problems[0] == Problem(F, "ssh.etcd_binary", r.problems[0].message)
+
+
+class Unreachable(SSHNode):
+    async def run(self, command: str, stdin: bytes | None = None,
+                  timeout: float | None = None, check: bool = True) -> Result:
+        raise SSHError(self.host, "unreachable", "connection refused")
+
+
+def test_each_node_is_asked_with_the_daemons_lines(tmp_path: Path) -> None:
+    """ssh_binary_answers runs the daemon's inspection lines on each node (here a local
+    sh per "host"): a version, a binary that is not there, one that names no version,
+    and a node that does not answer, each told apart."""
+    good = tmp_path / "etcd"
+    good.write_text("#!/bin/sh\necho 'etcd Version: 3.5.30'\necho 'Git SHA: x'\n")
+    odd = tmp_path / "odd"
+    odd.write_text("#!/bin/sh\necho 'not etcd'\n")
+    for f in (good, odd):
+        f.chmod(0o755)
+    config = parse_config({
+        "cluster": {"name": "c", "state_dir": "/s", "runtime": "ssh"},
+        "ssh": {"etcd_binary": str(good), "identity_file": "id", "known_hosts": "kh"},
+        "members": [{"name": "a", "address": "10.0.0.1"},
+                    {"name": "b", "address": "10.0.0.2",
+                     "etcd_binary": str(tmp_path / "gone")},
+                    {"name": "c", "address": "10.0.0.3", "etcd_binary": str(odd)},
+                    {"name": "d", "address": "10.0.0.4"}]}, Path(F))
+
+    def node(host: str, cfg: SSHConfig) -> SSHNode:
+        return Unreachable(host, cfg) if host == "10.0.0.4" else ShellNode(host, cfg)
+
+    got = {a.node: a for a in asyncio.run(ssh_binary_answers(config, node))}
+    assert got["10.0.0.1 (a)"].version == V("3.5.30") and got["10.0.0.1 (a)"].key == \
+        "ssh.etcd_binary"
+    assert "No such file" in got["10.0.0.2 (b)"].missing
+    assert got["10.0.0.2 (b)"].key == "members[1].etcd_binary"
+    assert "names no etcd version" in got["10.0.0.3 (c)"].unknown
+    assert got["10.0.0.4 (d)"].unreachable == "ssh 10.0.0.4: unreachable: connection refused"
+    assert got["10.0.0.4 (d)"].version is None

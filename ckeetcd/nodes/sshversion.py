@@ -11,11 +11,11 @@ one per node; a node that does not answer is `unreachable`, never an error.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from ckeetcd.core.binaryreport import BinaryAnswer
-from ckeetcd.core.config import Config, MemberConfig
+from ckeetcd.core.config import Config, MemberConfig, SSHConfig
 from ckeetcd.core.etcdversions import parse_version
 from ckeetcd.nodes.sshfingerprint import RemoteFingerprints, probe_script, split_probe
 from ckeetcd.nodes.sshnode import SSHNode
@@ -42,12 +42,15 @@ def node_label(host: str, members: Iterable[MemberConfig]) -> str:
     return f"{host} ({', '.join(m.name for m in members)})"
 
 
-async def ssh_binary_answers(config: Config) -> list[BinaryAnswer]:
-    """One answer per (node, binary) of the SSH members; [] when there are none."""
+async def ssh_binary_answers(config: Config,
+                             node: Callable[[str, SSHConfig], SSHNode] = SSHNode,
+                             ) -> list[BinaryAnswer]:
+    """One answer per (node, binary) of the SSH members; [] when there are none.
+    `node` makes the connection to a host (tests run the same lines with a local sh)."""
     import asyncssh
 
     wanted = ssh_binaries(config)
-    nodes = {host: SSHNode(host, config.ssh) for host, _, _ in wanted}
+    nodes = {host: node(host, config.ssh) for host, _, _ in wanted}
     deadline = config.ssh.connect_timeout + TIMEOUT + 3
 
     async def one(host: str, binary: str, key: str) -> BinaryAnswer:
