@@ -332,9 +332,14 @@ class StopMember(Op):
 
 @dataclass(frozen=True, kw_only=True)
 class MoveLeader(Op):
-    """move-leader: etcd's MoveLeader, sent to the raft leader, to `member` (`member_id`)."""
+    """move-leader: etcd's MoveLeader, sent to the raft leader, to `member` (`member_id`).
+
+    `drain`: the leader was cut from the etcd servers file just before (same
+    decision): wait [apiserver] drain_seconds first, so that no client sends it
+    a write while it hands over (raft drops proposals during a transfer)."""
 
     kind: OpKind = OpKind.MOVE_LEADER
+    drain: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
