@@ -125,6 +125,12 @@ class SSHNode:
         except (asyncssh.Error, OSError) as e:
             await self._drop()
             raise self._failed("unreachable", f"connection lost: {e}") from e
+        except AssertionError as e:
+            # asyncssh asserts (channel.get_connection) when the connection closes while
+            # it opens the command's channel (seen on a machine too busy for keepalives):
+            # a lost connection like any other, not a crash of the daemon.
+            await self._drop()
+            raise self._failed("unreachable", "connection lost while opening a channel") from e
         except asyncio.CancelledError:
             # The caller's deadline passed (a probe): the connection may be
             # dead without knowing it yet; the next call connects afresh.
