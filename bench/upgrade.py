@@ -11,17 +11,24 @@ against a script doing the same restarts by hand, in the same run.
   endpoint health` until it answers, next member. It restarts the leader where
   it stands (no move-leader).
 
-Load: one writer (tests.harness.Writer: numbered keys, each retried on a fresh
-endpoint until acknowledged) all along. Figures: total time from the change to
-every member healthy on the new version; failed write attempts; the longest
-stall (time one key took to be acknowledged); acknowledged keys lost (must be
-0). Per run, where the time went: the daemon's from its history (seconds in each
-kind of op step, before the first step, between steps, after the last; each
-member's stop), the script's per member (stop, start to healthy), and which
-member led. A stop is etcd's own: after raft stops, etcd waits up to 1 s for
-its peer listener's connections to close (embed.Etcd.Close), and a peer that
-reconnected in that moment makes it wait the whole second; which stops do is
-etcd's race, and it is most of the spread between runs. Results:
+Load: one writer that behaves as a kube-apiserver (bench/filewriter.py): it
+follows the etcd servers file the daemon keeps (`[apiserver]
+etcd_servers_file`, re-read when it changes), one put at a time over kept TLS
+channels, round robin over the members listed, a failed attempt retried on the
+next one until acknowledged. The daemon takes a member out of the file before
+it stops it, waits `[apiserver] drain_seconds`, and puts it back once it is
+healthy again; the script leaves the file as the daemon last wrote it (every
+member). Figures: total time from the change to every member healthy on the
+new version; failed write attempts (each with what it hit: `errors`); the
+longest stall (time one key took to be acknowledged) and what the daemon was
+doing then; acknowledged keys lost (must be 0). Per run, where the time went:
+the daemon's from its history (seconds in each kind of op step, before the
+first step, between steps, after the last; each member's stop), the script's
+per member (stop, start to healthy), and which member led. A stop is etcd's
+own: after raft stops, etcd waits up to 1 s for its peer listener's
+connections to close (embed.Etcd.Close), and a peer that reconnected in that
+moment makes it wait the whole second; which stops do is etcd's race, and it
+is most of the spread between runs. Results:
 bench/results/upgrade.json.
 
     .venv/bin/python bench/upgrade.py [--runs 3]
@@ -50,10 +57,10 @@ from _common import (
     write_result,
     writer_runs,
 )
+from filewriter import ServersFileWriter
 
 from ckeetcd.support.files import write_atomic
 from ckeetcd.support.history import History
-from tests.harness import Writer
 
 ETCD_DIR = Path(os.environ.get("CKEETCD_ETCD_DIR", ROOT / ".etcd"))
 OLD, NEW = ETCD_DIR / "3.5.16" / "etcd", ETCD_DIR / "3.5.30" / "etcd"
@@ -103,32 +110,73 @@ def breakdown(c: BenchCluster, t0: float, t1: float) -> dict[str, Any]:
             "steps_s": steps, "stop_s": stops}
 
 
+def servers_file(c: BenchCluster) -> Path:
+    return c.root / "etcd-servers"
+
+
+def apiserver(c: BenchCluster) -> str:
+    return f'[apiserver]\netcd_servers_file = "{servers_file(c)}"\n'
+
+
 def on_old_binary(c: BenchCluster) -> None:
-    """Bootstrap `c` by its daemon on the old etcd, every member healthy on it."""
+    """Bootstrap `c` by its daemon on the old etcd, every member healthy on it and in
+    the servers file."""
+    c.write_config(NAMES, extra=apiserver(c))
     c.start_daemon(env={"CKEETCD_ETCD_BINARY": str(OLD)})
     c.wait_healthy(NAMES, timeout=90)
     wait_for(lambda: all_on(c, "3.5.16"), 60, "3.5.16 everywhere")
+    every = ",".join(c.client_url(n) for n in NAMES) + "\n"
+    wait_for(lambda: servers_file(c).exists() and servers_file(c).read_text() == every, 60,
+             "every member in the servers file")
 
 
-def result(w: Writer, total: float, leader: str, breakdown: dict[str, Any]) -> dict[str, Any]:
+def during(c: BenchCluster | None, offset: float, start: float, end: float) -> list[str]:
+    """The daemon's op steps that overlapped [start, end] (writer's monotonic clock;
+    `offset` turns it into the history's wall clock); [] for the script."""
+    if c is None:
+        return []
+    rows = [r for r in History(c.state_dir).read()
+            if r.get("event") in ("step-begin", "step-end")]
+    begun: dict[tuple[str, str, str], float] = {}
+    out = []
+    for r in rows:
+        key = (r["op"], r["step"], r["targets"])
+        if r["event"] == "step-begin":
+            begun[key] = r["ts"]
+        elif key in begun:
+            b = begun.pop(key)
+            if b <= end + offset and r["ts"] >= start + offset:
+                out.append(f"{r['op']}:{r['step']} {r['targets']}")
+    return out
+
+
+def result(w: ServersFileWriter, total: float, leader: str, breakdown: dict[str, Any],
+           c: BenchCluster | None = None, offset: float = 0.0) -> dict[str, Any]:
     """One run's figures, the same for both sides."""
+    errors = [{**e, "during": during(c, offset, e["at"], e["at"] + e["took"])}
+              for e in w.errors]
     return {"total_s": round(total, 3), "failed_writes": w.failures,
-            "longest_stall_s": round(w.max_outage, 3), "lost": len(w.lost(NAMES[0])),
-            "acked": len(w.acked), "leader": leader, "breakdown": breakdown}
+            "longest_stall_s": round(w.max_outage, 3),
+            "longest_stall_during": during(c, offset, w.max_outage_at,
+                                           w.max_outage_at + w.max_outage),
+            "lost": len(w.lost(NAMES[0])), "acked": len(w.acked), "leader": leader,
+            "errors": [{k: v for k, v in e.items() if k != "at"} for e in errors],
+            "breakdown": breakdown}
 
 
 def daemon_run(cadence: Cadence) -> dict[str, Any]:
     with bench_cluster(NAMES, cadence, "upgrade-daemon", start=False) as c:
         on_old_binary(c)
-        with Writer(c, lambda: NAMES) as w:
+        with ServersFileWriter(c, servers_file(c)) as w:
             wait_for(lambda: len(w.acked) > 50, 30, "writes flowing")
             leader = c.leader_name(NAMES)
             start, wall = time.monotonic(), time.time()
-            c.write_config(NAMES, extra=f'[etcd]\nbinary = "{NEW}"\n')
+            c.write_config(NAMES, extra=apiserver(c) + f'[etcd]\nbinary = "{NEW}"\n')
             wait_for(lambda: all_on(c, "3.5.30"), 300, "3.5.30 everywhere", interval=0.02)
             total = time.monotonic() - start
-            wait_for(lambda: len(w.acked) > 0, 5, "writes")
-        return result(w, total, leader, breakdown(c, wall, wall + total))
+            seen = len(w.acked)
+            wait_for(lambda: len(w.acked) > seen + 20, 10, "writes after the upgrade")
+        return result(w, total, leader, breakdown(c, wall, wall + total), c, wall - start)
 
 
 def restart_by_hand(c: BenchCluster, name: str) -> tuple[float, float]:
@@ -174,7 +222,7 @@ def script_run(cadence: Cadence) -> dict[str, Any]:
     with bench_cluster(NAMES, cadence, "upgrade-script", start=False) as c:
         on_old_binary(c)
         stop_daemon(c)
-        with Writer(c, lambda: NAMES) as w:
+        with ServersFileWriter(c, servers_file(c)) as w:
             wait_for(lambda: len(w.acked) > 50, 30, "writes flowing")
             leader = c.leader_name(NAMES)
             start = time.monotonic()

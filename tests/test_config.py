@@ -445,7 +445,7 @@ def _numeric_keys() -> list[tuple[str, str, bool]]:
 
     sections = {"cluster": c.ClusterConfig, "etcd": c.EtcdConfig, "daemon": c.DaemonConfig,
                 "backup": c.BackupConfig, "ssh": c.SSHConfig,
-                "maintenance": c.MaintenanceConfig}
+                "maintenance": c.MaintenanceConfig, "apiserver": c.ApiserverConfig}
     return [(table, f.name, f.type == "int") for table, cls in sections.items()
             for f in dataclasses.fields(cls) if f.type in ("int", "float")]
 
@@ -454,7 +454,8 @@ NUMERIC = _numeric_keys()
 
 
 def test_the_schema_has_the_numeric_keys_we_think() -> None:
-    assert len(NUMERIC) == 21, NUMERIC  # with maintenance.removed_data_keep, log_max_bytes
+    assert len(NUMERIC) == 22, NUMERIC  # with maintenance.removed_data_keep, log_max_bytes
+    assert ("apiserver", "drain_seconds", False) in NUMERIC
     assert ("daemon", "lease_ttl", True) in NUMERIC
     assert ("maintenance", "defrag_threshold", False) in NUMERIC
 

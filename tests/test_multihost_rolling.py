@@ -1,4 +1,5 @@
-"""A rolling upgrade and a rolling flag change over SSH, in the namespace lab.
+"""A rolling upgrade and a rolling flag change over SSH, in the namespace lab; and
+check-config asking each SSH node's etcd binary for its version.
 
 Three hosts, three daemons (one per host, an elected leader), members reached
 only over SSH, and the soak workload (tests/soak/workload.py) writing from a
@@ -27,7 +28,8 @@ from tests.soak import checker
 from tests.soak.engine import ROOT, SOAK_PREFIX, SOAK_USER
 from tests.soak.history import OK, read_history
 from tests.soak.workload import WorkloadSpec
-from tests.test_versions import E35, E3516
+from tests.test_rolling_real import check_rolled
+from tests.test_versions import E34, E35, E3516
 
 HOSTS = ["h1", "h2", "h3"]
 USERS = f'[[users]]\nname = "{SOAK_USER}"\nprefix = "{SOAK_PREFIX}"\n'
@@ -47,23 +49,15 @@ def rolled(c: MultiCluster, since: dict[str, int]) -> list[tuple[str, str]]:
 
 
 def check_one_at_a_time(c: MultiCluster, since: dict[str, int], leader: str) -> None:
-    """Each member stopped once and restarted right after; each stop decided while that
-    member was a follower (the cycle's reason); the leader of the start last, after a
-    move-leader was sent. A move-leader may end in error and still have moved the
-    leadership (its daemon's lease ran short under load): its outcome is not asked."""
-    steps = rolled(c, since)
-    stops = [t for op, t in steps if op == "stop-member"]
-    assert sorted(stops) == HOSTS and stops[-1] == leader, steps
-    for i, (op, t) in enumerate(steps):
-        if op == "stop-member":
-            assert steps[i + 1] == ("restart-member", t), steps
-    decided = [e["reason"] for _, e in c.all_events("cycle", since)
-               if any(o.startswith("stop-member:") for o in e["ops"])]
-    assert decided and all("follower" in r and "first" in r for r in decided), decided
-    last_stop = max(e["timestamp"] for _, e in c.all_events("op", since)
-                    if e["op"] == "stop-member" and e["targets"] == leader)
-    assert any(e["timestamp"] < last_stop for _, e in c.all_events("op", since)
-               if e["op"] == "move-leader"), steps
+    """tests/test_rolling_real.py's check_rolled on the events of every daemon (in time
+    order, whichever daemon ran them): each member once, followers first, the leader of
+    the start last and only after a move-leader that ended well."""
+    def merged(name: str) -> list[dict[str, Any]]:
+        return [e for _, e in sorted(c.all_events(name, since),
+                                     key=lambda de: str(de[1]["timestamp"]))]
+
+    check_rolled(merged("op"), merged("op_step"), merged("cycle"), HOSTS)
+    assert [t for op, t in rolled(c, since) if op == "stop-member"][-1] == leader
 
 
 def etcd_leader(st: dict[str, Any]) -> str:
@@ -178,3 +172,65 @@ def test_rolling_upgrade_and_flag_change_over_ssh_with_writers(lab: Lab, tmp_pat
     assert verdict.violations == [], verdict.violations  # every acknowledged write is there
     assert verdict.acked > 60
     assert settled(c, "3.5.30") and c.died() is None
+
+
+def test_check_config_asks_each_nodes_binary_over_ssh(lab: Lab, tmp_path: Path) -> None:
+    """check-config asks the binary of every SSH member's node (`[ssh] etcd_binary`, a
+    member's own `etcd_binary`) for its version over the daemon's SSH, and refuses a
+    change etcd does not support as it does for the local binary (exit 2, the key that
+    names the binary); a node that does not answer is a warning, not a config error."""
+    if not E34.exists():
+        pytest.skip("scripts/fetch-etcd 3.4.23 first")
+    c = MultiCluster(lab, tmp_path / "mc", ["h1"], ["h1"], etcd_binary=str(E3516))
+    c.start_daemon("h1")
+    c.wait_healthy(["h1"])
+    pid = c.member_pid("h1")
+    h1, h2, h3 = (lab.host(h).address for h in HOSTS)
+    lab.link("h3", up=False)
+
+    def check(h2_binary: str) -> tuple[Path, Any]:
+        """check-config on h1, on a config of its own (the daemon never reads it): h1
+        and h3 on [ssh] etcd_binary = 3.5.30, h2 on its own binary, h3 cut off."""
+        text = c.config_text("h1", HOSTS).replace(f'etcd_binary = "{E3516}"',
+                                                  f'etcd_binary = "{E35}"')
+        if h2_binary:
+            at = f'name = "h2"\naddress = "{h2}"\n'
+            text = text.replace(at, at + f'etcd_binary = "{h2_binary}"\n')
+        path = tmp_path / "check.toml"
+        path.write_text(text)
+        r = lab.exec("h1", PY, "-m", "ckeetcd.cli.main", "check-config", "--config",
+                     str(path), "--log-format", "json", timeout=60)
+        assert "Traceback" not in r.stderr, r.stderr
+        assert f"etcd binary: {E35} on {h1} (h1)" in r.stdout, r.stdout
+        assert "members run: h1 3.5.16" in r.stdout, r.stdout
+        assert f"version change: {E35} on {h1} (h1)" in r.stdout, r.stdout
+        assert "allowed: 3.5.16 -> 3.5.30: a patch change within 3.5 (up)" in r.stdout
+        assert f"warning: {path}: ssh.etcd_binary: {E35} on {h3} (h3): not asked: ssh " \
+            f"{h3}: " in r.stderr, r.stderr
+        return path, r
+
+    # h2's own binary is 3.4.23: a minor downgrade from what the members run
+    path, r = check(str(E34))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"etcd binary: {E34} on {h2} (h2): etcd 3.4.23" in r.stdout, r.stdout
+    assert f"error: {path}: members[1].etcd_binary: {E34} on {h2} (h2): refused: 3.5.16 -> " \
+        "3.4.23 is a minor downgrade" in r.stderr, r.stderr
+    assert "ckeetcd restore" in r.stderr
+    # h2's own binary is not on its node
+    missing = str(E34.parent / "no-such-etcd")
+    path, r = check(missing)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"error: {path}: members[1].etcd_binary: {missing} on {h2} (h2): " in r.stderr
+    # h2 on [ssh] etcd_binary too: everything it can ask is allowed; h3 waits
+    path, r = check("")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"etcd binary: {E35} on {h1} (h1), {h2} (h2): etcd 3.5.30" in r.stdout, r.stdout
+    assert "error: " not in r.stderr, r.stderr
+    # nothing was touched: the same process, still on 3.5.16
+    assert c.member_pid("h1") == pid and settled_on(c, "h1", "3.5.16")
+
+
+def settled_on(c: MultiCluster, member: str, version: str) -> bool:
+    st = c.status()
+    return any(m["name"] == member and m["healthy"] and m["version"] == version
+               for m in st["members"])

@@ -44,18 +44,84 @@ def plan_json(c: Cluster) -> dict[str, Any]:
     return dict(json.loads(r.stdout))
 
 
-def check_one_at_a_time(steps: list[tuple[str, str]], leader: str,
-                        names: list[str] = NAMES) -> None:
-    """Each member stopped once and restarted right after; the leader last, after
-    leadership moved away from it."""
-    stops = [t for op, t in steps if op == "stop-member"]
-    assert sorted(stops) == sorted(names), steps
-    for i, (op, t) in enumerate(steps):
+def check_rolled(ops: list[dict[str, Any]], steps: list[dict[str, Any]],
+                 cycles: list[dict[str, Any]], names: list[str]) -> None:
+    """One rolling change, from the daemon's `op`, `op_step` and `cycle` events (each in
+    time order): every member stopped once and restarted right after; each stop decided
+    while that member was a follower; the last one (the leader) only after a move-leader
+    that ended well (its leader truly moved: no skip, no error) had handed leadership to
+    a member restarted already. No move-leader of the change failed."""
+    done = [(e["op"], e["targets"]) for e in ops if e["outcome"] == "ok"
+            and e["op"] in ("stop-member", "restart-member", "move-leader")]
+    stops = [t for op, t in done if op == "stop-member"]
+    assert sorted(stops) == sorted(names), done
+    for i, (op, t) in enumerate(done):
         if op == "stop-member":
-            assert steps[i + 1] == ("restart-member", t), steps
-    assert stops[-1] == leader, (stops, leader)
-    moves = [i for i, (op, _) in enumerate(steps) if op == "move-leader"]
-    assert moves and moves[-1] < steps.index(("stop-member", leader)), steps
+            assert done[i + 1] == ("restart-member", t), done
+    failed = [e for e in ops if e["op"] == "move-leader" and e["outcome"] != "ok"]
+    assert failed == [], failed
+    decided = [e["reason"] for e in cycles if any(o.startswith("stop-member:") for o in e["ops"])]
+    assert decided and all("follower" in r and "first" in r for r in decided), decided
+    last = stops[-1]
+    before = done[:done.index(("stop-member", last))]
+    moves = [i for i, (op, _) in enumerate(before) if op == "move-leader"]
+    assert moves, done
+    to = before[moves[-1]][1]
+    assert ("restart-member", to) in before[:moves[-1]], done  # a member changed already
+    moved = [(e["step"], e["outcome"]) for e in steps
+             if e["op"] == "move-leader" and e["targets"] == to]
+    assert moved[-2:] == [("move-leader", "ok"), ("watch-leader", "ok")], moved
+    why = [e["reason"] for e in cycles if f"move-leader:{to}" in e["ops"]]
+    assert why and f"leader {last} is last: leadership moves to {to}" in why[-1], why
+
+
+def _events(order: list[str], move: tuple[str, str] = ("ok", "ok"), move_op: str = "ok",
+            leader: str = "m1", to: str = "m2") -> tuple[list[dict[str, Any]], ...]:
+    """Synthetic (op, op_step, cycle) events of a change over m1..m3: `order` names
+    the steps, "stop X", "restart X" or "move"; `move` the move-leader steps' outcomes."""
+    ops: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = []
+    cycles: list[dict[str, Any]] = []
+    for item in order:
+        verb, _, who = item.partition(" ")
+        if verb == "stop":
+            cycles.append({"ops": [f"stop-member:{who}", f"restart-member:{who}"],
+                           "reason": f"restart {who} (x): follower {who} first"})
+            ops.append({"op": "stop-member", "targets": who, "outcome": "ok"})
+        elif verb == "restart":
+            ops.append({"op": "restart-member", "targets": who, "outcome": "ok"})
+        else:
+            steps += [{"op": "move-leader", "targets": to, "step": "move-leader",
+                       "outcome": move[0]},
+                      {"op": "move-leader", "targets": to, "step": "watch-leader",
+                       "outcome": move[1]}]
+            ops.append({"op": "move-leader", "targets": to, "outcome": move_op})
+            cycles.append({"ops": [f"move-leader:{to}"], "reason": f"leader {leader} is "
+                           f"last: leadership moves to {to}, which is changed already"})
+    return ops, steps, cycles
+
+
+GOOD = ["stop m2", "restart m2", "stop m3", "restart m3", "move", "stop m1", "restart m1"]
+
+
+@pytest.mark.parametrize(("order", "kw"), [
+    (GOOD[:4] + GOOD[5:], {}),  # the leader restarted with no move-leader at all
+    (GOOD, {"move": ("skipped", "ok")}),  # the target "led already": nothing was moved
+    (GOOD, {"move": ("ok", "error"), "move_op": "error"}),  # moved, but not seen moved
+    (GOOD, {"to": "m1"}),  # moved to a member not restarted yet
+    (["stop m2", "restart m2", "move", "stop m3", "restart m3", "stop m1", "restart m1"],
+     {"to": "m3"}),  # moved to a member before it was changed
+])
+def test_check_rolled_refuses_a_leader_restarted_without_a_good_move(
+        order: list[str], kw: dict[str, Any]) -> None:
+    check_rolled(*_events(GOOD), NAMES)  # the good order passes
+    with pytest.raises(AssertionError):
+        check_rolled(*_events(order, **kw), NAMES)
+
+
+def check_one_at_a_time(c: Cluster, since: int, names: list[str] = NAMES) -> None:
+    check_rolled(c.events("op", since=since), c.events("op_step", since=since),
+                 c.events("cycle", since=since), names)
 
 
 @need_debian
@@ -77,7 +143,8 @@ def test_rolling_upgrade_refused_downgrade_and_flag_change(
                  180, "every member on 3.5.30", abort=c.daemon_died)
         wait_for(lambda: len(writer.acked) > 50, 30, "writes after the upgrade")
     assert writer.acked and writer.lost(NAMES[0]) == [] and writer.read_misses == []
-    check_one_at_a_time(restarts(c, mark), leader)
+    check_one_at_a_time(c, mark)
+    assert [t for op, t in restarts(c, mark) if op == "stop-member"][-1] == leader
     saved = [e for e in c.events("snapshot_saved", since=mark) if e["reason"] == "stop-member"]
     assert len(saved) == 1, saved  # one verified pre-change snapshot for the whole change
     assert auth_state(c) == before
@@ -109,7 +176,8 @@ def test_rolling_upgrade_refused_downgrade_and_flag_change(
     config_with(c, f'binary = "{E35}"\nheartbeat_interval_ms = 150')
     wait_for(lambda: len([1 for op, _ in restarts(c, mark) if op == "restart-member"]) == 3
              and settled(c, mark), 120, "three restarts", abort=c.daemon_died)
-    check_one_at_a_time(restarts(c, mark), leader)
+    check_one_at_a_time(c, mark)
+    assert [t for op, t in restarts(c, mark) if op == "stop-member"][-1] == leader
     for n in NAMES:
         cmd = json.loads((c.state_dir / "members" / n / "etcd.pid").read_text())["cmd"]
         assert "--heartbeat-interval=150" in cmd

@@ -97,12 +97,21 @@ def test_a_restarted_member_leaves_the_etcd_servers_file_first() -> None:
     assert [(op.kind, op.targets()) for op in dec.ops] == [
         ("stop-apiserver-traffic", ",".join(client_url(n) for n in ("a", "c"))),
         ("stop-member", "b"), ("restart-member", "b")]
-    # a daemon killed right after the cut: the healthy member is published again first,
-    # and the restart comes with its own cut in the next cycle (one batch, never split)
+    # ... and drains before it stops ([apiserver] drain_seconds): clients that follow
+    # the file are off it by then
+    assert dec.ops[1].drain  # type: ignore[attr-defined]
+    # a daemon killed right after the cut: the member it cut stays out (it is the next to
+    # restart) and the restart goes ahead; a second cut and drain would change nothing
     cut = rolled(cluster(NAMES, published=["a", "c"]), OLD)
-    assert [op.kind for op in plan(with_file, cut).ops] == ["publish-endpoints"]
-    # no servers file kept: nothing to cut
+    assert [(op.kind, op.member) for op in plan(with_file, cut).ops] == [
+        ("stop-member", "b"), ("restart-member", "b")]
+    assert not plan(with_file, cut).ops[0].drain  # type: ignore[attr-defined]
+    # ... but a member out of the file that is not next is put back
+    other = rolled(cluster(NAMES, published=["a", "b"]), OLD)
+    assert [op.kind for op in plan(with_file, other).ops] == ["publish-endpoints"]
+    # no servers file kept: nothing to cut, nothing to drain
     assert kinds(rolled(cluster(NAMES), OLD)) == [("stop-member", "b"), ("restart-member", "b")]
+    assert not plan(D, rolled(cluster(NAMES), OLD)).ops[0].drain  # type: ignore[attr-defined]
 
 
 def test_the_leader_last_after_moving_leadership() -> None:
@@ -110,6 +119,29 @@ def test_the_leader_last_after_moving_leadership() -> None:
     assert kinds(o) == [("move-leader", "b")]
     moved = rolled(cluster(NAMES), {"a": "3.4.23", "b": "3.5.30", "c": "3.5.30"}, leader="b")
     assert kinds(moved) == [("stop-member", "a"), ("restart-member", "a")]
+
+
+def test_the_leader_leaves_the_servers_file_before_it_hands_over_and_stays_out() -> None:
+    """raft drops the proposals a leader gets while it transfers leadership: its clients
+    move off it (cut, drain) before the move-leader, and it is not put back before its
+    restart."""
+    with_file = desired(NAMES, apiserver_file=True)
+    last = {"a": "3.4.23", "b": "3.5.30", "c": "3.5.30"}
+    dec = plan(with_file, rolled(cluster(NAMES, published=NAMES), last))
+    assert [(op.kind, op.targets()) for op in dec.ops] == [
+        ("stop-apiserver-traffic", ",".join(client_url(n) for n in ("b", "c"))),
+        ("move-leader", "b")]
+    assert dec.ops[1].drain  # type: ignore[attr-defined]
+    moved = rolled(cluster(NAMES, published=["b", "c"]), last, leader="b")
+    dec = plan(with_file, moved)
+    assert [(op.kind, op.member) for op in dec.ops] == [("stop-member", "a"),
+                                                        ("restart-member", "a")]
+    assert not dec.ops[0].drain  # type: ignore[attr-defined]
+    # once it runs the new version, it is published again
+    done = rolled(cluster(NAMES, published=["b", "c"]), dict.fromkeys(NAMES, "3.5.30"),
+                  leader="b")
+    assert [(op.kind, op.targets()) for op in plan(with_file, done).ops] == [
+        ("publish-endpoints", ",".join(client_url(n) for n in NAMES))]
 
 
 def test_a_refused_downgrade_touches_no_member_and_says_why() -> None:

@@ -10,6 +10,8 @@ import asyncio
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from ckeetcd.core.config import EtcdConfig, SSHConfig
 from ckeetcd.core.model import MemberExit
 from ckeetcd.nodes.base import MemberSpec
@@ -113,3 +115,27 @@ def test_a_big_etcd_log_is_rotated_when_the_member_starts_over_ssh(tmp_path: Pat
     (d / "etcd.log").write_text(small)
     asyncio.run(rt.start(_spec()))
     assert (d / "etcd.log").read_text().startswith(small) and not (d / "etcd.log.1").exists()
+
+
+class _ClosingConnection:
+    """What asyncssh does when the connection closes while a channel opens."""
+
+    def is_closed(self) -> bool:
+        return False
+
+    async def run(self, *args: object, **kwargs: object) -> object:
+        raise AssertionError  # asyncssh channel.get_connection: assert self._conn
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_connection_lost_while_opening_a_channel_is_an_unreachable_node() -> None:
+    """It crashed a daemon in the lab (load 25 on 2 cores): now an SSHError like any
+    lost connection, and the next command connects afresh."""
+    node = SSHNode(HOST, SSHConfig())
+    node._conn = _ClosingConnection()
+    with pytest.raises(SSHError) as e:
+        asyncio.run(node.run("true"))
+    assert e.value.kind == "unreachable" and "connection lost" in str(e.value)
+    assert node._conn is None

@@ -1,10 +1,13 @@
 """`ckeetcd check-config`: validate, print each problem, exit 2 when any.
 
-Where members run on this machine, it also says which etcd version the
-configured binary is (`etcd --version`) and, when the members answer, whether
-etcd supports moving them from the versions they run to that one
-(ckeetcd.core.etcdversions.upgrade_path): a refused change is a problem of
-`etcd.binary` (exit 2); a known-bad release is a warning.
+It also says which etcd version each binary members would run is: the local
+one (`etcd --version`, ckeetcd.nodes.etcdprobe) and, for members over SSH,
+the one on each member's node (asked over the daemon's SSH,
+ckeetcd.nodes.sshversion). When the members answer, it checks whether etcd
+supports moving them from the versions they run to each of those
+(ckeetcd.core.binaryreport): a refused change is a problem of the key that
+names the binary (`etcd.binary`, `ssh.etcd_binary`, `members[i].etcd_binary`;
+exit 2); a known-bad release and a node that does not answer are warnings.
 """
 
 from __future__ import annotations
@@ -21,50 +24,37 @@ def check_config(args: argparse.Namespace) -> int:
     config = load_and_probe(args)
     print(f"{config.path}: ok ({len(config.members)} members: "
           f"{', '.join(m.name for m in config.members)})")
-    refusal = version_check(config)
-    if refusal is not None:
-        print(f"error: {refusal}", file=sys.stderr)
-        return 2
-    return 0
+    problems = version_check(config)
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    return 2 if problems else 0
 
 
-def version_check(config: Config) -> Problem | None:
-    """Print the binary's version and what etcd says about moving the members to it;
-    the refusal as a problem of `etcd.binary` (None when allowed or not knowable)."""
-    from ckeetcd.core.etcdversions import (
-        Refused,
-        bad_release_warning,
-        cluster_path,
-        facts_from_flags,
-        parse_version,
-    )
+def version_check(config: Config) -> list[Problem]:
+    """Print each binary's version and what etcd says about moving the members to it;
+    the refusals (and binaries missing on a node) as problems of the config."""
+    from ckeetcd.core.binaryreport import BinaryAnswer, binary_report
+    from ckeetcd.core.etcdversions import facts_from_flags
     from ckeetcd.nodes.etcdprobe import binary_version_of
 
-    got = binary_version_of(config)
-    if got is None:
-        return None
-    path, version = got
-    if version is None:
-        print(f"etcd binary: {path}: its --version names no etcd version (not checked)")
-        return None
-    print(f"etcd binary: {path}: etcd {version}")
-    if warning := bad_release_warning(version):
-        print(f"warning: {config.path}: etcd.binary: {warning}", file=sys.stderr)
-    running = member_versions(config)
-    if running is None:
-        print("members: not reachable (the version change is checked once they answer)")
-        return None
-    if not running:
-        print("members: none running yet")
-        return None
-    print("members run: " + ", ".join(f"{n} {v}" for n, v in running))
-    versions = [v for _, text in running if (v := parse_version(text)) is not None]
-    verdict = cluster_path(versions, version, facts_from_flags(config.etcd.extra_args))
-    if isinstance(verdict, Refused):
-        return Problem(str(config.path), "etcd.binary", f"{path}: refused: {verdict.reason}")
-    print(f"version change: allowed: {verdict.reason}"
-          + (f" ({verdict.note})" if verdict.note else ""))
-    return None
+    answers = []
+    if (local := binary_version_of(config)) is not None:
+        path, version = local
+        answers.append(BinaryAnswer("etcd.binary", path, version=version,
+                                    unknown="its --version names no etcd version"))
+    if any(m.runtime == "ssh" for m in config.members):
+        from ckeetcd.nodes.sshversion import ssh_binary_answers
+
+        answers += asyncio.run(ssh_binary_answers(config))
+    asked = any(a.version is not None for a in answers)
+    running = member_versions(config) if asked else None
+    report = binary_report(str(config.path), answers, running,
+                           facts_from_flags(config.etcd.extra_args))
+    for line in report.lines:
+        print(line)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return list(report.problems)
 
 
 def member_versions(config: Config) -> list[tuple[str, str]] | None:

@@ -23,7 +23,9 @@ cluster itself:
   leader key's create_revision and value with ours; when it fails, the step
   fails (`NotLeader`) and the daemon steps down. And the leader acts only
   while its lease is surely alive by its own clock: it counts the TTL from
-  *before* it sent the last keepalive, and stops one RPC deadline short of it.
+  *before* it sent the last keepalive, and stops one RPC deadline short of it
+  (a fence that finds the lease that short sends a keepalive first, and fails
+  only when that does not extend it).
 
 What a fence can and cannot guarantee: KV writes could be made conditional
 inside the Txn itself, but the member API (MemberAdd/Remove/Promote), process
@@ -183,7 +185,14 @@ class Leadership:
         if held is None or self.role != Role.LEADER:
             raise NotLeader(f"{self.id} is not the leader (leader: {self.holder or 'none'})")
         if self.clock() + self.rpc_timeout >= self._expires:
-            raise NotLeader(f"{self.id}: lease {held.lease:x} may expire before this step ends")
+            # The background keepalive fell behind (a busy machine, a slow member):
+            # renew now rather than fail a step in the middle of an op (a move-leader
+            # that moved the leader but could not watch it, a stop half done).
+            with contextlib.suppress(EtcdError):
+                await self._renew()
+            if self._claim is not held or self.clock() + self.rpc_timeout >= self._expires:
+                raise NotLeader(f"{self.id}: lease {held.lease:x} may expire before this "
+                                "step ends")
         if not await leases.still_holds(self._client(), LEADER_KEY, held):
             self._lose("fence failed: the leader key is no longer ours")
             raise NotLeader(f"{self.id}: the leader key is no longer ours "

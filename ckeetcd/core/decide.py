@@ -43,10 +43,13 @@ Invariants every returned op list keeps (tests/test_decide_properties.py):
  12. a rolling change (ckeetcd.core.rollplan) only once nothing else is to do
      and every member is healthy: one member down at most, the leader last
      (after move-leader), no member at all when the version change is refused.
+     With a servers file, the member stopped (or the leader moved off) next is
+     cut from it first, and kept out until its restart.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from ckeetcd.core.kinds import NODE_LOCAL_OPS, OpKind, Phase, Reason
@@ -60,6 +63,7 @@ from ckeetcd.core.model import (
     DisarmAlarm,
     EnsureRbac,
     LiveMember,
+    MoveLeader,
     Observed,
     Op,
     PromoteMember,
@@ -71,7 +75,7 @@ from ckeetcd.core.model import (
     StopMember,
     quorum,
 )
-from ckeetcd.core.rollplan import pending, rolling_decision
+from ckeetcd.core.rollplan import held_out, pending, rolling_decision
 from ckeetcd.core.rotationplan import rotation_step
 
 TRAFFIC_STOP = OpKind.STOP_APISERVER_TRAFFIC
@@ -227,14 +231,21 @@ def _traffic_off_before_stop(desired: Desired, observed: Observed,
                              decision: Decision) -> Decision:
     """A member stopped for a restart (a rolling change, a CA rotation) leaves the etcd
     servers file first, as a leaving member does: kube-apiservers stop sending to it
-    before it goes. The publish rung puts it back once it is healthy again."""
-    stop = next((op for op in decision.ops if op.kind == OpKind.STOP_MEMBER), None)
-    if stop is None:
+    before it goes, and the stop drains first ([apiserver] drain_seconds) so that
+    clients which re-read the file have moved off it. So does the leader before a
+    move-leader (raft drops the proposals it gets while it hands over), and it stays
+    out until its restart (rollplan.held_out). The publish rung puts it back once it
+    is healthy again."""
+    out = next((op for op in decision.ops if isinstance(op, StopMember | MoveLeader)), None)
+    if out is None:
         return decision
-    traffic = _traffic_op(desired, observed, TRAFFIC_STOP, exclude=stop.member_id)
+    leaving = out.member_id if isinstance(out, StopMember) else observed.leader_id() or 0
+    traffic = _traffic_op(desired, observed, TRAFFIC_STOP, exclude=leaving)
     if traffic is None:
         return decision
-    return Decision(decision.phase, (traffic, *decision.ops), decision.reason, decision.role)
+    ops = tuple(dataclasses.replace(op, drain=True) if op is out else op
+                for op in decision.ops)
+    return Decision(decision.phase, (traffic, *ops), decision.reason, decision.role)
 
 
 def _with_holds(observed: Observed, decision: Decision) -> Decision:
@@ -432,11 +443,14 @@ def _wiped(m: LiveMember, r: Runtime) -> bool:
 
 
 def _traffic_target(desired: Desired, observed: Observed, exclude: int = 0) -> tuple[str, ...]:
-    """Client URLs kube-apiservers should use: healthy desired voters."""
+    """Client URLs kube-apiservers should use: healthy desired voters, but not the one
+    a rolling change takes out next once it is out of the file already."""
+    out = held_out(desired, observed)
     urls = []
     for d in desired.members:
         m = observed.live_by_peer_url(d.peer_url)
-        if m and m.id != exclude and not m.learner and observed.is_healthy(m):
+        if m and m.id != exclude and not m.learner and observed.is_healthy(m) and not (
+                m.id == out and d.client_url not in (observed.published or ())):
             urls.append(d.client_url)
     return tuple(urls)
 

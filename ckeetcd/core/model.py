@@ -325,13 +325,21 @@ class StopMember(Op):
     archive_data: bool = False
     pre_snapshot: bool = False  # a rolling restart: a verified snapshot first, once per
     snapshot_tag: str = ""  # ... change: skipped when one with this tag exists already
+    # Cut from the etcd servers file just before (same decision): wait [apiserver]
+    # drain_seconds first, so clients that follow the file are off it when it stops.
+    drain: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
 class MoveLeader(Op):
-    """move-leader: etcd's MoveLeader, sent to the raft leader, to `member` (`member_id`)."""
+    """move-leader: etcd's MoveLeader, sent to the raft leader, to `member` (`member_id`).
+
+    `drain`: the leader was cut from the etcd servers file just before (same
+    decision): wait [apiserver] drain_seconds first, so that no client sends it
+    a write while it hands over (raft drops proposals during a transfer)."""
 
     kind: OpKind = OpKind.MOVE_LEADER
+    drain: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

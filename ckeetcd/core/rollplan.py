@@ -88,6 +88,26 @@ def refusal(desired: Desired, observed: Observed) -> str:
     return ""
 
 
+def held_out(desired: Desired, observed: Observed) -> int:
+    """The member (id) the rolling change takes out of service next: the follower it
+    restarts, or the leader it moves leadership off before restarting it; 0 = none.
+    Once cut from the etcd servers file it stays out until its restart, so that the
+    cut made before a move-leader is not undone before the stop."""
+    changes = pending(desired, observed)
+    if (not changes or not desired.rolling_changes or unknown(desired, observed)
+            or refusal(desired, observed)):
+        return 0
+    step = rolling_next(roll_members(observed, lambda m: node_name(desired, m) not in changes))
+    if isinstance(step, MoveStep):
+        return observed.leader_id() or 0
+    if not isinstance(step, Restart):
+        return 0
+    if len(observed.healthy_voters()) - 1 < quorum(len(observed.voters())):
+        return 0
+    return next((m.id for m in observed.members or ()
+                 if node_name(desired, m) == step.member), 0)
+
+
 def rolling_decision(desired: Desired, observed: Observed) -> Decision | None:
     """The rolling change's next step; None when every member runs what it should."""
     changes = pending(desired, observed)

@@ -37,16 +37,18 @@ def record_script(cmd: list[str]) -> str:
             f"mv -f \"$d/{CMD_RECORD}.tmp\" \"$d/{CMD_RECORD}\"\n")
 
 
-def probe_script(record: str, binary: str, known: str) -> str:
+def probe_script(record: str, binary: str, known: str, version_timeout: int = 10) -> str:
     """Shell lines that print the start record (a path), the binary's identity and,
-    unless that identity is `known`, what `binary --version` says and its exit status."""
+    unless that identity is `known`, what `binary --version` says (within
+    `version_timeout` seconds) and its exit status."""
     b = shlex.quote(binary)
     return (f"echo '{SECTION}record'; head -c {RECORD_LIMIT} {shlex.quote(record)} "
             f"2>/dev/null; echo; echo '{SECTION}binary'\n"
             f"if id=$(stat -L -c '%i %s %.9Y %.9Z' {b} 2>&1); then echo \"$id\"\n"
             f"  if [ \"$id\" != {shlex.quote(known)} ]; then echo '{SECTION}version'\n"
-            f"    out=$(timeout 10 {b} --version 2>&1); st=$?; printf '%s\\n' \"$out\" | "
-            f"head -c {RECORD_LIMIT}; echo; echo \"{SECTION}exit $st\"; fi\n"
+            f"    out=$(timeout {version_timeout} {b} --version 2>&1); st=$?; "
+            f"printf '%s\\n' \"$out\" | head -c {RECORD_LIMIT}; echo; "
+            f"echo \"{SECTION}exit $st\"; fi\n"
             "else echo \"$id\" | head -n 1; fi\n")
 
 

@@ -3,10 +3,14 @@
 So the leader is restarted as a follower: the cluster elects no new leader
 while it is down (a leader killed where it stands costs an election timeout
 of stalled writes). MoveLeader is only accepted by the leader; the op then
-waits until the target itself says it leads.
+waits until the target itself says it leads. Raft drops the proposals a leader
+gets while it hands over, so with a servers file the leader is cut from it
+first and the op drains ([apiserver] drain_seconds) before it moves.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from ckeetcd.core.model import MoveLeader
 from ckeetcd.etcd import EtcdError
@@ -21,6 +25,9 @@ async def run(ctx: OpContext, op: MoveLeader) -> None:
     target = next((m for m in obs.members or () if m.id == op.member_id), None)
     if target is None or not target.client_urls:
         raise OpFailed(f"{op.member} is not in the member list")
+    if op.drain and ctx.config.apiserver.drain_seconds > 0:  # its clients move off first
+        async with ctx.step(op, "drain-traffic", seconds=ctx.config.apiserver.drain_seconds):
+            await asyncio.sleep(ctx.config.apiserver.drain_seconds)
     async with ctx.step(op, "move-leader", to=f"{op.member_id:x}"):
         leader = obs.leader_id()
         if leader == op.member_id:

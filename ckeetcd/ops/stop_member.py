@@ -6,6 +6,8 @@ removals of that member; older archives are deleted in the same op.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from ckeetcd.core.model import StopMember
@@ -19,8 +21,13 @@ async def run(ctx: OpContext, op: StopMember) -> None:
     # graceful stop: its data is kept (moved aside) and the WAL is fsynced. A
     # leader gets SIGTERM so it hands leadership over instead of costing an
     # election timeout.
+    began = time.monotonic()
     if op.pre_snapshot:  # the first member of a rolling change: a verified snapshot first
         await pre_change_snapshot(ctx, op, op.snapshot_tag)
+    drain = ctx.config.apiserver.drain_seconds - (time.monotonic() - began)
+    if op.drain and drain > 0:  # just cut from the servers file: let its clients move off
+        async with ctx.step(op, "drain-traffic", seconds=round(drain, 3)):
+            await asyncio.sleep(drain)
     leaving = op.archive_data
     is_leader = op.member_id != 0 and op.member_id == ctx.observed.leader_id()
     grace = 0.0 if leaving and not is_leader else 10.0

@@ -178,6 +178,9 @@ class DaemonConfig:
 class ApiserverConfig:
     etcd_servers_file: Path | None = None
     reload_command: tuple[str, ...] = ()
+    # Seconds between taking a member out of the servers file (and the reload) and
+    # stopping it for a restart: clients that re-read the file finish what they sent it.
+    drain_seconds: float = 0.2
 
 
 @dataclass(frozen=True)

@@ -336,11 +336,14 @@ class Validator(Reader):
         return value
 
     def apiserver(self, t: Mapping[str, Any]) -> ApiserverConfig:
-        self.known(t, "apiserver", {"etcd_servers_file", "reload_command"})
+        self.known(t, "apiserver", {"etcd_servers_file", "reload_command", "drain_seconds"})
         f = self.string(t, "apiserver", "etcd_servers_file", "")
+        d = ApiserverConfig()
         return ApiserverConfig(
             etcd_servers_file=self.path(f) if f else None,
             reload_command=self.strings(t, "apiserver", "reload_command"),
+            drain_seconds=self.number(t, "apiserver", "drain_seconds", d.drain_seconds, 0, 60,
+                                      unit="seconds"),
         )
 
     def kubernetes(self, t: Mapping[str, Any]) -> KubernetesConfig:
