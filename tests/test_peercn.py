@@ -180,3 +180,11 @@ def test_a_peer_certificate_with_the_members_name_is_renewed(cas: tuple[CA, CA])
         assert member_tls_problem(files, client.cert_pem, "10.0.0.1", ("localhost",),
                                   dt.timedelta(days=1), now,
                                   peer_ca_pem=peer.cert_pem) == problem
+
+
+def test_no_user_name_can_be_the_peer_cn() -> None:
+    """`ckecli etcd issue` and [[users]] take NAME_RE names only: no user certificate
+    can carry the peers' CN, even where one CA signs peers and users."""
+    from ckeetcd.core.config import NAME_RE
+
+    assert NAME_RE.fullmatch(PEER_CN) is None
