@@ -126,7 +126,7 @@ class Observer:
 
         async def tls() -> None:
             if deep or not self._tls_problems:
-                await self._check_tls(desired)
+                await self._check_tls(desired, [n for n in names if not desired.by_name(n)])
 
         async def more_alarms() -> set[tuple[int, str]]:
             if members is not None and (deep or alarms):
@@ -277,8 +277,10 @@ class Observer:
         except (OSError, TimeoutError) as e:
             return Runtime(reachable=False, error=str(e) or type(e).__name__)
 
-    async def _check_tls(self, desired: Desired) -> None:
-        """Certificate problems per desired member (only on deep observations: file reads)."""
+    async def _check_tls(self, desired: Desired, leaving: list[str]) -> None:
+        """Certificate problems per desired member (only on deep observations: file reads),
+        and the CN of every member's peer certificate, `leaving` ones too (a peer that
+        presents another CN holds --peer-cert-allowed-cn back: ckeetcd.core.peercn)."""
         if self.ca_pem is None:
             return
         now = dt.datetime.now(dt.timezone.utc)
@@ -304,8 +306,17 @@ class Observer:
                                       peer_ca_pem=peer_pem_for(
                                           got[2], self._rotations.get(PEER), self.peer_ca_pem))
 
+        async def peer_cn(name: str) -> None:
+            try:
+                cn = _cn(await self.runtime.read_tls(name, "peer.crt"))
+            except OSError:
+                return
+            if cn is not None:
+                self._peer_cn[name] = cn
+
         self._cert_expiry, self._peer_cn = {}, {}
-        found = await asyncio.gather(*(problem(d) for d in desired.members))
+        found, _ = await asyncio.gather(asyncio.gather(*(problem(d) for d in desired.members)),
+                                        asyncio.gather(*(peer_cn(n) for n in leaving)))
         self._tls_problems = {d.name: p for d, p in zip(desired.members, found, strict=True)
                               if p is not None}
 
