@@ -120,7 +120,8 @@ def test_the_flags_ckeetcd_sets_are_the_ones_it_refuses() -> None:
     c = parse_config(base({"quota_backend_bytes": 1 << 30}), CONFIG)
     spec = MemberSpec(name="n1", client_url="https://10.0.0.1:2379",
                       peer_url="https://10.0.0.1:2380", cluster_token="p",
-                      initial_cluster=(("n1", "https://10.0.0.1:2380"),), initial_state="new")
+                      initial_cluster=(("n1", "https://10.0.0.1:2380"),), initial_state="new",
+                      peer_allowed_cn="ckeetcd:peer")
     names = {f[2:].split("=")[0] for f in member_flags(spec, Path("/d"), Path("/t"), c.etcd)}
     assert names - {"quota-backend-bytes"} == set(ETCD_FLAGS_SET_BY_CKEETCD)
     assert not set(ETCD_FLAGS_SET_BY_CKEETCD) & set(ETCD_FLAGS_REFUSED)

@@ -92,7 +92,6 @@ def ca_rotate(args: argparse.Namespace) -> int:
     from ckeetcd.coordination.election import daemon_id
     from ckeetcd.core.carotation import CLIENT, PEER, daemons_refusal, refusal
     from ckeetcd.core.rollplan import describe, pending
-    from ckeetcd.nodes.router import uses_ssh
     from ckeetcd.pki import PEER_CA_CERT, ca_paths
     from ckeetcd.pki.rotationfiles import RotationError, read_rotations, start_rotation
 
@@ -128,10 +127,6 @@ def ca_rotate(args: argparse.Namespace) -> int:
             why = (f"the leader daemon is {leader or 'not known'}, not this host's "
                    f"({daemon_id(config)}): the record is read where the command runs, so "
                    "run it on the leader's host (the other daemons do not see it yet)")
-    if not why and uses_ssh(config):
-        why = ("members run over SSH: their runtime does not record the command line a "
-               "member started with, so a rotation could not tell which bundle it trusts "
-               "(local runtime only for now)")
     if why:
         return _error(f"ca rotate --{role}: {why}", USAGE_ERROR)
     migration = role == PEER and not separate

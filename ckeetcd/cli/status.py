@@ -162,6 +162,11 @@ def status(args: argparse.Namespace) -> int:
     keys = status_view(config.cluster.state_dir)
     trust = trust_of(config, observed)
     restarts = pending(desired, observed)
+    for r in table:  # the rolling change's view: a restart onto --peer-cert-allowed-cn too
+        rt = observed.runtimes.get(r["name"])
+        if r["name"] in restarts:
+            r["restart_for"] = list(restarts[r["name"]])
+        r["peer_cert_allowed_cn"] = rt.allowed_cn or None if rt and rt.running else None
     refused = refusal(desired, observed) if restarts else ""
     rotation = rotation_view(desired, observed)
     if args.output == "json":

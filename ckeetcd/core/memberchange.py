@@ -19,11 +19,13 @@ from ckeetcd.core.model import Health, Runtime
 # The trusted-CA files are not set by config either: they are a CA rotation's own
 # fingerprint (ckeetcd.core.carotation names each bundle file by its content and reads
 # the running bundle back from the recorded command line), rolled out by the rotation.
+# Nor is --peer-cert-allowed-cn: ckeetcd.core.peercn decides it from the peers'
+# certificates (rolled out by ckeetcd.core.rollplan.pending once they all carry the CN).
 IDENTITY_FLAGS = frozenset({
     "--name", "--data-dir", "--listen-client-urls", "--advertise-client-urls",
     "--listen-peer-urls", "--initial-advertise-peer-urls", "--initial-cluster",
     "--initial-cluster-state", "--initial-cluster-token", "--peer-trusted-ca-file",
-    "--trusted-ca-file",
+    "--trusted-ca-file", "--peer-cert-allowed-cn",
 })
 
 

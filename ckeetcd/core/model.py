@@ -170,6 +170,10 @@ class Runtime:
     wanted_version: str = ""
     flag_change: tuple[str, ...] = ()
     trust_files: tuple[tuple[str, str], ...] = ()  # (role, file its trusted-CA flag names)
+    # ckeetcd.core.peercn: the --peer-cert-allowed-cn its start recorded ("" none; None no
+    # record), and the CN of its installed peer.crt ("" no file; None not read).
+    allowed_cn: str | None = None
+    peer_cert_cn: str | None = None
     # Why what a restart would run cannot be told (the binary is missing, fails, or its
     # `--version` names no etcd version; "" = it can): a rolling change holds meanwhile.
     change_unknown: str = ""

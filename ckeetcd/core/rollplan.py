@@ -1,4 +1,5 @@
-"""The rolling change as a decision: one member at a time onto a new binary or new flags.
+"""The rolling change as a decision: one member at a time onto a new binary or new flags
+(the config's, or --peer-cert-allowed-cn once every peer certificate allows it).
 
 Called by the ladder (ckeetcd.core.decide) only once nothing else is to be
 done and every member is healthy. It checks the version change with
@@ -27,6 +28,7 @@ from ckeetcd.core.model import (
     StopMember,
     quorum,
 )
+from ckeetcd.core.peercn import change_line, flag_due
 from ckeetcd.core.rolling import Done, Restart, roll_members, rolling_next
 from ckeetcd.core.rolling import MoveLeader as MoveStep
 
@@ -38,11 +40,16 @@ def node_name(desired: Desired, m: LiveMember) -> str:
 
 
 def pending(desired: Desired, observed: Observed) -> Mapping[str, tuple[str, ...]]:
-    """Per member (by node name, config order) why it needs a restart; only those that do."""
+    """Per member (by node name, config order) why it needs a restart; only those that do.
+    A restart onto --peer-cert-allowed-cn is one, once every peer certificate carries
+    the shared CN (ckeetcd.core.peercn.flag_due)."""
     out = {}
+    onto_flag = set(flag_due(desired, observed))
     for m in observed.members or ():
         name = node_name(desired, m)
         change = member_change(observed.runtime(name), observed.health.get(m.id))
+        if name in onto_flag:
+            change += (change_line(),)
         if change:
             out[name] = change
     return out

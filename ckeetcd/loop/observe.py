@@ -32,7 +32,7 @@ from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.etcd.rbac import rbac_in_place
 from ckeetcd.loop.rotationseen import see as see_rotations
 from ckeetcd.nodes import MemberRuntime
-from ckeetcd.pki import PEER_CA_CERT, member_tls_problem, not_after
+from ckeetcd.pki import PEER_CA_CERT, cert_cn, member_tls_problem, not_after
 from ckeetcd.pki.rotationfiles import Rotation, ca_pem_for, peer_pem_for
 from ckeetcd.support.startbook import StartBook
 
@@ -72,6 +72,7 @@ class Observer:
         self.peer_ca_pem = peer_ca_pem  # None: one CA (a cluster made before the peer CA)
         self.renew_before = renew_before
         self._tls_problems: dict[str, str] = {}
+        self._peer_cn: dict[str, str] = {}  # CN of each desired member's peer.crt ("" none)
         self._cert_expiry: dict[str, float] = {}
         self._learner_seen: dict[int, float] = {}
         self._known_client_urls: tuple[str, ...] = ()
@@ -125,7 +126,7 @@ class Observer:
 
         async def tls() -> None:
             if deep or not self._tls_problems:
-                await self._check_tls(desired)
+                await self._check_tls(desired, [n for n in names if not desired.by_name(n)])
 
         async def more_alarms() -> set[tuple[int, str]]:
             if members is not None and (deep or alarms):
@@ -143,7 +144,8 @@ class Observer:
         runtimes, _, extra_alarms, _, cluster_version = await asyncio.gather(
             runtimes_now(), tls(), more_alarms(), rbac(), versions)
         alarms |= extra_alarms
-        runtimes = [replace(r, tls_problem=self._tls_problems.get(n, "")) if r.reachable else r
+        runtimes = [replace(r, tls_problem=self._tls_problems.get(n, ""),
+                            peer_cert_cn=self._peer_cn.get(n)) if r.reachable else r
                     for n, r in zip(names, runtimes, strict=True)]
         if self.book is not None:
             runtimes = await self._book_keeping(desired, members, health, names, runtimes)
@@ -275,8 +277,10 @@ class Observer:
         except (OSError, TimeoutError) as e:
             return Runtime(reachable=False, error=str(e) or type(e).__name__)
 
-    async def _check_tls(self, desired: Desired) -> None:
-        """Certificate problems per desired member (only on deep observations: file reads)."""
+    async def _check_tls(self, desired: Desired, leaving: list[str]) -> None:
+        """Certificate problems per desired member (only on deep observations: file reads),
+        and the CN of every member's peer certificate, `leaving` ones too (a peer that
+        presents another CN holds --peer-cert-allowed-cn back: ckeetcd.core.peercn)."""
         if self.ca_pem is None:
             return
         now = dt.datetime.now(dt.timezone.utc)
@@ -293,6 +297,8 @@ class Observer:
             expiry = [_not_after(pem) for pem in got[1:3]]
             if known := [t for t in expiry if t is not None]:
                 self._cert_expiry[d.name] = min(known)
+            if (cn := _cn(got[2])) is not None:
+                self._peer_cn[d.name] = cn
             return member_tls_problem(dict(zip(names, got, strict=True)),
                                       ca_pem_for(got[1], self._rotations.get(CLIENT), ca_pem),
                                       d.address,
@@ -300,8 +306,17 @@ class Observer:
                                       peer_ca_pem=peer_pem_for(
                                           got[2], self._rotations.get(PEER), self.peer_ca_pem))
 
-        self._cert_expiry = {}
-        found = await asyncio.gather(*(problem(d) for d in desired.members))
+        async def peer_cn(name: str) -> None:
+            try:
+                cn = _cn(await self.runtime.read_tls(name, "peer.crt"))
+            except OSError:
+                return
+            if cn is not None:
+                self._peer_cn[name] = cn
+
+        self._cert_expiry, self._peer_cn = {}, {}
+        found, _ = await asyncio.gather(asyncio.gather(*(problem(d) for d in desired.members)),
+                                        asyncio.gather(*(peer_cn(n) for n in leaving)))
         self._tls_problems = {d.name: p for d, p in zip(desired.members, found, strict=True)
                               if p is not None}
 
@@ -339,6 +354,16 @@ class Observer:
 def _not_after(pem: bytes | None) -> float | None:
     try:
         return not_after(pem).timestamp() if pem else None
+    except ValueError:
+        return None
+
+
+def _cn(pem: bytes | None) -> str | None:
+    """The CN of a member's peer.crt: "" when there is none, None when unreadable."""
+    if pem is None:
+        return ""
+    try:
+        return cert_cn(pem)
     except ValueError:
         return None
 

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from ckeetcd.core.config import EtcdConfig
 from ckeetcd.core.model import MemberExit, Runtime
+from ckeetcd.core.peercn import FLAG as CN_FLAG
 
 TLS_FILES = ("ca.crt", "server.crt", "server.key", "peer.crt", "peer.key")
 # In a member dir while `ckeetcd restore` works on it: every daemon keeps its
@@ -183,6 +184,8 @@ class MemberSpec:
     peer_trust: str = "ca.crt"
     # The file --trusted-ca-file names: ca.crt, or a client CA rotation's bundle.
     client_trust: str = "ca.crt"
+    # --peer-cert-allowed-cn ("" = not given): ckeetcd.core.peercn.start_flag.
+    peer_allowed_cn: str = ""
 
 
 class MemberRuntime(Protocol):
@@ -249,6 +252,8 @@ def member_flags(spec: MemberSpec, data_dir: Path, tls_dir: Path, etcd: EtcdConf
         "--logger=zap",
         "--log-outputs=stderr",
     ]
+    if spec.peer_allowed_cn:
+        flags.append(f"{CN_FLAG}={spec.peer_allowed_cn}")
     if etcd.quota_backend_bytes:
         flags.append(f"--quota-backend-bytes={etcd.quota_backend_bytes}")
     flags.extend(etcd.extra_args)

@@ -17,6 +17,7 @@ from typing import Any
 from ckeetcd.core.config import EtcdConfig
 from ckeetcd.core.etcdversions import binary_version
 from ckeetcd.core.memberchange import flag_diff, restart_flags
+from ckeetcd.core.peercn import FLAG as CN_FLAG
 from ckeetcd.nodes.base import MemberSpec, member_flags
 
 _versions: dict[tuple[str, int, int, int, int], str] = {}
@@ -73,12 +74,21 @@ def trust_files(recorded_cmd: object) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out))
 
 
+def allowed_cn(recorded_cmd: object) -> str | None:
+    """The --peer-cert-allowed-cn of a recorded command line ("" none; None: no record)."""
+    if not isinstance(recorded_cmd, list) or len(recorded_cmd) < 2:
+        return None
+    values = [v for a in recorded_cmd[1:] for k, _, v in [str(a).partition("=")] if k == CN_FLAG]
+    return values[-1] if values else ""  # Go's flag package keeps the last
+
+
 def restart_change(recorded_cmd: object, wanted: tuple[str, ...], version: str,
                    problem: str = "") -> dict[str, Any]:
-    """Runtime's `wanted_version`, `flag_change`, `trust_files` and `change_unknown` (the same for
-    every node runtime): an unknown version is said, never taken for "no change"."""
+    """Runtime's `wanted_version`, `flag_change`, `trust_files`, `allowed_cn` and
+    `change_unknown` (the same for every node runtime): an unknown version is said,
+    never taken for "no change"."""
     return {"wanted_version": version, "flag_change": change_since_start(recorded_cmd, wanted),
-            "trust_files": trust_files(recorded_cmd),
+            "trust_files": trust_files(recorded_cmd), "allowed_cn": allowed_cn(recorded_cmd),
             "change_unknown": "" if version else
             (problem or "the etcd binary a restart would run names no etcd version")}
 

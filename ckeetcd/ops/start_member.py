@@ -2,7 +2,9 @@
 
 start-member runs a new member (`--initial-cluster-state=new` at bootstrap,
 `existing` for a learner just added, on an empty data dir); restart-member
-runs a stopped member on the data it still has.
+runs a stopped member on the data it still has. Either gets
+`--peer-cert-allowed-cn` only when every other member's peer certificate carries the
+shared CN (ckeetcd.core.peercn.start_flag: the flag on a member refuses any other).
 
 The start is not "ok" merely because a process was spawned: the op watches
 the member for up to `START_WATCH` seconds and fails, with etcd's exit
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from ckeetcd.core.kinds import OpKind
 from ckeetcd.core.model import MemberExit, StartMember
+from ckeetcd.core.peercn import start_flag
 from ckeetcd.etcd import EtcdError
 from ckeetcd.nodes import MemberSpec
 from ckeetcd.ops.context import OpContext, OpFailed, Skip
@@ -50,6 +53,7 @@ async def run(ctx: OpContext, op: StartMember) -> None:
             initial_state=op.initial_state,
             peer_trust=peer_trust(ctx),
             client_trust=client_trust(ctx),
+            peer_allowed_cn=start_flag(ctx.desired, ctx.observed, op.member),
         )
         if ctx.starts is not None:
             ctx.starts.started(op.member)  # counted before spawning: a failed spawn holds too

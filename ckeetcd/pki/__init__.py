@@ -48,6 +48,7 @@ from ckeetcd.pki.authority import (
     read_ca_key,
 )
 from ckeetcd.pki.members import (
+    cert_cn,
     cert_ips,
     cert_sans,
     key_matches,
@@ -95,6 +96,7 @@ __all__ = [
     "ca_action",
     "ca_paths",
     "ca_subject",
+    "cert_cn",
     "cert_ips",
     "cert_sans",
     "check_ca_cert",

@@ -76,12 +76,13 @@ class CA:
         client: bool = True,
         ips: tuple[str, ...] = (),
         dns: tuple[str, ...] = (),
+        uris: tuple[str, ...] = (),
         now: dt.datetime | None = None,
     ) -> CertKey:
         """Sign a fresh key for `common_name` valid for `lifetime` from now."""
         key = ec.generate_private_key(ec.SECP256R1())
         cert_pem = self.sign(common_name, key.public_key(), lifetime, server=server,
-                             client=client, ips=ips, dns=dns, now=now)
+                             client=client, ips=ips, dns=dns, uris=uris, now=now)
         return CertKey(cert_pem, key_pem(key))
 
     def sign(
@@ -94,6 +95,7 @@ class CA:
         client: bool = True,
         ips: tuple[str, ...] = (),
         dns: tuple[str, ...] = (),
+        uris: tuple[str, ...] = (),
         now: dt.datetime | None = None,
     ) -> bytes:
         """A certificate (PEM) for a key held elsewhere, e.g. from a CSR."""
@@ -128,6 +130,7 @@ class CA:
         )
         sans: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         sans += [x509.DNSName(d) for d in dns]
+        sans += [x509.UniformResourceIdentifier(u) for u in uris]
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())

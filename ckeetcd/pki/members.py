@@ -8,7 +8,9 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
+from ckeetcd.core.peercn import MEMBER_URI, PEER_CN
 from ckeetcd.pki.authority import CA, MEMBER_LIFETIME, PEER_CA_CERT, CertKey
 from ckeetcd.support.files import write_atomic, write_private
 
@@ -37,8 +39,12 @@ def write_cert_key(cert_path: Path, key_path: Path, pair: CertKey) -> None:
 def member_tls_files(ca: CA, name: str, address: str,
                      lifetime: dt.timedelta = MEMBER_LIFETIME,
                      dns: tuple[str, ...] = ("localhost",),
-                     peer_ca: CA | None = None) -> dict[str, bytes]:
+                     peer_ca: CA | None = None, peer_cn: str = PEER_CN) -> dict[str, bytes]:
     """ca.crt plus server and peer pairs for one member, both usable either way.
+
+    Every peer certificate carries the one CN `--peer-cert-allowed-cn` names
+    (ckeetcd.core.peercn); the member's name is its URI SAN. (`peer_cn` is for
+    tests that make a cluster as older code did: the member's name.)
 
     With a separate `peer_ca` the peer pair comes from it and `peer-ca.crt` (the
     only CA the peer port trusts) is added; the server pair stays the client CA's,
@@ -48,7 +54,8 @@ def member_tls_files(ca: CA, name: str, address: str,
     ips = member_ips(address)
     signer = peer_ca if peer_ca is not None else ca
     server = ca.issue(name, lifetime, server=True, client=True, ips=ips, dns=dns)
-    peer = signer.issue(name, lifetime, server=True, client=True, ips=ips)
+    peer = signer.issue(peer_cn, lifetime, server=True, client=True, ips=ips,
+                        uris=(MEMBER_URI + name,))
     files = {
         "ca.crt": ca.cert_pem,
         "server.crt": server.cert_pem,
@@ -70,6 +77,13 @@ def cert_sans(cert_pem: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return (), ()
     ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
     return ips, tuple(san.get_values_for_type(x509.DNSName))
+
+
+def cert_cn(cert_pem: bytes) -> str:
+    """The CN of a PEM certificate ("" when it has none)."""
+    names = x509.load_pem_x509_certificate(cert_pem).subject.get_attributes_for_oid(
+        NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
 
 
 def key_matches(cert_pem: bytes, key_pem: bytes) -> bool:
@@ -127,6 +141,8 @@ def member_tls_problem(
         return "server SANs differ"
     if set(cert_ips(peer)) != want_ips:
         return "peer SANs differ"
+    if cert_cn(peer) != PEER_CN:
+        return f"peer certificate lacks the shared CN {PEER_CN}"
     left = min(not_after(server), not_after(peer)) - now
     if left <= renew_before:
         return f"expires in {int(left.total_seconds())}s"

@@ -47,6 +47,7 @@ from typing import Any
 
 from ckeetcd.core.config import Config
 from ckeetcd.core.model import Desired, Health
+from ckeetcd.core.peercn import PEER_CN
 from ckeetcd.etcd.client import EtcdClient, EtcdError, PemTLS
 from ckeetcd.etcd.rbac import ensure_rbac, rbac_in_place
 from ckeetcd.nodes.base import (
@@ -202,7 +203,10 @@ class Restorer:
         specs = [MemberSpec(name=d.name, client_url=d.client_url, peer_url=d.peer_url,
                             cluster_token=desired.cluster_name,
                             initial_cluster=plan.initial_cluster(), initial_state="new",
-                            peer_trust=PEER_CA_CERT if self.peer_ca else "ca.crt")
+                            peer_trust=PEER_CA_CERT if self.peer_ca else "ca.crt",
+                            # every member's certificates were ensured just now, each
+                            # with the shared CN (ckeetcd.core.peercn)
+                            peer_allowed_cn=PEER_CN)
                  for d in desired.members]
         async with self.steps.step("restore-data", snapshot=str(plan.snapshot.path)):
             # Checked once already (the hash, when there is one): etcdutl need not hash the

@@ -64,6 +64,7 @@ ETCD_FLAGS_SET_BY_CKEETCD: dict[str, str] = {
     "peer-key-file": "a certificate from the cluster CA",
     "peer-client-cert-auth": "always true",
     "peer-trusted-ca-file": "the cluster CA",
+    "peer-cert-allowed-cn": "ckeetcd:peer, once every member's peer certificate carries it",
     "heartbeat-interval": "from etcd.heartbeat_interval_ms: set that key",
     "election-timeout": "from etcd.election_timeout_ms: set that key",
     "logger": "zap",
@@ -82,6 +83,8 @@ ETCD_FLAGS_REFUSED: dict[str, str] = {
     "auto-tls": "self-signed certificates instead of the cluster CA's",
     "peer-auto-tls": "self-signed certificates instead of the cluster CA's",
     "proxy": "runs a proxy instead of a member",
+    "peer-cert-allowed-hostname": "etcd refuses it beside --peer-cert-allowed-cn, which "
+                                  "ckeetcd sets",
 }
 
 
