@@ -1,8 +1,9 @@
 """What the observer reads for CA rotations (ckeetcd.core.carotation.RotationSeen):
 the records in the pki dir, whether each new CA is here, and which CA signed each
 member's certificates (their files, on the member's node), and during a client
-rotation which CA signed this daemon's own root certificate. Other daemons' are not
-seen yet (not in presence): a client rotation is for one daemon for now."""
+rotation which CA signed this daemon's own root certificate. The other daemons'
+come from their presence keys (ckeetcd.coordination.rotationmirror.daemon_certs, added
+by the leader's loop)."""
 
 from __future__ import annotations
 
@@ -12,33 +13,16 @@ from pathlib import Path
 
 from ckeetcd.core.carotation import CLIENT, PEER, DaemonCert, RotationSeen
 from ckeetcd.nodes import MemberRuntime
-from ckeetcd.pki import ca_paths
 from ckeetcd.pki.rotationfiles import (
     Rotation,
     RotationError,
-    cert_fingerprint,
-    next_dir,
+    new_ca_here,
     read_rotations,
     signer_of,
 )
 
 DAEMON_CERT = "daemon-root.crt"  # ckeetcd.tasks.daemoncert.daemon_tls (a layer above)
 CERT_OF = {PEER: "peer.crt", CLIENT: "server.crt"}  # the member certificate of each role
-
-
-def new_ca_here(pki_dir: Path, rotation: Rotation) -> bool:
-    """The rotation's new CA is here: in the next dir, or (a finish under way) in place."""
-    role, new = rotation.record.role, rotation.record.new
-    if not new:
-        return False
-    for d in (next_dir(pki_dir, role), pki_dir):
-        cert = ca_paths(d, role)[0]
-        try:
-            if cert_fingerprint(cert.read_bytes()) == new:
-                return True
-        except (OSError, ValueError):
-            continue
-    return False
 
 
 async def see(pki_dir: Path, runtime: MemberRuntime,
@@ -72,5 +56,6 @@ async def see(pki_dir: Path, runtime: MemberRuntime,
     return RotationSeen(
         records=tuple(r.record for r in rotations.values()), cert_from=tuple(cert_from),
         daemons=daemons,
-        new_ca=frozenset(role for role, r in rotations.items() if new_ca_here(pki_dir, r)),
+        new_ca=frozenset(role for role, r in rotations.items()
+                         if new_ca_here(pki_dir, r, key=True)),
         now=time.time()), rotations
