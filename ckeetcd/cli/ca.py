@@ -124,6 +124,7 @@ def ca_rotate(args: argparse.Namespace) -> int:
     from ckeetcd.pki import PEER_CA_CERT, ca_paths
     from ckeetcd.pki.rotationfiles import (
         RotationError,
+        cert_fingerprint,
         new_rotation,
         read_rotations,
         write_rotation,
@@ -149,6 +150,12 @@ def ca_rotate(args: argparse.Namespace) -> int:
         desired, observed = asyncio.run(gather(config))
     why = refusal(role, records, describe(pending(desired, observed)),
                   observed.all_healthy(), key_path.exists(), separate)
+    last = next((r for r in records if r.role == role and r.done), None)
+    if not why and last is not None and cert_fingerprint(cert_path.read_bytes()) != last.new:
+        why = (f"{cert_path} is not the {role} CA the last rotation ended on ({last.new}): "
+               "this host did not follow it (the new CA's key never came here); copy the "
+               "CA from a daemon host that has it (there `ckeetcd ca export --out FILE`, "
+               "here `ckeetcd ca import --force FILE`) first")
     if why and not observed.all_healthy():
         sick = [m.name or f"{m.id:x}" for m in observed.members or ()
                 if not observed.is_healthy(m)]
