@@ -94,7 +94,7 @@ def test_peer_and_client_rotation_with_three_daemons_a_no_key_follower_and_a_lea
     old = tmp_path / "old"  # certificates of the CAs about to be replaced, kept aside
     shutil.copytree(c.member_dir("h1") / "tls", old / "peer")
     timings: dict[str, float] = {}
-    with LabSoak(c, "h4", "h3") as soak:
+    with LabSoak(c, "h4", "h3", issuer=first) as soak:
         soak.start()
         shutil.copytree(soak.dir / "certs", old / "user")
 
@@ -129,9 +129,11 @@ def test_peer_and_client_rotation_with_three_daemons_a_no_key_follower_and_a_lea
         wait_for(lambda: (p := started_after(c, leader, "client", t1)) and p["new"], 60,
                  "the new client CA named", abort=c.died)
         copy_next_ca(c, leader, other, "client")  # to the other key holder, as documented
-        wait_for(lambda: (p := started_after(c, leader, "client", t1)) and p["stage"] in MIXED,
+        wait_for(lambda: (p := started_after(c, leader, "client", t1)) and p["stage"] in MIXED
+                 and (c.state_dir(leader) / "pki" / "client-bundle.crt").exists(),
                  120, "servers on either client CA", interval=0.2, abort=c.died)
-        soak.issue(leader)  # the clients get the bundle and a new-CA certificate
+        fresh = soak.issue(leader)  # the clients get the bundle and a new-CA certificate
+        assert fresh["ca_certificate"].count("BEGIN CERTIFICATE") == 2
         wait_for(lambda: done_everywhere(c, "client", t1), 240, "the client rotation done "
                  "on every daemon host", interval=1.0, abort=c.died)
         timings["client"] = time.time() - t1

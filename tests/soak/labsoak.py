@@ -61,10 +61,11 @@ class LabReport:
 
 class LabSoak:
     def __init__(self, c: MultiCluster, client_host: str, follow: str, writers: int = 4,
-                 readers: int = 2) -> None:
+                 readers: int = 2, issuer: str | None = None) -> None:
         self.c = c
         self.client_host = client_host
         self.follow = follow  # whose node's servers file the clients follow
+        self.issuer = issuer or follow  # a daemon host with the CA key: ckecli issues there
         self.dir = c.root / "soak"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.history = self.dir / "history.jsonl"
@@ -86,7 +87,7 @@ class LabSoak:
         """The soak user's certificate and `ca_certificate` (ckecli on `host`, as an
         operator would), written for the clients: the CA and the key first, the
         certificate last, each by a rename (the workload reloads on a new certificate)."""
-        h = host or self.follow
+        h = host or self.issuer
         r = self.c.lab.exec(h, str(BIN / "ckecli"), "etcd", "issue", "-ttl=24h",
                             "-output=json", SOAK_USER, env=cli_env(self.c.config_path(h)))
         assert r.returncode == 0, f"ckecli etcd issue: {r.stderr[-1000:]}"
@@ -101,7 +102,7 @@ class LabSoak:
     def start(self) -> None:
         """The soak user's certificate (ckecli, as an operator), then the clients."""
         h = self.follow
-        self.issue(h)
+        self.issue()
         certs = self.dir / "certs"
         key = certs / "soak.key"
         self._role_before = self.role()
