@@ -147,8 +147,11 @@ class DaemonCertRenewal:
     name = "daemon-cert"
 
     def __init__(self, config: Config, ca: CA, pool: ClientPool, daemon: str, log: Any,
-                 clock: Any = None) -> None:
+                 clock: Any = None, may_act: Any = None) -> None:
         self.config = config
+        # the daemon that acts re-issues its own for a rotation by its plan (`rotate-ca`
+        # step `reissue-daemon`); this task does it for the others
+        self.may_act = may_act or (lambda: False)
         self.ca = ca
         self.pool = pool
         self.daemon = daemon.encode()
@@ -165,7 +168,7 @@ class DaemonCertRenewal:
 
     def offer(self, config: Config, desired: Desired, observed: Observed) -> None:
         self.config, self.observed = config, observed
-        want = wants_new_ca(config, desired, observed, self.tls.cert)
+        want = not self.may_act() and wants_new_ca(config, desired, observed, self.tls.cert)
         self._rotate = (want, rotation_signer(config, desired, observed) if want else None)
         if want or self._expires is None or \
                 renew_due(self._expires, config.tls.daemon_cert_lifetime, self.now()):
