@@ -25,9 +25,16 @@ DAEMON_CERT = "daemon-root.crt"  # ckeetcd.tasks.daemoncert.daemon_tls (a layer 
 CERT_OF = {PEER: "peer.crt", CLIENT: "server.crt"}  # the member certificate of each role
 
 
-async def see(pki_dir: Path, runtime: MemberRuntime,
-              names: list[str]) -> tuple[RotationSeen | None, dict[str, Rotation]]:
-    """The rotations seen now (None, {} when none was ever started)."""
+SignerCache = dict[tuple[str, str, str, str], str]  # (member, role, old, new) -> signer
+
+
+async def see(pki_dir: Path, runtime: MemberRuntime, names: list[str],
+              cache: SignerCache | None = None,
+              deep: bool = True) -> tuple[RotationSeen | None, dict[str, Rotation]]:
+    """The rotations seen now (None, {} when none was ever started). A member's
+    certificate is read again on a deep observation (every interval, and after ops:
+    the re-issues are this daemon's own) or for a record not seen before; between,
+    `cache` answers (over SSH each read is a command on the node)."""
     try:
         rotations = read_rotations(pki_dir)
     except RotationError:
@@ -38,11 +45,18 @@ async def see(pki_dir: Path, runtime: MemberRuntime,
     async def member(name: str) -> tuple[str, tuple[tuple[str, str], ...]]:
         out = []
         for role, rotation in rotations.items():
+            key = (name, role, rotation.record.old, rotation.record.new)
+            if cache is not None and not deep and key in cache:
+                out.append((role, cache[key]))
+                continue
             try:
                 pem = await runtime.read_tls(name, CERT_OF[role])
             except OSError:
                 pem = None
-            out.append((role, signer_of(pem, rotation)))
+            signer = signer_of(pem, rotation)
+            if cache is not None:
+                cache[key] = signer
+            out.append((role, signer))
         return name, tuple(out)
 
     cert_from = await asyncio.gather(*(member(n) for n in names))
