@@ -72,6 +72,17 @@ def answers(c: MultiCluster, member: str, port: int, cert: Path, key: Path) -> b
     return r.returncode == 0 and r.stdout.strip() == "200"
 
 
+def rotate(c: MultiCluster, host: str, flag: str) -> None:
+    """`ca rotate FLAG` on `host`, again while it finds the cluster unhealthy (on this
+    loaded machine a Status answer can be late five times running; a refusal writes
+    nothing, so an operator simply runs it again)."""
+    def once() -> bool:
+        r = c.cli(host, "ca", "rotate", flag)
+        assert r.returncode == 0 or "not healthy" in r.stderr, r.stderr
+        return r.returncode == 0
+    wait_for(once, 120, f"ca rotate {flag} on {host} accepted", interval=1.0, abort=c.died)
+
+
 def copy_next_ca(c: MultiCluster, src: str, dst: str, role: str) -> None:
     """The operator's step: the new CA (with its key) from where it was made."""
     bundle = c.root / f"next-{role}-{src}-to-{dst}.json"
@@ -103,8 +114,7 @@ def test_peer_and_client_rotation_with_three_daemons_a_no_key_follower_and_a_lea
         # 1. Peer rotation, started on the leader's host; the leader killed -9 once the
         #    new CA is named (in etcd), before anyone copied it.
         t0 = time.time()
-        r = c.cli(first, "ca", "rotate", "--peer")
-        assert r.returncode == 0, r.stderr
+        rotate(c, first, "--peer")
         wait_for(lambda: (p := record_of(c, second, "peer", t0)) and p.new, 60,
                  f"the new peer CA named in {second}'s copy of the record", abort=c.died)
         c.kill_daemon(first, signal.SIGKILL)
@@ -126,8 +136,7 @@ def test_peer_and_client_rotation_with_three_daemons_a_no_key_follower_and_a_lea
         leader = wait_for(c.leader, 30, "a leader daemon", abort=c.died)
         other = second if leader == first else first
         t1 = time.time()
-        r = c.cli(other, "ca", "rotate", "--client")
-        assert r.returncode == 0, r.stderr
+        rotate(c, other, "--client")
         wait_for(lambda: (p := record_of(c, leader, "client", t1)) and p.new, 60,
                  "the new client CA named", abort=c.died)
         copy_next_ca(c, leader, other, "client")  # to the other key holder, as documented
