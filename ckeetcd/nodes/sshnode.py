@@ -125,6 +125,13 @@ class SSHNode:
         except (asyncssh.Error, OSError) as e:
             await self._drop()
             raise self._failed("unreachable", f"connection lost: {e}") from e
+        except AssertionError as e:
+            # asyncssh asserts that a channel still has its connection: one that closed
+            # while the session was being opened (a loaded node) ends here. A lost
+            # connection, not a crash of the daemon.
+            await self._drop()
+            raise self._failed("unreachable", "connection lost while opening a session") \
+                from e
         except asyncio.CancelledError:
             # The caller's deadline passed (a probe): the connection may be
             # dead without knowing it yet; the next call connects afresh.
