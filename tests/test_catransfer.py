@@ -85,3 +85,44 @@ def test_daemon_without_ca_is_refused_unless_bootstrapper(tmp_path: Path) -> Non
     assert not (c.cluster.pki_dir / "ca.crt").exists()
     boot = load_config(node(tmp_path, "n1"))
     assert daemon_ca(boot, structlog.get_logger()) is not None and can_lead(boot)
+
+
+def test_a_rotations_new_ca_travels_with_the_keys_never_without(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """While a rotation runs, `ca export` carries its new CA (with the key) where the
+    host has it; `ca import` puts it into next-<role>/, so that daemon can lead the
+    rotation on. A `--no-key` export never carries it; a bundle whose new CA key does
+    not match is refused (exit 2, nothing written)."""
+    from ckeetcd.core.carotation import PEER
+    from ckeetcd.pki.rotationfiles import load_next, make_next, next_dir, start_rotation
+
+    first, second, third = (node(tmp_path, n) for n in ("n1", "n2", "n3"))
+    bundle = tmp_path / "ca.json"
+    assert main(["ca", "export", "--out", str(bundle), "--config", str(first)]) == 0
+    assert "next_peer_ca_key" not in json.loads(bundle.read_text())  # no rotation yet
+    assert main(["ca", "import", str(bundle), "--config", str(second)]) == 0
+    pki1, pki2 = (load_config(c).cluster.pki_dir for c in (first, second))
+    r = start_rotation(pki1, PEER, (pki1 / "peer-ca.crt").read_bytes(), migration=False)
+    new, r = make_next(pki1, "multi", r)
+    start_rotation(pki2, PEER, (pki2 / "peer-ca.crt").read_bytes(), migration=False)
+    assert main(["ca", "export", "--out", str(bundle), "--config", str(first)]) == 0
+    assert "the new peer CA of the rotation under way" in capsys.readouterr().out
+    data = json.loads(bundle.read_text())
+    assert data["next_peer_ca_certificate"] == new.cert_pem.decode()
+    public = tmp_path / "public.json"
+    assert main(["ca", "export", "--no-key", "--out", str(public), "--config", str(first)]) == 0
+    assert not [k for k in json.loads(public.read_text()) if k.startswith("next_")]
+
+    bad = dict(data, next_peer_ca_key=data["peer_ca_key"])
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    assert main(["ca", "import", str(tmp_path / "bad.json"), "--config", str(second)]) == 2
+    assert "next_peer_ca_key does not belong" in capsys.readouterr().err
+    assert not next_dir(pki2, PEER).exists()
+
+    assert main(["ca", "import", str(bundle), "--config", str(second)]) == 0
+    assert "the new peer CA of the rotation under way" in capsys.readouterr().out
+    got = load_next(pki2, r)
+    assert got is not None and got.cert_pem == new.cert_pem
+    assert stat.S_IMODE((next_dir(pki2, PEER) / "peer-ca.key").stat().st_mode) == 0o600
+    assert main(["ca", "import", str(bundle), "--config", str(second)]) == 0  # idempotent
+    assert main(["ca", "import", str(bundle), "--config", str(third)]) == 0  # not rotating yet

@@ -183,3 +183,67 @@ def test_the_daemon_signs_with_the_client_ca_a_finish_put_in_place(
     assert reloaded.client.cert_pem == new.cert_pem and reloaded.peer is trust.peer
     assert side[0].ca is reloaded.client and side[1].ca is trust.peer
     assert [e["role"] for e in named(logs, "ca_reloaded")] == ["client"]
+
+
+def _copy_public(src: Path, dst: Path, role: str = PEER) -> None:
+    """A daemon host without the CA keys of `role` (a `--no-key` follower)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    name = "peer-ca.crt" if role == PEER else "ca.crt"
+    (dst / name).write_bytes((src / name).read_bytes())
+
+
+def test_a_finished_rotation_reaches_every_other_daemon_host(pki: Path, tmp_path: Path) -> None:
+    """The host that finished, one the new CA (with key) was copied to, one without any
+    key of the role, and a key holder the new CA was never copied to: each ends on the
+    new CA, except the last, which keeps its files and says so."""
+    import shutil
+
+    from ckeetcd.pki.rotationfiles import follow_finish, install_next, load_next
+
+    copied, keyless, stale = tmp_path / "b", tmp_path / "c", tmp_path / "d"
+    shutil.copytree(pki, copied)
+    shutil.copytree(pki, stale)
+    _copy_public(pki, keyless)
+    r = start_rotation(pki, PEER, (pki / "peer-ca.crt").read_bytes(), migration=False)
+    new, r = make_next(pki, "test", r)
+    assert install_next(copied, PEER, new.cert_pem, (next_dir(pki, PEER) / "peer-ca.key")
+                        .read_bytes())
+    done = finish(pki, r)
+    assert follow_finish(pki, done) == ""  # the finish ran here
+    assert follow_finish(copied, done) == "key"
+    assert load_ca(copied, PEER).cert_pem == new.cert_pem and not next_dir(copied, PEER).exists()
+    assert follow_finish(keyless, done) == "certificate"
+    assert (keyless / "peer-ca.crt").read_bytes() == new.cert_pem
+    assert not (keyless / "peer-ca.key").exists()
+    before = (stale / "peer-ca.crt").read_bytes()
+    assert follow_finish(stale, done) == "key-missing"
+    assert (stale / "peer-ca.crt").read_bytes() == before  # a matching pair still
+    assert load_next(stale, done) is None
+    for d in (copied, keyless):
+        assert follow_finish(d, done) == ""  # idempotent
+
+
+def test_a_copied_new_ca_is_installed_once_and_never_replaced_unasked(pki: Path) -> None:
+    from ckeetcd.pki.rotationfiles import install_next
+
+    a, b = create_ca(pki / "x", "test", role=PEER), create_ca(pki / "y", "test", role=PEER)
+    key = (pki / "x" / "peer-ca.key").read_bytes()
+    assert install_next(pki, PEER, a.cert_pem, key) is True
+    assert stat.S_IMODE((next_dir(pki, PEER) / "peer-ca.key").stat().st_mode) == 0o600
+    assert install_next(pki, PEER, a.cert_pem, key) is False
+    other = (pki / "y" / "peer-ca.key").read_bytes()
+    with pytest.raises(RotationError, match=r"next-peer holds another new peer CA.*--force"):
+        install_next(pki, PEER, b.cert_pem, other)
+    assert install_next(pki, PEER, b.cert_pem, other, force=True) is True
+
+
+def test_a_stale_new_ca_is_never_taken_for_the_one_the_record_names(pki: Path) -> None:
+    """Two leaders each made a new CA; etcd's record names the other one: this host's
+    is refused (the plan holds), never written into the record."""
+    from dataclasses import replace
+
+    r = start_rotation(pki, PEER, (pki / "peer-ca.crt").read_bytes(), migration=False)
+    make_next(pki, "test", r)
+    named = replace(r, record=replace(r.record, new="0123456789abcdef"))
+    with pytest.raises(RotationError, match="not the new peer CA the rotation record names"):
+        make_next(pki, "test", named)

@@ -36,7 +36,12 @@ def ops(o: Observed) -> list[tuple[str, str]]:
 
 
 def test_each_stage_becomes_its_op() -> None:
-    assert ops(rotating({}, {}, new_ca=False)) == [("rotate-ca", "peer:make-ca")]
+    assert ops(rotating({}, {}, new_ca=False, record=replace(RECORD, new=""))) == [
+        ("rotate-ca", "peer:make-ca")]
+    # the record names a new CA whose key is not here: nothing is done, the plan says why
+    held = plan(D, rotating({}, {}, new_ca=False))
+    assert (held.phase, held.ops) == ("ca-rotation", ())
+    assert "key is not on this host" in held.reason and "ckeetcd ca import" in held.reason
     # trust old + new: a follower first, stopped after a snapshot named by the bundle
     d = plan(D, rotating({}, {}))
     assert d.phase == "ca-rotation"

@@ -11,9 +11,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ckeetcd.cli.common import claimed, load
 from ckeetcd.cli.errors import USAGE_ERROR
+
+if TYPE_CHECKING:  # the commands import lazily: `ckeetcd --help` stays quick
+    from ckeetcd.core.config import Config
+    from ckeetcd.core.model import Observed
+    from ckeetcd.pki import CA
+    from ckeetcd.pki.rotationfiles import Rotation
 
 HEALTH_TRIES = 5  # observations (a second apart) before `ca rotate` calls the cluster unhealthy
 
@@ -45,14 +52,36 @@ def ca_export(args: argparse.Namespace) -> int:
     daemon_cert = None if not args.no_key else \
         trust.client.issue("root", config.tls.daemon_cert_lifetime)
     out = Path(args.out)
+    next_cas = {} if args.no_key else _next_cas(config)
     try:
-        write_private(out, export_bundle(trust, config.cluster.name, not args.no_key, daemon_cert))
+        write_private(out, export_bundle(trust, config.cluster.name, not args.no_key, daemon_cert,
+                                         next_cas))
     except OSError as e:
         return _error(f"--out {out}: cannot write: {e.strerror or e}", 1)
     what = "CA certificate and key" if not args.no_key else \
         "CA certificate and a root client certificate (no CA key)"
+    if next_cas:
+        what += f", and the new {' and '.join(next_cas)} CA of the rotation under way"
     print(f"exported {what} of cluster {config.cluster.name} to {out} (mode 0600)")
     return 0
+
+
+def _next_cas(config: Config) -> dict[str, CA]:
+    """The new CAs (with their keys) of the rotations under way, where this host has them."""
+    from ckeetcd.pki.rotationfiles import RotationError, load_next, read_rotations
+
+    try:
+        rotations = read_rotations(config.cluster.pki_dir)
+    except RotationError:
+        return {}
+    out = {}
+    for role, rotation in rotations.items():
+        if rotation.record.done:
+            continue
+        new = load_next(config.cluster.pki_dir, rotation)
+        if new is not None:
+            out[role] = new
+    return out
 
 
 def ca_import(args: argparse.Namespace) -> int:
@@ -83,17 +112,23 @@ def ca_import(args: argparse.Namespace) -> int:
 
 
 def ca_rotate(args: argparse.Namespace) -> int:
-    """Start a CA rotation: record it in the pki dir; the daemon carries it out
+    """Start a CA rotation: record it in etcd (/ckeetcd/rotation/<role>, every daemon
+    follows it from there) and in this host's pki dir; the leader daemon carries it out
     (ckeetcd.core.carotation). Exit 2, nothing written, when it may not start now."""
     import asyncio
     import time
 
-    from ckeetcd.cli.status import daemons, gather
-    from ckeetcd.coordination.election import daemon_id
-    from ckeetcd.core.carotation import CLIENT, PEER, daemons_refusal, refusal
+    from ckeetcd.cli.status import gather
+    from ckeetcd.core.carotation import CLIENT, PEER, refusal
     from ckeetcd.core.rollplan import describe, pending
     from ckeetcd.pki import PEER_CA_CERT, ca_paths
-    from ckeetcd.pki.rotationfiles import RotationError, read_rotations, start_rotation
+    from ckeetcd.pki.rotationfiles import (
+        RotationError,
+        cert_fingerprint,
+        new_rotation,
+        read_rotations,
+        write_rotation,
+    )
 
     config = load(args)
     role = PEER if args.peer else CLIENT
@@ -115,23 +150,61 @@ def ca_rotate(args: argparse.Namespace) -> int:
         desired, observed = asyncio.run(gather(config))
     why = refusal(role, records, describe(pending(desired, observed)),
                   observed.all_healthy(), key_path.exists(), separate)
+    last = next((r for r in records if r.role == role and r.done), None)
+    if not why and last is not None and cert_fingerprint(cert_path.read_bytes()) != last.new:
+        why = (f"{cert_path} is not the {role} CA the last rotation ended on ({last.new}): "
+               "this host did not follow it (the new CA's key never came here); copy the "
+               "CA from a daemon host that has it (there `ckeetcd ca export --out FILE`, "
+               "here `ckeetcd ca import --force FILE`) first")
     if why and not observed.all_healthy():
         sick = [m.name or f"{m.id:x}" for m in observed.members or ()
                 if not observed.is_healthy(m)]
         why += f" ({', '.join(sick) if sick else 'no member answers'})"
-    if not why and config.election:
-        leader, live = asyncio.run(daemons(config, observed))
-        why = daemons_refusal(role, [str(d.get("id")) for d in live or ()
-                                     if d.get("id") != leader])
-        if not why and leader != daemon_id(config):
-            why = (f"the leader daemon is {leader or 'not known'}, not this host's "
-                   f"({daemon_id(config)}): the record is read where the command runs, so "
-                   "run it on the leader's host (the other daemons do not see it yet)")
+    migration = role == PEER and not separate
+    rotation = new_rotation(role, cert_path.read_bytes(), migration)
+    if not why:
+        why = asyncio.run(_publish(config, observed, rotation))
     if why:
         return _error(f"ca rotate --{role}: {why}", USAGE_ERROR)
-    migration = role == PEER and not separate
-    rotation = start_rotation(pki, role, cert_path.read_bytes(), migration)
+    write_rotation(pki, rotation)
     what = "migration from one CA to a separate peer CA" if migration else f"{role} CA rotation"
-    print(f"started the {what} (old CA {rotation.record.old}); the daemon carries it out one "
-          "member at a time: follow it with `ckeetcd status` or `ckeetcd plan`")
+    print(f"started the {what} (old CA {rotation.record.old}); the leader daemon carries it "
+          "out one member at a time: follow it with `ckeetcd status` or `ckeetcd plan`")
     return 0
+
+
+async def _publish(config: Config, observed: Observed, rotation: Rotation) -> str:
+    """Put the new record into etcd, where every daemon reads it; why not ("" = done).
+    A client rotation also needs every running daemon to publish its root certificate
+    (presence), or it could never see them renew from the new CA."""
+    from ckeetcd.coordination.presence import PREFIX, parse_cert
+    from ckeetcd.coordination.rotationmirror import publish_start
+    from ckeetcd.core.carotation import CLIENT, daemons_refusal
+    from ckeetcd.etcd import ClientPool, EtcdError
+    from ckeetcd.tasks.daemoncert import daemon_tls
+
+    pool = ClientPool(daemon_tls(config), config.daemon.rpc_timeout)
+    urls = [m.client_urls[0] for m in observed.healthy_voters() if m.client_urls]
+    error = "no healthy member answers"
+    try:
+        for url in urls:
+            client = pool.get(url)
+            try:
+                if rotation.record.role == CLIENT and config.election:
+                    present = await client.get_prefix(PREFIX)
+                    unseen = [p.key[len(PREFIX):].decode(errors="replace") for p in present
+                              if parse_cert(p.value) is None]
+                    why = daemons_refusal(CLIENT, unseen)
+                    if why:
+                        return why
+                busy = await publish_start(client, rotation)
+            except EtcdError as e:
+                error = f"{url}: {e.code}: {e.details}"
+                continue
+            if busy:
+                return (f"a {busy} CA rotation is under way (recorded in etcd by another "
+                        "daemon host): one rotation at a time (`ckeetcd status` shows it)")
+            return ""
+    finally:
+        await pool.close()
+    return f"cannot record the rotation in etcd ({error})"

@@ -59,6 +59,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ckeetcd.coordination.presence import Presence, membership_of
@@ -210,7 +211,8 @@ class Leadership:
                         await self._campaign()
                     if self._quorum:
                         await self.presence.refresh(self._client(), max(self.ttl, 3),
-                                                    self.membership, self._claim is not None)
+                                                    self.membership, self._claim is not None,
+                                                    self._root_cert())
                     failures = 0
                 except EtcdError as e:
                     failures += 1
@@ -229,6 +231,13 @@ class Leadership:
 
     def _client(self) -> Any:
         return self.pool.get(self._endpoints[0])
+
+    def _root_cert(self) -> bytes | None:
+        """This daemon's root client certificate as presented now (for presence)."""
+        try:
+            return Path(self.pool.tls.cert).read_bytes()
+        except OSError:
+            return None
 
     async def _campaign(self) -> None:
         client = self._client()

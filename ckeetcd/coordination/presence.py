@@ -11,6 +11,10 @@ daemon asks for other members (ckeetcd.core.planner holds them): phase
 once they match. Repairs that change
 no membership (restarts, certificates, RBAC, alarms, apiserver traffic) go on.
 
+The value also carries the daemon's root client certificate (public): a client CA
+rotation waits until every running daemon's comes from the new CA
+(ckeetcd.coordination.rotationmirror.daemon_certs).
+
 A daemon that is down is not asked; once it is back with a stale copy, the
 leader holds again until its config is fixed. A leader makes no membership
 change before it has read the others' keys once in its term.
@@ -52,30 +56,37 @@ class Presence:
         self.log = log
         self.key = PREFIX + daemon.encode()
         self.lease = 0
-        self.published: Membership | None = None
+        self.published: tuple[Membership, bytes | None] | None = None
         self.peers: dict[str, Membership] | None = None  # None: unread in this term
+        self.certs: dict[str, bytes | None] | None = None  # the others' root certificates
         self.drift: dict[str, Membership] = {}
         self._drift_since = 0.0
         self._warned: dict[str, Membership] | None = None  # what config_drift last said
 
     def new_term(self) -> None:
         self.peers = None
+        self.certs = None
 
-    async def refresh(self, client: Any, ttl: int, mine: Membership, leading: bool) -> None:
-        """Keep our key alive and current; as leader, read everyone's."""
+    async def refresh(self, client: Any, ttl: int, mine: Membership, leading: bool,
+                      cert: bytes | None = None) -> None:
+        """Keep our key alive and current (with our root certificate `cert`); as leader,
+        read everyone's."""
         if self.lease and await leases.keepalive(client, self.lease) <= 0:
             self.lease, self.published = 0, None
         if not self.lease:
             self.lease, _ = await leases.grant(client, ttl)
             self.published = None
-        if self.published != mine:
-            value = json.dumps({"members": [list(m) for m in mine]}).encode()
-            await client.put(self.key, value, lease=self.lease)
-            self.published = mine
+        if self.published != (mine, cert):
+            body: dict[str, Any] = {"members": [list(m) for m in mine]}
+            if cert is not None:
+                body["root_cert"] = cert.decode(errors="replace")
+            await client.put(self.key, json.dumps(body).encode(), lease=self.lease)
+            self.published = (mine, cert)
         if leading:  # the others: our own copy is `mine`, whatever our key says yet
-            self.peers = {d: want for d, want in (
-                (kv.key[len(PREFIX):].decode(errors="replace"), parse_membership(kv.value))
-                for kv in await client.get_prefix(PREFIX)) if d != self.daemon}
+            others = [(kv.key[len(PREFIX):].decode(errors="replace"), kv.value)
+                      for kv in await client.get_prefix(PREFIX)]
+            self.peers = {d: parse_membership(v) for d, v in others if d != self.daemon}
+            self.certs = {d: parse_cert(v) for d, v in others if d != self.daemon}
             self._log_drift(mine)
 
     def _log_drift(self, mine: Membership) -> None:
@@ -107,3 +118,12 @@ def parse_membership(value: bytes) -> Membership:
         return tuple(sorted((str(n), str(u)) for n, u in json.loads(value)["members"]))
     except (ValueError, KeyError, TypeError):
         return ()
+
+
+def parse_cert(value: bytes) -> bytes | None:
+    """The root certificate a presence value carries (None: none, an older daemon)."""
+    try:
+        cert = json.loads(value).get("root_cert")
+    except (ValueError, AttributeError):
+        return None
+    return cert.encode() if isinstance(cert, str) else None

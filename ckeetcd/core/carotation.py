@@ -112,8 +112,10 @@ class DaemonCert:
 @dataclass(frozen=True)
 class Facts:
     record: Record
-    # A CA of fingerprint record.new is here: the next CA's files, or (after a finish
-    # that stopped before the record said done) the CA files themselves.
+    # The new CA *with its key* is on this host: the next CA's files, or (after a finish
+    # that stopped before the record said done) the CA files themselves. Without it a
+    # daemon still follows the stages from the (mirrored) public record, but holds every
+    # step: the steps after new-ca sign with the new CA or move its key into place.
     new_ca: bool
     members: tuple[MemberTrust, ...]
     daemons: tuple[DaemonCert, ...] = ()
@@ -185,7 +187,7 @@ def wanted_trust(facts: Facts) -> frozenset[str]:
     r = facts.record
     if r.done:
         return frozenset({r.new})
-    if not r.new or not facts.new_ca:
+    if not r.new:
         return frozenset({r.old})
     if _old_in_use(facts):
         return frozenset({r.old, r.new})
@@ -210,16 +212,33 @@ def signer_is_new(facts: Facts) -> bool:
     r = facts.record
     if r.done:
         return True
-    return bool(r.new and facts.new_ca and facts.members) and all(
+    return bool(r.new and facts.members) and all(
         m.trusts is not None and r.new in m.trusts for m in facts.members)
 
 
+def key_missing(role: str) -> str:
+    """What a daemon without the new CA's key says and what the operator copies."""
+    return (f"the new {role} CA's key is not on this host (pki/next-{role}/): a leader here "
+            "holds the rotation; copy it from the daemon host that made it (there: `ckeetcd "
+            "ca export --out FILE`, here: `ckeetcd ca import FILE`)")
+
+
 def next_step(facts: Facts) -> Next:
-    """The next step of the rotation (pure; each step idempotent, each computed anew)."""
+    """The next step of the rotation (pure; each step idempotent, each computed anew).
+    Where the new CA's key is not here, every step past new-ca is held (WAIT): the
+    stage is the same as where the key is, nothing is half-done."""
+    step = _next_step(facts)
+    if facts.new_ca or step.act in (Act.NONE, Act.MAKE_CA):
+        return step
+    return Next(step.stage, Act.WAIT, f"held: {key_missing(facts.record.role)}; next: "
+                f"{step.reason}", step.trust)
+
+
+def _next_step(facts: Facts) -> Next:
     r = facts.record
     if r.done:
         return Next(Stage.DONE, Act.NONE, f"{r.role} CA rotated", frozenset({r.new}))
-    if not r.new or not facts.new_ca:
+    if not r.new:  # a CA made by a killed daemon is loaded, never a second one made
         return Next(Stage.NEW_CA, Act.MAKE_CA, f"make the new {r.role} CA",
                     frozenset({r.old}))
     if sick := [m.name for m in facts.members if not m.healthy]:
@@ -326,13 +345,14 @@ def refusal(role: str, records: Sequence[Record], rolling: str, healthy: bool,
     return ""
 
 
-def daemons_refusal(role: str, others: Sequence[str]) -> str:
-    """Why `ca rotate --ROLE` may not start while the daemons `others` (not the leader)
-    run ("" = it may): a client rotation re-issues only this daemon's root certificate,
-    so another daemon's would be refused by every member from drop-old on."""
-    if role != CLIENT or not others:
+def daemons_refusal(role: str, unseen: Sequence[str]) -> str:
+    """Why `ca rotate --ROLE` may not start while the running daemons `unseen` publish no
+    root certificate in their presence key ("" = it may): a client rotation finishes only
+    once every running daemon shows a certificate of the new CA, and these (an older
+    ckeetcd) never would; they would be locked out at drop-old."""
+    if role != CLIENT or not unseen:
         return ""
-    return (f"other daemons are running ({', '.join(sorted(others))}): their root client "
-            "certificates are not re-issued from the new client CA yet (they would be "
-            "locked out at drop-old); stop them for the rotation, then `ca export` / "
-            "`ca import --force` the new CA to their hosts")
+    return (f"daemons {', '.join(sorted(unseen))} run but publish no root client "
+            "certificate (an older ckeetcd?): the rotation could not see them renew from "
+            "the new client CA, and they would be locked out at drop-old; upgrade or stop "
+            "them first")

@@ -232,6 +232,16 @@ class EtcdClient:
         kvs = r.kvs  # type: ignore[attr-defined]
         return KeyValue(kvs[0].key, kvs[0].value, kvs[0].mod_revision) if kvs else None
 
+    async def put_if(self, key: bytes, value: bytes, mod_revision: int) -> bool:
+        """Put `value` only while `key` was last changed at `mod_revision` (0: absent):
+        a compare-and-swap, so a writer that read a stale copy changes nothing."""
+        req = rpc.TxnRequest(
+            compare=[rpc.Compare(result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, key=key,
+                                 mod_revision=mod_revision)],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value))])
+        r = await self._call(self._kv.Txn, req)
+        return bool(r.succeeded)  # type: ignore[attr-defined]
+
     async def get_prefix(self, prefix: bytes) -> list[KeyValue]:
         req = rpc.RangeRequest(key=prefix, range_end=prefix_end(prefix))
         r = await self._call(self._kv.Range, req)

@@ -25,6 +25,7 @@ from ckeetcd.core.planner import plan
 from ckeetcd.core.readiness import start_status
 from ckeetcd.loop.daemonca import EXIT_REFUSED
 from ckeetcd.loop.env import Env, make_env
+from ckeetcd.loop.rotationfollow import RotationFollow
 from ckeetcd.loop.runner import run_ops
 from ckeetcd.loop.sidetasks import SideTask, build_side_tasks, stop_all, supervise
 from ckeetcd.loop.startup import can_lead, claim, daemon_ca, prune_archives, reload_client_ca
@@ -168,6 +169,7 @@ class Daemon:
             local.on_exit = lambda name: self._wake.set()  # a member died: repair now
         self.leadership = Leadership(self.config, env.pool, self.log,
                                      can_lead=can_lead(self.config))
+        rotation = RotationFollow(self.config, env.pool, self.leadership, self.log)
         side: list[SideTask] = build_side_tasks(
             self.config, {"pool": env.pool, "log": self.log, "history": history, "ca": trust.client,
                           "runtime": env.runtime, "may_act": self.leadership.may_act})
@@ -208,7 +210,11 @@ class Daemon:
                 # may have changed; a rolling restart changes none of those (its member's
                 # health and version come with every observation).
                 deep = full or (ran_ops and last_phase != Phase.ROLLING)
+                await rotation.before_observe()  # a CA rotation's record, from etcd too
                 observed = await env.observer.observe(desired, deep=deep)
+                observed, followed = rotation.after_observe(self.config, desired, observed)
+                if followed:  # a finished CA rotation reached this host's CA files
+                    trust = reload_client_ca(self.config, trust, side, self.log)
                 if isinstance(env.runtime, RoutedRuntime):
                     env.runtime.learn(observed.members)  # where leaving members live
                 sig = health_signature(observed)

@@ -30,6 +30,7 @@ from ckeetcd.core.model import (
 )
 from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.etcd.rbac import rbac_in_place
+from ckeetcd.loop.rotationseen import SignerCache
 from ckeetcd.loop.rotationseen import see as see_rotations
 from ckeetcd.nodes import MemberRuntime
 from ckeetcd.pki import PEER_CA_CERT, cert_cn, member_tls_problem, not_after
@@ -60,6 +61,7 @@ class Observer:
         self.runtime = runtime
         self.pki_dir = pki_dir  # CA rotations are read there (None: not looked for)
         self._rotations: dict[str, Rotation] = {}
+        self._signers: SignerCache = {}
         # Restart back-off and exits (ckeetcd.support.startbook); read-only for the commands.
         self.book = book
         self.pool = pool
@@ -118,7 +120,7 @@ class Observer:
         live_names = [m.name for m in members if m.name] if members else self._known_names
         names += [n for n in live_names if n not in names]
         alarms = {a for h in statuses for a in h.alarms}
-        rotation = await self._see_rotations(desired)
+        rotation = await self._see_rotations(desired, deep)
 
         # The remaining questions are independent: ask them all at once.
         async def runtimes_now() -> list[Runtime]:
@@ -169,13 +171,14 @@ class Observer:
             rotation=rotation,
         )
 
-    async def _see_rotations(self, desired: Desired) -> RotationSeen | None:
+    async def _see_rotations(self, desired: Desired, deep: bool) -> RotationSeen | None:
         """CA rotations (ckeetcd.loop.rotationseen); the peer CA is read again while one
         is recorded (a finished peer rotation puts a new peer-ca.crt in place)."""
         if self.pki_dir is None:
             return None
         seen, self._rotations = await see_rotations(self.pki_dir, self.runtime,
-                                                    [d.name for d in desired.members])
+                                                    [d.name for d in desired.members],
+                                                    self._signers, deep)
         if PEER in self._rotations:
             peer = self.pki_dir / PEER_CA_CERT
             self.peer_ca_pem = peer.read_bytes() if peer.exists() else None

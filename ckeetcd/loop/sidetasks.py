@@ -52,7 +52,7 @@ def build_side_tasks(config: Config, deps: dict[str, Any]) -> list[SideTask]:
     """
     log, may_act = deps["log"], deps.get("may_act", lambda: True)
     tasks: list[SideTask] = [DaemonCertRenewal(config, deps["ca"], deps["pool"],
-                                               daemon_id(config), log)]
+                                               daemon_id(config), log, may_act=may_act)]
     if config.election and not isinstance(deps["ca"], PublicCA):
         tasks.append(LeaderOnly("daemon-cert-signer",
                                 lambda c: RequestSigner(c, deps["ca"], deps["pool"], log),

@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from ckeetcd.core.carotation import CLIENT, PEER, Facts, wanted_trust
+from ckeetcd.core.carotation import CLIENT, PEER, Facts, key_missing, wanted_trust
 from ckeetcd.core.rotationplan import role_facts, signer_new, trust_name
 from ckeetcd.ops.context import OpContext, OpFailed
 from ckeetcd.pki import CA, PEER_CA_CERT, load_ca, member_tls_files, member_tls_problem
 from ckeetcd.pki.rotationfiles import (
     Rotation,
     ca_pem_for,
+    cert_fingerprint,
     load_next,
     peer_pem_for,
     read_rotation,
@@ -52,14 +53,38 @@ def peer_signer(ctx: OpContext) -> CA:
     if rotation is None:
         return ctx.peer
     if rotation.record.done:
-        return load_ca(ctx.config.cluster.pki_dir, PEER)
+        return _rotated(ctx, rotation)
     if signer_new(_facts(ctx, PEER)):
         new = load_next(ctx.config.cluster.pki_dir, rotation)
         if new is None:
-            raise OpFailed("the new peer CA's key is not on this host: copy the CA bundle "
-                           "(`ckeetcd ca export`) from the host that started the rotation")
+            raise OpFailed(key_missing(PEER))
         return new
     return ctx.peer
+
+
+def _rotated(ctx: OpContext, rotation: Rotation) -> CA:
+    """The CA of a finished rotation, as this host's files hold it; OpFailed when they
+    still hold the old one (the finish ran elsewhere and the new CA's key is not here):
+    a certificate of the old CA would be refused by every member now."""
+    role = rotation.record.role
+    ca = load_ca(ctx.config.cluster.pki_dir, role)
+    if cert_fingerprint(ca.cert_pem) != rotation.record.new:
+        raise OpFailed(key_missing(role))
+    return ca
+
+
+def signer_pem(ctx: OpContext, role: str) -> bytes:
+    """The certificate of the CA that signs the role's member certificates now (what
+    they are checked against): public, so a daemon without the new CA's key still
+    checks, and only a re-issue needs the key."""
+    pki = ctx.config.cluster.pki_dir
+    rotation = read_rotation(pki, role)
+    current = (ctx.peer if role == PEER else ctx.ca).cert_pem
+    if rotation is None:
+        return current
+    if rotation.record.done or signer_new(_facts(ctx, role)):
+        return rotation.new_pem or current
+    return current
 
 
 def client_signer(ctx: OpContext) -> CA:
@@ -72,12 +97,11 @@ def client_signer(ctx: OpContext) -> CA:
     if rotation is None:
         return ctx.ca
     if rotation.record.done:
-        return load_ca(pki)
+        return _rotated(ctx, rotation)
     if signer_new(_facts(ctx, CLIENT)):
         new = load_next(pki, rotation)
         if new is None:
-            raise OpFailed("the new client CA's key is not on this host: copy the CA bundle "
-                           "(`ckeetcd ca export`) from the host that started the rotation")
+            raise OpFailed(key_missing(CLIENT))
         use_client_bundle(ctx, rotation)
         return new
     return ctx.ca
@@ -120,9 +144,9 @@ async def member_tls_state(ctx: OpContext, name: str) -> str:
     separate = ctx.peer is not ctx.ca or rotation is not None
     names = TLS_CHECKED + ((PEER_CA_CERT,) if separate else ())
     files = {f: await ctx.runtime.read_tls(name, f) for f in names}
-    current = peer_signer(ctx).cert_pem if separate else None
+    current = signer_pem(ctx, PEER) if separate else None
     ca_pem = ca_pem_for(files["server.crt"], read_rotation(ctx.config.cluster.pki_dir, CLIENT),
-                        client_signer(ctx).cert_pem)
+                        signer_pem(ctx, CLIENT))
     return member_tls_problem(files, ca_pem, d.address, ctx.desired.member_dns,
                               ctx.config.tls.member_cert_renew_before,
                               dt.datetime.now(dt.timezone.utc),

@@ -14,6 +14,12 @@ run there); the file `ca export` writes goes to each other daemon host
   leader, by a signing request (ckeetcd.tasks.daemoncert): no re-export needed.
 
 The CA key never goes to member nodes: they get `ca.crt` only.
+
+While a CA rotation runs, the export (with the key) also carries the rotation's new
+CA with its key (`next_ca_*` for the client CA, `next_peer_ca_*`), made in the pki
+dir of the leader that took the new-ca step; `ca import` puts it into
+`next-<role>/`, so that daemon can lead the rotation on (ckeetcd.core.carotation
+holds without it). This is the only way that key leaves its host: never etcd.
 """
 
 from __future__ import annotations
@@ -78,10 +84,16 @@ def _key_text(ca: CA) -> str:
                                 serialization.NoEncryption()).decode()
 
 
+NEXT_FIELDS = {CLIENT: ("next_ca_certificate", "next_ca_key"),
+               PEER: ("next_peer_ca_certificate", "next_peer_ca_key")}
+
+
 def export_bundle(trust: Trust, cluster: str, with_key: bool,
-                  daemon_cert: CertKey | None) -> bytes:
+                  daemon_cert: CertKey | None,
+                  next_cas: dict[str, CA] | None = None) -> bytes:
     """The JSON bundle: the CA certificates (client, and peer when the cluster has its
-    own), and the CA keys or a daemon client certificate."""
+    own), and the CA keys (with a rotation's new CAs `next_cas`) or a daemon client
+    certificate."""
     ca = trust.client
     out: dict[str, str] = {"format": FORMAT, "cluster": cluster,
                            "ca_certificate": ca.cert_pem.decode()}
@@ -91,6 +103,9 @@ def export_bundle(trust: Trust, cluster: str, with_key: bool,
         out["ca_key"] = _key_text(ca)
         if trust.separate:
             out["peer_ca_key"] = _key_text(trust.peer)
+        for role, new in (next_cas or {}).items():
+            cert_field, key_field = NEXT_FIELDS[role]
+            out[cert_field], out[key_field] = new.cert_pem.decode(), _key_text(new)
     elif daemon_cert is not None:
         out["daemon_certificate"] = daemon_cert.cert_pem.decode()
         out["daemon_key"] = daemon_cert.key_pem.decode()
@@ -109,7 +124,8 @@ def parse_bundle(raw: bytes, cluster: str) -> dict[str, str]:
         raise CATransferError(f"bundle is for cluster {data.get('cluster')!r}, "
                               f"this config is for {cluster!r}")
     fields = ("ca_certificate", "ca_key", "daemon_certificate", "daemon_key",
-              "peer_ca_certificate", "peer_ca_key")
+              "peer_ca_certificate", "peer_ca_key",
+              *(f for pair in NEXT_FIELDS.values() for f in pair))
     if not isinstance(data.get("ca_certificate"), str) or any(
             not isinstance(data[k], str) for k in fields if k in data):
         raise CATransferError("not a ckeetcd CA bundle (ca_certificate missing, or a PEM "
@@ -123,6 +139,7 @@ def parse_bundle(raw: bytes, cluster: str) -> dict[str, str]:
         raise CATransferError(f"the bundle's ca_certificate is not a PEM certificate ({e})") \
             from None
     _check_peer(data)
+    _check_next(data)
     if "ca_key" in data:
         try:
             key = serialization.load_pem_private_key(data["ca_key"].encode(), password=None)
@@ -181,6 +198,30 @@ def _check_peer(data: dict[str, Any]) -> None:
             raise CATransferError("the bundle's peer CA key does not belong to its certificate")
 
 
+def _check_next(data: dict[str, Any]) -> None:
+    """A rotation's new CA: certificate and key together, matching, next to the CA key."""
+    for role, (cert_field, key_field) in NEXT_FIELDS.items():
+        if (cert_field in data) != (key_field in data):
+            raise CATransferError(f"the bundle has one of {cert_field} and {key_field} "
+                                  "without the other")
+        if cert_field not in data:
+            continue
+        if "ca_key" not in data:
+            raise CATransferError(f"the bundle has {key_field} but not the CA key")
+        try:
+            cert = check_ca_cert(x509.load_pem_x509_certificate(data[cert_field].encode()),
+                                 f"the bundle's {cert_field}")
+            key = serialization.load_pem_private_key(data[key_field].encode(), password=None)
+        except CAError as e:
+            raise CATransferError(str(e)) from None
+        except (ValueError, TypeError) as e:
+            raise CATransferError(f"the bundle's new {role} CA is not PEM ({e})") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() \
+                != cert.public_key():
+            raise CATransferError(f"the bundle's {key_field} does not belong to its "
+                                  "certificate")
+
+
 class DifferentCA(CATransferError):
     """This host already has another CA (or another CA key): replacing needs --force."""
 
@@ -204,7 +245,10 @@ def import_bundle(data: dict[str, str], pki_dir: Path, daemon_cert: Path, daemon
         _install(key_path, new_key, 0o600, force)
         _install(cert_path, new_cert, 0o644, force)
         expect_key(pki_dir)
-        return "CA certificate and key (this daemon can lead)"
+        rotating = _install_next(data, pki_dir, force)
+        return "CA certificate and key (this daemon can lead)" + (
+            f", and the new {' and '.join(rotating)} CA of the rotation under way"
+            if rotating else "")
     if key_path.exists() and force:
         key_path.unlink()
     if peer_key_path.exists() and force:
@@ -235,6 +279,22 @@ def _refuse_different(data: dict[str, str], pki_dir: Path, force: bool,
             key_path.read_bytes().strip() != new_key.encode().strip():
         raise DifferentCA(f"{key_path} holds a different key than the bundle's; replacing it "
                           "needs --force")
+
+
+def _install_next(data: dict[str, str], pki_dir: Path, force: bool) -> list[str]:
+    """The rotation's new CAs into next-<role>/ (ckeetcd.pki.rotationfiles); the roles."""
+    from ckeetcd.pki.rotationfiles import RotationError, install_next
+
+    roles = []
+    for role, (cert_field, key_field) in NEXT_FIELDS.items():
+        if cert_field in data:
+            try:
+                install_next(pki_dir, role, data[cert_field].encode(),
+                             data[key_field].encode(), force)
+            except RotationError as e:
+                raise DifferentCA(str(e)) from None
+            roles.append(role)
+    return roles
 
 
 def _install(path: Path, content: bytes, mode: int, force: bool) -> None:

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ckeetcd.core.carotation import CLIENT, PEER, ROLES, Record, fingerprint
 from ckeetcd.pki.authority import CA, CAError, ca_paths, create_ca, load_ca
 from ckeetcd.pki.members import issued_by
-from ckeetcd.support.files import write_atomic
+from ckeetcd.support.files import ensure_private_dir, write_atomic
 
 
 class RotationError(CAError):
@@ -94,20 +94,37 @@ def cert_fingerprint(pem: bytes) -> str:
     return fingerprint(cert.public_bytes(serialization.Encoding.DER))
 
 
+def decode_rotation(raw: bytes | str, role: str, where: str) -> Rotation:
+    """A record as written by `encode_rotation` (the file's and etcd's format);
+    RotationError naming `where` when it is not one, or not of `role`."""
+    try:
+        data = json.loads(raw)
+        pems = data.pop("old_pem").encode(), data.pop("new_pem", "").encode()
+        record = Record(**data)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise RotationError(f"{where}: not a rotation record ({e})") from None
+    if record.role != role:
+        raise RotationError(f"{where}: records a {record.role} rotation, not {role}")
+    return Rotation(record, *pems)
+
+
+def encode_rotation(rotation: Rotation) -> bytes:
+    """The record with both CAs' certificates (public only: never a key)."""
+    data = {**asdict(rotation.record), "old_pem": rotation.old_pem.decode(),
+            "new_pem": rotation.new_pem.decode()}
+    return json.dumps(data, indent=1).encode()
+
+
 def read_rotation(pki_dir: Path, role: str) -> Rotation | None:
     """The record of `role` (None: never rotated); RotationError when unreadable."""
     path = record_path(pki_dir, role)
     try:
-        data = json.loads(path.read_text())
-        pems = data.pop("old_pem").encode(), data.pop("new_pem", "").encode()
-        record = Record(**data)
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+    except OSError as e:
         raise RotationError(f"{path}: not a rotation record ({e})") from None
-    if record.role != role:
-        raise RotationError(f"{path}: records a {record.role} rotation, not {role}")
-    return Rotation(record, *pems)
+    return decode_rotation(raw, role, str(path))
 
 
 def read_rotations(pki_dir: Path) -> dict[str, Rotation]:
@@ -115,18 +132,21 @@ def read_rotations(pki_dir: Path) -> dict[str, Rotation]:
 
 
 def write_rotation(pki_dir: Path, rotation: Rotation) -> None:
-    data = {**asdict(rotation.record), "old_pem": rotation.old_pem.decode(),
-            "new_pem": rotation.new_pem.decode()}
-    write_atomic(record_path(pki_dir, rotation.record.role),
-                 json.dumps(data, indent=1).encode(), 0o600)
+    write_atomic(record_path(pki_dir, rotation.record.role), encode_rotation(rotation), 0o600)
+
+
+def new_rotation(role: str, current_pem: bytes, migration: bool,
+                 now: float | None = None) -> Rotation:
+    """A new record: the CA of `role` in use now becomes the old one."""
+    return Rotation(Record(role=role, old=cert_fingerprint(current_pem),
+                           started=time.time() if now is None else now,
+                           migration=migration), current_pem)
 
 
 def start_rotation(pki_dir: Path, role: str, current_pem: bytes, migration: bool,
                    now: float | None = None) -> Rotation:
-    """A new record: the CA of `role` in use now becomes the old one."""
-    rotation = Rotation(Record(role=role, old=cert_fingerprint(current_pem),
-                               started=time.time() if now is None else now,
-                               migration=migration), current_pem)
+    """A new record, written to the pki dir."""
+    rotation = new_rotation(role, current_pem, migration, now)
     write_rotation(pki_dir, rotation)
     return rotation
 
@@ -137,6 +157,12 @@ def make_next(pki_dir: Path, cluster: str, rotation: Rotation) -> tuple[CA, Rota
     role = rotation.record.role
     d = next_dir(pki_dir, role)
     cert_path, key_path = ca_paths(d, role)
+    if rotation.record.new:  # named (and perhaps in use) already: only ever that one
+        ca = load_ca(d, role)
+        if cert_fingerprint(ca.cert_pem) != rotation.record.new:
+            raise RotationError(f"{cert_path}: not the new {role} CA the rotation record "
+                                f"names ({rotation.record.new}): a stale copy")
+        return ca, rotation
     if cert_path.exists():
         ca = load_ca(d, role)
     else:  # with a key alone, a kill fell between create_ca's two writes: finish it
@@ -182,6 +208,67 @@ def ca_pem_for(cert: bytes | None, rotation: Rotation | None, current: bytes) ->
         return current
     fp = signer_of(cert, rotation)
     return rotation.pem_of(fp) if fp else current
+
+
+def follow_finish(pki_dir: Path, rotation: Rotation) -> str:
+    """On a daemon that did not run the finish (a follower), make its CA files of the
+    role the new CA's once the record says done: with the new CA's key here as the
+    finish does ("key"); without any key of the role (a `--no-key` follower) the new
+    certificate alone ("certificate"); "" when nothing is to do; "key-missing" when this
+    host holds the old CA's key but not the new one's (it keeps the old files and the
+    client bundle, and must not lead until the operator copies the new CA here)."""
+    r = rotation.record
+    if not r.done or not r.new or not rotation.new_pem:
+        return ""
+    cert_path, key_path = ca_paths(pki_dir, r.role)
+    try:
+        if cert_fingerprint(cert_path.read_bytes()) == r.new:
+            return ""
+    except (OSError, ValueError):
+        pass
+    if new_ca_here(pki_dir, rotation, key=True):
+        finish(pki_dir, replace(rotation, record=replace(r, done=False)))
+        return "key"
+    if key_path.exists():
+        return "key-missing"
+    write_atomic(cert_path, rotation.new_pem, 0o644)
+    if r.role == CLIENT:
+        client_bundle_path(pki_dir).unlink(missing_ok=True)
+    return "certificate"
+
+
+def new_ca_here(pki_dir: Path, rotation: Rotation, key: bool = False) -> bool:
+    """The rotation's new CA is here: in the next dir, or (a finish under way) in place;
+    with `key`, its private key too (what the steps past new-ca need)."""
+    role, new = rotation.record.role, rotation.record.new
+    if not new:
+        return False
+    for d in (next_dir(pki_dir, role), pki_dir):
+        cert, key_path = ca_paths(d, role)
+        try:
+            if cert_fingerprint(cert.read_bytes()) == new and (not key or key_path.exists()):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def install_next(pki_dir: Path, role: str, cert_pem: bytes, key_pem: bytes,
+                 force: bool = False) -> bool:
+    """Put a rotation's new CA (from `ca export`) into next-<role>/ (key first, 0600);
+    whether anything was written. A different one there is replaced only with `force`."""
+    d = next_dir(pki_dir, role)
+    cert_path, key_path = ca_paths(d, role)
+    if cert_path.exists() and key_path.exists() and cert_path.read_bytes().strip() == \
+            cert_pem.strip() and key_path.read_bytes().strip() == key_pem.strip():
+        return False
+    if (cert_path.exists() or key_path.exists()) and not force:
+        raise RotationError(f"{d} holds another new {role} CA than the bundle's; replacing "
+                            "it needs --force")
+    ensure_private_dir(d)
+    write_atomic(key_path, key_pem, 0o600)
+    write_atomic(cert_path, cert_pem, 0o644)
+    return True
 
 
 def _bare_key(path: Path) -> ec.EllipticCurvePrivateKey:
@@ -250,9 +337,15 @@ __all__ = [
     "ca_pem_for",
     "cert_fingerprint",
     "client_bundle_path",
+    "decode_rotation",
+    "encode_rotation",
     "finish",
+    "follow_finish",
+    "install_next",
     "load_next",
     "make_next",
+    "new_ca_here",
+    "new_rotation",
     "next_dir",
     "peer_pem_for",
     "read_rotation",

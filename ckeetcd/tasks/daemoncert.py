@@ -33,12 +33,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ckeetcd.core.carotation import CLIENT
 from ckeetcd.core.config import Config
 from ckeetcd.core.model import Desired, Observed
+from ckeetcd.core.rotationplan import role_facts, signer_new
 from ckeetcd.etcd import ClientPool, EtcdError
 from ckeetcd.pki import CA, TLSFiles, key_pem, not_after
 from ckeetcd.pki.catransfer import PublicCA
-from ckeetcd.pki.rotationfiles import server_trust_file
+from ckeetcd.pki.members import issued_by
+from ckeetcd.pki.rotationfiles import load_next, read_rotation, server_trust_file, signer_of
 from ckeetcd.support.files import write_atomic, write_private
 
 ROOT = "root"
@@ -92,6 +95,40 @@ def key_of(pem: bytes) -> ec.EllipticCurvePublicNumbers | None:
     return public.public_numbers() if isinstance(public, ec.EllipticCurvePublicKey) else None
 
 
+def rotation_signer(config: Config, desired: Desired, observed: Observed) -> CA | None:
+    """The new client CA (with its key, here) once a client rotation signs with it;
+    None: no rotation does, or its key is not on this host."""
+    f = role_facts(CLIENT, desired, observed)
+    if f is None or f.record.done or not signer_new(f):
+        return None
+    rotation = read_rotation(config.cluster.pki_dir, CLIENT)
+    if rotation is None:
+        return None
+    key = (str(config.cluster.pki_dir), rotation.record.new)
+    if key not in _NEXT:  # read once per new CA, not every cycle (the grace lasts a day)
+        new = load_next(config.cluster.pki_dir, rotation)
+        if new is None:
+            return None
+        _NEXT[key] = new
+    return _NEXT[key]
+
+
+_NEXT: dict[tuple[str, str], CA] = {}
+
+
+def wants_new_ca(config: Config, desired: Desired, observed: Observed, cert: Path) -> bool:
+    """A client rotation signs with its new CA and `cert` is not of it yet."""
+    f = role_facts(CLIENT, desired, observed)
+    if f is None or f.record.done or not signer_new(f):
+        return False
+    rotation = read_rotation(config.cluster.pki_dir, CLIENT)
+    try:
+        pem = cert.read_bytes()
+    except OSError:
+        pem = None
+    return rotation is not None and signer_of(pem, rotation) != rotation.record.new
+
+
 def pending_key_path(tls: TLSFiles) -> Path:
     return tls.key.with_name(tls.key.name + PENDING_SUFFIX)
 
@@ -110,8 +147,11 @@ class DaemonCertRenewal:
     name = "daemon-cert"
 
     def __init__(self, config: Config, ca: CA, pool: ClientPool, daemon: str, log: Any,
-                 clock: Any = None) -> None:
+                 clock: Any = None, may_act: Any = None) -> None:
         self.config = config
+        # the daemon that acts re-issues its own for a rotation by its plan (`rotate-ca`
+        # step `reissue-daemon`); this task does it for the others
+        self.may_act = may_act or (lambda: False)
         self.ca = ca
         self.pool = pool
         self.daemon = daemon.encode()
@@ -120,6 +160,7 @@ class DaemonCertRenewal:
         self.observed: Observed | None = None
         self._wake = asyncio.Event()
         self._expires: dt.datetime | None = None
+        self._rotate: tuple[bool, CA | None] = (False, None)  # (wants the new CA, its CA here)
 
     @property
     def tls(self) -> TLSFiles:
@@ -127,7 +168,9 @@ class DaemonCertRenewal:
 
     def offer(self, config: Config, desired: Desired, observed: Observed) -> None:
         self.config, self.observed = config, observed
-        if self._expires is None or \
+        want = not self.may_act() and wants_new_ca(config, desired, observed, self.tls.cert)
+        self._rotate = (want, rotation_signer(config, desired, observed) if want else None)
+        if want or self._expires is None or \
                 renew_due(self._expires, config.tls.daemon_cert_lifetime, self.now()):
             self._wake.set()
 
@@ -136,9 +179,16 @@ class DaemonCertRenewal:
             await self._wake.wait()
             self._wake.clear()
             self._expires = not_after(self.tls.cert.read_bytes())
-            if not renew_due(self._expires, self.config.tls.daemon_cert_lifetime, self.now()):
+            rotate, new_ca = self._rotate
+            if rotate and new_ca is not None:
+                pair = new_ca.issue(ROOT, self.config.tls.daemon_cert_lifetime)
+                await self._install(pair.cert_pem, pair.key_pem,
+                                    "issued by the new client CA (rotation)")
                 continue
-            if isinstance(self.ca, PublicCA):
+            if not rotate and not renew_due(self._expires, self.config.tls.daemon_cert_lifetime,
+                                            self.now()):
+                continue
+            if rotate or isinstance(self.ca, PublicCA):
                 await self._request()
             else:
                 pair = self.ca.issue(ROOT, self.config.tls.daemon_cert_lifetime)
@@ -202,10 +252,13 @@ class RequestSigner:
         self.observed: Observed | None = None
         self._wake = asyncio.Event()
         self._last = float("-inf")
+        self._signer: CA = ca  # the client rotation's new CA once it signs, else `ca`
+        self._signed_with: CA | None = None
 
     def offer(self, config: Config, desired: Desired, observed: Observed) -> None:
         self.config, self.observed = config, observed
-        if time.monotonic() - self._last >= SIGN_EVERY:
+        self._signer = rotation_signer(config, desired, observed) or self.ca
+        if time.monotonic() - self._last >= SIGN_EVERY or self._signer is not self._signed_with:
             self._wake.set()
 
     async def run(self) -> None:
@@ -215,6 +268,7 @@ class RequestSigner:
             self._last = time.monotonic()
             url = _source(self.observed)
             if url is not None:
+                self._signed_with = self._signer
                 await self.sign_pending(self.pool.get(url))
 
     async def sign_pending(self, client: Any) -> None:
@@ -225,10 +279,12 @@ class RequestSigner:
                 daemon = suffix.decode(errors="replace")
                 answered = await client.get(CERT_PREFIX + suffix)
                 wanted = key_of(kv.value)
-                if answered is not None and wanted and key_of(answered.value) == wanted:
+                if answered is not None and wanted and key_of(answered.value) == wanted and \
+                        issued_by(answered.value, self._signer.cert_pem):
                     continue  # signed already; the daemon has yet to pick it up
                 try:
-                    cert = sign_request(self.ca, kv.value, self.config.tls.daemon_cert_lifetime)
+                    cert = sign_request(self._signer, kv.value,
+                                        self.config.tls.daemon_cert_lifetime)
                 except ValueError as e:
                     self.log.warning("daemon_cert_refused", daemon=daemon, reason=str(e))
                     await client.delete(kv.key)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ckeetcd.support.files import write_private
+from ckeetcd.support.files import write_atomic, write_private
 from tests.harness import BIN, cli_env, terminate
 from tests.multihost import PY, MultiCluster
 from tests.slowlink import Shape
@@ -73,10 +73,11 @@ def own_node(kind: str) -> str:
 
 class LabSoak:
     def __init__(self, c: MultiCluster, client_host: str, follow: str, writers: int = 4,
-                 readers: int = 2) -> None:
+                 readers: int = 2, issuer: str | None = None) -> None:
         self.c = c
         self.client_host = client_host
         self.follow = follow  # whose node's servers file the clients follow
+        self.issuer = issuer or follow  # a daemon host with the CA key: ckecli issues there
         self.dir = c.root / "soak"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.history = self.dir / "history.jsonl"
@@ -94,19 +95,28 @@ class LabSoak:
     def __exit__(self, *exc: object) -> None:
         terminate(self.workload, 30)
 
-    def start(self) -> None:
-        """The soak user's certificate (ckecli, as an operator), then the clients."""
-        h = self.follow
+    def issue(self, host: str | None = None) -> dict[str, str]:
+        """The soak user's certificate and `ca_certificate` (ckecli on `host`, as an
+        operator would), written for the clients: the CA and the key first, the
+        certificate last, each by a rename (the workload reloads on a new certificate)."""
+        h = host or self.issuer
         r = self.c.lab.exec(h, str(BIN / "ckecli"), "etcd", "issue", "-ttl=24h",
                             "-output=json", SOAK_USER, env=cli_env(self.c.config_path(h)))
         assert r.returncode == 0, f"ckecli etcd issue: {r.stderr[-1000:]}"
-        bundle = json.loads(r.stdout)
+        bundle: dict[str, str] = json.loads(r.stdout)
         certs = self.dir / "certs"
         certs.mkdir(mode=0o700, exist_ok=True)
-        (certs / "ca.crt").write_text(bundle["ca_certificate"])
-        (certs / "soak.crt").write_text(bundle["certificate"])
+        write_atomic(certs / "ca.crt", bundle["ca_certificate"].encode())
+        write_private(certs / "soak.key", bundle["private_key"].encode())  # 0600 at once
+        write_atomic(certs / "soak.crt", bundle["certificate"].encode())
+        return bundle
+
+    def start(self) -> None:
+        """The soak user's certificate (ckecli, as an operator), then the clients."""
+        h = self.follow
+        self.issue()
+        certs = self.dir / "certs"
         key = certs / "soak.key"
-        write_private(key, bundle["private_key"].encode())  # 0600 from its first byte
         self._role_before = self.role()
         assert SOAK_PREFIX in self._role_before, self._role_before
         spec = WorkloadSpec(servers_file=str(self.c.servers_file(h)), ca=str(certs / "ca.crt"),

@@ -84,20 +84,42 @@ def parse_servers(text: str) -> list[str]:
 
 
 class Endpoints:
-    """The endpoints of the servers file, and one secure channel per endpoint."""
+    """The endpoints of the servers file, and one secure channel per endpoint. The
+    credentials are read again when the certificate file is replaced (a client handed
+    a new certificate and CA bundle mid-run, as in a client CA rotation: write the CA
+    and the key first, the certificate last, each by a rename); new channels use them."""
 
     def __init__(self, spec: WorkloadSpec) -> None:
         self.path = Path(spec.servers_file)
-        self._creds = grpc.ssl_channel_credentials(
-            root_certificates=Path(spec.ca).read_bytes(),
-            private_key=Path(spec.key).read_bytes(),
-            certificate_chain=Path(spec.cert).read_bytes())
+        self.spec = spec
+        self._cert_stamp = _stamp(Path(spec.cert))
+        self._creds = self._read_creds()
         self._stamp: tuple[int, int, int] | None = None
         self.urls: list[str] = []
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._retired: list[grpc.aio.Channel] = []
         self.changes = 0
 
+    def _read_creds(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=Path(self.spec.ca).read_bytes(),
+            private_key=Path(self.spec.key).read_bytes(),
+            certificate_chain=Path(self.spec.cert).read_bytes())
+
+    def _refresh_creds(self) -> None:
+        stamp = _stamp(Path(self.spec.cert))
+        if stamp is None or stamp == self._cert_stamp:
+            return
+        try:
+            self._creds = self._read_creds()
+        except OSError:
+            return
+        self._cert_stamp = stamp
+        self._retired += self._channels.values()  # calls on them finish undisturbed
+        self._channels = {}
+
     def refresh(self) -> None:
+        self._refresh_creds()
         try:
             st = self.path.stat()
             stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -123,8 +145,16 @@ class Endpoints:
         return rpc.KVStub(channel)
 
     async def close(self) -> None:
-        for channel in self._channels.values():
+        for channel in [*self._retired, *self._channels.values()]:
             await channel.close()
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 class Workload:
