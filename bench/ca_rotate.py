@@ -16,9 +16,15 @@ With `--client` the cluster starts with separate CAs and `[tls] rotation_grace` 
 GRACE seconds (part of the rotation time: the old user certificates' grace);
 results: bench/results/ca_rotate_client.json.
 
-Load: one writer (tests.harness.Writer) all along. Figures: rotation time;
-failed write attempts; the longest stall (time one key took to be acknowledged);
-acknowledged keys lost (must be 0). Results: bench/results/ca_rotate.json.
+Load: one writer all along. For the peer CA it behaves as a kube-apiserver
+(bench/filewriter.py): it follows the etcd servers file the daemon keeps, so a
+member taken out of the file before its restart gets no more writes. For the
+client CA it is tests.harness.Writer, which switches to the client bundle once
+it is in force (a kube-apiserver is handed the bundle by its operator; the
+servers-file writer keeps its first credentials). Figures: rotation time;
+failed write attempts; the longest stall (time one key took to be
+acknowledged); acknowledged keys lost (must be 0). Results:
+bench/results/ca_rotate.json.
 
     .venv/bin/python bench/ca_rotate.py [--runs 3] [--client]
 """
@@ -39,6 +45,7 @@ from _common import (
     write_result,
     writer_runs,
 )
+from filewriter import ServersFileWriter
 
 from ckeetcd.pki import ensure_ca
 from tests.harness import Writer
@@ -53,8 +60,18 @@ def role_view(c: BenchCluster, role: str) -> dict[str, Any] | None:
     return rotation["roles"].get(role) if rotation else None
 
 
+def apiserver(c: BenchCluster) -> str:
+    return f'[apiserver]\netcd_servers_file = "{c.root / "etcd-servers"}"\n'
+
+
+def writer(c: BenchCluster, role: str) -> Writer | ServersFileWriter:
+    if role == "peer":
+        return ServersFileWriter(c, c.root / "etcd-servers")
+    return Writer(c, lambda: NAMES)
+
+
 def rotate(c: BenchCluster, role: str) -> dict[str, Any]:
-    with Writer(c, lambda: NAMES) as w:
+    with writer(c, role) as w:
         wait_for(lambda: len(w.acked) > 50, 30, "writes flowing")
         start = time.monotonic()
         r = c.cli("ca", "rotate", f"--{role}")
@@ -67,9 +84,9 @@ def rotate(c: BenchCluster, role: str) -> dict[str, Any]:
             "acked": len(w.acked)}
 
 
-def restarts(c: BenchCluster, heartbeat: int, tls: str) -> dict[str, Any]:
+def restarts(c: BenchCluster, role: str, heartbeat: int, tls: str) -> dict[str, Any]:
     """Every member restarted once by a rolling change; its longest stall."""
-    with Writer(c, lambda: NAMES) as w:
+    with writer(c, role) as w:
         wait_for(lambda: len(w.acked) > 50, 30, "writes flowing")
         mark = c.mark()
         start = time.monotonic()
@@ -98,16 +115,15 @@ def main() -> None:
     tls = f'[tls]\nrotation_grace = "{GRACE}s"\n' if args.client else ""
     runs: dict[str, list[dict[str, Any]]] = {"rotation": [], "restarts": []}
     with bench_cluster(NAMES, cadence, "ca-rotate", start=False) as c:
-        if args.client:
-            c.write_config(NAMES, extra=tls)
-        else:  # a one-CA cluster, as made before the peer CA
+        c.write_config(NAMES, extra=tls + apiserver(c))
+        if not args.client:  # a one-CA cluster, as made before the peer CA
             ensure_ca(c.state_dir / "pki", "test")
             (c.state_dir / "history.jsonl").write_text('{"event": "made before the peer CA"}\n')
         c.start_daemon()
         c.wait_healthy(NAMES, timeout=90)
         for i in range(args.runs):  # alternating on one cluster, so drift hits both alike
             runs["rotation"].append(rotate(c, role))
-            runs["restarts"].append(restarts(c, 100 + 10 * (i + 1), tls))
+            runs["restarts"].append(restarts(c, role, 100 + 10 * (i + 1), tls + apiserver(c)))
             print(f"run {i + 1}: rotation {runs['rotation'][-1]}  "
                   f"restarts {runs['restarts'][-1]}", flush=True)
     out: dict[str, Any] = {"when": dt.datetime.now(dt.timezone.utc).isoformat(),
