@@ -16,12 +16,12 @@ With `--client` the cluster starts with separate CAs and `[tls] rotation_grace` 
 GRACE seconds (part of the rotation time: the old user certificates' grace);
 results: bench/results/ca_rotate_client.json.
 
-Load: one writer all along. For the peer CA it behaves as a kube-apiserver
+Load: one writer all along that behaves as a kube-apiserver
 (bench/filewriter.py): it follows the etcd servers file the daemon keeps, so a
 member taken out of the file before its restart gets no more writes. For the
-client CA it is tests.harness.Writer, which switches to the client bundle once
-it is in force (a kube-apiserver is handed the bundle by its operator; the
-servers-file writer keeps its first credentials). Figures: rotation time;
+client CA it is also handed the daemon's current client files (the bundle,
+then the re-issued root certificate) as they change, as an operator hands
+them to a kube-apiserver. Figures: rotation time;
 failed write attempts; the longest stall (time one key took to be
 acknowledged); acknowledged keys lost (must be 0). Results:
 bench/results/ca_rotate.json.
@@ -48,7 +48,6 @@ from _common import (
 from filewriter import ServersFileWriter
 
 from ckeetcd.pki import ensure_ca
-from tests.harness import Writer
 
 NAMES = ["m1", "m2", "m3"]
 GRACE = 5  # seconds, --client
@@ -64,10 +63,8 @@ def apiserver(c: BenchCluster) -> str:
     return f'[apiserver]\netcd_servers_file = "{c.root / "etcd-servers"}"\n'
 
 
-def writer(c: BenchCluster, role: str) -> Writer | ServersFileWriter:
-    if role == "peer":
-        return ServersFileWriter(c, c.root / "etcd-servers")
-    return Writer(c, lambda: NAMES)
+def writer(c: BenchCluster, role: str) -> ServersFileWriter:
+    return ServersFileWriter(c, c.root / "etcd-servers", follow_tls=role == "client")
 
 
 def rotate(c: BenchCluster, role: str) -> dict[str, Any]:

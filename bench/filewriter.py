@@ -42,9 +42,15 @@ PREFIX = b"/writer/"
 
 
 class ServersFileWriter:
-    def __init__(self, cluster: Cluster, servers_file: Path) -> None:
+    def __init__(self, cluster: Cluster, servers_file: Path, follow_tls: bool = False) -> None:
+        """`follow_tls`: keep the writer's own copy of the daemon's client credentials
+        current (the CA bundle and the root certificate a client CA rotation hands
+        out), as an operator hands a kube-apiserver the new files; without it the
+        writer keeps the credentials it started with."""
         self.cluster = cluster
         self.servers_file = servers_file
+        self.follow_tls = follow_tls
+        self.tls_dir = servers_file.parent / "writer-tls"
         self.acked: list[bytes] = []
         self.failures = 0
         self.max_outage = 0.0
@@ -64,13 +70,41 @@ class ServersFileWriter:
 
     def _spec(self) -> WorkloadSpec:
         tls = self.cluster.root_tls()
+        if self.follow_tls:
+            self._copy_tls()
+            d = self.tls_dir
+            return WorkloadSpec(servers_file=str(self.servers_file), ca=str(d / "ca.crt"),
+                                cert=str(d / "root.crt"), key=str(d / "root.key"),
+                                prefix=PREFIX.decode(), history="", run_id="bench")
         return WorkloadSpec(servers_file=str(self.servers_file), ca=str(tls.ca),
                             cert=str(tls.cert), key=str(tls.key), prefix=PREFIX.decode(),
                             history="", run_id="bench")
 
+    def _copy_tls(self) -> None:
+        """Copy the daemon's current client files when they differ from the copy: the
+        CA and the key first, the certificate last, each by a rename (the workload's
+        Endpoints re-read all three when the certificate file is replaced)."""
+        tls = self.cluster.root_tls()
+        self.tls_dir.mkdir(mode=0o700, exist_ok=True)
+        pairs = [(tls.ca, "ca.crt"), (tls.key, "root.key"), (tls.cert, "root.crt")]
+        try:
+            wanted = [(src.read_bytes(), name) for src, name in pairs]
+        except OSError:
+            return  # mid-swap: the next poll copies them
+        if all((self.tls_dir / name).exists() and (self.tls_dir / name).read_bytes() == data
+               for data, name in wanted):
+            return
+        for data, name in wanted:
+            tmp = self.tls_dir / f".{name}.tmp"
+            tmp.write_bytes(data)
+            tmp.chmod(0o600)
+            tmp.replace(self.tls_dir / name)
+
     async def _follow(self, eps: Endpoints) -> None:
         seen = -1
         while not self._stop.is_set():
+            if self.follow_tls:
+                self._copy_tls()
             eps.refresh()
             if eps.changes != seen:
                 seen = eps.changes
