@@ -38,6 +38,19 @@ from tests.soak.labsoak import USERS_EXTRA, LabSoak
 MEMBERSHIP_CHANGES = ("remove-member", "add-member", "promote-member")
 
 
+def three_daemons(lab: Lab, tmp_path: Path) -> tuple[MultiCluster, str, str, str]:
+    """Three nodes, a daemon and a member on each, healthy: the cluster, the leader
+    daemon's node, the node whose servers file the clients follow, the other one."""
+    c = MultiCluster(lab, tmp_path / "mc", ["h1", "h2", "h3"], ["h1", "h2", "h3"],
+                     extra=USERS_EXTRA)
+    c.share_ca()
+    c.start_daemons()
+    c.wait_healthy(c.members)
+    leader = wait_for(c.leader, 30, "a leader daemon", abort=c.died)
+    follow, follower = [d for d in c.daemon_hosts if d != leader]
+    return c, leader, follow, follower
+
+
 def test_partitions_under_the_soak_workload_hand_over_heal_and_lose_nothing(
         lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The soak's writers and readers (on h4, a client host holding no member) through
@@ -47,13 +60,7 @@ def test_partitions_under_the_soak_workload_hand_over_heal_and_lose_nothing(
     each heal, everything is healthy again without a human. At the end nothing
     acknowledged is missing, no read went back in time, every member holds the same
     copy, the soak user's role is unchanged, and no daemon error is left unexplained."""
-    c = MultiCluster(lab, tmp_path / "mc", ["h1", "h2", "h3"], ["h1", "h2", "h3"],
-                     extra=USERS_EXTRA)
-    c.share_ca()
-    c.start_daemons()
-    c.wait_healthy(c.members)
-    leader = wait_for(c.leader, 30, "a leader daemon", abort=c.died)
-    follow, follower = [d for d in c.daemon_hosts if d != leader]
+    c, leader, follow, follower = three_daemons(lab, tmp_path)
 
     def dropped(cut: str) -> Callable[[], object]:
         """While `cut` is off: the other nodes' servers files stop listing it (and, for
@@ -130,13 +137,7 @@ def test_slow_links_under_the_soak_workload_replace_nothing_and_lose_nothing(
     copy, and no daemon error is left unexplained."""
     if shutil.which("ping") is None:
         pytest.skip("ping missing (apt-get install iputils-ping)")
-    c = MultiCluster(lab, tmp_path / "mc", ["h1", "h2", "h3"], ["h1", "h2", "h3"],
-                     extra=USERS_EXTRA)
-    c.share_ca()
-    c.start_daemons()
-    c.wait_healthy(c.members)
-    leader = wait_for(c.leader, 30, "a leader daemon", abort=c.died)
-    follow, follower = [d for d in c.daemon_hosts if d != leader]
+    c, _, follow, follower = three_daemons(lab, tmp_path)
     marks = c.marks()
     with LabSoak(c, "h4", follow) as soak:
         soak.start()
