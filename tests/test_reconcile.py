@@ -100,7 +100,11 @@ def test_apiserver_traffic_follows_health_and_swap(make_cluster) -> None:  # typ
     c.start_daemon()
     c.wait_healthy(["m1", "m2", "m3"])
     all3 = [c.client_url(n) for n in ("m1", "m2", "m3")]
-    wait_for(lambda: _servers(c) == all3, 20, "all three published")
+    # the op's "ok" event is logged a moment after it wrote the file: wait for both, or
+    # that event lands after the mark below and reads as part of the swap
+    wait_for(lambda: _servers(c) == all3 and any(
+        e["op"] == "publish-endpoints" and e["outcome"] == "ok" for e in c.events("op")),
+        20, "all three published")
 
     # A swap: m3 leaves the file before it is stopped; m4 appears once promoted.
     mark = c.mark()
