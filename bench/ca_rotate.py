@@ -45,7 +45,8 @@ from _common import (
     write_result,
     writer_runs,
 )
-from filewriter import ServersFileWriter
+from filewriter import ServersFileWriter, servers_file
+from filewriter import apiserver_section as apiserver
 
 from ckeetcd.pki import ensure_ca
 
@@ -59,12 +60,8 @@ def role_view(c: BenchCluster, role: str) -> dict[str, Any] | None:
     return rotation["roles"].get(role) if rotation else None
 
 
-def apiserver(c: BenchCluster) -> str:
-    return f'[apiserver]\netcd_servers_file = "{c.root / "etcd-servers"}"\n'
-
-
 def writer(c: BenchCluster, role: str) -> ServersFileWriter:
-    return ServersFileWriter(c, c.root / "etcd-servers", follow_tls=role == "client")
+    return ServersFileWriter(c, servers_file(c), follow_tls=role == "client")
 
 
 def rotate(c: BenchCluster, role: str) -> dict[str, Any]:

@@ -41,6 +41,16 @@ PAUSE = 0.01  # after an acknowledged put
 PREFIX = b"/writer/"
 
 
+def servers_file(cluster: Cluster) -> Path:
+    """Where a bench cluster's daemon keeps the etcd servers file."""
+    return cluster.root / "etcd-servers"
+
+
+def apiserver_section(cluster: Cluster) -> str:
+    """The config section that makes the daemon keep it."""
+    return f'[apiserver]\netcd_servers_file = "{servers_file(cluster)}"\n'
+
+
 class ServersFileWriter:
     def __init__(self, cluster: Cluster, servers_file: Path, follow_tls: bool = False) -> None:
         """`follow_tls`: keep the writer's own copy of the daemon's client credentials

@@ -57,7 +57,8 @@ from _common import (
     write_result,
     writer_runs,
 )
-from filewriter import ServersFileWriter
+from filewriter import ServersFileWriter, servers_file
+from filewriter import apiserver_section as apiserver
 
 from ckeetcd.support.files import write_atomic
 from ckeetcd.support.history import History
@@ -108,14 +109,6 @@ def breakdown(c: BenchCluster, t0: float, t1: float) -> dict[str, Any]:
             "between_steps_s": round(spans[-1][1] - spans[0][0] - inside, 3),
             "after_last_step_s": round(t1 - spans[-1][1], 3),
             "steps_s": steps, "stop_s": stops}
-
-
-def servers_file(c: BenchCluster) -> Path:
-    return c.root / "etcd-servers"
-
-
-def apiserver(c: BenchCluster) -> str:
-    return f'[apiserver]\netcd_servers_file = "{servers_file(c)}"\n'
 
 
 def on_old_binary(c: BenchCluster) -> None:
